@@ -1,0 +1,21 @@
+"""What a .tflite file contains, read with the maintained `tflite` schema package."""
+from __future__ import annotations
+
+import tflite
+
+_OP_NAMES = {code: name for name, code in vars(tflite.BuiltinOperator).items() if not name.startswith("_")}
+
+
+def model_ops(flatbuffer: bytes) -> list[dict]:
+    """Every operator code in the model with its version, sorted: [{"op": "FULLY_CONNECTED", "version": 1}, ...]."""
+    model = tflite.Model.GetRootAsModel(flatbuffer, 0)
+    found = set()
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        # builtin codes above 127 live in BuiltinCode; older files only fill the deprecated byte
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        name = _OP_NAMES.get(builtin, f"BUILTIN_{builtin}")
+        if builtin == tflite.BuiltinOperator.CUSTOM:
+            name = f"CUSTOM:{code.CustomCode().decode()}"
+        found.add((name, code.Version()))
+    return [{"op": op, "version": v} for op, v in sorted(found)]

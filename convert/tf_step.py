@@ -1,0 +1,123 @@
+"""Rebuild a trained forecaster's single time step as a TF graph with constant weights.
+
+Why by hand instead of converting Keras layers: a converted Keras LSTM
+becomes a WHILE loop, and weights held as variables become READ_VARIABLE
+ops that tflite-runtime 2.14 cannot run (see DESIGN.md). A flat graph of
+matmuls and elementwise ops with constant weights converts in every mode.
+
+The math follows PyTorch's cells exactly (gate order i,f,g,o for LSTM and
+r,z,n for GRU). Constant scalings are folded into the weights here, in
+numpy, so the graph carries no extra MUL per step:
+    delta feature gain  -> the delta columns of the first layer's W_ih
+    output gain         -> the head's weight and bias
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from train.models import ModelConfig
+
+
+def _fold_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
+    w = {k: v.astype(np.float32).copy() for k, v in weights.items()}
+    c = config.input_size
+    if "delta" in config.features:
+        start = c if "level" in config.features else 0  # delta columns follow the level columns
+        w["rnn.weight_ih_l0"][:, start:start + c] *= w["delta_gain"][None, :]
+    w["head.weight"] *= w["output_gain"][:, None]
+    w["head.bias"] *= w["output_gain"]
+    return w
+
+
+class StepGraph(tf.Module):
+    """step(x, x_prev?, h0.., c0..) -> {y, x_prev?, h0.., c0..}; all tensors (1, n)."""
+
+    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.w = _fold_weights(weights, config)
+        names = ["x"] + config.state_names()
+        shapes = {"x": (1, config.input_size), **config.state_shapes(1)}
+        specs = [tf.TensorSpec(shapes[n], tf.float32, name=n) for n in names]
+        self.step = tf.function(self._named_step(names), input_signature=specs, autograph=False)
+
+    def _named_step(self, names: list[str]):
+        def step(*tensors):
+            return self.forward(dict(zip(names, tensors)))
+        return step
+
+    def _const(self, key: str, transpose: bool = False) -> tf.Tensor:
+        value = self.w[key].T if transpose else self.w[key]
+        return tf.constant(np.ascontiguousarray(value), dtype=tf.float32)
+
+    def features(self, x: tf.Tensor, delta: tf.Tensor | None) -> tf.Tensor:
+        parts = []
+        if "level" in self.config.features:
+            parts.append(x)
+        if delta is not None:
+            parts.append(delta)  # the gain is folded into W_ih
+        return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
+
+    def forward(self, t: dict) -> dict:
+        cfg = self.config
+        out = {}
+        delta = t["x"] - t["x_prev"] if "delta" in cfg.features else None  # (1, C)
+        inp = self.features(t["x"], delta)  # (1, F)
+        for k in range(cfg.layers):
+            h = t[f"h{k}"]  # (1, H)
+            if cfg.cell == "lstm":
+                h, out[f"c{k}"] = self._lstm(k, inp, h, t[f"c{k}"])
+            elif cfg.cell == "gru":
+                h = self._gru(k, inp, h)
+            else:
+                h = self._rnn(k, inp, h)
+            out[f"h{k}"] = h
+            inp = h
+        head = tf.matmul(inp, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
+        level = t["x"] if list(cfg.target) == list(range(cfg.input_size)) else tf.gather(
+            t["x"], list(cfg.target), axis=1)  # (1, O)
+        out["y"] = level + head
+        if delta is not None:
+            # Not tf.identity(x): the converter would alias this output to the input
+            # tensor x, and tflite-runtime 2.14 cannot open a model whose signature
+            # output is one of its inputs ("vector::reserve"). x_prev + delta == x
+            # within 1 ulp and is a tensor of its own.
+            out["x_prev"] = t["x_prev"] + delta
+        return out
+
+    def _stacked(self, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """[W_ih | W_hh]^T as one (F+H, G) matrix and the summed bias (G,): one FULLY_CONNECTED."""
+        w = np.concatenate([self.w[f"rnn.weight_ih_l{k}"], self.w[f"rnn.weight_hh_l{k}"]], axis=1)
+        b = self.w[f"rnn.bias_ih_l{k}"] + self.w[f"rnn.bias_hh_l{k}"]
+        return tf.constant(np.ascontiguousarray(w.T)), tf.constant(b)
+
+    def _rnn(self, k, inp, h):
+        w, b = self._stacked(k)
+        return tf.tanh(tf.matmul(tf.concat([inp, h], axis=1), w) + b)  # (1, H)
+
+    def _lstm(self, k, inp, h, c):
+        w, b = self._stacked(k)
+        gates = tf.matmul(tf.concat([inp, h], axis=1), w) + b  # (1, 4H)
+        i, f, g, o = tf.split(gates, 4, axis=1)  # each (1, H)
+        c_new = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        return tf.sigmoid(o) * tf.tanh(c_new), c_new
+
+    def _gru(self, k, inp, h):
+        # r multiplies only the hidden part of n, so input and hidden matmuls stay apart
+        gi = tf.matmul(inp, self._const(f"rnn.weight_ih_l{k}", True)) + self._const(f"rnn.bias_ih_l{k}")
+        gh = tf.matmul(h, self._const(f"rnn.weight_hh_l{k}", True)) + self._const(f"rnn.bias_hh_l{k}")
+        i_r, i_z, i_n = tf.split(gi, 3, axis=1)  # each (1, H)
+        h_r, h_z, h_n = tf.split(gh, 3, axis=1)
+        r = tf.sigmoid(i_r + h_r)
+        z = tf.sigmoid(i_z + h_z)
+        n = tf.tanh(i_n + r * h_n)
+        return n + z * (h - n)  # == (1 - z) * n + z * h
+
+
+def export_float32(graph: StepGraph, saved_model_dir: str) -> bytes:
+    """SavedModel with a 'step' signature -> float32 TFLite flatbuffer (builtin ops only)."""
+    tf.saved_model.save(graph, saved_model_dir, signatures={"step": graph.step.get_concrete_function()})
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["step"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()

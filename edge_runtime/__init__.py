@@ -1,0 +1,16 @@
+"""edge_runtime: run an edge-rnn bundle step by step on a device.
+
+numpy, one TFLite interpreter and the standard library only: this package
+ships to devices. Never import torch, tensorflow, train or convert here.
+
+    import edge_runtime
+    model = edge_runtime.load("artifacts/temperature-lstm")
+    session = model.session()
+    forecast = session.step([20.5, 4.0])   # raw sensor units in and out
+"""
+from edge_runtime.backends import BackendError, available_backends
+from edge_runtime.manifest import BundleError, read_manifest
+from edge_runtime.session import Model, Session, load
+
+__all__ = ["load", "Model", "Session", "BundleError", "BackendError", "read_manifest", "available_backends"]
+__version__ = "0.1.0"

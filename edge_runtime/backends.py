@@ -1,0 +1,57 @@
+"""Which TFLite interpreter runs the model.
+
+Order of preference: tflite_runtime (what a Pi pip-installs), ai_edge_litert
+(its successor), then tensorflow.lite as a development fallback. A caller
+or the EDGE_RNN_BACKEND environment variable can name one; a named backend
+that is not installed is an error, not a silent fallback.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+BACKENDS = {
+    "tflite_runtime": "tflite_runtime.interpreter",
+    "ai_edge_litert": "ai_edge_litert.interpreter",
+    "tensorflow": "tensorflow.lite",  # imported by name only: a development fallback
+}
+ENV_VAR = "EDGE_RNN_BACKEND"
+
+
+class BackendError(RuntimeError):
+    pass
+
+
+def _import(name: str):
+    module = importlib.import_module(BACKENDS[name])
+    return module.Interpreter
+
+
+def interpreter_class(name: str | None = None) -> tuple[str, type]:
+    """Return (backend name, Interpreter class) for `name`, $EDGE_RNN_BACKEND, or the first installed."""
+    name = name or os.environ.get(ENV_VAR) or None
+    if name is not None:
+        if name not in BACKENDS:
+            raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        try:
+            return name, _import(name)
+        except ImportError as e:
+            raise BackendError(f"backend {name!r} is not installed ({e})") from None
+    for candidate in BACKENDS:
+        try:
+            return candidate, _import(candidate)
+        except ImportError:
+            continue
+    raise BackendError("no TFLite interpreter installed: pip install tflite-runtime==2.14.0 "
+                       "(or ai-edge-litert==2.3.0)")
+
+
+def available_backends() -> list[str]:
+    found = []
+    for name in BACKENDS:
+        try:
+            _import(name)
+            found.append(name)
+        except ImportError:
+            pass
+    return found

@@ -1,0 +1,64 @@
+"""python -m edge_runtime: run a bundle on a device."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edge_runtime.backends import BACKENDS, BackendError
+from edge_runtime.csvrows import CsvError
+from edge_runtime.manifest import BundleError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m edge_runtime", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="stream CSV rows through a bundle, print JSON lines",
+                         description="Stream a CSV (header: index/timestamp, then the bundle's channels) "
+                         "through the model one row at a time; print one JSON line per row.")
+    run.add_argument("bundle", help="bundle folder (artifacts/<name>)")
+    run.add_argument("--input", required=True, help="CSV file, or - for stdin")
+    run.add_argument("--variant", help="model variant (default: the first in the manifest)")
+    run.add_argument("--backend", choices=list(BACKENDS), help="interpreter (default: $EDGE_RNN_BACKEND or the first installed)")
+    run.add_argument("--skip-bad-rows", action="store_true", help="report bad rows on stderr and go on")
+    info = sub.add_parser("info", help="print a bundle's manifest summary")
+    info.add_argument("bundle")
+    return p.parse_args(argv)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edge_runtime.session import load
+    from edge_runtime.stream import run_csv
+
+    model = load(args.bundle, variant=args.variant, backend=args.backend)
+    session = model.session()
+    if args.input == "-":
+        run_csv(session, sys.stdin, "<stdin>", sys.stdout, sys.stderr, args.skip_bad_rows)
+    else:
+        try:
+            with open(args.input, newline="") as f:
+                run_csv(session, f, args.input, sys.stdout, sys.stderr, args.skip_bad_rows)
+        except FileNotFoundError:
+            raise CsvError(f"{args.input}: file not found") from None
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edge_runtime.manifest import read_manifest
+
+    m = read_manifest(args.bundle)
+    print(f"{m.name}: {m.task}, {m.cell} x{m.layers} hidden {m.hidden}, channels {list(m.channels)}, "
+          f"forecasts {[m.channels[i] for i in m.target]}")
+    for v in m.variants:
+        print(f"  {v.name:<12} {v.bytes:>8} bytes  {v.file}  sha256 {v.sha256[:12]}...")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return {"run": cmd_run, "info": cmd_info}[args.command](args)
+    except (BundleError, BackendError, CsvError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into head
+        return 0

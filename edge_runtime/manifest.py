@@ -1,0 +1,167 @@
+"""The bundle's manifest: its schema, and the checks a device makes before trusting it.
+
+This file is the single definition of the bundle format. `convert/` writes
+bundles with it and reads them back with it, so writer and reader cannot
+drift apart. Standard library only: it ships to devices.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TASKS = ("forecast", "autocomplete")
+VARIANT_DTYPES = ("float32", "float16", "dynamic-int8", "int8", "int16x8")
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be trusted; the message names the problem and the file."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @classmethod
+    def parse(cls, d: dict, where: str) -> "TensorSpec":
+        try:
+            return cls(str(d["name"]), tuple(int(s) for s in d["shape"]), str(d.get("dtype", "float32")))
+        except (KeyError, TypeError, ValueError) as e:
+            raise BundleError(f"{where}: malformed tensor spec {d!r} ({e})") from None
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # e.g. "float32"
+    file: str
+    dtype: str
+    sha256: str
+    bytes: int
+    raw: dict  # everything else the manifest records (ops, metrics, ...)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path  # the bundle folder
+    name: str
+    task: str
+    cell: str
+    layers: int
+    hidden: int
+    input: TensorSpec
+    output: TensorSpec
+    state: tuple[TensorSpec, ...]
+    channels: tuple[str, ...]  # input channel names, in order
+    target: tuple[int, ...]  # which input channels the output forecasts
+    normalization: dict  # mean, std, delta_std per input channel
+    variants: tuple[Variant, ...]
+    raw: dict
+
+    def variant(self, name: str | None = None) -> Variant:
+        """The named variant, or the first listed (the most precise) when name is None."""
+        if name is None:
+            return self.variants[0]
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise BundleError(f"{self.path}: no variant {name!r}; it has {', '.join(v.name for v in self.variants)}")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _require(d: dict, key: str, kind, where: str):
+    if key not in d:
+        raise BundleError(f"{where}: missing required field {key!r}")
+    value = d[key]
+    if not isinstance(value, kind):
+        raise BundleError(f"{where}: field {key!r} should be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
+
+
+def _parse_variant(d: dict, where: str) -> Variant:
+    name = _require(d, "name", str, where)
+    dtype = _require(d, "dtype", str, where)
+    if dtype not in VARIANT_DTYPES:
+        raise BundleError(f"{where}: variant {name!r} has unknown dtype {dtype!r}")
+    return Variant(name, _require(d, "file", str, where), dtype, _require(d, "sha256", str, where),
+                   _require(d, "bytes", int, where), d)
+
+
+def _check_normalization(norm: dict, channels: int, where: str) -> None:
+    for key in ("mean", "std", "delta_std"):
+        values = _require(norm, key, list, f"{where} normalization")
+        if len(values) != channels:
+            raise BundleError(f"{where}: normalization {key!r} has {len(values)} values for {channels} channels")
+    if any(s <= 0 for s in norm["std"] + norm["delta_std"]):
+        raise BundleError(f"{where}: normalization std must be positive")
+
+
+def read_manifest(bundle_dir: str | Path) -> Manifest:
+    """Parse and check manifest.json; no model file is opened here."""
+    path = Path(bundle_dir)
+    where = str(path / MANIFEST_NAME)
+    if not path.is_dir():
+        raise BundleError(f"{path}: bundle folder not found")
+    try:
+        d = json.loads((path / MANIFEST_NAME).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{where}: missing (not a bundle folder?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise BundleError(f"{where}: top level must be an object")
+    version = d.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(f"{where}: unsupported schema_version {version!r} "
+                          f"(this runtime reads version {SCHEMA_VERSION})")
+    task = _require(d, "task", str, where)
+    if task not in TASKS:
+        raise BundleError(f"{where}: unknown task {task!r}")
+    io = _require(d, "io", dict, where)
+    input_spec = TensorSpec.parse(_require(io, "input", dict, where), where)
+    output_spec = TensorSpec.parse(_require(io, "output", dict, where), where)
+    state = tuple(TensorSpec.parse(s, where) for s in _require(d, "state", list, where))
+    if len({s.name for s in state}) != len(state):
+        raise BundleError(f"{where}: state names are not unique")
+    channels = tuple(_require(d, "channels", list, where))
+    if len(input_spec.shape) != 2 or input_spec.shape[1] != len(channels):
+        raise BundleError(f"{where}: input shape {list(input_spec.shape)} does not match "
+                          f"{len(channels)} channels")
+    target = tuple(_require(d, "target", list, where))
+    if len(target) != output_spec.shape[-1] or any(not 0 <= t < len(channels) for t in target):
+        raise BundleError(f"{where}: target {list(target)} does not fit output shape {list(output_spec.shape)}")
+    norm = _require(d, "normalization", dict, where)
+    _check_normalization(norm, len(channels), where)
+    variants = tuple(_parse_variant(v, where) for v in _require(d, "variants", list, where))
+    if not variants:
+        raise BundleError(f"{where}: lists no model variants")
+    return Manifest(path, _require(d, "name", str, where), task, _require(d, "cell", str, where),
+                    _require(d, "layers", int, where), _require(d, "hidden", int, where),
+                    input_spec, output_spec, state, channels, target, norm, variants, d)
+
+
+def verified_model_bytes(manifest: Manifest, variant: Variant) -> bytes:
+    """Read a variant's file and check its size and sha256 against the manifest."""
+    file = manifest.path / variant.file
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{file}: model file listed in the manifest is missing") from None
+    if len(data) != variant.bytes:
+        raise BundleError(f"{file}: size {len(data)} bytes, manifest says {variant.bytes}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != variant.sha256:
+        raise BundleError(f"{file}: sha256 mismatch (file {digest[:12]}..., manifest "
+                          f"{variant.sha256[:12]}...): the file is corrupt or was replaced")
+    return data

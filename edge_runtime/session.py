@@ -1,0 +1,130 @@
+"""Load a bundle and run it one step at a time with persistent, named state.
+
+A `Model` is the verified bundle plus one interpreter. The step model is
+stateless (state goes in and comes out), so any number of `Session`s (one
+per sensor stream) share that interpreter; each owns only its state arrays.
+Sessions of one model must be stepped from one thread at a time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.backends import interpreter_class
+from edge_runtime.manifest import BundleError, Manifest, read_manifest, verified_model_bytes
+
+SIGNATURE = "step"
+
+
+class Model:
+    def __init__(self, manifest: Manifest, variant: str | None = None,
+                 backend: str | None = None, num_threads: int = 1):
+        self.manifest = manifest
+        self.variant = manifest.variant(variant)
+        self.backend, interpreter_cls = interpreter_class(backend)
+        content = verified_model_bytes(manifest, self.variant)
+        try:
+            self.interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+            # Read the signature's name -> tensor index map once, then drop the runner:
+            # ai-edge-litert refuses allocate/invoke while a runner holds its buffers.
+            runner = self.interpreter.get_signature_runner(SIGNATURE)
+            self._inputs = runner.get_input_details()  # name -> {index, shape, dtype, ...}
+            self._outputs = runner.get_output_details()
+            del runner
+        except (ValueError, RuntimeError) as e:
+            raise BundleError(f"{manifest.path / self.variant.file}: the {self.backend} interpreter "
+                              f"cannot open it ({e})") from None
+        self._check_signature()
+        norm = manifest.normalization
+        target = list(manifest.target)
+        self.mean = np.asarray(norm["mean"], np.float32)  # (C,)
+        self.std = np.asarray(norm["std"], np.float32)  # (C,)
+        self.out_mean, self.out_std = self.mean[target], self.std[target]  # (O,)
+
+    def _check_signature(self) -> None:
+        """Every tensor the manifest promises must be in the model, with the same shape."""
+        m, file = self.manifest, self.manifest.path / self.variant.file
+        expected_in = {m.input.name: m.input.shape, **{s.name: s.shape for s in m.state}}
+        expected_out = {m.output.name: m.output.shape, **{s.name: s.shape for s in m.state}}
+        for kind, expected, actual in (("input", expected_in, self._inputs),
+                                       ("output", expected_out, self._outputs)):
+            for name, shape in expected.items():
+                if name not in actual:
+                    raise BundleError(f"{file}: the model's '{SIGNATURE}' signature has no {kind} "
+                                      f"{name!r} (it has {', '.join(sorted(actual))})")
+                real = tuple(int(s) for s in actual[name]["shape"])
+                if real != tuple(shape):
+                    raise BundleError(f"{file}: {kind} {name!r} has shape {list(real)} in the model "
+                                      f"but {list(shape)} in the manifest")
+
+    @property
+    def state_names(self) -> list[str]:
+        return [s.name for s in self.manifest.state]
+
+    def session(self) -> "Session":
+        return Session(self)
+
+
+def load(bundle_dir: str | Path, variant: str | None = None, backend: str | None = None,
+         num_threads: int = 1) -> Model:
+    """Read and verify a bundle, open one variant with one interpreter backend."""
+    return Model(read_manifest(bundle_dir), variant, backend, num_threads)
+
+
+class Session:
+    """One stream: raw sensor units in, raw units out, state carried between steps."""
+
+    def __init__(self, model: Model):
+        self.model = model
+        interp = model.interpreter
+        self._set, self._get, self._invoke = interp.set_tensor, interp.get_tensor, interp.invoke
+        m = model.manifest
+        self._x_index = model._inputs[m.input.name]["index"]
+        self._y_index = model._outputs[m.output.name]["index"]
+        # (name, input tensor index, output tensor index), resolved once by name
+        self._state_io = [(s.name, model._inputs[s.name]["index"], model._outputs[s.name]["index"])
+                          for s in m.state]
+        self._x = np.zeros(m.input.shape, np.float32)  # (1, C) normalized input buffer
+        self.state: dict[str, np.ndarray] = {}
+        self.steps = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Zero state; the next sample primes x_prev (so its change reads as 0)."""
+        self.state = {s.name: np.zeros(s.shape, np.float32) for s in self.model.manifest.state}
+        self.steps = 0
+
+    def step_normalized(self, x_norm: np.ndarray) -> np.ndarray:
+        """x_norm: (1, C) float32 normalized input -> (1, O) normalized forecast of the next sample."""
+        if self.steps == 0 and "x_prev" in self.state:
+            self.state["x_prev"] = x_norm.copy()
+        self._set(self._x_index, x_norm)
+        for name, in_index, _ in self._state_io:
+            self._set(in_index, self.state[name])
+        self._invoke()
+        for name, _, out_index in self._state_io:
+            self.state[name] = self._get(out_index)
+        self.steps += 1
+        return self._get(self._y_index)
+
+    def step(self, x_raw) -> np.ndarray:
+        """x_raw: (C,) one sample in sensor units -> (O,) forecast of the next sample, in sensor units."""
+        np.subtract(np.asarray(x_raw, np.float32).reshape(self._x.shape), self.model.mean, out=self._x)
+        np.divide(self._x, self.model.std, out=self._x)
+        y = self.step_normalized(self._x)
+        return y[0] * self.model.out_std + self.model.out_mean
+
+    def get_state(self, name: str) -> np.ndarray:
+        if name not in self.state:
+            raise KeyError(f"no state tensor {name!r}; this model has {', '.join(self.state)}")
+        return self.state[name].copy()
+
+    def set_state(self, name: str, value) -> None:
+        current = self.get_state(name)
+        value = np.asarray(value, np.float32)
+        if value.shape != current.shape:
+            raise ValueError(f"state {name!r} has shape {list(current.shape)}, got {list(value.shape)}")
+        self.state[name] = value.copy()
+        self.steps = max(self.steps, 1)  # an explicitly set state is not a fresh start

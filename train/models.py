@@ -1,0 +1,153 @@
+"""Recurrent forecasters: Elman RNN, GRU and LSTM behind one interface.
+
+The cell type is a string in the config; this file is the one place that
+knows how the cells differ (which state tensors they carry). Every model
+works in normalized units and carries its state explicitly, by name:
+
+    x_prev   (B, C)  the previous normalized input, for the delta feature
+    h0, h1.. (B, H)  hidden state per layer
+    c0, c1.. (B, H)  LSTM cell state per layer
+
+The forecast is a correction on top of persistence: y = x[target] + head(h)
+scaled to the size of a typical one-step change. That makes an untrained
+model exactly the persistence baseline and keeps the head's output O(1).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+FEATURES = ("level", "delta")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"  # rnn | gru | lstm
+    hidden: int = 32
+    layers: int = 1
+    input_size: int = 1  # sensor channels in
+    target: tuple[int, ...] = (0,)  # channel indices forecast (the output channels)
+    features: tuple[str, ...] = FEATURES  # what each step sees: the level, the change, or both
+
+    def __post_init__(self) -> None:
+        self.target = tuple(int(i) for i in self.target)
+        self.features = tuple(self.features)
+        if self.cell not in CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
+        if not self.features or any(f not in FEATURES for f in self.features):
+            raise ValueError(f"features must be a non-empty subset of {FEATURES}, got {self.features}")
+        if self.hidden < 1 or self.layers < 1 or self.input_size < 1:
+            raise ValueError("hidden, layers and input_size must be positive")
+        bad = [i for i in self.target if not 0 <= i < self.input_size]
+        if bad or not self.target:
+            raise ValueError(f"target channels {self.target} out of range for {self.input_size} inputs")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["target"], d["features"] = list(self.target), list(self.features)
+        return d
+
+    @property
+    def output_size(self) -> int:
+        return len(self.target)
+
+    def state_names(self) -> list[str]:
+        """Named state tensors, in the order the bundle lists them."""
+        names = ["x_prev"] if "delta" in self.features else []
+        names += [f"h{i}" for i in range(self.layers)]
+        if self.cell == "lstm":
+            names += [f"c{i}" for i in range(self.layers)]
+        return names
+
+    def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, int]]:
+        return {n: (batch, self.input_size if n == "x_prev" else self.hidden) for n in self.state_names()}
+
+
+@dataclass(frozen=True)
+class Scales:
+    """Fixed constants derived from the training split's normalization.
+
+    delta_gain:  (C,)  turns a change in normalized level into unit variance
+    output_gain: (O,)  turns the head's unit-variance output into normalized level
+    """
+
+    delta_gain: list[float]
+    output_gain: list[float]
+
+    @classmethod
+    def from_normalization(cls, norm: dict, target: tuple[int, ...]) -> "Scales":
+        std, dstd = norm["std"], norm["delta_std"]
+        return cls(delta_gain=[s / d for s, d in zip(std, dstd)],
+                   output_gain=[dstd[i] / std[i] for i in target])
+
+
+class Forecaster(nn.Module):
+    """Many-to-one next-value forecaster, run many-to-many over a chunk."""
+
+    def __init__(self, config: ModelConfig, scales: Scales):
+        super().__init__()
+        self.config = config
+        n_features = config.input_size * len(config.features)
+        self.rnn = CELLS[config.cell](n_features, config.hidden, config.layers, batch_first=True)
+        self.head = nn.Linear(config.hidden, config.output_size)
+        self.register_buffer("delta_gain", torch.tensor(scales.delta_gain, dtype=torch.float32))
+        self.register_buffer("output_gain", torch.tensor(scales.output_gain, dtype=torch.float32))
+
+    def initial_state(self, first_x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Zero state, with x_prev primed to the first sample so its delta is 0. first_x: (B, C)."""
+        batch = first_x.shape[0]
+        state = {n: torch.zeros(shape) for n, shape in self.config.state_shapes(batch).items()}
+        if "x_prev" in state:
+            state["x_prev"] = first_x.detach().clone()
+        return state
+
+    def features(self, x: torch.Tensor, x_prev: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, T, C) normalized levels -> (B, T, C * n_features)."""
+        parts = []
+        if "level" in self.config.features:
+            parts.append(x)
+        if "delta" in self.config.features:
+            previous = torch.cat([x_prev[:, None, :], x[:, :-1, :]], dim=1)  # (B, T, C)
+            parts.append((x - previous) * self.delta_gain)
+        return torch.cat(parts, dim=-1)
+
+    def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor]):
+        """x: (B, T, C) normalized -> y: (B, T, O) normalized forecast of x[t+1], new state."""
+        cfg = self.config
+        feats = self.features(x, state.get("x_prev"))  # (B, T, F)
+        h = torch.stack([state[f"h{i}"] for i in range(cfg.layers)])  # (L, B, H)
+        if cfg.cell == "lstm":
+            c = torch.stack([state[f"c{i}"] for i in range(cfg.layers)])  # (L, B, H)
+            out, (h, c) = self.rnn(feats, (h, c))  # out: (B, T, H)
+        else:
+            out, h = self.rnn(feats, h)
+        y = x[:, :, list(cfg.target)] + self.head(out) * self.output_gain  # (B, T, O)
+        new_state = {f"h{i}": h[i] for i in range(cfg.layers)}
+        if cfg.cell == "lstm":
+            new_state.update({f"c{i}": c[i] for i in range(cfg.layers)})
+        if "x_prev" in state:
+            new_state["x_prev"] = x[:, -1, :]
+        return y, new_state
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def forecaster_from_weights(weights: dict, info: dict) -> Forecaster:
+    """Rebuild a trained model from a checkpoint's (weights, info); no training code runs."""
+    config = ModelConfig.from_dict(info["model"])
+    model = Forecaster(config, Scales.from_normalization(info["normalization"], config.target))
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+    return model.eval()

@@ -1,0 +1,152 @@
+"""Seeded trainer: truncated BPTT over long contiguous lanes, state carried.
+
+Why this scheme: the device never resets state, so the model must be good
+at step 10,000 of a stream, not only at step 50 of a fresh window. The
+training split is cut into `lanes` contiguous pieces that are walked in
+parallel, `chunk` steps at a time; the state at the end of one chunk is the
+start of the next (detached: gradients flow `chunk` steps back). Each epoch
+starts the lanes at a random offset so chunk borders move. Validation and
+test run as one continuous stream from a cold start `warmup` samples before
+the scored part, exactly as the edge runtime runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from train.baselines import mse
+from train.models import Forecaster, ModelConfig, Scales
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 80
+    lanes: int = 32  # contiguous pieces of the training split walked in parallel
+    chunk: int = 64  # truncated-BPTT length, steps
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    patience: int = 10  # epochs without validation improvement before stopping
+    grad_clip: float = 1.0
+    seed: int = 0
+    warmup: int = 256  # cold-start samples before the scored part of val/test
+    split: tuple[float, float] = (0.70, 0.15)  # train, val fractions; test is the rest
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+
+@dataclass
+class Splits:
+    """Chronological splits. val/test carry `warmup` samples of history in front."""
+
+    train: np.ndarray  # (Ttr, C)
+    val: np.ndarray  # (W + Tva, C)
+    test: np.ndarray  # (W + Tte, C)
+    warmup: int
+
+
+def split_stream(values: np.ndarray, config: TrainConfig) -> Splits:
+    n = len(values)
+    a, b = int(n * config.split[0]), int(n * sum(config.split))
+    w = min(config.warmup, a)
+    if b - a < 16 or n - b < 16:
+        raise ValueError(f"stream of {n} samples is too short to split into train/val/test")
+    return Splits(values[:a], values[a - w:b], values[b - w:], w)
+
+
+def normalization(train: np.ndarray) -> dict:
+    """Per-channel statistics of the training split only (no peeking at val/test)."""
+    std = train.std(axis=0)
+    dstd = np.diff(train, axis=0).std(axis=0)
+    return {"mean": train.mean(axis=0).tolist(),
+            "std": np.where(std > 1e-8, std, 1.0).tolist(),
+            "delta_std": np.where(dstd > 1e-8, dstd, 1.0).tolist()}
+
+
+def normalize(values: np.ndarray, norm: dict) -> np.ndarray:
+    return ((values - np.asarray(norm["mean"])) / np.asarray(norm["std"])).astype(np.float32)
+
+
+def denormalize(values: np.ndarray, norm: dict, channels: tuple[int, ...]) -> np.ndarray:
+    idx = list(channels)
+    return values * np.asarray(norm["std"])[idx] + np.asarray(norm["mean"])[idx]
+
+
+@torch.inference_mode()
+def stream_forecast(model: Forecaster, values_norm: np.ndarray) -> np.ndarray:
+    """Run one continuous stream from a cold start. (T, C) -> (T, O) normalized forecasts."""
+    model.eval()
+    x = torch.from_numpy(values_norm)[None]  # (1, T, C)
+    y, _ = model(x, model.initial_state(x[:, 0]))
+    return y[0].numpy()
+
+
+def lane_batches(train_norm: np.ndarray, config: TrainConfig, rng: np.random.Generator):
+    """Yield (inputs, targets, is_first) chunks: inputs (B, K, C), targets (B, K, C)."""
+    offset = int(rng.integers(0, config.chunk))
+    usable = len(train_norm) - offset - 1
+    lanes = max(1, min(config.lanes, usable // (4 * config.chunk)))
+    lane_len = usable // lanes
+    data = train_norm[offset:offset + lanes * lane_len + 1]
+    starts = np.arange(lanes) * lane_len
+    for s in range(0, lane_len - 1, config.chunk):
+        k = min(config.chunk, lane_len - s)
+        idx = starts[:, None] + s + np.arange(k)[None, :]  # (B, K)
+        yield torch.from_numpy(data[idx]), torch.from_numpy(data[idx + 1]), s == 0
+
+
+def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, norm: dict,
+                progress: bool = True, label: str = "") -> tuple[Forecaster, dict]:
+    """Train with early stopping on validation; return the best model and its history."""
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = Forecaster(model_config, Scales.from_normalization(norm, model_config.target))
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs, eta_min=config.lr / 20)
+    train_norm, val_norm = normalize(splits.train, norm), normalize(splits.val, norm)
+    target = list(model_config.target)
+    best = {"val_mse": math.inf, "epoch": -1, "weights": None}
+    history = []
+    bar = tqdm(range(config.epochs), desc=label or model_config.cell, disable=not progress,
+               leave=False, dynamic_ncols=True)
+    for epoch in bar:
+        model.train()
+        losses, state = [], None
+        for inputs, targets, first in lane_batches(train_norm, config, rng):
+            if first:
+                state = model.initial_state(inputs[:, 0])
+            state = {k: v.detach() for k, v in state.items()}
+            y, state = model(inputs, state)  # (B, K, O)
+            loss = torch.mean((y - targets[:, :, target]) ** 2)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+        sched.step()
+        val_mse = mse(stream_forecast(model, val_norm), val_norm, model_config.target, splits.warmup)
+        history.append({"epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": val_mse})
+        bar.set_postfix(train=f"{np.mean(losses):.4f}", val=f"{val_mse:.4f}")
+        if val_mse < best["val_mse"]:
+            best = {"val_mse": val_mse, "epoch": epoch,
+                    "weights": {k: v.clone() for k, v in model.state_dict().items()}}
+        elif epoch - best["epoch"] >= config.patience:
+            break
+    bar.close()
+    model.load_state_dict(best["weights"])
+    model.eval()
+    return model, {"best_epoch": best["epoch"], "epochs_run": len(history),
+                   "val_mse_norm": best["val_mse"], "history": history}
