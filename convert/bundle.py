@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.flatbuffer import model_ops
-from convert.parity import streaming_parity, streaming_test_mse
+from convert.parity import parity_stream, streaming_parity, streaming_test_mse
 from edge_runtime import manifest as schema
 from edge_runtime.session import load
 from train.checkpoint import load_checkpoint
@@ -105,7 +105,7 @@ def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS) 
                                          schema.MANIFEST_NAME: json.dumps(manifest).encode()})
         model = load(scratch, backend=CHECK_BACKEND)
         torch_model = forecaster_from_weights(weights, info)
-        variant["parity"] = streaming_parity(torch_model, model, splits["test"], info["normalization"],
+        variant["parity"] = streaming_parity(torch_model, model, parity_stream(splits), info["normalization"],
                                              parity_steps)
         if variant["parity"]["max_abs_error"] > PARITY_TOLERANCE:
             raise RuntimeError(f"{run_dir}: TFLite step model disagrees with torch by "

@@ -10,11 +10,18 @@ from train.models import Forecaster
 from train.trainer import normalize, stream_forecast
 
 
+def parity_stream(splits) -> np.ndarray:
+    """Validation then test as one continuous stream (they overlap by the warm-up): (T, C) raw."""
+    return np.concatenate([splits["val"], splits["test"][int(splits["warmup"]):]])
+
+
 def streaming_parity(torch_model: Forecaster, model: Model, raw: np.ndarray, norm: dict, steps: int) -> dict:
     """Torch over the whole sequence at once vs TFLite one step at a time, state fed back.
 
     Compared in normalized units at every step of `steps` samples from `raw` (T, C).
     """
+    if len(raw) < steps:
+        raise ValueError(f"parity needs {steps} steps, the stream has {len(raw)}")
     x = normalize(raw[:steps], norm)  # (T, C)
     reference = stream_forecast(torch_model, x)  # (T, O)
     session = model.session()

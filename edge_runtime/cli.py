@@ -20,6 +20,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--variant", help="model variant (default: the first in the manifest)")
     run.add_argument("--backend", choices=list(BACKENDS), help="interpreter (default: $EDGE_RNN_BACKEND or the first installed)")
     run.add_argument("--skip-bad-rows", action="store_true", help="report bad rows on stderr and go on")
+    ev = sub.add_parser("eval", help="score next-sample forecasts on a labelled CSV log",
+                        description="Stream a CSV through the model as a device would and report the "
+                        "forecast error (MSE in normalized units, RMSE in sensor units) as JSON.")
+    ev.add_argument("bundle")
+    ev.add_argument("--input", required=True, help="CSV file, or - for stdin")
+    ev.add_argument("--warmup", type=int, default=0, help="rows that warm the state up and are not scored")
+    ev.add_argument("--variant")
+    ev.add_argument("--backend", choices=list(BACKENDS))
     info = sub.add_parser("info", help="print a bundle's manifest summary")
     info.add_argument("bundle")
     return p.parse_args(argv)
@@ -30,15 +38,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_runtime.stream import run_csv
 
     model = load(args.bundle, variant=args.variant, backend=args.backend)
-    session = model.session()
-    if args.input == "-":
-        run_csv(session, sys.stdin, "<stdin>", sys.stdout, sys.stderr, args.skip_bad_rows)
-    else:
-        try:
-            with open(args.input, newline="") as f:
-                run_csv(session, f, args.input, sys.stdout, sys.stderr, args.skip_bad_rows)
-        except FileNotFoundError:
-            raise CsvError(f"{args.input}: file not found") from None
+    with _open_input(args.input) as f:
+        run_csv(model.session(), f, "<stdin>" if args.input == "-" else args.input,
+                sys.stdout, sys.stderr, args.skip_bad_rows)
+    return 0
+
+
+def _open_input(path: str):
+    if path == "-":
+        return sys.stdin
+    try:
+        return open(path, newline="")
+    except FileNotFoundError:
+        raise CsvError(f"{path}: file not found") from None
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from edge_runtime.session import load
+    from edge_runtime.stream import evaluate_csv
+
+    session = load(args.bundle, variant=args.variant, backend=args.backend).session()
+    with _open_input(args.input) as f:
+        result = evaluate_csv(session, f, "<stdin>" if args.input == "-" else args.input, args.warmup)
+    print(json.dumps(result))
     return 0
 
 
@@ -56,7 +80,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return {"run": cmd_run, "info": cmd_info}[args.command](args)
+        return {"run": cmd_run, "eval": cmd_eval, "info": cmd_info}[args.command](args)
     except (BundleError, BackendError, CsvError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-AR_ORDERS = (1, 2, 4, 8, 16, 32, 64)
+AR_ORDERS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
 def lag_matrix(values: np.ndarray, k: int) -> np.ndarray:

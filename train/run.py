@@ -4,6 +4,8 @@ runs/<name>/
   checkpoint.safetensors   weights + config + normalization + metrics (see checkpoint.py)
   splits.npz               the exact train / val / test arrays (raw units) and the warm-up length
   metrics.json             the same metrics, for people and scripts
+  test.csv                 the test split as a sensor log (its first `warmup` rows only warm
+                           the state up): what `python -m edge_runtime eval` scores on a device
 """
 from __future__ import annotations
 
@@ -39,6 +41,12 @@ def stream_info(stream: Stream) -> dict:
             "stationary": stream.stationary, "description": stream.description}
 
 
+def write_csv(path: Path, values: np.ndarray, channels: tuple[str, ...], first_index: int) -> None:
+    lines = ["index," + ",".join(channels)]
+    lines += [f"{first_index + i}," + ",".join(f"{v:.6g}" for v in row) for i, row in enumerate(values)]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def train_run(stream: Stream, model_config: ModelConfig, train_config: TrainConfig, out_dir: Path,
               progress: bool = True) -> dict:
     """Train, evaluate against the baselines on the test split, write the run folder."""
@@ -68,5 +76,6 @@ def train_run(stream: Stream, model_config: ModelConfig, train_config: TrainConf
     save_checkpoint(out_dir / "checkpoint.safetensors", weights, info)
     np.savez(out_dir / "splits.npz", train=splits.train, val=splits.val, test=splits.test,
              warmup=np.int64(splits.warmup))
+    write_csv(out_dir / "test.csv", splits.test, stream.channels, len(stream.values) - len(splits.test))
     (out_dir / "metrics.json").write_text(json.dumps({**metrics, "history": history["history"]}, indent=1))
     return metrics

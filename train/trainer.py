@@ -24,12 +24,12 @@ from train.models import Forecaster, ModelConfig, Scales
 
 @dataclass
 class TrainConfig:
-    epochs: int = 80
+    epochs: int = 200
     lanes: int = 32  # contiguous pieces of the training split walked in parallel
     chunk: int = 64  # truncated-BPTT length, steps
     lr: float = 3e-3
     weight_decay: float = 0.0
-    patience: int = 10  # epochs without validation improvement before stopping
+    patience: int = 20  # epochs without validation improvement before stopping
     grad_clip: float = 1.0
     seed: int = 0
     warmup: int = 256  # cold-start samples before the scored part of val/test

@@ -1,0 +1,45 @@
+# edge-rnn: `make demo` runs the whole pipeline, `make test` runs the tests.
+# Every target sets up .venv from the pins in pyproject.toml first (fast when already done).
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export TF_CPP_MIN_LOG_LEVEL := 3
+
+# what `make train` / `make run` act on
+SCENARIO ?= temperature
+CELL     ?= lstm
+NAME     ?= $(SCENARIO)-$(CELL)
+
+.PHONY: help setup demo test train convert run clean
+
+help: ## list the targets with what each is for
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv with the pinned versions (once; again when pyproject.toml changes)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"edge-rnn needs Python 3.11, found {sys.version.split()[0]} at {sys.executable}"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[edge,litert,train,convert,dev]"
+	@touch $(STAMP)
+
+demo: setup ## the whole pipeline on built-in data: train, convert, run on the edge runtime, summary table
+	$(BIN)/python -m pipeline demo
+
+test: setup ## the test suite (what CI runs)
+	$(BIN)/python -m pytest -q
+
+train: setup ## train one model: make train SCENARIO=vibration CELL=gru
+	$(BIN)/python -m train --scenario $(SCENARIO) --cell $(CELL)
+
+convert: setup ## convert every run in runs/ into a bundle in artifacts/
+	$(BIN)/python -m convert runs/*/
+
+run: setup ## stream a run's test log through its bundle: make run NAME=temperature-lstm
+	$(BIN)/python -m edge_runtime run artifacts/$(NAME) --input runs/$(NAME)/test.csv
+
+clean: ## remove generated runs, bundles and reports (keeps .venv)
+	rm -rf runs artifacts reports .pytest_cache

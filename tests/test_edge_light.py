@@ -1,0 +1,78 @@
+"""edge_runtime ships to devices: it must import and run where torch and TensorFlow cannot."""
+from __future__ import annotations
+
+import json
+
+from conftest import run_isolated
+
+
+def test_the_blocker_really_blocks():
+    done = run_isolated("import torch")
+    assert done.returncode != 0 and "torch is blocked" in done.stderr
+
+
+def test_runtime_loads_steps_and_serves_the_cli_without_torch_or_tensorflow(tiny_bundles):
+    run_dir, bundle = tiny_bundles["lstm"]
+    done = run_isolated(f"""
+        import io, json, sys
+        import numpy as np
+        import edge_runtime
+        from edge_runtime.cli import main
+        model = edge_runtime.load({str(bundle)!r})
+        session = model.session()
+        y = session.step([20.0, 4.0])
+        h0 = session.get_state("h0")
+        sys.stdout = io.StringIO()
+        code = main(["run", {str(bundle)!r}, "--input", {str(run_dir / "test.csv")!r}])
+        lines = sys.stdout.getvalue().splitlines()
+        sys.stdout = sys.__stdout__
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow", "train", "convert"))
+        print(json.dumps({{"backend": model.backend, "y": y.tolist(), "h0": h0.shape, "code": code,
+                          "lines": len(lines), "heavy": heavy}}))
+    """)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "tflite_runtime"  # the first choice when installed
+    assert result["heavy"] == [] and result["code"] == 0
+    assert result["h0"] == [1, 8] and len(result["y"]) == 1
+    assert result["lines"] == len((run_dir / "test.csv").read_text().splitlines()) - 1
+
+
+def test_state_is_readable_writable_and_resettable(tiny_bundles):
+    _, bundle = tiny_bundles["gru"]
+    done = run_isolated(f"""
+        import json, numpy as np, edge_runtime
+        session = edge_runtime.load({str(bundle)!r}).session()
+        samples = [[20.0 + 0.1 * i, 4.0] for i in range(50)]
+        first = [session.step(s)[0] for s in samples]
+        saved = {{n: session.get_state(n) for n in session.state}}
+        after = [session.step(s)[0] for s in samples[:5]]
+        for name, value in saved.items():
+            session.set_state(name, value)        # restore a snapshot by name ...
+        again = [session.step(s)[0] for s in samples[:5]]
+        session.reset()
+        fresh = [session.step(s)[0] for s in samples]
+        try:
+            session.set_state("h0", np.zeros((1, 3)))
+            shape_error = ""
+        except ValueError as e:
+            shape_error = str(e)
+        print(json.dumps({{"restored_equal": after == again, "reset_equal": first == fresh,
+                          "names": sorted(saved), "shape_error": shape_error}}))
+    """)
+    assert done.returncode == 0, done.stderr
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    assert r["names"] == ["h0", "h1", "x_prev"]
+    assert r["restored_equal"] and r["reset_equal"]
+    assert "state 'h0' has shape [1, 8], got [1, 3]" in r["shape_error"]
+
+
+def test_unknown_backend_is_an_error_naming_the_choices():
+    done = run_isolated("""
+        import edge_runtime.backends as b
+        try:
+            b.interpreter_class("coral")
+        except b.BackendError as e:
+            print(e)
+    """)
+    assert "unknown backend 'coral'; choose one of tflite_runtime, ai_edge_litert, tensorflow" in done.stdout
