@@ -6,6 +6,10 @@ import os
 import sys
 from pathlib import Path
 
+# TensorFlow is only the converter here: keep its start-up chatter off the terminal.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.demo import PRESETS
@@ -18,7 +22,6 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--artifacts", default="artifacts")
     demo.add_argument("--reports", default="reports")
     args = p.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from pipeline.demo import run_demo, table, write_report
 
     rows = run_demo(PRESETS[args.preset], Path(args.runs), Path(args.artifacts))
