@@ -18,10 +18,9 @@ def parity_stream(splits) -> np.ndarray:
 def streaming_parity(torch_model: Forecaster, model: Model, raw: np.ndarray, norm: dict, steps: int) -> dict:
     """Torch over the whole sequence at once vs TFLite one step at a time, state fed back.
 
-    Compared in normalized units at every step of `steps` samples from `raw` (T, C).
+    Compared in normalized units at every step of the first `steps` samples of
+    `raw` (T, C), or all of it when shorter; the report says how many steps ran.
     """
-    if len(raw) < steps:
-        raise ValueError(f"parity needs {steps} steps, the stream has {len(raw)}")
     x = normalize(raw[:steps], norm)  # (T, C)
     reference = stream_forecast(torch_model, x)  # (T, O)
     session = model.session()
