@@ -5,6 +5,7 @@ older one, so a bundle on disk has always opened and stepped at least once.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -82,7 +83,6 @@ def write_files_atomically(target: Path, files: dict[str, bytes]) -> None:
 
 
 def variant_entry(name: str, dtype: str, data: bytes) -> dict:
-    import hashlib
     return {"name": name, "file": f"model.{name}.tflite", "dtype": dtype,
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "ops": model_ops(data)}
 

@@ -30,8 +30,8 @@ class Model:
             # Read the signature's name -> tensor index map once, then drop the runner:
             # ai-edge-litert refuses allocate/invoke while a runner holds its buffers.
             runner = self.interpreter.get_signature_runner(SIGNATURE)
-            self._inputs = runner.get_input_details()  # name -> {index, shape, dtype, ...}
-            self._outputs = runner.get_output_details()
+            self.signature_inputs = runner.get_input_details()  # name -> {index, shape, dtype, ...}
+            self.signature_outputs = runner.get_output_details()
             del runner
         except (ValueError, RuntimeError) as e:
             raise BundleError(f"{manifest.path / self.variant.file}: the {self.backend} interpreter "
@@ -48,8 +48,8 @@ class Model:
         m, file = self.manifest, self.manifest.path / self.variant.file
         expected_in = {m.input.name: m.input.shape, **{s.name: s.shape for s in m.state}}
         expected_out = {m.output.name: m.output.shape, **{s.name: s.shape for s in m.state}}
-        for kind, expected, actual in (("input", expected_in, self._inputs),
-                                       ("output", expected_out, self._outputs)):
+        for kind, expected, actual in (("input", expected_in, self.signature_inputs),
+                                       ("output", expected_out, self.signature_outputs)):
             for name, shape in expected.items():
                 if name not in actual:
                     raise BundleError(f"{file}: the model's '{SIGNATURE}' signature has no {kind} "
@@ -81,10 +81,10 @@ class Session:
         interp = model.interpreter
         self._set, self._get, self._invoke = interp.set_tensor, interp.get_tensor, interp.invoke
         m = model.manifest
-        self._x_index = model._inputs[m.input.name]["index"]
-        self._y_index = model._outputs[m.output.name]["index"]
+        self._x_index = model.signature_inputs[m.input.name]["index"]
+        self._y_index = model.signature_outputs[m.output.name]["index"]
         # (name, input tensor index, output tensor index), resolved once by name
-        self._state_io = [(s.name, model._inputs[s.name]["index"], model._outputs[s.name]["index"])
+        self._state_io = [(s.name, model.signature_inputs[s.name]["index"], model.signature_outputs[s.name]["index"])
                           for s in m.state]
         self._x = np.zeros(m.input.shape, np.float32)  # (1, C) normalized input buffer
         self.state: dict[str, np.ndarray] = {}
