@@ -47,8 +47,9 @@ def build_manifest(name: str, config: ModelConfig, info: dict, variants: list[di
         "task": "forecast",
         "cell": config.cell, "layers": config.layers, "hidden": config.hidden,
         "features": list(config.features),
-        "io": {"input": {"name": "x", "shape": [1, config.input_size], "dtype": "float32"},
-               "output": {"name": "y", "shape": [1, config.output_size], "dtype": "float32"}},
+        # x and y are raw sensor units (normalization is inside the graph); state is normalized
+        "io": {"input": {"name": "x", "shape": [1, config.input_size], "dtype": "float32", "units": "raw"},
+               "output": {"name": "y", "shape": [1, config.output_size], "dtype": "float32", "units": "raw"}},
         "state": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in config.state_shapes(1).items()],
         "channels": stream["channels"], "units": stream["units"], "period_s": stream["period_s"],
         "target": list(config.target),
@@ -96,7 +97,7 @@ def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS) 
     config = ModelConfig.from_dict(info["model"])
     splits = np.load(run_dir / "splits.npz")
     with tempfile.TemporaryDirectory() as tmp:
-        flatbuffer = export_float32(StepGraph(weights, config), str(Path(tmp) / "saved_model"))
+        flatbuffer = export_float32(StepGraph(weights, config, info["normalization"]), str(Path(tmp) / "saved_model"))
         variant = variant_entry("float32", "float32", flatbuffer)
         manifest = build_manifest(out_dir.name, config, info, [variant])
         # Check in a scratch bundle first, with the reader the device uses.

@@ -10,6 +10,12 @@ from train.models import Forecaster
 from train.trainer import normalize, stream_forecast
 
 
+def normalize_target(values: np.ndarray, norm: dict, target) -> np.ndarray:
+    """(T, O) raw forecasts of the target channels -> normalized units."""
+    idx = list(target)
+    return (values - np.asarray(norm["mean"])[idx]) / np.asarray(norm["std"])[idx]
+
+
 def parity_stream(splits) -> np.ndarray:
     """Validation then test as one continuous stream (they overlap by the warm-up): (T, C) raw."""
     return np.concatenate([splits["val"], splits["test"][int(splits["warmup"]):]])
@@ -22,9 +28,8 @@ def streaming_parity(torch_model: Forecaster, model: Model, raw: np.ndarray, nor
     `raw` (T, C), or all of it when shorter; the report says how many steps ran.
     """
     x = normalize(raw[:steps], norm)  # (T, C)
-    reference = stream_forecast(torch_model, x)  # (T, O)
-    session = model.session()
-    streamed = np.concatenate([session.step_normalized(x[t:t + 1]) for t in range(len(x))])  # (T, O)
+    reference = stream_forecast(torch_model, x)  # (T, O) normalized
+    streamed = normalize_target(forecast_stream(model.session(), raw[:steps]), norm, model.manifest.target)
     error = np.abs(streamed - reference)
     return {"steps": len(x), "max_abs_error": float(error.max()), "mean_abs_error": float(error.mean()),
             "worst_step": int(error.max(axis=1).argmax()), "backend": model.backend}
@@ -34,5 +39,4 @@ def streaming_test_mse(model: Model, test_raw: np.ndarray, warmup: int, norm: di
     """Test-split MSE (normalized units) of the edge runtime fed raw samples, state never reset."""
     target = model.manifest.target
     predictions = forecast_stream(model.session(), test_raw)  # (T, O) raw units
-    pred_norm = (predictions - np.asarray(norm["mean"])[list(target)]) / np.asarray(norm["std"])[list(target)]
-    return mse(pred_norm, normalize(test_raw, norm), target, warmup)
+    return mse(normalize_target(predictions, norm, target), normalize(test_raw, norm), target, warmup)

@@ -6,8 +6,13 @@ ops that tflite-runtime 2.14 cannot run (see DESIGN.md). A flat graph of
 matmuls and elementwise ops with constant weights converts in every mode.
 
 The math follows PyTorch's cells exactly (gate order i,f,g,o for LSTM and
-r,z,n for GRU). Constant scalings are folded into the weights here, in
-numpy, so the graph carries no extra MUL per step:
+r,z,n for GRU). The graph takes and returns raw sensor units: normalization
+is four elementwise ops inside the graph, so the device's hot loop does no
+numpy arithmetic (measured: that arithmetic cost more than the invoke). The
+state, x_prev included, stays in normalized units. Normalization is not
+folded into the weights: for a sensor with a large offset (101325 Pa) the
+folded bias would cancel catastrophically in float32. Gains that do not
+touch the offset are folded, in numpy:
     delta feature gain  -> the delta columns of the first layer's W_ih
     output gain         -> the head's weight and bias
 """
@@ -31,12 +36,19 @@ def _fold_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> dict[s
 
 
 class StepGraph(tf.Module):
-    """step(x, x_prev?, h0.., c0..) -> {y, x_prev?, h0.., c0..}; all tensors (1, n)."""
+    """step(x, x_prev?, h0.., c0..) -> {y, x_prev?, h0.., c0..}; all tensors (1, n).
 
-    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig):
+    x and y are in raw sensor units; the state is in normalized units.
+    """
+
+    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, normalization: dict):
         super().__init__()
         self.config = config
         self.w = _fold_weights(weights, config)
+        mean, std = (np.asarray(normalization[k], np.float32) for k in ("mean", "std"))
+        target = list(config.target)
+        self.in_mean, self.in_scale = tf.constant(mean[None]), tf.constant((1.0 / std)[None])  # (1, C)
+        self.out_mean, self.out_std = tf.constant(mean[None, target]), tf.constant(std[None, target])  # (1, O)
         names = ["x"] + config.state_names()
         shapes = {"x": (1, config.input_size), **config.state_shapes(1)}
         specs = [tf.TensorSpec(shapes[n], tf.float32, name=n) for n in names]
@@ -62,8 +74,9 @@ class StepGraph(tf.Module):
     def forward(self, t: dict) -> dict:
         cfg = self.config
         out = {}
-        delta = t["x"] - t["x_prev"] if "delta" in cfg.features else None  # (1, C)
-        inp = self.features(t["x"], delta)  # (1, F)
+        x = (t["x"] - self.in_mean) * self.in_scale  # (1, C) normalized
+        delta = x - t["x_prev"] if "delta" in cfg.features else None  # (1, C)
+        inp = self.features(x, delta)  # (1, F)
         for k in range(cfg.layers):
             h = t[f"h{k}"]  # (1, H)
             if cfg.cell == "lstm":
@@ -75,14 +88,14 @@ class StepGraph(tf.Module):
             out[f"h{k}"] = h
             inp = h
         head = tf.matmul(inp, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
-        level = t["x"] if list(cfg.target) == list(range(cfg.input_size)) else tf.gather(
-            t["x"], list(cfg.target), axis=1)  # (1, O)
-        out["y"] = level + head
+        level = x if list(cfg.target) == list(range(cfg.input_size)) else tf.gather(
+            x, list(cfg.target), axis=1)  # (1, O)
+        out["y"] = (level + head) * self.out_std + self.out_mean  # (1, O) raw units
         if delta is not None:
-            # Not tf.identity(x): the converter would alias this output to the input
-            # tensor x, and tflite-runtime 2.14 cannot open a model whose signature
+            # Not x itself: were it an input tensor, the converter would alias the
+            # output to it, and tflite-runtime 2.14 cannot open a model whose signature
             # output is one of its inputs ("vector::reserve"). x_prev + delta == x
-            # within 1 ulp and is a tensor of its own.
+            # within 1 ulp and is always a tensor of its own.
             out["x_prev"] = t["x_prev"] + delta
         return out
 

@@ -38,10 +38,8 @@ class Model:
                               f"cannot open it ({e})") from None
         self._check_signature()
         norm = manifest.normalization
-        target = list(manifest.target)
         self.mean = np.asarray(norm["mean"], np.float32)  # (C,)
         self.std = np.asarray(norm["std"], np.float32)  # (C,)
-        self.out_mean, self.out_std = self.mean[target], self.std[target]  # (O,)
 
     def _check_signature(self) -> None:
         """Every tensor the manifest promises must be in the model, with the same shape."""
@@ -86,7 +84,7 @@ class Session:
         # (name, input tensor index, output tensor index), resolved once by name
         self._state_io = [(s.name, model.signature_inputs[s.name]["index"], model.signature_outputs[s.name]["index"])
                           for s in m.state]
-        self._x = np.zeros(m.input.shape, np.float32)  # (1, C) normalized input buffer
+        self._x = np.zeros(m.input.shape, np.float32)  # (1, C) raw input buffer
         self.state: dict[str, np.ndarray] = {}
         self.steps = 0
         self.reset()
@@ -96,25 +94,23 @@ class Session:
         self.state = {s.name: np.zeros(s.shape, np.float32) for s in self.model.manifest.state}
         self.steps = 0
 
-    def step_normalized(self, x_norm: np.ndarray) -> np.ndarray:
-        """x_norm: (1, C) float32 normalized input -> (1, O) normalized forecast of the next sample."""
+    def step(self, x_raw) -> np.ndarray:
+        """x_raw: (C,) one sample in sensor units -> (O,) forecast of the next sample, in sensor units.
+
+        The model normalizes inside its graph; here only the state goes in and out.
+        """
+        x = self._x  # (1, C)
+        x[0] = x_raw  # converts to float32 and checks the channel count
         if self.steps == 0 and "x_prev" in self.state:
-            self.state["x_prev"] = x_norm.copy()
-        self._set(self._x_index, x_norm)
+            self.state["x_prev"] = (x - self.model.mean) / self.model.std  # x_prev is normalized
+        self._set(self._x_index, x)
         for name, in_index, _ in self._state_io:
             self._set(in_index, self.state[name])
         self._invoke()
         for name, _, out_index in self._state_io:
             self.state[name] = self._get(out_index)
         self.steps += 1
-        return self._get(self._y_index)
-
-    def step(self, x_raw) -> np.ndarray:
-        """x_raw: (C,) one sample in sensor units -> (O,) forecast of the next sample, in sensor units."""
-        np.subtract(np.asarray(x_raw, np.float32).reshape(self._x.shape), self.model.mean, out=self._x)
-        np.divide(self._x, self.model.std, out=self._x)
-        y = self.step_normalized(self._x)
-        return y[0] * self.model.out_std + self.model.out_mean
+        return self._get(self._y_index)[0]
 
     def get_state(self, name: str) -> np.ndarray:
         if name not in self.state:
