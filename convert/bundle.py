@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 import time
 from importlib import metadata
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from convert.flatbuffer import model_ops
-from convert.parity import parity_stream, streaming_parity, streaming_test_mse
+from convert.c_array import C_HEADER, C_SOURCE, c_array
+from convert.compat import compatibility
+from convert.flatbuffer import constant_bytes, model_ops
+from convert.parity import DRIFT_LIMIT, parity_stream, streaming_parity, variant_metrics
 from edge_runtime import manifest as schema
 from edge_runtime.session import load
 from train.checkpoint import load_checkpoint
@@ -83,37 +86,87 @@ def write_files_atomically(target: Path, files: dict[str, bytes]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def variant_entry(name: str, dtype: str, data: bytes) -> dict:
-    return {"name": name, "file": f"model.{name}.tflite", "dtype": dtype,
-            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "ops": model_ops(data)}
+def variant_entry(spec, data: bytes) -> dict:
+    ops = model_ops(data)
+    return {"name": spec.name, "file": f"model.{spec.name}.tflite", "dtype": spec.dtype,
+            "integer_io": spec.integer_io, "note": spec.note,
+            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "constant_bytes": constant_bytes(data),  # weights and other constants; the rest is graph
+            "ops": ops, "compatibility": compatibility(ops)}  # runtime -> None (opens) or why not
 
 
-def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS) -> dict:
-    """runs/<name>/ -> artifacts/<name>/ with a float32 variant; returns the manifest written."""
-    from convert.tf_step import StepGraph, export_float32
+def open_in_scratch(tmp: Path, manifest: dict, files: dict[str, bytes], variant: str):
+    """Write a scratch bundle and open one variant with the reader the device uses."""
+    scratch = tmp / "bundle"
+    write_files_atomically(scratch, {**files, schema.MANIFEST_NAME: json.dumps(manifest).encode()})
+    return load(scratch, variant=variant, backend=CHECK_BACKEND)
+
+
+def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS,
+                variants: tuple[str, ...] | None = None, firmware_variant: str = "int8-io") -> dict:
+    """runs/<name>/ -> artifacts/<name>/ with every variant; returns the manifest written.
+
+    float32 is checked against torch first (parity), then calibrates the
+    quantized variants. Each variant is scored on the stream; a variant that
+    no target runtime can open is left out, with the op and version named.
+    """
+    from convert.quantize import VARIANTS, calibration_samples, convert_variant
+    from convert.tf_step import StepGraph, save_step_model
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
-    config = ModelConfig.from_dict(info["model"])
+    config, norm = ModelConfig.from_dict(info["model"]), info["normalization"]
     splits = np.load(run_dir / "splits.npz")
-    with tempfile.TemporaryDirectory() as tmp:
-        flatbuffer = export_float32(StepGraph(weights, config, info["normalization"]), str(Path(tmp) / "saved_model"))
-        variant = variant_entry("float32", "float32", flatbuffer)
-        manifest = build_manifest(out_dir.name, config, info, [variant])
-        # Check in a scratch bundle first, with the reader the device uses.
-        scratch = Path(tmp) / "bundle"
-        write_files_atomically(scratch, {variant["file"]: flatbuffer,
-                                         schema.MANIFEST_NAME: json.dumps(manifest).encode()})
-        model = load(scratch, backend=CHECK_BACKEND)
-        torch_model = forecaster_from_weights(weights, info)
-        variant["parity"] = streaming_parity(torch_model, model, parity_stream(splits), info["normalization"],
-                                             parity_steps)
-        if variant["parity"]["max_abs_error"] > PARITY_TOLERANCE:
+    specs = [v for v in VARIANTS if variants is None or v.name in variants or v.name == "float32"]
+    torch_model = forecaster_from_weights(weights, info)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        saved_model = save_step_model(StepGraph(weights, config, norm), str(tmp / "saved_model"))
+        float_data = convert_variant(saved_model, specs[0], [])
+        float_entry = variant_entry(specs[0], float_data)
+        files = {float_entry["file"]: float_data}
+        manifest = build_manifest(out_dir.name, config, info, [float_entry])
+        float_model = open_in_scratch(tmp, manifest, files, "float32")
+        float_entry["parity"] = streaming_parity(torch_model, float_model, parity_stream(splits), norm, parity_steps)
+        if float_entry["parity"]["max_abs_error"] > PARITY_TOLERANCE:
             raise RuntimeError(f"{run_dir}: TFLite step model disagrees with torch by "
-                               f"{variant['parity']['max_abs_error']:.2e} > {PARITY_TOLERANCE} (normalized units)")
-        variant["metrics"] = {"test_mse": streaming_test_mse(model, splits["test"], int(splits["warmup"]),
-                                                             info["normalization"])}
-    files = {variant["file"]: flatbuffer, schema.MANIFEST_NAME: json.dumps(manifest, indent=1).encode()}
+                               f"{float_entry['parity']['max_abs_error']:.2e} > {PARITY_TOLERANCE} (normalized units)")
+        calibration = calibration_samples(float_model, splits["train"])
+        for spec in specs[1:]:
+            data = convert_variant(saved_model, spec, calibration)
+            entry = variant_entry(spec, data)
+            if all(entry["compatibility"].values()):
+                reasons = "; ".join(f"{r}" for r in entry["compatibility"].values())
+                print(f"warning: {out_dir.name}: variant {spec.name} left out, no target runtime opens it: "
+                      f"{reasons}", file=sys.stderr)
+                manifest.setdefault("left_out_variants", []).append({"name": spec.name, "why": entry["compatibility"]})
+                continue
+            manifest["variants"].append(entry)
+            files[entry["file"]] = data
+        for entry in manifest["variants"]:
+            model = open_in_scratch(tmp, manifest, files, entry["name"])
+            if model.integer_io:
+                entry["io_quantization"] = {name: codec.describe() for name, codec in model.codecs.items()}
+            entry["metrics"] = variant_metrics(torch_model, model, splits, norm, info["metrics"]["test_mse"])
+            drift = entry["metrics"]["drift"]["ratio"]
+            entry["metrics"]["deployable"] = drift <= DRIFT_LIMIT
+            if drift > DRIFT_LIMIT:
+                entry["metrics"]["why_not_deployable"] = f"drift ratio {drift:.2f} > {DRIFT_LIMIT}"
+    if firmware_variant in files_by_name(manifest):
+        files.update(firmware_files(manifest, files, firmware_variant))
+    files[schema.MANIFEST_NAME] = json.dumps(manifest, indent=1).encode()
     write_files_atomically(out_dir, files)
     schema.read_manifest(out_dir)  # what we wrote must read back
     return manifest
+
+
+def files_by_name(manifest: dict) -> dict[str, str]:
+    return {v["name"]: v["file"] for v in manifest["variants"]}
+
+
+def firmware_files(manifest: dict, files: dict[str, bytes], variant: str) -> dict[str, bytes]:
+    """model_data.h / model_data.cc for a TFLite Micro build, from one variant."""
+    entry = next(v for v in manifest["variants"] if v["name"] == variant)
+    header, source = c_array(files[entry["file"]], entry["file"], entry["sha256"])
+    manifest["firmware"] = {"variant": variant, "header": C_HEADER, "source": C_SOURCE}
+    return {C_HEADER: header.encode(), C_SOURCE: source.encode()}

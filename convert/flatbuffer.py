@@ -19,3 +19,13 @@ def model_ops(flatbuffer: bytes) -> list[dict]:
             name = f"CUSTOM:{code.CustomCode().decode()}"
         found.add((name, code.Version()))
     return [{"op": op, "version": v} for op, v in sorted(found)]
+
+
+def constant_bytes(flatbuffer: bytes) -> int:
+    """Bytes held in the model's constant buffers (weights, biases, folded constants).
+
+    The rest of the file is the fixed cost of graph, tensors, quantization
+    parameters and signature metadata; for a small model it dominates.
+    """
+    model = tflite.Model.GetRootAsModel(flatbuffer, 0)
+    return sum(model.Buffers(i).DataLength() for i in range(model.BuffersLength()))

@@ -35,8 +35,49 @@ def streaming_parity(torch_model: Forecaster, model: Model, raw: np.ndarray, nor
             "worst_step": int(error.max(axis=1).argmax()), "backend": model.backend}
 
 
-def streaming_test_mse(model: Model, test_raw: np.ndarray, warmup: int, norm: dict) -> float:
-    """Test-split MSE (normalized units) of the edge runtime fed raw samples, state never reset."""
+DRIFT_STEPS = 20000
+DRIFT_FLOOR = 1e-4  # normalized units: the float parity tolerance; below it a deviation is rounding
+DRIFT_LIMIT = 1.5  # last-10% deviation at most this multiple of the first-10% deviation
+
+
+def whole_stream(splits) -> np.ndarray:
+    """Train, validation and test as the one continuous stream they were cut from: (T, C) raw."""
+    w = int(splits["warmup"])
+    return np.concatenate([splits["train"], splits["val"][w:], splits["test"][w:]])
+
+
+def _rms(values: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(values ** 2)))
+
+
+def variant_metrics(torch_model: Forecaster, model: Model, splits, norm: dict, float_test_mse: float) -> dict:
+    """How a variant does on the stream, run step by step on the runtime with state carried.
+
+    test_mse:   next-sample MSE on the test split (normalized units), warm-up excluded
+    mse_ratio:  test_mse / the float32 torch model's test_mse
+    max_abs_error_vs_float: largest deviation from the float32 torch model on the test split
+    drift:      RMS deviation from the float32 torch model over the last 10% of a stream of up
+                to 20,000 steps vs the first 10%; (last + floor) / (first + floor)
+    """
     target = model.manifest.target
-    predictions = forecast_stream(model.session(), test_raw)  # (T, O) raw units
-    return mse(normalize_target(predictions, norm, target), normalize(test_raw, norm), target, warmup)
+    warmup = int(splits["warmup"])
+    test_raw = splits["test"]
+    test_norm = normalize(test_raw, norm)
+    predicted = normalize_target(forecast_stream(model.session(), test_raw), norm, target)  # (T, O)
+    reference = stream_forecast(torch_model, test_norm)  # (T, O)
+    test_mse = mse(predicted, test_norm, target, warmup)
+
+    stream = whole_stream(splits)[:DRIFT_STEPS]
+    deviation = np.abs(normalize_target(forecast_stream(model.session(), stream), norm, target)
+                       - stream_forecast(torch_model, normalize(stream, norm))).max(axis=1)  # (T,)
+    tenth = len(deviation) // 10
+    first, last = _rms(deviation[:tenth]), _rms(deviation[-tenth:])
+    drift_ratio = (last + DRIFT_FLOOR) / (first + DRIFT_FLOOR)
+    return {
+        "test_mse": test_mse,
+        "mse_ratio": test_mse / float_test_mse,
+        "max_abs_error_vs_float": float(np.abs(predicted - reference)[warmup:].max()),
+        "drift": {"steps": len(stream), "first_10pct_rms": first, "last_10pct_rms": last,
+                  "ratio": drift_ratio, "floor": DRIFT_FLOOR},
+        "backend": model.backend,
+    }

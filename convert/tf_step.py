@@ -11,10 +11,15 @@ is four elementwise ops inside the graph, so the device's hot loop does no
 numpy arithmetic (measured: that arithmetic cost more than the invoke). The
 state, x_prev included, stays in normalized units. Normalization is not
 folded into the weights: for a sensor with a large offset (101325 Pa) the
-folded bias would cancel catastrophically in float32. Gains that do not
-touch the offset are folded, in numpy:
-    delta feature gain  -> the delta columns of the first layer's W_ih
-    output gain         -> the head's weight and bias
+folded bias would cancel catastrophically in float32.
+
+Shaped for quantization, measured on the int16x8 and int8 variants:
+- The delta feature's gain (10-20x) is a MUL, not folded into W_ih: folded,
+  it dominated each row's int8 weight scale and blurred the other weights.
+- Input and hidden state go through separate matmuls (W_ih x + W_hh h), not
+  one matmul over concat([x, h]): one concatenated tensor gets one activation
+  scale, and h in [-1, 1] lost its resolution to the larger input features.
+The output gain (a uniform scale per output channel) is folded into the head.
 """
 from __future__ import annotations
 
@@ -26,10 +31,6 @@ from train.models import ModelConfig
 
 def _fold_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
     w = {k: v.astype(np.float32).copy() for k, v in weights.items()}
-    c = config.input_size
-    if "delta" in config.features:
-        start = c if "level" in config.features else 0  # delta columns follow the level columns
-        w["rnn.weight_ih_l0"][:, start:start + c] *= w["delta_gain"][None, :]
     w["head.weight"] *= w["output_gain"][:, None]
     w["head.bias"] *= w["output_gain"]
     return w
@@ -68,7 +69,7 @@ class StepGraph(tf.Module):
         if "level" in self.config.features:
             parts.append(x)
         if delta is not None:
-            parts.append(delta)  # the gain is folded into W_ih
+            parts.append(delta * self._const("delta_gain")[None])  # (1, C), unit variance
         return parts[0] if len(parts) == 1 else tf.concat(parts, axis=1)
 
     def forward(self, t: dict) -> dict:
@@ -99,27 +100,24 @@ class StepGraph(tf.Module):
             out["x_prev"] = t["x_prev"] + delta
         return out
 
-    def _stacked(self, k: int) -> tuple[tf.Tensor, tf.Tensor]:
-        """[W_ih | W_hh]^T as one (F+H, G) matrix and the summed bias (G,): one FULLY_CONNECTED."""
-        w = np.concatenate([self.w[f"rnn.weight_ih_l{k}"], self.w[f"rnn.weight_hh_l{k}"]], axis=1)
-        b = self.w[f"rnn.bias_ih_l{k}"] + self.w[f"rnn.bias_hh_l{k}"]
-        return tf.constant(np.ascontiguousarray(w.T)), tf.constant(b)
+    def _gates(self, k: int, inp: tf.Tensor, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """W_ih inp + b_ih and W_hh h + b_hh, each (1, G): two matmuls, two activation scales."""
+        gi = tf.matmul(inp, self._const(f"rnn.weight_ih_l{k}", True)) + self._const(f"rnn.bias_ih_l{k}")
+        gh = tf.matmul(h, self._const(f"rnn.weight_hh_l{k}", True)) + self._const(f"rnn.bias_hh_l{k}")
+        return gi, gh
 
     def _rnn(self, k, inp, h):
-        w, b = self._stacked(k)
-        return tf.tanh(tf.matmul(tf.concat([inp, h], axis=1), w) + b)  # (1, H)
+        gi, gh = self._gates(k, inp, h)
+        return tf.tanh(gi + gh)  # (1, H)
 
     def _lstm(self, k, inp, h, c):
-        w, b = self._stacked(k)
-        gates = tf.matmul(tf.concat([inp, h], axis=1), w) + b  # (1, 4H)
-        i, f, g, o = tf.split(gates, 4, axis=1)  # each (1, H)
+        gi, gh = self._gates(k, inp, h)
+        i, f, g, o = tf.split(gi + gh, 4, axis=1)  # each (1, H)
         c_new = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
         return tf.sigmoid(o) * tf.tanh(c_new), c_new
 
     def _gru(self, k, inp, h):
-        # r multiplies only the hidden part of n, so input and hidden matmuls stay apart
-        gi = tf.matmul(inp, self._const(f"rnn.weight_ih_l{k}", True)) + self._const(f"rnn.bias_ih_l{k}")
-        gh = tf.matmul(h, self._const(f"rnn.weight_hh_l{k}", True)) + self._const(f"rnn.bias_hh_l{k}")
+        gi, gh = self._gates(k, inp, h)  # r multiplies only the hidden part of n
         i_r, i_z, i_n = tf.split(gi, 3, axis=1)  # each (1, H)
         h_r, h_z, h_n = tf.split(gh, 3, axis=1)
         r = tf.sigmoid(i_r + h_r)
@@ -128,9 +126,7 @@ class StepGraph(tf.Module):
         return n + z * (h - n)  # == (1 - z) * n + z * h
 
 
-def export_float32(graph: StepGraph, saved_model_dir: str) -> bytes:
-    """SavedModel with a 'step' signature -> float32 TFLite flatbuffer (builtin ops only)."""
+def save_step_model(graph: StepGraph, saved_model_dir: str) -> str:
+    """SavedModel with one signature, 'step': what every variant is converted from."""
     tf.saved_model.save(graph, saved_model_dir, signatures={"step": graph.step.get_concrete_function()})
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["step"])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return converter.convert()
+    return saved_model_dir

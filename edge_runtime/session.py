@@ -12,17 +12,19 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.backends import interpreter_class
-from edge_runtime.manifest import BundleError, Manifest, read_manifest, verified_model_bytes
+from edge_runtime.manifest import BundleError, Manifest, Variant, read_manifest, verified_model_bytes
+from edge_runtime.quant import Codec
 
 SIGNATURE = "step"
 
 
 class Model:
-    def __init__(self, manifest: Manifest, variant: str | None = None,
-                 backend: str | None = None, num_threads: int = 1):
+    def __init__(self, manifest: Manifest, variant: str | None = None, backend: str | None = None,
+                 num_threads: int = 1, max_mse_ratio: float | None = None):
         self.manifest = manifest
-        self.variant = manifest.variant(variant)
         self.backend, interpreter_cls = interpreter_class(backend)
+        self.variant = (choose_variant(manifest, self.backend, max_mse_ratio)
+                        if variant is None and max_mse_ratio is not None else manifest.variant(variant))
         content = verified_model_bytes(manifest, self.variant)
         try:
             self.interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
@@ -37,6 +39,10 @@ class Model:
             raise BundleError(f"{manifest.path / self.variant.file}: the {self.backend} interpreter "
                               f"cannot open it ({e})") from None
         self._check_signature()
+        # float32 <-> tensor type at the signature; integer only for integer-I/O variants
+        self.codecs = {name: Codec(name, detail) for name, detail in
+                       {**self.signature_inputs, **{f"{k}:out": v for k, v in self.signature_outputs.items()}}.items()}
+        self.integer_io = any(c.integer for c in self.codecs.values())
         norm = manifest.normalization
         self.mean = np.asarray(norm["mean"], np.float32)  # (C,)
         self.std = np.asarray(norm["std"], np.float32)  # (C,)
@@ -66,9 +72,35 @@ class Model:
 
 
 def load(bundle_dir: str | Path, variant: str | None = None, backend: str | None = None,
-         num_threads: int = 1) -> Model:
-    """Read and verify a bundle, open one variant with one interpreter backend."""
-    return Model(read_manifest(bundle_dir), variant, backend, num_threads)
+         num_threads: int = 1, max_mse_ratio: float | None = None) -> Model:
+    """Read and verify a bundle, open one variant with one interpreter backend.
+
+    variant: a name from the manifest; or None with max_mse_ratio: the smallest
+    deployable variant whose recorded test MSE is within that multiple of the
+    float32 model's and which this backend can open; or None: the first (float32).
+    """
+    return Model(read_manifest(bundle_dir), variant, backend, num_threads, max_mse_ratio)
+
+
+def choose_variant(manifest: Manifest, backend: str, max_mse_ratio: float) -> Variant:
+    """The smallest variant within the error budget that `backend` opens and that is deployable."""
+    fits, rejected = [], []
+    for v in manifest.variants:
+        metrics = v.raw.get("metrics", {})
+        refusal = v.raw.get("compatibility", {}).get(backend)
+        ratio = metrics.get("mse_ratio")
+        if refusal:
+            rejected.append(f"{v.name}: {refusal}")
+        elif not metrics.get("deployable", True):
+            rejected.append(f"{v.name}: not deployable ({metrics.get('why_not_deployable')})")
+        elif ratio is None or ratio > max_mse_ratio:
+            rejected.append(f"{v.name}: MSE ratio {ratio}")
+        else:
+            fits.append(v)
+    if not fits:
+        raise BundleError(f"{manifest.path}: no variant within an MSE ratio of {max_mse_ratio} opens in "
+                          f"{backend}: " + "; ".join(rejected))
+    return min(fits, key=lambda v: v.bytes)
 
 
 class Session:
@@ -85,6 +117,7 @@ class Session:
         self._state_io = [(s.name, model.signature_inputs[s.name]["index"], model.signature_outputs[s.name]["index"])
                           for s in m.state]
         self._x = np.zeros(m.input.shape, np.float32)  # (1, C) raw input buffer
+        self._codecs = model.codecs if model.integer_io else None
         self.state: dict[str, np.ndarray] = {}
         self.steps = 0
         self.reset()
@@ -98,11 +131,15 @@ class Session:
         """x_raw: (C,) one sample in sensor units -> (O,) forecast of the next sample, in sensor units.
 
         The model normalizes inside its graph; here only the state goes in and out.
+        State is kept as float32 (normalized units) whatever the variant, so it
+        reads, snapshots and restores the same way for every variant.
         """
         x = self._x  # (1, C)
         x[0] = x_raw  # converts to float32 and checks the channel count
         if self.steps == 0 and "x_prev" in self.state:
             self.state["x_prev"] = (x - self.model.mean) / self.model.std  # x_prev is normalized
+        if self._codecs is not None:
+            return self._step_integer_io(x)
         self._set(self._x_index, x)
         for name, in_index, _ in self._state_io:
             self._set(in_index, self.state[name])
@@ -111,6 +148,18 @@ class Session:
             self.state[name] = self._get(out_index)
         self.steps += 1
         return self._get(self._y_index)[0]
+
+    def _step_integer_io(self, x: np.ndarray) -> np.ndarray:
+        """The same step for a model with integer tensors at its signature."""
+        codecs, m = self._codecs, self.model.manifest
+        self._set(self._x_index, codecs[m.input.name].encode(x))
+        for name, in_index, _ in self._state_io:
+            self._set(in_index, codecs[name].encode(self.state[name]))
+        self._invoke()
+        for name, _, out_index in self._state_io:
+            self.state[name] = codecs[f"{name}:out"].decode(self._get(out_index))
+        self.steps += 1
+        return codecs[f"{m.output.name}:out"].decode(self._get(self._y_index))[0]
 
     def get_state(self, name: str) -> np.ndarray:
         if name not in self.state:

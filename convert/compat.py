@@ -1,0 +1,54 @@
+"""Which runtime can open which model: operator versions checked against a table.
+
+The table was derived by testing, not read from release notes: every
+variant the converter writes (all modes of `convert/quantize.py`, plus the
+per-channel dynamic-range mode we do not ship) was opened, allocated and
+invoked under each runtime, and for each operator the highest version that
+opened was recorded. tests/test_compat.py re-derives it the same way and
+fails when a runtime or converter upgrade changes it.
+
+An op version above the table's entry is refused by name. So is an op the
+table has never seen open: unverified is not the same as supported.
+"""
+from __future__ import annotations
+
+RUNTIMES = {
+    "tflite_runtime": "tflite-runtime 2.14.0",
+    "ai_edge_litert": "ai-edge-litert 2.3.0",
+}
+
+# runtime -> operator -> highest version seen to open (tensorflow 2.21 converter)
+MAX_OPENED_VERSION: dict[str, dict[str, int]] = {
+    "tflite_runtime": {
+        "ADD": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 9, "GATHER": 2,
+        "LOGISTIC": 2, "MUL": 2, "QUANTIZE": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
+    },
+    "ai_edge_litert": {
+        "ADD": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 12, "GATHER": 2,
+        "LOGISTIC": 2, "MUL": 2, "QUANTIZE": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
+    },
+}
+
+# Seen to fail, with the runtime's own words, for the record and the tests.
+KNOWN_REFUSALS = {
+    ("tflite_runtime", "FULLY_CONNECTED", 12):
+        "Didn't find op for builtin opcode 'FULLY_CONNECTED' version '12'",
+}
+
+
+def refusal(ops: list[dict], runtime: str) -> str | None:
+    """None if every (op, version) is known to open in `runtime`; else why not, naming op and version."""
+    table = MAX_OPENED_VERSION[runtime]
+    for entry in ops:
+        op, version = entry["op"], entry["version"]
+        if op not in table:
+            return f"{op} (version {version}) has not been verified to open in {RUNTIMES[runtime]}"
+        if version > table[op]:
+            return (f"{op} version {version} is beyond {RUNTIMES[runtime]} "
+                    f"(highest version that opens: {table[op]})")
+    return None
+
+
+def compatibility(ops: list[dict]) -> dict[str, str | None]:
+    """runtime -> None (opens) or the reason it does not."""
+    return {runtime: refusal(ops, runtime) for runtime in RUNTIMES}
