@@ -1,4 +1,8 @@
-"""python -m convert: turn a training run (runs/<name>) into a bundle (artifacts/<name>)."""
+"""python -m convert: turn training runs into bundles; report what each variant costs.
+
+    python -m convert runs/temperature-lstm [runs/...]      -> artifacts/<name>/
+    python -m convert report artifacts/temperature-lstm     -> reports/<name>-variants.md + .png
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,26 +16,57 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
-def main(argv: list[str] | None = None) -> int:
+def convert_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="run folders written by python -m train")
     p.add_argument("--out", default="artifacts", help="folder that receives artifacts/<name>/")
     p.add_argument("--parity-steps", type=int, default=2000, help="steps of the torch vs TFLite streaming check")
+    p.add_argument("--variants", nargs="+", help="variants to write besides float32 (default: all)")
+    p.add_argument("--firmware-variant", default="int8-io", help="variant exported as model_data.h/.cc")
     args = p.parse_args(argv)
     missing = [r for r in args.runs if not (Path(r) / "checkpoint.safetensors").is_file()]
     if missing:
         print(f"error: no checkpoint.safetensors in {missing}; train first (python -m train)", file=sys.stderr)
         return 2
     from convert.bundle import convert_run  # TensorFlow loads only after the arguments are good
+    from convert.quantize import VARIANT_NAMES
 
+    unknown = set(args.variants or []) - set(VARIANT_NAMES)
+    if unknown:
+        print(f"error: unknown variant(s) {sorted(unknown)}; choose from {', '.join(VARIANT_NAMES)}", file=sys.stderr)
+        return 2
     for run in args.runs:
         out = Path(args.out) / Path(run).name
-        manifest = convert_run(Path(run), out, args.parity_steps)
-        v = manifest["variants"][0]
-        print(json.dumps({"bundle": str(out), "bytes": v["bytes"], "parity_max_abs_error": v["parity"]["max_abs_error"],
-                          "test_mse": v["metrics"]["test_mse"]}))
+        manifest = convert_run(Path(run), out, args.parity_steps, args.variants, args.firmware_variant)
+        print(json.dumps({"bundle": str(out), "parity_max_abs_error": manifest["variants"][0]["parity"]["max_abs_error"],
+                          "variants": {v["name"]: {"bytes": v["bytes"], "mse_ratio": round(v["metrics"]["mse_ratio"], 4)}
+                                       for v in manifest["variants"]}}))
     return 0
+
+
+def report_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m convert report", description="per-variant bytes, error, drift, "
+                                "latency under each runtime and which runtimes open it")
+    p.add_argument("bundle")
+    p.add_argument("--out", default="reports", help="folder for <name>-variants.md and .png")
+    p.add_argument("--steps", type=int, default=2000, help="steps per latency measurement")
+    args = p.parse_args(argv)
+    if not (Path(args.bundle) / "manifest.json").is_file():
+        print(f"error: {args.bundle}: no manifest.json (not a bundle folder?)", file=sys.stderr)
+        return 2
+    from convert.report import report
+
+    path = report(Path(args.bundle), Path(args.out), args.steps)
+    print(f"\nreport: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        return report_main(argv[1:])
+    return convert_main(argv)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ VARIANTS = (
                 note="per-tensor weight scales: per-channel emits FULLY_CONNECTED v12, which "
                      "tflite-runtime 2.14 cannot open"),
     VariantSpec("int8", "int8", note="int8 weights and activations, float32 at the signature"),
-    VariantSpec("int16x8", "int16x8", note="int16 activations, int8 weights, float32 at the signature"),
+    VariantSpec("int16x8", "int16x8",
+                note="int16 activations, int8 weights with per-tensor scales, float32 at the signature; "
+                     "per-channel scales and int64 zero points cost 24 KB more on an LSTM-128 (42% of "
+                     "float32's bytes instead of 30%) for test MSE x1.002 instead of x1.008"),
     VariantSpec("int8-io", "int8", integer_io=True,
                 note="int8 weights and activations with int8 x, y and state at the signature: the firmware form"),
 )
@@ -83,6 +86,8 @@ def convert_variant(saved_model_dir: str, spec: VariantSpec, calibration: list[d
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
             if spec.name == "int16x8" else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if spec.name == "int16x8":
+            converter._experimental_disable_per_channel = True  # see VARIANTS: per-tensor is smaller
         if spec.integer_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
