@@ -12,7 +12,7 @@ SCENARIO ?= temperature
 CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
 
-.PHONY: help setup demo test train convert run clean
+.PHONY: help setup demo test train convert report run clean
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ train: setup ## train one model: make train SCENARIO=vibration CELL=gru
 
 convert: setup ## convert every run in runs/ into a bundle in artifacts/
 	$(BIN)/python -m convert runs/*/
+
+report: setup ## what each quantized variant costs: make report NAME=temperature-lstm128
+	$(BIN)/python -m convert report artifacts/$(NAME)
 
 run: setup ## stream a run's test log through its bundle: make run NAME=temperature-lstm
 	$(BIN)/python -m edge_runtime run artifacts/$(NAME) --input runs/$(NAME)/test.csv
