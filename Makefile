@@ -12,7 +12,7 @@ SCENARIO ?= temperature
 CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
 
-.PHONY: help setup demo test train convert report run clean
+.PHONY: help setup demo test bench train convert report run clean
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"edge-rnn needs Python 3.11, found {sys.version.split()[0]} at {sys.executable}"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[edge,litert,train,convert,dev]"
+	$(BIN)/pip install --quiet -e ".[edge,litert,train,convert,dev,bench]"
 	@touch $(STAMP)
 
 demo: setup ## the whole pipeline on built-in data: train, convert, run on the edge runtime, summary table
@@ -31,6 +31,9 @@ demo: setup ## the whole pipeline on built-in data: train, convert, run on the e
 
 test: setup ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q
+
+bench: setup ## latency, memory, cold start, scaling vs PyTorch/ONNX Runtime/numpy/Keras -> reports/bench.md
+	$(BIN)/python -m pipeline bench
 
 train: setup ## train one model: make train SCENARIO=vibration CELL=gru
 	$(BIN)/python -m train --scenario $(SCENARIO) --cell $(CELL)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from train.models import ModelConfig
+from train.config import ModelConfig
 
 
 def _fold_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:

@@ -25,6 +25,50 @@ def time_per_step(step, samples: np.ndarray, repeats: int) -> list[float]:
     return figures
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: ru_maxrss survives exec and
+    reports the parent's peak when a large parent (one with torch loaded) started this process."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def summary(figures: list[float]) -> dict:
+    return {"median_us": float(np.median(figures)), "min_us": min(figures), "max_us": max(figures)}
+
+
+def raw_interpreter_step(model):
+    """The floor for this model: set x and the state, invoke, read y and the state; nothing else.
+
+    Same tensors and same work as Session.step, minus what the runtime adds
+    (unit handling, named-state bookkeeping). Float variants only.
+    """
+    interp = model.interpreter
+    set_tensor, get_tensor, invoke = interp.set_tensor, interp.get_tensor, interp.invoke
+    m = model.manifest
+    x_index = model.signature_inputs[m.input.name]["index"]
+    y_index = model.signature_outputs[m.output.name]["index"]
+    pairs = [(model.signature_inputs[s.name]["index"], model.signature_outputs[s.name]["index"]) for s in m.state]
+    state = [np.zeros(s.shape, np.float32) for s in m.state]
+    x = np.zeros(m.input.shape, np.float32)
+
+    def step(sample):
+        x[0] = sample
+        set_tensor(x_index, x)
+        for (i, _), value in zip(pairs, state):
+            set_tensor(i, value)
+        invoke()
+        for k, (_, o) in enumerate(pairs):
+            state[k] = get_tensor(o)
+        return get_tensor(y_index)
+    return step
+
+
 def bench_bundle(bundle, variants: list[str] | None = None, backend: str | None = None,
                  steps: int = 2000, repeats: int = 5) -> dict:
     """variant -> {median_us, min_us, max_us}; variants this backend cannot open get {error}."""
@@ -45,5 +89,7 @@ def bench_bundle(bundle, variants: list[str] | None = None, backend: str | None 
             continue
         used = model.backend
         figures = time_per_step(model.session().step, samples, repeats)
-        results[name] = {"median_us": float(np.median(figures)), "min_us": min(figures), "max_us": max(figures)}
+        results[name] = summary(figures)
+        if not model.integer_io:
+            results[name]["raw_floor"] = summary(time_per_step(raw_interpreter_step(model), samples, repeats))
     return {"backend": used or backend, "steps": steps, "repeats": repeats, "variants": results}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from edge_runtime.csvrows import CsvError
 from train.data import load_stream
-from train.models import CELLS, FEATURES, ModelConfig
+from train.config import CELL_NAMES as CELLS, FEATURES, ModelConfig
 from train.scenarios import SCENARIOS
 from train.trainer import TrainConfig
 

@@ -14,64 +14,15 @@ model exactly the persistence baseline and keeps the head's output O(1).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from train.config import CELL_NAMES, FEATURES, ModelConfig  # noqa: F401  (re-exported)
+
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
-FEATURES = ("level", "delta")
-
-
-@dataclass
-class ModelConfig:
-    cell: str = "lstm"  # rnn | gru | lstm
-    hidden: int = 32
-    layers: int = 1
-    input_size: int = 1  # sensor channels in
-    target: tuple[int, ...] = (0,)  # channel indices forecast (the output channels)
-    features: tuple[str, ...] = FEATURES  # what each step sees: the level, the change, or both
-
-    def __post_init__(self) -> None:
-        self.target = tuple(int(i) for i in self.target)
-        self.features = tuple(self.features)
-        if self.cell not in CELLS:
-            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELLS)}")
-        if not self.features or any(f not in FEATURES for f in self.features):
-            raise ValueError(f"features must be a non-empty subset of {FEATURES}, got {self.features}")
-        if self.hidden < 1 or self.layers < 1 or self.input_size < 1:
-            raise ValueError("hidden, layers and input_size must be positive")
-        bad = [i for i in self.target if not 0 <= i < self.input_size]
-        if bad or not self.target:
-            raise ValueError(f"target channels {self.target} out of range for {self.input_size} inputs")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["target"], d["features"] = list(self.target), list(self.features)
-        return d
-
-    @property
-    def output_size(self) -> int:
-        return len(self.target)
-
-    def state_names(self) -> list[str]:
-        """Named state tensors, in the order the bundle lists them."""
-        names = ["x_prev"] if "delta" in self.features else []
-        names += [f"h{i}" for i in range(self.layers)]
-        if self.cell == "lstm":
-            names += [f"c{i}" for i in range(self.layers)]
-        return names
-
-    def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, int]]:
-        return {n: (batch, self.input_size if n == "x_prev" else self.hidden) for n in self.state_names()}
+assert set(CELLS) == set(CELL_NAMES)
 
 
 @dataclass(frozen=True)

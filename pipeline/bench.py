@@ -1,0 +1,273 @@
+"""make bench: how fast, how small and how accurate, next to what users would pick instead.
+
+Everything is measured in this one run, each system in its own process with
+one thread, after a warm-up, as the median of several repeats (min and max
+kept): this machine is shared and noisy, so the report gives ratios against
+references measured in the same run, never absolute thresholds.
+
+Latency needs no trained weights, so the models here are trained for one
+epoch only; accuracy and size per variant come from the demo's manifests
+(artifacts/*/manifest.json) when `make demo` has run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+RUNTIMES = ("tflite_runtime", "ai_edge_litert")
+PEERS = ("torch", "onnxruntime", "numpy", "keras")
+
+
+@dataclass
+class BenchPreset:
+    steps: int = 3000
+    repeats: int = 7
+    hidden_sizes: tuple[int, ...] = (16, 32, 64, 128)
+    layer_counts: tuple[int, ...] = (1, 2)
+    peers: tuple[str, ...] = PEERS
+    rss_steps: int = 1000
+
+
+BENCH_PRESETS = {
+    "full": BenchPreset(),
+    "tiny": BenchPreset(steps=300, repeats=3, hidden_sizes=(8, 16), layer_counts=(1,), peers=("torch", "numpy")),
+}
+
+
+def run_json(cmd: list[str], timeout: float = 600) -> dict:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def build_model(work: Path, cell: str, hidden: int, layers: int, variants: tuple[str, ...] | None) -> tuple[Path, Path]:
+    """A bundle of the temperature model at this size, trained for one epoch (latency only)."""
+    from convert.bundle import convert_run
+    from train.models import ModelConfig
+    from train.run import train_run
+    from train.scenarios import make_stream
+    from train.trainer import TrainConfig
+
+    name = f"{cell}{hidden}x{layers}"
+    run_dir, bundle = work / "runs" / name, work / "artifacts" / name
+    if not (bundle / "manifest.json").exists():
+        stream = make_stream("temperature", 6000, 0)
+        config = ModelConfig(cell=cell, hidden=hidden, layers=layers, input_size=2, target=(0,))
+        train_run(stream, config, TrainConfig(epochs=1), run_dir, progress=False)
+        convert_run(run_dir, bundle, variants=variants)
+    return run_dir, bundle
+
+
+EDGE_PROCESS = """
+import json, sys, time
+started = time.perf_counter()
+import numpy as np
+import edge_runtime
+from edge_runtime.bench import peak_rss_mb
+model = edge_runtime.load(sys.argv[1], backend=sys.argv[2])
+session = model.session()
+x = np.asarray(model.manifest.normalization["mean"], np.float32)
+session.step(x)
+first = time.perf_counter() - started
+for _ in range(int(sys.argv[3])):
+    session.step(x)
+print(json.dumps({"first_step_s": first, "peak_rss_mb": peak_rss_mb()}))
+"""
+
+
+def macs(cell: str, hidden: int, layers: int, features: int = 4, outputs: int = 1) -> int:
+    """Multiply-accumulates per step: the compute floor the latency is plotted against."""
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    total, width = 0, features
+    for _ in range(layers):
+        total += gates * hidden * (width + hidden)
+        width = hidden
+    return total + hidden * outputs
+
+
+def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
+    py = sys.executable
+    results: dict = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+                     "steps": preset.steps, "repeats": preset.repeats}
+    tasks = ["reference model"] + [f"edge {r}" for r in RUNTIMES] + [f"peer {p}" for p in preset.peers] \
+        + ["cold start and RSS"] + [f"scaling {h}x{n}" for h in preset.hidden_sizes for n in preset.layer_counts]
+    bar = tqdm(total=len(tasks), desc="bench", disable=not progress, dynamic_ncols=True)
+
+    def done(label):
+        bar.set_postfix_str(label)
+        bar.update()
+
+    run_dir, bundle = build_model(work, "lstm", 32, 1, variants=None)
+    done("reference model")
+    results["edge"] = {}
+    for runtime in RUNTIMES:
+        results["edge"][runtime] = run_json([py, "-m", "edge_runtime", "bench", str(bundle), "--backend", runtime,
+                                             "--steps", str(preset.steps), "--repeats", str(preset.repeats)])
+        done(f"edge {runtime}")
+    results["peers"] = {}
+    for peer in preset.peers:
+        slow = peer == "keras"  # ~10 ms a step: fewer steps say as much
+        steps, repeats = (min(preset.steps, 300), 3) if slow else (preset.steps, preset.repeats)
+        results["peers"][peer] = run_json([py, "-m", "pipeline.peers", peer, str(run_dir), "--steps",
+                                           str(steps), "--repeats", str(repeats)])
+        done(f"peer {peer}")
+    results["edge_process"] = {runtime: run_json([py, "-c", EDGE_PROCESS, str(bundle), runtime, str(preset.rss_steps)])
+                               for runtime in RUNTIMES}
+    done("cold start and RSS")
+    results["scaling"] = []
+    for hidden in preset.hidden_sizes:
+        for layers in preset.layer_counts:
+            _, b = build_model(work, "lstm", hidden, layers, variants=("float32",))
+            timing = run_json([py, "-m", "edge_runtime", "bench", str(b), "--variant", "float32",
+                               "--steps", str(preset.steps), "--repeats", str(preset.repeats)])
+            results["scaling"].append({"hidden": hidden, "layers": layers, "macs": macs("lstm", hidden, layers),
+                                       "us": timing["variants"]["float32"]["median_us"]})
+            done(f"scaling {hidden}x{layers}")
+    bar.close()
+    results["variants"] = demo_variants(Path("artifacts"))
+    return results
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def demo_variants(artifacts: Path) -> dict:
+    """bundle -> variant -> bytes and test MSE ratio, from the manifests `make demo` wrote."""
+    out = {}
+    for manifest_path in sorted(artifacts.glob("*/manifest.json")):
+        m = json.loads(manifest_path.read_text())
+        if all("metrics" in v and "mse_ratio" in v["metrics"] for v in m["variants"]):
+            out[m["name"]] = {v["name"]: {"bytes": v["bytes"], "mse_ratio": v["metrics"]["mse_ratio"]}
+                              for v in m["variants"]}
+    return out
+
+
+def claims(r: dict) -> list[tuple[str, bool, str]]:
+    """The must-show ratios, each (claim, holds, figures)."""
+    lines = []
+    for runtime in RUNTIMES:
+        f32 = r["edge"][runtime]["variants"]["float32"]
+        ratio = f32["median_us"] / f32["raw_floor"]["median_us"]
+        lines.append((f"Session.step <= 1.5x the raw interpreter loop ({runtime})", ratio <= 1.5,
+                      f"{f32['median_us']:.2f} vs {f32['raw_floor']['median_us']:.2f} us: {ratio:.2f}x"))
+    edge = min(r["edge"][rt]["variants"]["float32"]["median_us"] for rt in RUNTIMES)
+    for peer, factor in (("torch", 5.0), ("onnxruntime", 2.0)):
+        if peer in r["peers"]:
+            ratio = r["peers"][peer]["median_us"] / edge
+            lines.append((f"edge runtime >= {factor:g}x faster than {peer}", ratio >= factor,
+                          f"{r['peers'][peer]['median_us']:.2f} vs {edge:.2f} us: {ratio:.1f}x"))
+    if "torch" in r["peers"]:
+        for runtime, process in r["edge_process"].items():
+            ratio = r["peers"]["torch"]["peak_rss_mb"] / process["peak_rss_mb"]
+            lines.append((f"edge peak RSS <= 1/5 of the PyTorch peer's ({runtime})", ratio >= 5,
+                          f"{process['peak_rss_mb']:.0f} vs {r['peers']['torch']['peak_rss_mb']:.0f} MB: 1/{ratio:.1f}"))
+    cold = max(p["first_step_s"] for p in r["edge_process"].values())
+    lines.append(("edge cold start (import, load, first step) < 0.2 s", cold < 0.2, f"{cold * 1000:.0f} ms"))
+    return lines
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    text = [f"# edge-rnn bench", "", f"CPU: {m['cpu']}, {m['cores']} cores, Python {m['python']}. One thread "
+            f"everywhere; {r['steps']} steps x {r['repeats']} repeats after a warm-up; medians (min-max).", "",
+            "## Claims, from this run", ""]
+    text += [f"- {'PASS' if ok else 'FAIL'}: {claim} ({fig})" for claim, ok, fig in claims(r)]
+    text += ["", "## Per-step latency, LSTM hidden 32 (temperature model), us", "",
+             "| system | median | min | max | x edge float32 |", "|---|---|---|---|---|"]
+    edge = min(r["edge"][rt]["variants"]["float32"]["median_us"] for rt in RUNTIMES)
+    for runtime in RUNTIMES:
+        for name, v in r["edge"][runtime]["variants"].items():
+            if "median_us" in v:
+                text.append(f"| Session.step {name} ({runtime}) | {v['median_us']:.2f} | {v['min_us']:.2f} | "
+                            f"{v['max_us']:.2f} | {v['median_us'] / edge:.2f} |")
+            if "raw_floor" in v and name == "float32":
+                f = v["raw_floor"]
+                text.append(f"| raw interpreter loop {name} ({runtime}) | {f['median_us']:.2f} | {f['min_us']:.2f} | "
+                            f"{f['max_us']:.2f} | {f['median_us'] / edge:.2f} |")
+    for peer, v in r["peers"].items():
+        text.append(f"| {peer} | {v['median_us']:.2f} | {v['min_us']:.2f} | {v['max_us']:.2f} | {v['median_us'] / edge:.1f} |")
+    text += ["", "## Cold start and memory (a fresh process: import, load, first step; then 1,000 steps)", "",
+             "| system | first step after process start, ms | peak RSS, MB |", "|---|---|---|"]
+    for runtime, p in r["edge_process"].items():
+        text.append(f"| edge runtime ({runtime}) | {p['first_step_s'] * 1000:.0f} | {p['peak_rss_mb']:.0f} |")
+    for peer, p in r["peers"].items():
+        text.append(f"| {peer} | {p['first_step_s'] * 1000:.0f} | {p['peak_rss_mb']:.0f} |")
+    text += ["", "## Scaling with model size (float32, Session.step)", "", "| hidden | layers | MACs | us |",
+             "|---|---|---|---|"]
+    text += [f"| {s['hidden']} | {s['layers']} | {s['macs']} | {s['us']:.2f} |" for s in r["scaling"]]
+    if r["variants"]:
+        text += ["", "## Size and accuracy per variant (from the demo's manifests)", "",
+                 "| model | " + " | ".join(next(iter(r["variants"].values()))) + " |",
+                 "|" + "---|" * (1 + len(next(iter(r["variants"].values()))))]
+        for model, vs in r["variants"].items():
+            text.append(f"| {model} | " + " | ".join(f"{v['bytes']} B, x{v['mse_ratio']:.2f}" for v in vs.values()) + " |")
+    else:
+        text += ["", "Size and accuracy per variant: run `make demo` first; this run found no demo bundles."]
+    text += ["", "Not measured yet: batched throughput at 1-256 streams (needs the batched step of the edge "
+             "service), autocomplete keystroke latency, the service's sample-to-prediction latency.", "",
+             "![latency](bench_latency.png) ![scaling](bench_scaling.png)", ""]
+    return "\n".join(text)
+
+
+def plots(r: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values = [], []
+    for runtime in RUNTIMES:
+        v = r["edge"][runtime]["variants"]["float32"]
+        labels += [f"edge\n{runtime}", f"raw loop\n{runtime}"]
+        values += [v["median_us"], v["raw_floor"]["median_us"]]
+    for peer, v in r["peers"].items():
+        labels.append(peer)
+        values.append(v["median_us"])
+    fig, ax = plt.subplots(figsize=(9, 4))
+    ax.bar(labels, values, color=["tab:blue", "tab:cyan"] * len(RUNTIMES) + ["tab:gray"] * len(r["peers"]))
+    ax.set_yscale("log")
+    ax.set_ylabel("us per step (log)")
+    ax.set_title("Per-step latency, LSTM hidden 32, one thread")
+    ax.tick_params(axis="x", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "bench_latency.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for layers in sorted({s["layers"] for s in r["scaling"]}):
+        pts = [s for s in r["scaling"] if s["layers"] == layers]
+        ax.plot([s["macs"] for s in pts], [s["us"] for s in pts], "o-", label=f"{layers} layer(s)")
+        for s in pts:
+            ax.annotate(f"h{s['hidden']}", (s["macs"], s["us"]), fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel("MACs per step (log)")
+    ax.set_ylabel("us per step")
+    ax.set_title("Latency vs compute (float32, Session.step)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bench_scaling.png", dpi=100)
+    plt.close(fig)
+
+
+def write_bench_report(r: dict, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    plots(r, out)
+    (out / "bench.json").write_text(json.dumps(r, indent=1))
+    path = out / "bench.md"
+    path.write_text(markdown(r))
+    return path

@@ -1,0 +1,52 @@
+"""The benchmark runs on a tiny setting and writes its report; its peers compute what our model computes.
+
+No timing is asserted here: this machine is shared and noisy, and `make bench`
+reports ratios measured in one run instead.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.bench import BENCH_PRESETS, claims, macs, run_bench, write_bench_report
+from pipeline.peers import BUILDERS
+from train.checkpoint import load_checkpoint
+from train.models import ModelConfig
+
+PEER_TOLERANCE = 1e-4  # float32 with different op orders (Keras and ONNX Runtime fuse differently)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_every_peer_computes_the_same_forecasts_from_the_same_weights(tiny_bundles, cell):
+    """The comparison is only fair if the peers run the same model: same outputs, step after step."""
+    run_dir, _ = tiny_bundles[cell]
+    weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
+    config = ModelConfig.from_dict(info["model"])
+    features = np.random.default_rng(0).standard_normal((50, 1, 4)).astype(np.float32)  # level + delta, 2 channels
+    outputs = {}
+    for system, build in BUILDERS.items():
+        step = build(weights, config)
+        outputs[system] = np.array([np.asarray(step(f)).reshape(-1) for f in features])
+    for system, values in outputs.items():
+        np.testing.assert_allclose(values, outputs["torch"], rtol=0, atol=PEER_TOLERANCE, err_msg=system)
+
+
+def test_macs_count_the_gates():
+    assert macs("lstm", 32, 1) == 4 * 32 * (4 + 32) + 32
+    assert macs("gru", 16, 2) == 3 * 16 * (4 + 16) + 3 * 16 * (16 + 16) + 16
+
+
+@pytest.mark.slow
+def test_tiny_bench_runs_and_writes_its_report(tmp_path):
+    results = run_bench(BENCH_PRESETS["tiny"], tmp_path / "work", progress=False)
+    report = write_bench_report(results, tmp_path / "reports")
+    text = report.read_text()
+    assert "CPU:" in text.splitlines()[2]
+    for claim, _, _ in claims(results):
+        assert claim in text
+    assert "| Session.step int8-io (tflite_runtime) |" in text and "| raw interpreter loop float32" in text
+    assert [s["hidden"] for s in results["scaling"]] == [8, 16]
+    for png in ("bench_latency.png", "bench_scaling.png"):
+        assert (tmp_path / "reports" / png).stat().st_size > 5_000
+    edge = results["edge_process"]["tflite_runtime"]
+    assert 0 < edge["peak_rss_mb"] < results["peers"]["torch"]["peak_rss_mb"]
