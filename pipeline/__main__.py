@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def bench_main(args) -> int:
-    from pipeline.bench import BENCH_PRESETS, claims, run_bench, write_bench_report
+    from pipeline.bench import BENCH_PRESETS, run_bench, write_bench_report
 
     results = run_bench(BENCH_PRESETS[args.preset], Path(args.work))
     path = write_bench_report(results, Path(args.reports))

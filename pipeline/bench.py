@@ -184,7 +184,7 @@ def claims(r: dict) -> list[tuple[str, bool, str]]:
 
 def markdown(r: dict) -> str:
     m = r["machine"]
-    text = [f"# edge-rnn bench", "", f"CPU: {m['cpu']}, {m['cores']} cores, Python {m['python']}. One thread "
+    text = ["# edge-rnn bench", "", f"CPU: {m['cpu']}, {m['cores']} cores, Python {m['python']}. One thread "
             f"everywhere; {r['steps']} steps x {r['repeats']} repeats after a warm-up; medians (min-max).", "",
             "## Claims, from this run", ""]
     text += [f"- {'PASS' if ok else 'FAIL'}: {claim} ({fig})" for claim, ok, fig in claims(r)]
