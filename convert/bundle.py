@@ -95,11 +95,11 @@ def variant_entry(spec, data: bytes) -> dict:
             "ops": ops, "compatibility": compatibility(ops)}  # runtime -> None (opens) or why not
 
 
-def open_in_scratch(tmp: Path, manifest: dict, files: dict[str, bytes], variant: str):
-    """Write a scratch bundle and open one variant with the reader the device uses."""
+def write_scratch(tmp: Path, manifest: dict, files: dict[str, bytes]) -> Path:
+    """A scratch bundle, opened with the reader the device uses before the real one is written."""
     scratch = tmp / "bundle"
     write_files_atomically(scratch, {**files, schema.MANIFEST_NAME: json.dumps(manifest).encode()})
-    return load(scratch, variant=variant, backend=CHECK_BACKEND)
+    return scratch
 
 
 def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS,
@@ -126,7 +126,7 @@ def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS,
         float_entry = variant_entry(specs[0], float_data)
         files = {float_entry["file"]: float_data}
         manifest = build_manifest(out_dir.name, config, info, [float_entry])
-        float_model = open_in_scratch(tmp, manifest, files, "float32")
+        float_model = load(write_scratch(tmp, manifest, files), variant="float32", backend=CHECK_BACKEND)
         float_entry["parity"] = streaming_parity(torch_model, float_model, parity_stream(splits), norm, parity_steps)
         if float_entry["parity"]["max_abs_error"] > PARITY_TOLERANCE:
             raise RuntimeError(f"{run_dir}: TFLite step model disagrees with torch by "
@@ -143,8 +143,9 @@ def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS,
                 continue
             manifest["variants"].append(entry)
             files[entry["file"]] = data
+        scratch = write_scratch(tmp, manifest, files)  # once, with every variant
         for entry in manifest["variants"]:
-            model = open_in_scratch(tmp, manifest, files, entry["name"])
+            model = load(scratch, variant=entry["name"], backend=CHECK_BACKEND)
             if model.integer_io:
                 entry["io_quantization"] = {name: codec.describe() for name, codec in model.codecs.items()}
             entry["metrics"] = variant_metrics(torch_model, model, splits, norm, info["metrics"]["test_mse"])
