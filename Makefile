@@ -17,7 +17,11 @@ NAME     ?= $(SCENARIO)-$(CELL)
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
 
+# Debian packages the demo and tests use: the word list (autocomplete) and the MQTT broker (edge service)
+APT_PACKAGES := wamerican mosquitto
+
 setup: $(STAMP) ## create .venv with the pinned versions (once; again when pyproject.toml changes)
+	@bash tools/apt-deps.sh $(APT_PACKAGES)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"edge-rnn needs Python 3.11, found {sys.version.split()[0]} at {sys.executable}"'
