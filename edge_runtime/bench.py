@@ -25,6 +25,23 @@ def time_per_step(step, samples: np.ndarray, repeats: int) -> list[float]:
     return figures
 
 
+def per_call_us(step, samples: np.ndarray) -> np.ndarray:
+    """Microseconds of each single call of step(sample): the tail (p99) a sensor loop sees.
+
+    Timing every call adds the clock read (~0.1 us) to each figure, so the
+    medians in the tables come from time_per_step; this gives the spread.
+    """
+    clock = time.perf_counter_ns
+    times = np.empty(len(samples), np.int64)  # (T,) ns
+    for sample in samples[: len(samples) // 10 + 1]:  # warm-up
+        step(sample)
+    for i, sample in enumerate(samples):
+        started = clock()
+        step(sample)
+        times[i] = clock() - started
+    return times / 1e3
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory. VmHWM, not ru_maxrss: ru_maxrss survives exec and
     reports the parent's peak when a large parent (one with torch loaded) started this process."""
@@ -38,8 +55,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def summary(figures: list[float]) -> dict:
-    return {"median_us": float(np.median(figures)), "min_us": min(figures), "max_us": max(figures)}
+def summary(figures: list[float], calls_us: np.ndarray | None = None) -> dict:
+    """Median and range of the per-repeat means; with per-call times, their p50 and p99 too."""
+    out = {"median_us": float(np.median(figures)), "min_us": min(figures), "max_us": max(figures)}
+    if calls_us is not None:
+        out["p50_call_us"], out["p99_call_us"] = (float(v) for v in np.percentile(calls_us, [50, 99]))
+    return out
 
 
 def raw_interpreter_step(model):
@@ -88,8 +109,9 @@ def bench_bundle(bundle, variants: list[str] | None = None, backend: str | None 
             results[name] = {"error": str(e)}
             continue
         used = model.backend
-        figures = time_per_step(model.session().step, samples, repeats)
-        results[name] = summary(figures)
+        step = model.session().step
+        results[name] = summary(time_per_step(step, samples, repeats), per_call_us(step, samples))
         if not model.integer_io:
-            results[name]["raw_floor"] = summary(time_per_step(raw_interpreter_step(model), samples, repeats))
+            raw = raw_interpreter_step(model)
+            results[name]["raw_floor"] = summary(time_per_step(raw, samples, repeats), per_call_us(raw, samples))
     return {"backend": used or backend, "steps": steps, "repeats": repeats, "variants": results}

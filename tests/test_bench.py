@@ -48,5 +48,7 @@ def test_tiny_bench_runs_and_writes_its_report(tmp_path):
     assert [s["hidden"] for s in results["scaling"]] == [8, 16]
     for png in ("bench_latency.png", "bench_scaling.png"):
         assert (tmp_path / "reports" / png).stat().st_size > 5_000
+    f32 = results["edge"]["tflite_runtime"]["variants"]["float32"]
+    assert 0 < f32["p50_call_us"] <= f32["p99_call_us"] and "| p99 per call |" in text
     edge = results["edge_process"]["tflite_runtime"]
     assert 0 < edge["peak_rss_mb"] < results["peers"]["torch"]["peak_rss_mb"]
