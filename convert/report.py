@@ -73,8 +73,8 @@ def markdown(manifest: dict, rows: list[dict]) -> str:
     lines = [f"# {manifest['name']}: variants", "",
              f"{manifest['cell']} x{manifest['layers']}, hidden {manifest['hidden']}. MSE: next-sample forecast on "
              "the test split, normalized units, run step by step on the runtime. max err: largest deviation "
-             "from the float32 torch model. drift: last-10% / first-10% RMS deviation over a stream of up to "
-             "20,000 steps. us/step: median through Session.step, one thread.", "", head,
+             "from the float32 torch model. drift: RMS deviation over the last 10% of a stream of up to "
+             "20,000 steps, of a session that ran all of it / of one started fresh 256 steps before. us/step: median through Session.step, one thread.", "", head,
              "|" + "---|" * (13 + len(RUNTIMES))]
     for r in rows:
         us = " | ".join("-" if r["us"][rt] is None else f"{r['us'][rt]:.1f}" for rt in RUNTIMES)

@@ -209,6 +209,46 @@ def test_every_variant_records_its_streaming_error_and_drift(tiny_bundles):
             assert 0 < v["constant_bytes"] < v["bytes"]
 
 
+class _LeakySession:
+    """A real session whose output picks up a bias that grows with every step it has run:
+    error accumulating in a long-running state, which the drift check exists to catch."""
+
+    def __init__(self, session, per_step: float):
+        self.session, self.per_step, self.steps = session, per_step, 0
+
+    def step(self, x):
+        self.steps += 1
+        return self.session.step(x) + self.per_step * self.steps
+
+
+class _LeakyModel:
+    def __init__(self, model, per_step: float):
+        self.model, self.per_step, self.manifest = model, per_step, model.manifest
+
+    def session(self):
+        return _LeakySession(self.model.session(), self.per_step)
+
+
+def test_drift_check_catches_error_that_builds_up_and_passes_a_model_that_forgets(tiny_bundles):
+    from convert.parity import DRIFT_LIMIT, drift_check, whole_stream
+    from train.checkpoint import load_checkpoint
+    from train.models import forecaster_from_weights
+
+    run_dir, bundle = tiny_bundles["lstm"]
+    weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
+    torch_model, norm = forecaster_from_weights(weights, info), info["normalization"]
+    stream = whole_stream(np.load(run_dir / "splits.npz"))[:3000]  # (3000, C) raw
+    for variant in ("float32", "int8"):  # int8: large error (x60-100 MSE here), but it does not build up
+        model = edge_runtime.load(bundle, variant=variant, backend=IN_PROCESS_BACKEND)
+        steady = drift_check(torch_model, model, stream, norm)
+        assert steady["ratio"] == pytest.approx(1.0, abs=0.05), (variant, steady)  # forgets its start
+    # a bias of 1e-4 sensor units per step: RMS ~0.285 over steps 2700-3000 of the long run,
+    # ~0.042 over the fresh run's steps 256-556 on the same samples: ratio ~6.8
+    float_model = edge_runtime.load(bundle, variant="float32", backend=IN_PROCESS_BACKEND)
+    leaky = drift_check(torch_model, _LeakyModel(float_model, 1e-4), stream, norm)
+    assert leaky["ratio"] > 3 * DRIFT_LIMIT, leaky
+
+
 @pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("g++") is None, reason="no C/C++ compiler")
 def test_generated_c_array_compiles_and_holds_the_tflite_bytes(tmp_path, tiny_bundles):
     _, bundle = tiny_bundles["rnn"]
