@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
+from edge_runtime.anomaly import AnomalySpec, AnomalyTracker, ema_step
 from edge_runtime.session import Model
 from edge_runtime.stream import forecast_stream
 
@@ -61,15 +61,14 @@ def _clear_steps(score: np.ndarray) -> int:
     return high
 
 
-def _stillness_means(z: np.ndarray) -> np.ndarray:
-    """(N, O) z -> (N - window, O) the EMA of |dz| the tracker would hold, after its first window."""
-    change = np.abs(np.diff(z, axis=0))  # (N-1, O)
-    alpha = 2.0 / (STILLNESS_WINDOW + 1)
-    ema, out = change[:STILLNESS_WINDOW].mean(axis=0), []
-    for row in change[STILLNESS_WINDOW:]:
-        ema = ema + alpha * (row - ema)
-        out.append(ema)
-    return np.asarray(out).reshape(-1, z.shape[1])
+def _window_means(values: np.ndarray, window: int) -> np.ndarray:
+    """(N, O) -> (N - window, O): the tracker's running average (ema_step) once it has a window of history."""
+    mean, seen, out = np.zeros(values.shape[1]), 0, []
+    for row in values:
+        mean, seen = ema_step(mean, row, seen, window)
+        if seen > window:
+            out.append(mean)
+    return np.asarray(out).reshape(-1, values.shape[1])
 
 
 def calibrate(residuals: np.ndarray, period_s: float) -> dict:
@@ -84,10 +83,11 @@ def calibrate(residuals: np.ndarray, period_s: float) -> dict:
     score = np.abs(z).max(axis=1)  # (N,)
     threshold = max(THRESHOLD_FLOOR, THRESHOLD_MARGIN * float(np.quantile(score, THRESHOLD_QUANTILE)))
     clear = min(threshold / 2, float(np.quantile(score, CLEAR_QUANTILE)))
-    section = {"residual_std": std.tolist(), "threshold": threshold, "clear_threshold": max(clear, 1e-3),
+    clear = max(clear, 1e-3)
+    section = {"residual_std": std.tolist(), "threshold": threshold, "clear_threshold": clear,
                "clear_steps": _clear_steps(score), "stillness_window": STILLNESS_WINDOW}
-    means = _stillness_means(z)  # (M, O)
-    smallest, typical = means.min(axis=0), np.median(means, axis=0)
+    still = _window_means(np.abs(np.diff(z, axis=0)), STILLNESS_WINDOW)  # (M, O) EMA of |dz|
+    smallest, typical = still.min(axis=0), np.median(still, axis=0)
     still_usable = bool(np.all(smallest >= STILLNESS_MIN_TYPICAL * typical) and np.all(smallest > 0))
     section["stillness_floor"] = (STILLNESS_MARGIN * smallest).tolist() if still_usable else None
     alarms = _count_alarms(section, residuals)

@@ -34,6 +34,18 @@ import numpy as np
 from edge_runtime.manifest import BundleError, Manifest
 
 
+def ema_step(mean: np.ndarray, value: np.ndarray, seen: int, window: int) -> tuple[np.ndarray, int]:
+    """One step of an exponential average with span `window`; returns (mean, seen).
+
+    Its first `window` values are averaged plainly (weight 1/seen), so it does
+    not start from an arbitrary value; `seen` is capped at window + 1, and the
+    average is trusted once seen > window.
+    """
+    seen = min(seen + 1, window + 1)
+    weight = max(2.0 / (window + 1), 1.0 / seen)
+    return mean + weight * (value - mean), seen
+
+
 @dataclass(frozen=True)
 class AnomalySpec:
     residual_std: tuple[float, ...]  # (O,) sensor units, per target channel, from validation
@@ -80,7 +92,6 @@ class AnomalyTracker:
         self._still = spec.stillness_floor is not None
         if self._still:
             self._floor = np.asarray(spec.stillness_floor, np.float64)  # (O,)
-            self._alpha = 2.0 / (spec.stillness_window + 1)  # EMA weight of the newest |dz|
         self.reset()
 
     def update(self, residual) -> tuple[float, str | None]:
@@ -102,15 +113,12 @@ class AnomalyTracker:
 
     def _stillness(self, z: np.ndarray) -> float:
         """threshold * floor / (EMA of |dz|), largest over channels; 0 until the EMA has a window of history."""
-        if self.still_seen == 0:
-            self.last_z, self.still_seen = z, 1
+        if not self.primed:  # the first z after a reset has no predecessor
+            self.last_z, self.primed = z, True
             return 0.0
-        change = np.abs(z - self.last_z)  # (O,)
+        self.mean_change, self.still_seen = ema_step(self.mean_change, np.abs(z - self.last_z), self.still_seen,
+                                                     self.spec.stillness_window)
         self.last_z = z
-        # the first window is a plain mean, so the EMA does not start from an arbitrary value
-        weight = max(self._alpha, 1.0 / self.still_seen)
-        self.mean_change = self.mean_change + weight * (change - self.mean_change)
-        self.still_seen = min(self.still_seen + 1, self.spec.stillness_window + 1)
         if self.still_seen <= self.spec.stillness_window:
             return 0.0
         return float(np.max(self.spec.threshold * self._floor / np.maximum(self.mean_change, 1e-12)))
@@ -118,24 +126,30 @@ class AnomalyTracker:
     def reset(self) -> None:
         self.active, self.quiet_steps = False, 0
         channels = len(self.spec.residual_std)
+        self.primed = False  # whether last_z holds a previous z
         self.last_z = np.zeros(channels)  # (O,) previous z, for the stillness check
         self.mean_change = np.zeros(channels)  # (O,) EMA of |z_t - z_{t-1}|
-        self.still_seen = 0  # residuals seen by the stillness check, capped at window + 1
+        self.still_seen = 0  # changes averaged by the stillness check, capped at window + 1
 
     def to_dict(self) -> dict:
         d = {"active": self.active, "quiet_steps": self.quiet_steps}
         if self._still:
-            d.update(last_z=self.last_z.tolist(), mean_change=self.mean_change.tolist(), still_seen=self.still_seen)
+            d.update(primed=self.primed, last_z=self.last_z.tolist(), mean_change=self.mean_change.tolist(),
+                     still_seen=self.still_seen)
         return d
 
     def load_dict(self, d: dict) -> None:
-        """Restore a to_dict() snapshot; one from a tracker without the stillness check restarts that check."""
+        """Restore a to_dict() snapshot; a check the snapshot has no values for starts afresh."""
         self.reset()
         self.active, self.quiet_steps = bool(d["active"]), int(d["quiet_steps"])
         if self._still and "mean_change" in d:
-            channels = len(self.spec.residual_std)
-            last_z, mean_change = np.asarray(d["last_z"], np.float64), np.asarray(d["mean_change"], np.float64)
-            if last_z.shape != (channels,) or mean_change.shape != (channels,):
-                raise ValueError(f"anomaly tracker snapshot has {last_z.shape} / {mean_change.shape} "
-                                 f"values, this bundle scores {channels} channel(s)")
-            self.last_z, self.mean_change, self.still_seen = last_z, mean_change, int(d["still_seen"])
+            self.last_z, self.mean_change = self._channel_values(d, "last_z"), self._channel_values(d, "mean_change")
+            self.primed, self.still_seen = bool(d["primed"]), int(d["still_seen"])
+
+    def _channel_values(self, d: dict, key: str) -> np.ndarray:
+        values = np.asarray(d[key], np.float64)
+        channels = len(self.spec.residual_std)
+        if values.shape != (channels,):
+            raise ValueError(f"anomaly tracker snapshot: {key} has shape {list(values.shape)}, "
+                             f"this bundle scores {channels} channel(s)")
+        return values

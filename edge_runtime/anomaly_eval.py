@@ -20,7 +20,7 @@ is not rewarded; they are counted as `alarms` for the record.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +131,7 @@ def evaluate_file(model: Model, spec: AnomalySpec, csv_path: Path, tolerance: in
     result = {
         "file": str(csv_path), "kind": labels.kind, "rows": len(values),
         "scored_samples": len(values) - labels.scored_from, "tolerance": tolerance,
-        "alarms": counts["alarms"],
+        "alarms": counts["alarms"], "delays": [d for k in kinds.values() for d in k["delays"]],
         **summarize(sum(k["events"] for k in kinds.values()), sum(k["detected"] for k in kinds.values()),
                     counts["false_alarms"], [d for k in kinds.values() for d in k["delays"]]),
         # in a mixed stream a false alarm belongs to no kind: per kind only recall and delay
@@ -144,11 +144,15 @@ def evaluate_file(model: Model, spec: AnomalySpec, csv_path: Path, tolerance: in
     return result
 
 
-def evaluate(model: Model, csv_paths: list[Path], tolerance: int = TOLERANCE, trace: bool = False) -> dict:
+def evaluate(model: Model, csv_paths: list[Path], tolerance: int = TOLERANCE, trace: bool = False,
+             residual_only: bool = False) -> dict:
+    """Score every labelled CSV; residual_only turns the stillness check off (for comparison)."""
     spec = AnomalySpec.from_manifest(model.manifest)
     if spec is None:
         raise BundleError(f"{model.manifest.path}: the manifest has no 'anomaly' section; "
                           "convert the run again to calibrate one")
+    if residual_only:
+        spec = replace(spec, stillness_floor=None)
     files = [evaluate_file(model, spec, p, tolerance, trace) for p in csv_paths]
     return {"bundle": str(model.manifest.path), "variant": model.variant.name, "backend": model.backend,
             "threshold": spec.threshold, "clear_threshold": spec.clear_threshold, "clear_steps": spec.clear_steps,

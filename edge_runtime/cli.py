@@ -45,6 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     anomalies.add_argument("--tolerance", type=int, default=10, help="samples after an anomaly's end in which "
                            "an alarm start still counts as detecting it")
     anomalies.add_argument("--trace", action="store_true", help="include per-row scores and alarm spans")
+    anomalies.add_argument("--residual-only", action="store_true",
+                           help="score with the residual level check alone (stillness check off)")
     anomalies.add_argument("--variant")
     anomalies.add_argument("--backend", choices=list(BACKENDS))
     info = sub.add_parser("info", help="print a bundle's manifest summary")
@@ -102,7 +104,7 @@ def cmd_anomalies(args: argparse.Namespace) -> int:
     from edge_runtime.session import load
 
     model = load(args.bundle, variant=args.variant, backend=args.backend)
-    print(json.dumps(evaluate(model, args.inputs, args.tolerance, args.trace)))
+    print(json.dumps(evaluate(model, args.inputs, args.tolerance, args.trace, args.residual_only)))
     return 0
 
 

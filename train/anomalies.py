@@ -41,6 +41,7 @@ KINDS = ("spike", "level_shift", "stuck", "dropout", "drift")
 DROPOUT_READING = 0.0  # sensor units: what a disconnected input with a 0-based ADC reports
 GAP = 60  # clean samples at least between two events (and before the first)
 LABELS_SUFFIX = ".labels.json"
+REPEATS = 3  # single-kind streams per kind, each with its own placements and sizes
 
 
 @dataclass(frozen=True)
@@ -148,9 +149,13 @@ def inject(clean: np.ndarray, kinds: tuple[str, ...], scored_from: int, target: 
 
 
 def labelled_streams(clean: np.ndarray, scored_from: int, target: tuple[int, ...], seed: int,
-                     channels: tuple[str, ...] | None = None, kinds: tuple[str, ...] = KINDS) -> dict[str, LabelledStream]:
-    """One stream per kind (so every false alarm is charged to one kind), plus "mixed" and "clean"."""
-    streams = {k: inject(clean, (k,), scored_from, target, seed, channels) for k in kinds}
+                     channels: tuple[str, ...] | None = None, kinds: tuple[str, ...] = KINDS,
+                     repeats: int = REPEATS) -> dict[str, LabelledStream]:
+    """Streams by name: `<kind>-<r>` holds one kind only (so every false alarm is charged to
+    that kind), `repeats` of them per kind with different placements and sizes; "mixed" holds
+    every kind in turn (for a timeline); "clean" holds none (the false-alarm rate)."""
+    streams = {f"{k}-{r}": inject(clean, (k,), scored_from, target, seed + 1000 * r, channels)
+               for k in kinds for r in range(repeats)}
     streams["mixed"] = inject(clean, kinds, scored_from, target, seed, channels)
     streams["clean"] = LabelledStream("clean", np.asarray(clean, np.float32).copy(), np.asarray(clean, np.float32),
                                       [], scored_from, streams["mixed"].channels)
@@ -180,8 +185,9 @@ def write_labelled(stream: LabelledStream, csv_path: Path) -> tuple[Path, Path]:
     return csv_path, labels_path
 
 
-def write_run_streams(run_dir: Path, out_dir: Path | None = None, seed: int = 0) -> dict[str, tuple[Path, Path]]:
-    """Labelled copies of a run's held-out test split -> {kind: (csv, labels json)}."""
+def write_run_streams(run_dir: Path, out_dir: Path | None = None, seed: int = 0,
+                      repeats: int = REPEATS) -> dict[str, tuple[Path, Path]]:
+    """Labelled copies of a run's held-out test split -> {stream name: (csv, labels json)}."""
     from train.checkpoint import load_checkpoint
 
     run_dir = Path(run_dir)
@@ -190,8 +196,8 @@ def write_run_streams(run_dir: Path, out_dir: Path | None = None, seed: int = 0)
     _, info = load_checkpoint(run_dir / "checkpoint.safetensors")
     channels = tuple(info["stream"]["channels"])
     target = tuple(info["model"]["target"])
-    streams = labelled_streams(splits["test"], int(splits["warmup"]), target, seed, channels)
-    return {kind: write_labelled(s, out_dir / f"{kind}.csv") for kind, s in streams.items()}
+    streams = labelled_streams(splits["test"], int(splits["warmup"]), target, seed, channels, repeats=repeats)
+    return {name: write_labelled(s, out_dir / f"{name}.csv") for name, s in streams.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,15 +206,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="a run folder written by python -m train (uses its splits.npz test split)")
     p.add_argument("--out", help="folder for <kind>.csv + <kind>.labels.json (default: RUN/anomalies)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=REPEATS, help="single-kind streams per kind")
     args = p.parse_args(argv)
     if not (Path(args.run) / "splits.npz").is_file():
         print(f"error: {args.run}: no splits.npz (not a run folder? train first with python -m train)",
               file=sys.stderr)
         return 2
     for kind, (csv_path, labels_path) in write_run_streams(Path(args.run), args.out and Path(args.out),
-                                                           args.seed).items():
+                                                           args.seed, args.repeats).items():
         events = len(json.loads(labels_path.read_text())["anomalies"])
-        print(f"{kind:<12} {events:>3} events  {csv_path}  {labels_path.name}")
+        print(f"{kind:<14} {events:>3} events  {csv_path}  {labels_path.name}")
     return 0
 
 
