@@ -34,6 +34,9 @@ import numpy as np
 from edge_runtime.manifest import BundleError, Manifest
 
 
+STILLNESS_CAP = 10.0  # the stillness score tops out at this multiple of the threshold
+
+
 def ema_step(mean: np.ndarray, value: np.ndarray, seen: int, window: int) -> tuple[np.ndarray, int]:
     """One step of an exponential average with span `window`; returns (mean, seen).
 
@@ -121,7 +124,10 @@ class AnomalyTracker:
         self.last_z = z
         if self.still_seen <= self.spec.stillness_window:
             return 0.0
-        return float(np.max(self.spec.threshold * self._floor / np.maximum(self.mean_change, 1e-12)))
+        # capped at STILLNESS_CAP x threshold: a frozen reading has |dz| = 0 exactly, and the score
+        # should say "far past the threshold", not grow without bound
+        mean_change = np.maximum(self.mean_change, self._floor / STILLNESS_CAP)
+        return float(np.max(self.spec.threshold * self._floor / mean_change))
 
     def reset(self) -> None:
         self.active, self.quiet_steps = False, 0
