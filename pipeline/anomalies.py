@@ -163,7 +163,7 @@ def plot_timeline(result: dict, path: Path, max_rows: int = 3000) -> None:
         if start < end:
             bottom.axvspan(start, min(stop, end), ymin=0.0, ymax=0.06, color="tab:red")
     bottom.set_ylabel("score (log)")
-    bottom.set_xlabel("sample (test split; red bars: alarms; a dropout's readings of 0 are below the upper panel)")
+    bottom.set_xlabel("sample (test split; red bars: alarms; readings during a dropout may lie off the upper panel)")
     bottom.legend(fontsize=8, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -192,9 +192,9 @@ stillness check turned off.
 
 
 def timeline_models(results: list[dict]) -> list[dict]:
-    """The LSTM of each of the first two scenarios (or the first result): a timeline each."""
-    lstms = [r for r in results if r["name"].endswith("-lstm")][:2]
-    return lstms or results[:1]
+    """A timeline each for the temperature and vibration LSTMs, else the first two LSTMs, else the first model."""
+    preferred = [r for name in ("temperature-lstm", "vibration-lstm") for r in results if r["name"] == name]
+    return preferred or [r for r in results if r["name"].endswith("-lstm")][:2] or results[:1]
 
 
 def write_report(results: list[dict], report_dir: Path) -> Path:
