@@ -22,6 +22,8 @@ validation stream with these settings, per 10,000 samples and per hour.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from edge_runtime.anomaly import AnomalySpec, AnomalyTracker, ema_step
@@ -37,6 +39,7 @@ CLEAR_STEPS_RANGE = (3, 20)
 STILLNESS_WINDOW = 16
 STILLNESS_MARGIN = 0.5
 STILLNESS_MIN_TYPICAL = 0.2
+MIN_RESIDUALS = 4 * STILLNESS_WINDOW  # fewer validation residuals than this: no anomaly section
 
 
 def validation_residuals(model: Model, val_raw: np.ndarray, warmup: int) -> np.ndarray:
@@ -74,8 +77,8 @@ def _window_means(values: np.ndarray, window: int) -> np.ndarray:
 def calibrate(residuals: np.ndarray, period_s: float) -> dict:
     """(N, O) validation residuals in sensor units -> the manifest's anomaly section."""
     residuals = np.asarray(residuals, np.float64)
-    if residuals.ndim != 2 or len(residuals) < 4 * STILLNESS_WINDOW:
-        raise ValueError(f"anomaly calibration needs at least {4 * STILLNESS_WINDOW} validation residuals, "
+    if residuals.ndim != 2 or len(residuals) < MIN_RESIDUALS:
+        raise ValueError(f"anomaly calibration needs at least {MIN_RESIDUALS} validation residuals, "
                          f"got {residuals.shape}")
     std = residuals.std(axis=0)  # (O,)
     std = np.where(std > 0, std, 1e-6)  # a perfectly predicted channel: any residual is news
@@ -115,6 +118,15 @@ def _count_alarms(section: dict, residuals: np.ndarray) -> int:
     return sum(tracker.update(r)[1] == "start" for r in residuals)
 
 
-def anomaly_section(model: Model, val_raw: np.ndarray, warmup: int, period_s: float) -> dict:
-    """What convert writes as manifest["anomaly"]: calibrated on the validation split only."""
-    return calibrate(validation_residuals(model, val_raw, warmup), period_s)
+def anomaly_section(model: Model, val_raw: np.ndarray, warmup: int, period_s: float) -> dict | None:
+    """What convert writes as manifest["anomaly"]: calibrated on the validation split only.
+
+    None (no anomaly scoring for this bundle, said on stderr) when validation is too short to calibrate.
+    """
+    residuals = validation_residuals(model, val_raw, warmup)
+    if len(residuals) < MIN_RESIDUALS:
+        print(f"warning: {model.manifest.path.name}: only {len(residuals)} validation residuals after the "
+              f"warm-up, {MIN_RESIDUALS} needed to calibrate anomaly thresholds; the bundle gets none",
+              file=sys.stderr)
+        return None
+    return calibrate(residuals, period_s)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import IN_PROCESS_BACKEND, manifest_of, run_cli
+from conftest import IN_PROCESS_BACKEND, manifest_of, run_cli, run_isolated
 from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
 from edge_runtime.anomaly_eval import match, summarize
 from train.anomalies import DROPOUT_READING, GAP, KINDS, inject, labelled_streams
@@ -198,8 +198,8 @@ def detector_bundle(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.mark.slow
-def test_thresholds_are_calibrated_on_validation_not_test(detector_bundle):
-    from convert.anomaly import calibrate, validation_residuals
+def test_thresholds_are_calibrated_on_validation_not_test(detector_bundle, capsys):
+    from convert.anomaly import anomaly_section, calibrate, validation_residuals
     from edge_runtime.session import load
 
     run_dir, bundle = detector_bundle
@@ -217,6 +217,9 @@ def test_thresholds_are_calibrated_on_validation_not_test(detector_bundle):
     manifest = manifest_of(bundle)
     torch_val_std = manifest["residual_std"][0] * manifest["normalization"]["std"][0]
     assert section["residual_std"][0] == pytest.approx(torch_val_std, rel=1e-3)  # float32 torch vs TFLite
+    # too short a validation split: the bundle gets no section (and says so) rather than a guessed one
+    assert anomaly_section(model, splits["val"][:warmup + 40], warmup, 60.0) is None
+    assert "39 validation residuals after the warm-up, 64 needed" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -226,13 +229,20 @@ def test_detector_finds_spikes_and_level_shifts_on_the_device_runtime(detector_b
 
     run_dir, bundle = detector_bundle
     streams = write_run_streams(run_dir, tmp_path / "streams", seed=0)
-    done = run_cli("edge_runtime", "anomalies", str(bundle), *(str(csv) for csv, _ in streams.values()))
+    args = ["anomalies", str(bundle), *(str(csv) for csv, _ in streams.values())]
+    # as on a device: torch, TensorFlow, train and convert cannot be imported in that process
+    done = run_isolated(f"""
+        import sys
+        from edge_runtime.cli import main
+        code = main({args!r})
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow", "train", "convert"))
+        assert code == 0 and not heavy, (code, heavy)
+    """)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "tflite_runtime"  # scored as the device runs it
     kinds = per_kind(result)
-    level_only = run_cli("edge_runtime", "anomalies", str(bundle), *(str(csv) for csv, _ in streams.values()),
-                         "--residual-only")
+    level_only = run_cli("edge_runtime", *args, "--residual-only")
     assert level_only.returncode == 0, level_only.stderr
     level_kinds = per_kind(json.loads(level_only.stdout.strip().splitlines()[-1]))
     print("\n" + table([{"name": "temperature-lstm16", "kinds": kinds, "residual_only": level_kinds}]))
