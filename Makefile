@@ -12,7 +12,7 @@ SCENARIO ?= temperature
 CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
 
-.PHONY: help setup demo test bench train convert report run clean
+.PHONY: help setup demo test bench train convert report run anomalies clean
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ report: setup ## what each quantized variant costs: make report NAME=temperature
 
 run: setup ## stream a run's test log through its bundle: make run NAME=temperature-lstm
 	$(BIN)/python -m edge_runtime run artifacts/$(NAME) --input runs/$(NAME)/test.csv
+
+anomalies: setup ## anomaly detection per kind on labelled test streams of every run+bundle -> reports/anomalies.md
+	$(BIN)/python -m pipeline anomalies
 
 clean: ## remove generated runs, bundles and reports (keeps .venv)
 	rm -rf runs artifacts reports .pytest_cache

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from convert.anomaly import anomaly_section
 from convert.c_array import C_HEADER, C_SOURCE, c_array
 from convert.compat import compatibility
 from convert.flatbuffer import constant_bytes, model_ops
@@ -131,6 +132,9 @@ def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS,
         if float_entry["parity"]["max_abs_error"] > PARITY_TOLERANCE:
             raise RuntimeError(f"{run_dir}: TFLite step model disagrees with torch by "
                                f"{float_entry['parity']['max_abs_error']:.2e} > {PARITY_TOLERANCE} (normalized units)")
+        # residual spread and alarm thresholds from the validation split only (test stays held out)
+        manifest["anomaly"] = anomaly_section(float_model, splits["val"], int(splits["warmup"]),
+                                              info["stream"]["period_s"])
         calibration = calibration_samples(float_model, splits["train"])
         for spec in specs[1:]:
             data = convert_variant(saved_model, spec, calibration)

@@ -3,16 +3,27 @@
 The residual of a sample is what the sensor read minus what the model forecast
 for it one step earlier, in sensor units, per target channel. Divided by the
 residual spread seen on validation data (stored in the bundle), it is a z
-score; the stream's score is the largest |z| over its channels.
+score; the level score is the largest |z| over the channels.
 
-An alarm starts when the score exceeds `threshold` and ends only after the
-score has stayed below `clear_threshold` for `clear_steps` samples in a row.
-A spike therefore gives one start and one end, not a flood: the spiked sample
-and the forecast made from it are both off, and both fall inside one alarm.
+A second, optional check looks for a residual that has gone still: a stuck
+sensor repeats its last value, the model's input stops changing and the
+residual loses the sensor noise it always carries. The tracker keeps an
+exponential average of |z_t - z_{t-1}| per channel over about
+`stillness_window` samples; when it falls below `stillness_floor` (calibrated
+on validation, where it never got that low), the stillness score
+`threshold * floor / average` rises past the threshold. A bundle whose
+validation residuals are sometimes legitimately still (an exactly
+predictable sequence) is written without a floor, and the check is off.
+
+The stream's score is the larger of the two. An alarm starts when the score
+exceeds `threshold` and ends only after the score has stayed below
+`clear_threshold` for `clear_steps` samples in a row. A spike therefore gives
+one start and one end, not a flood: the spiked sample and the forecast made
+from it are both off, and both fall inside one alarm.
 
 The spec lives in the manifest's "anomaly" section (written by convert/ from
-validation data). A tracker is per stream and its state is two numbers, so
-it snapshots and restores with the stream.
+validation data). A tracker is per stream and its state is a few numbers per
+channel, so it snapshots and restores with the stream (to_dict / load_dict).
 """
 from __future__ import annotations
 
@@ -23,12 +34,29 @@ import numpy as np
 from edge_runtime.manifest import BundleError, Manifest
 
 
+STILLNESS_CAP = 10.0  # the stillness score tops out at this multiple of the threshold
+
+
+def ema_step(mean: np.ndarray, value: np.ndarray, seen: int, window: int) -> tuple[np.ndarray, int]:
+    """One step of an exponential average with span `window`; returns (mean, seen).
+
+    Its first `window` values are averaged plainly (weight 1/seen), so it does
+    not start from an arbitrary value; `seen` is capped at window + 1, and the
+    average is trusted once seen > window.
+    """
+    seen = min(seen + 1, window + 1)
+    weight = max(2.0 / (window + 1), 1.0 / seen)
+    return mean + weight * (value - mean), seen
+
+
 @dataclass(frozen=True)
 class AnomalySpec:
     residual_std: tuple[float, ...]  # (O,) sensor units, per target channel, from validation
     threshold: float  # |z| above this starts an alarm
     clear_threshold: float  # |z| below this for clear_steps samples ends it
     clear_steps: int
+    stillness_floor: tuple[float, ...] | None = None  # (O,) mean |dz| below this reads as stuck; None: off
+    stillness_window: int = 16  # samples the mean |dz| averages over (EMA span)
 
     @classmethod
     def from_manifest(cls, manifest: Manifest) -> "AnomalySpec | None":
@@ -38,15 +66,23 @@ class AnomalySpec:
             return None
         where = f"{manifest.path}/manifest.json anomaly"
         try:
+            floor = section.get("stillness_floor")
             spec = cls(tuple(float(s) for s in section["residual_std"]), float(section["threshold"]),
                        float(section.get("clear_threshold", section["threshold"] / 2)),
-                       int(section.get("clear_steps", 3)))
-        except (KeyError, TypeError, ValueError) as e:
+                       int(section.get("clear_steps", 3)),
+                       None if floor is None else tuple(float(f) for f in floor),
+                       int(section.get("stillness_window", 16)))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"{where}: malformed ({e!r})") from None
-        if len(spec.residual_std) != manifest.output.shape[-1] or min(spec.residual_std) <= 0:
+        channels = manifest.output.shape[-1]
+        if len(spec.residual_std) != channels or min(spec.residual_std) <= 0:
             raise BundleError(f"{where}: residual_std needs one positive value per output channel")
         if not 0 < spec.clear_threshold <= spec.threshold or spec.clear_steps < 1:
             raise BundleError(f"{where}: need 0 < clear_threshold <= threshold and clear_steps >= 1")
+        if spec.stillness_floor is not None and (len(spec.stillness_floor) != channels
+                                                 or min(spec.stillness_floor) <= 0 or spec.stillness_window < 2):
+            raise BundleError(f"{where}: stillness_floor needs one positive value per output channel "
+                              "and stillness_window >= 2")
         return spec
 
 
@@ -56,12 +92,17 @@ class AnomalyTracker:
     def __init__(self, spec: AnomalySpec):
         self.spec = spec
         self._inverse_std = 1.0 / np.asarray(spec.residual_std, np.float64)  # (O,)
-        self.active = False
-        self.quiet_steps = 0  # consecutive samples below clear_threshold while active
+        self._still = spec.stillness_floor is not None
+        if self._still:
+            self._floor = np.asarray(spec.stillness_floor, np.float64)  # (O,)
+        self.reset()
 
     def update(self, residual) -> tuple[float, str | None]:
         """residual: (O,) sensor units -> (score, "start" | "end" | None)."""
-        score = float(np.max(np.abs(np.asarray(residual, np.float64) * self._inverse_std)))
+        z = np.asarray(residual, np.float64) * self._inverse_std  # (O,)
+        score = float(np.max(np.abs(z)))
+        if self._still:
+            score = max(score, self._stillness(z))
         if not self.active:
             if score > self.spec.threshold:
                 self.active, self.quiet_steps = True, 0
@@ -73,11 +114,48 @@ class AnomalyTracker:
             return score, "end"
         return score, None
 
+    def _stillness(self, z: np.ndarray) -> float:
+        """threshold * floor / (EMA of |dz|), largest over channels; 0 until the EMA has a window of history."""
+        if not self.primed:  # the first z after a reset has no predecessor
+            self.last_z, self.primed = z, True
+            return 0.0
+        self.mean_change, self.still_seen = ema_step(self.mean_change, np.abs(z - self.last_z), self.still_seen,
+                                                     self.spec.stillness_window)
+        self.last_z = z
+        if self.still_seen <= self.spec.stillness_window:
+            return 0.0
+        # capped at STILLNESS_CAP x threshold: a frozen reading has |dz| = 0 exactly, and the score
+        # should say "far past the threshold", not grow without bound
+        mean_change = np.maximum(self.mean_change, self._floor / STILLNESS_CAP)
+        return float(np.max(self.spec.threshold * self._floor / mean_change))
+
     def reset(self) -> None:
         self.active, self.quiet_steps = False, 0
+        channels = len(self.spec.residual_std)
+        self.primed = False  # whether last_z holds a previous z
+        self.last_z = np.zeros(channels)  # (O,) previous z, for the stillness check
+        self.mean_change = np.zeros(channels)  # (O,) EMA of |z_t - z_{t-1}|
+        self.still_seen = 0  # changes averaged by the stillness check, capped at window + 1
 
     def to_dict(self) -> dict:
-        return {"active": self.active, "quiet_steps": self.quiet_steps}
+        d = {"active": self.active, "quiet_steps": self.quiet_steps}
+        if self._still:
+            d.update(primed=self.primed, last_z=self.last_z.tolist(), mean_change=self.mean_change.tolist(),
+                     still_seen=self.still_seen)
+        return d
 
     def load_dict(self, d: dict) -> None:
+        """Restore a to_dict() snapshot; a check the snapshot has no values for starts afresh."""
+        self.reset()
         self.active, self.quiet_steps = bool(d["active"]), int(d["quiet_steps"])
+        if self._still and "mean_change" in d:
+            self.last_z, self.mean_change = self._channel_values(d, "last_z"), self._channel_values(d, "mean_change")
+            self.primed, self.still_seen = bool(d["primed"]), int(d["still_seen"])
+
+    def _channel_values(self, d: dict, key: str) -> np.ndarray:
+        values = np.asarray(d[key], np.float64)
+        channels = len(self.spec.residual_std)
+        if values.shape != (channels,):
+            raise ValueError(f"anomaly tracker snapshot: {key} has shape {list(values.shape)}, "
+                             f"this bundle scores {channels} channel(s)")
+        return values

@@ -36,6 +36,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bench.add_argument("--backend", choices=list(BACKENDS))
     bench.add_argument("--steps", type=int, default=2000)
     bench.add_argument("--repeats", type=int, default=5)
+    anomalies = sub.add_parser("anomalies", help="score the anomaly detector on labelled CSVs (JSON)",
+                               description="Run labelled streams (CSV + <name>.labels.json from python -m "
+                               "train.anomalies) through the bundle and its anomaly tracker, as a device "
+                               "would; print precision, recall, F1 and detection delay per file as JSON.")
+    anomalies.add_argument("bundle")
+    anomalies.add_argument("inputs", nargs="+", help="labelled CSV file(s)")
+    anomalies.add_argument("--tolerance", type=int, default=10, help="samples after an anomaly's end in which "
+                           "an alarm start still counts as detecting it")
+    anomalies.add_argument("--trace", action="store_true", help="include per-row scores and alarm spans")
+    anomalies.add_argument("--residual-only", action="store_true",
+                           help="score with the residual level check alone (stillness check off)")
+    anomalies.add_argument("--variant")
+    anomalies.add_argument("--backend", choices=list(BACKENDS))
     info = sub.add_parser("info", help="print a bundle's manifest summary")
     info.add_argument("bundle")
     return p.parse_args(argv)
@@ -84,6 +97,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_anomalies(args: argparse.Namespace) -> int:
+    import json
+
+    from edge_runtime.anomaly_eval import evaluate
+    from edge_runtime.session import load
+
+    model = load(args.bundle, variant=args.variant, backend=args.backend)
+    print(json.dumps(evaluate(model, args.inputs, args.tolerance, args.trace, args.residual_only)))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from edge_runtime.manifest import read_manifest
 
@@ -102,7 +126,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info}[args.command](args)
+        return {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info,
+                "anomalies": cmd_anomalies}[args.command](args)
     except (BundleError, BackendError, CsvError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
