@@ -40,42 +40,50 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return fixed, shift
 
 
-def saturating_rounding_doubling_high_mul(a: np.ndarray, b: int) -> np.ndarray:
-    """(a * b * 2) >> 32 rounded to nearest (ties away from zero), saturating the one overflow case."""
-    a = np.asarray(a, np.int64)
-    product = a * np.int64(b)
+def saturating_rounding_doubling_high_mul(a: np.ndarray, b) -> np.ndarray:
+    """(a * b * 2) >> 32 rounded to nearest (ties away from zero), saturating the one overflow case.
+
+    b may be a scalar or an array broadcasting against a (per-channel multipliers).
+    """
+    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
+    product = a * b
     nudge = np.where(product >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
     total = product + nudge
     high = np.where(total >= 0, total >> 31, -((-total) >> 31))  # C++ division truncates toward zero
-    if b == INT32_MIN:
-        high = np.where(a == INT32_MIN, INT32_MAX, high)
-    return high
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
 
 
-def rounding_divide_by_pot(x: np.ndarray, exponent: int) -> np.ndarray:
+def rounding_divide_by_pot(x: np.ndarray, exponent) -> np.ndarray:
     """x / 2^exponent rounded to nearest, ties away from zero (gemmlowp's RoundingDivideByPOT)."""
-    x = np.asarray(x, np.int64)
-    if exponent == 0:
-        return x
-    mask = np.int64((1 << exponent) - 1)
+    x, exponent = np.asarray(x, np.int64), np.asarray(exponent, np.int64)
+    mask = (np.int64(1) << exponent) - 1
     remainder = x & mask
     threshold = (mask >> 1) + (x < 0)
     return (x >> exponent) + (remainder > threshold)
 
 
-def multiply_by_quantized_multiplier(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
-    """int32 x * real multiplier, TFLite's double-rounding MultiplyByQuantizedMultiplier."""
-    left, right = max(shift, 0), max(-shift, 0)
-    shifted = np.asarray(x, np.int64) * np.int64(1 << left)
+def multiply_by_quantized_multiplier(x: np.ndarray, multiplier, shift) -> np.ndarray:
+    """int32 x * real multiplier, TFLite's double-rounding MultiplyByQuantizedMultiplier (arrays broadcast)."""
+    shift = np.asarray(shift, np.int64)
+    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+    shifted = np.asarray(x, np.int64) << left
     return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier), right)
 
 
-def multiply_by_quantized_multiplier_int64(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
+def multiply_by_quantized_multiplier_int64(x: np.ndarray, multiplier, shift) -> np.ndarray:
     """The int64-accumulator overload (16x8 kernels): the multiplier is first rounded to 15 bits."""
-    reduced = (multiplier + (1 << 15)) >> 16 if multiplier < 0x7FFF0000 else 0x7FFF
+    multiplier, shift = np.asarray(multiplier, np.int64), np.asarray(shift, np.int64)
+    reduced = np.where(multiplier < 0x7FFF0000, (multiplier + (1 << 15)) >> 16, 0x7FFF)
     total_shift = 15 - shift
-    x = np.asarray(x, np.int64) * np.int64(reduced) + np.int64(1 << (total_shift - 1))
-    return (x >> total_shift).astype(np.int64)
+    x = np.asarray(x, np.int64) * reduced + (np.int64(1) << (total_shift - 1))
+    return x >> total_shift
+
+
+def single_rounding(x: np.ndarray, multiplier, shift) -> np.ndarray:
+    """x * multiplier * 2^(shift-31) rounded once (half up), exact in Python integers (no int64 overflow)."""
+    total_shift = (31 - np.asarray(shift, np.int64)).astype(object)
+    wide = np.asarray(x, np.int64).astype(object) * np.asarray(multiplier, np.int64).astype(object)
+    return ((wide + (1 << (total_shift - 1))) >> total_shift).astype(np.int64)
 
 
 def checked_log2(x: float) -> tuple[bool, int]:

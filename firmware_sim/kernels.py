@@ -22,7 +22,7 @@ import numpy as np
 from firmware_sim.fixedpoint import (checked_log2, multiply_by_quantized_multiplier,
                                      multiply_by_quantized_multiplier_int64, quantize_multiplier,
                                      round_half_away, rounding_divide_by_pot,
-                                     saturating_rounding_doubling_high_mul)
+                                     saturating_rounding_doubling_high_mul, single_rounding)
 from firmware_sim.graph import Graph, GraphError, Operator, Tensor
 
 Kernel = Callable[[list], None]  # runs one op: reads and writes arena[tensor_index]
@@ -87,13 +87,6 @@ def _integer(t: Tensor, op: Operator) -> None:
                          "runs integer-only graphs (int8, int16x8) with float only at QUANTIZE/DEQUANTIZE")
 
 
-def _single_rounding(x: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
-    """x * multiplier * 2^(shift-31), rounded once (half up); exact in Python integers."""
-    total_shift = 31 - shift
-    wide = np.asarray(x, np.int64).astype(object) * multiplier + (1 << (total_shift - 1))
-    return (wide >> total_shift).astype(np.int64)
-
-
 @kernel("FULLY_CONNECTED")
 def fully_connected(op: Operator, g: Graph, flavour: str) -> Kernel:
     x_t, w_t = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
@@ -120,15 +113,13 @@ def fully_connected(op: Operator, g: Graph, flavour: str) -> Kernel:
         multipliers = [quantize_multiplier(product / float(out_scale))] * weights.shape[0]
     wide = np.dtype(x_t.dtype) == np.int16  # 16x8: int64 accumulator and the reduced-multiplier rescale
     if flavour == "litert-2.3":
-        rescale = _single_rounding
+        rescale = single_rounding
     elif wide:
         rescale = multiply_by_quantized_multiplier_int64
     else:
         rescale = multiply_by_quantized_multiplier
-    groups = {}  # (multiplier, shift) -> output channels sharing it, to rescale channel groups at once
-    for channel, ms in enumerate(multipliers):
-        groups.setdefault(ms, []).append(channel)
-    groups = [(m, s, np.array(c)) for (m, s), c in groups.items()]
+    channel_multiplier = np.array([m for m, _ in multipliers], np.int64)  # (N,)
+    channel_shift = np.array([sh for _, sh in multipliers], np.int64)  # (N,)
     w_offset = weights + filter_offset  # (N, K)
     x_index, out_index, out_dtype = op.inputs[0], op.outputs[0], out_t.dtype
     k = weights.shape[1]
@@ -136,10 +127,7 @@ def fully_connected(op: Operator, g: Graph, flavour: str) -> Kernel:
     def run(arena):
         x = arena[x_index].reshape(-1, k).astype(np.int64) + in_offset  # (B, K)
         acc = x @ w_offset.T + bias  # (B, N) exact in int64
-        result = np.empty_like(acc)
-        for multiplier, shift, channels in groups:
-            part = acc[:, channels]
-            result[:, channels] = rescale(part, multiplier, shift)
+        result = rescale(acc, channel_multiplier, channel_shift)  # (B, N), per-channel broadcast
         arena[out_index] = np.clip(result + out_offset, low, high).astype(out_dtype).reshape(out_t.shape)
     return run
 
