@@ -5,8 +5,14 @@ Per tick, in order:
 2. range: a code at either ADC rail -> flag "saturation", do not feed it;
 3. stuck: the same code `STUCK_RUN` times in a row on a channel whose noise
    alone changes the code most ticks -> flag "stuck", do not feed it;
+   jump: a sample-to-sample change above JUMP_LIMIT times the RMS change
+   measured during commissioning, on any channel (input-only channels
+   included, which the residual cannot see) -> flag "jump", do not feed it;
 4. residual: the sample minus the forecast made one tick earlier, scored by
-   edge_runtime.anomaly's tracker (the service's contract) -> an alarm start
+   edge_runtime.anomaly's tracker (the service's contract; its residual
+   spread is the larger of the bundle's and the RMS residual this variant
+   showed during the first COMMISSIONING ticks, because a quantized variant
+   forecasts worse than the float model the bundle measured) -> an alarm start
    flags "residual"; up to MAX_REJECTED outlying samples in a row are held
    back from the model so a spike does not enter the state, after that the
    firmware accepts the new level;
@@ -33,17 +39,22 @@ MAX_REJECTED = 3
 DRIFT_ALPHA, DRIFT_LIMIT = 0.01, 1.0  # EWMA weight; |mean z| limit (white z gives an EWMA std of ~0.07)
 DEFAULT_THRESHOLD = 6.0  # residual z that starts an alarm when the bundle has no anomaly section
 DETECTION_GRACE = 50  # ticks after a fault's end in which a flag still counts as catching it
+JUMP_LIMIT = 8.0  # sample-to-sample change, in commissioned RMS changes
+COMMISSIONING = 250  # fault-free ticks at start-up in which the firmware measures its own residual spread
 
 
-def anomaly_spec(model: DeviceModel) -> AnomalySpec:
-    """The bundle's anomaly section, or one built from its validation residual spread."""
+def anomaly_spec(model: DeviceModel, measured_rms: np.ndarray | None = None) -> AnomalySpec:
+    """The bundle's anomaly section (or one built from its validation residual spread), with the
+    residual spread raised to what this variant measured during commissioning."""
     spec = AnomalySpec.from_manifest(model.manifest)
-    if spec is not None:
-        return spec
-    raw = model.manifest.raw
-    target = list(model.manifest.target)
-    residual_std = np.asarray(raw["residual_std"], np.float64) * np.asarray(model.std, np.float64)[target]
-    return AnomalySpec(tuple(float(s) for s in residual_std), DEFAULT_THRESHOLD, DEFAULT_THRESHOLD / 2, 3)
+    if spec is None:
+        target = list(model.manifest.target)
+        residual_std = np.asarray(model.manifest.raw["residual_std"], np.float64) * np.asarray(model.std)[target]
+        spec = AnomalySpec(tuple(float(s) for s in residual_std), DEFAULT_THRESHOLD, DEFAULT_THRESHOLD / 2, 3)
+    if measured_rms is not None:
+        spread = np.maximum(np.asarray(spec.residual_std), measured_rms)
+        spec = AnomalySpec(tuple(float(s) for s in spread), spec.threshold, spec.clear_threshold, spec.clear_steps)
+    return spec
 
 
 @dataclass
@@ -65,6 +76,9 @@ def run_firmware(model: DeviceModel, trace: SensorTrace, adc: Adc, snapshot_ever
     spec = anomaly_spec(model)
     tracker = AnomalyTracker(spec)
     inverse_std = 1.0 / np.asarray(spec.residual_std)
+    commissioning: list[np.ndarray] = []  # residuals of the first ticks, to measure this variant's spread
+    changes: list[np.ndarray] = []  # sample-to-sample changes of the first ticks, per channel
+    jump_rms, previous = None, None
     model.reset()
     forecasts = np.full((steps, len(target)), np.nan)
     scores = np.full(steps, np.nan)
@@ -99,7 +113,23 @@ def run_firmware(model: DeviceModel, trace: SensorTrace, adc: Adc, snapshot_ever
         if (run_length >= STUCK_RUN).any():
             flags[k].append("stuck")
             suspect = True
-        if forecast is not None:
+        if previous is not None:
+            change = np.abs(reading - previous)  # (C,)
+            if jump_rms is None:
+                changes.append(change)
+            elif (change > JUMP_LIMIT * jump_rms).any():
+                flags[k].append("jump")
+                suspect = True
+        previous = reading.copy()
+        if k < COMMISSIONING:  # no scoring yet: learn this variant's residual spread
+            if forecast is not None and k >= 10:
+                commissioning.append(reading[target] - forecast)  # (O,)
+            if k == COMMISSIONING - 1:
+                jump_rms = np.maximum(np.sqrt(np.mean(np.square(changes), axis=0)), adc.lsb)  # (C,)
+            if k == COMMISSIONING - 1 and len(commissioning) >= 20:
+                spec = anomaly_spec(model, np.sqrt(np.mean(np.square(commissioning), axis=0)))
+                tracker, inverse_std = AnomalyTracker(spec), 1.0 / np.asarray(spec.residual_std)
+        elif forecast is not None:
             residual = reading[target] - forecast  # (O,)
             score, event = tracker.update(residual)
             scores[k] = score

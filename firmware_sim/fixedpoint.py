@@ -41,16 +41,17 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
 
 
 def saturating_rounding_doubling_high_mul(a: np.ndarray, b) -> np.ndarray:
-    """(a * b * 2) >> 32 rounded to nearest (ties away from zero), saturating the one overflow case.
+    """(a * b * 2) >> 32 rounded to nearest (ties away from zero), as gemmlowp computes it.
 
     b may be a scalar or an array broadcasting against a (per-channel multipliers).
+    The one saturating case (a == b == INT32_MIN) cannot occur: TFLite's
+    multipliers are non-negative. Written without np.where: on 1x32 tensors
+    numpy's per-call overhead is the whole cost.
     """
-    a, b = np.asarray(a, np.int64), np.asarray(b, np.int64)
-    product = a * b
-    nudge = np.where(product >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    total = product + nudge
-    high = np.where(total >= 0, total >> 31, -((-total) >> 31))  # C++ division truncates toward zero
-    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+    product = np.asarray(a, np.int64) * np.asarray(b, np.int64)
+    negative = product < 0
+    total = product + ((1 << 30) - negative * ((1 << 31) - 1))  # nudge: 2^30, or 1 - 2^30 below zero
+    return (total + negative * ((1 << 31) - 1)) >> 31  # C++ division: truncate toward zero
 
 
 def rounding_divide_by_pot(x: np.ndarray, exponent) -> np.ndarray:

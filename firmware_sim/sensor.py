@@ -91,8 +91,9 @@ def plan_faults(kinds: list[str], steps: int, std, seed: int = 0, warmup: int = 
                 every: int = 1000) -> list[Fault]:
     """One fault every `every` samples after the warm-up, cycling through `kinds`, on random channels.
 
-    Spike height is 8 signal stds, drift ends at 3 stds: chosen so a spike is
-    unmistakable and a drift is slow enough to look like the weather.
+    Spike height is 3 signal stds (inside the ADC's +-4 std range, so it is the
+    residual check that has to catch it, not the range check); a drift ramps to
+    3 stds over 400 samples, slow enough that no single sample looks wrong.
     """
     unknown = [k for k in kinds if k not in FAULT_KINDS]
     if unknown:
@@ -104,7 +105,7 @@ def plan_faults(kinds: list[str], steps: int, std, seed: int = 0, warmup: int = 
         kind = kinds[i % len(kinds)]
         channel = int(rng.integers(0, std.size))
         sign = rng.choice([-1.0, 1.0])
-        magnitude = {"spike": 8.0, "drift": 3.0}.get(kind, 0.0) * float(std[channel]) * sign
+        magnitude = {"spike": 3.0, "drift": 3.0}.get(kind, 0.0) * float(std[channel]) * sign
         faults.append(Fault(kind, start, FAULT_LENGTH[kind], channel, magnitude))
         start += every + int(rng.integers(0, every // 4))
         i += 1

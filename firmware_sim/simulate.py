@@ -48,11 +48,12 @@ def simulate(model: DeviceModel, profile: Profile, config: SimConfig) -> tuple[d
     adc = sensor.Adc.around(m.normalization["mean"], m.normalization["std"], bits=config.adc_bits,
                             noise_lsb=config.adc_noise_lsb)
     faults = sensor.plan_faults(list(config.faults), ticks, m.normalization["std"], seed=config.seed,
+                                warmup=firmware.COMMISSIONING + 50,
                                 every=max(200, ticks // (4 * max(1, len(config.faults)) + 1)))
     trace = sensor.sense(true, adc, faults, seed=config.seed)
     snapshot_every = max(1, int(round(config.snapshot_every_s * config.rate_hz)))
     reset_at = int(round((config.reset_at_s if config.reset_at_s is not None else config.seconds / 2) * config.rate_hz))
-    reset_at = min(max(reset_at, 1), ticks - 1)
+    reset_at = min(max(reset_at, firmware.COMMISSIONING), ticks - 1)  # after commissioning
     boot_ticks = int(np.ceil(profile.boot_ms / 1000 * config.rate_hz))
     plain = firmware.run_firmware(model, trace, adc, snapshot_every)
     with_reset = firmware.run_firmware(model, trace, adc, snapshot_every, reset_at, boot_ticks)
