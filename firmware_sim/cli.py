@@ -39,25 +39,36 @@ def _config(args):
 
 def cmd_run(args) -> int:
     from firmware_sim.device_model import DeviceModel
+    from firmware_sim.memory import memory_report
     from firmware_sim.profiles import load_profile
     from firmware_sim.report import text, write_json, write_timeline
     from firmware_sim.simulate import simulate
 
     profile = load_profile(args.device)
     model = DeviceModel.load(args.bundle, args.variant)
+    stem = Path(args.out) / f"sim-{model.manifest.name}-{args.variant}-{profile.name}"
+    memory = memory_report(model.graph, profile, model.state_inputs)
+    if not memory.fits:  # nothing to simulate: say by how much and what dominates, exit 3
+        write_json({"model": model.manifest.name, "variant": args.variant, "device": profile.name,
+                    "memory": memory.to_dict()}, stem.with_suffix(".json"))
+        print(f"firmware_sim: {model.manifest.name} [{args.variant}] does not fit {profile.name}:")
+        for problem in memory.problems():
+            print(f"  !! {problem}")
+        print(f"  wrote {stem.with_suffix('.json')}")
+        return 3
     report, arrays = simulate(model, profile, _config(args))
-    stem = Path(args.out) / f"sim-{report['model']}-{args.variant}-{profile.name}"
     write_json(report, stem.with_suffix(".json"))
     if not args.no_plot:
         write_timeline(report, arrays, stem.with_suffix(".png"))
     print(text(report))
     print(f"  wrote {stem.with_suffix('.json')}" + ("" if args.no_plot else f" and {stem.with_suffix('.png')}"))
-    return 0 if report["memory"]["fits"] else 3
+    return 0
 
 
 def cmd_sweep(args) -> int:
     """Every bundle x every profile: one report each and a summary table (reports/sim-summary.md)."""
     from firmware_sim.device_model import DeviceModel
+    from firmware_sim.memory import memory_report
     from firmware_sim.profiles import available, load_profile
     from firmware_sim.report import ESTIMATE_NOTE, write_json, write_timeline
     from firmware_sim.simulate import simulate
@@ -76,6 +87,12 @@ def cmd_sweep(args) -> int:
             except Exception as e:  # a bundle without the variant: say so in the table, keep going
                 rows.append((bundle.name, device, f"skipped: {e}", "", "", "", "", "", ""))
                 break
+            memory = memory_report(model.graph, profile, model.state_inputs)
+            if not memory.fits:
+                rows.append((model.manifest.name, profile.name, "NO", f"{memory.ram_used / 1024:,.1f} / "
+                             f"{memory.ram_bytes / 1024:,.0f}", f"{memory.flash_used / 1024:,.1f} / "
+                             f"{memory.flash_bytes / 1024:,.0f}", "", "", "", ""))
+                continue
             report, arrays = simulate(model, profile, _config(args))
             stem = Path(args.out) / f"sim-{report['model']}-{args.variant}-{profile.name}"
             write_json(report, stem.with_suffix(".json"))
@@ -102,9 +119,11 @@ def cmd_sweep(args) -> int:
 
 def cmd_bitexact(args) -> int:
     from firmware_sim.parity import compare
-    result = compare(args.bundle, args.variant, args.backend, args.steps, args.resolver, internal=args.internal)
+    result = compare(args.bundle, args.variant, args.backend, args.steps, args.resolver, internal=args.internal,
+                     resync=args.resync)
     print(json.dumps(result) if args.json else
-          f"{args.variant} vs {args.backend} ({args.resolver} kernels) over {args.steps} steps: "
+          f"{args.variant} vs {args.backend} ({args.resolver} kernels{', resynced each step' if args.resync else ''}) "
+          f"over {args.steps} steps: "
           f"{'IDENTICAL' if result['identical'] else 'DIFFERENT'}; differing steps {result['differing_steps']}, "
           f"max difference in LSBs {result['max_lsb']}")
     return 0
@@ -143,6 +162,7 @@ def main(argv=None) -> int:
     p.add_argument("--resolver", default="reference", choices=("reference", "default"))
     p.add_argument("--steps", type=int, default=10_000)
     p.add_argument("--internal", action="store_true", help="also compare every intermediate tensor (litert)")
+    p.add_argument("--resync", action="store_true", help="start every step from the interpreter's state")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bitexact)
     p = sub.add_parser("profiles", help="list device profiles with the source of every figure")

@@ -385,7 +385,7 @@ def dequantize(op: Operator, g: Graph, flavour: str) -> Kernel:
     return run
 
 
-def prepare(op: Operator, g: Graph, flavour: str) -> Kernel:
+def prepare(op: Operator, g: Graph, flavour: str = DEFAULT_FLAVOUR) -> Kernel:
     if op.op not in PREPARE:
         raise GraphError(f"op #{op.index} {op.op} (version {op.version}) has no integer kernel in firmware_sim; "
                          f"it implements {', '.join(sorted(PREPARE))}")

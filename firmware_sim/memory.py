@@ -128,7 +128,8 @@ class MemoryReport:
         return found
 
     def to_dict(self) -> dict:
-        return {**{k: v for k, v in self.__dict__.items()}, "ram_used": self.ram_used,
+        return {**{k: v for k, v in self.__dict__.items()}, "largest_activations": self.largest_activations[:10],
+                "largest_constants": self.largest_constants[:10], "ram_used": self.ram_used,
                 "flash_used": self.flash_used, "fits": self.fits, "problems": self.problems()}
 
 

@@ -10,7 +10,9 @@ tensor it was dequantized from.
 `resolver="reference"` asks the interpreter for its reference kernels
 (OpResolverType.BUILTIN_REF), the implementation TFLite Micro follows;
 `resolver="default"` uses the optimized kernels (and XNNPACK where it
-applies), to report how far they are.
+applies), to report how far they are. Free-running, a one-LSB difference in
+a recurrent state compounds; `resync=True` starts every step from the
+interpreter's state instead, which measures one invoke's difference.
 """
 from __future__ import annotations
 
@@ -48,7 +50,7 @@ def _lsb_scale(model: DeviceModel, name: str) -> float | None:
 
 
 def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolver: str = "reference",
-            flavour: str | None = None, internal: bool = False, seed: int = 0) -> dict:
+            flavour: str | None = None, internal: bool = False, seed: int = 0, resync: bool = False) -> dict:
     """Run both for `steps` steps; max difference per signature output in LSBs, first differing step."""
     from edge_runtime.manifest import verified_model_bytes
 
@@ -97,7 +99,9 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
         if differs:
             differing_steps += 1
             first_difference = step if first_difference is None else first_difference
+        if resync:
+            model.runner.state = {n: v.copy() for n, v in state.items()}
     return {"bundle": bundle, "variant": variant, "backend": backend, "resolver": resolver, "flavour": flavour,
-            "steps": steps, "identical": differing_steps == 0, "differing_steps": differing_steps,
+            "steps": steps, "resync": resync, "identical": differing_steps == 0, "differing_steps": differing_steps,
             "first_difference": first_difference, "max_lsb": max_lsb,
             "internal_tensor_checks": internal_checked, "internal_tensor_differences": internal_diff}
