@@ -80,13 +80,6 @@ def multiply_by_quantized_multiplier_int64(x: np.ndarray, multiplier, shift) -> 
     return x >> total_shift
 
 
-def single_rounding(x: np.ndarray, multiplier, shift) -> np.ndarray:
-    """x * multiplier * 2^(shift-31) rounded once (half up), exact in Python integers (no int64 overflow)."""
-    total_shift = (31 - np.asarray(shift, np.int64)).astype(object)
-    wide = np.asarray(x, np.int64).astype(object) * np.asarray(multiplier, np.int64).astype(object)
-    return ((wide + (1 << (total_shift - 1))) >> total_shift).astype(np.int64)
-
-
 def checked_log2(x: float) -> tuple[bool, int]:
     """TFLite's CheckedLog2 in float32: (is x a power of two within 1e-3 in log2, rounded log2)."""
     log2 = np.float32(np.log(np.float32(x))) * np.float32(1.0 / np.log(np.float32(2.0)))

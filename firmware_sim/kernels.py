@@ -22,16 +22,18 @@ import numpy as np
 from firmware_sim.fixedpoint import (checked_log2, multiply_by_quantized_multiplier,
                                      multiply_by_quantized_multiplier_int64, quantize_multiplier,
                                      round_half_away, rounding_divide_by_pot,
-                                     saturating_rounding_doubling_high_mul, single_rounding)
+                                     saturating_rounding_doubling_high_mul)
 from firmware_sim.graph import Graph, GraphError, Operator, Tensor
 
 Kernel = Callable[[list], None]  # runs one op: reads and writes arena[tensor_index]
 PREPARE: dict[str, Callable[[Operator, Graph, str], Kernel]] = {}
 
 # The two interpreters' reference kernels do not agree bit for bit (measured, see DESIGN-NOTES):
-# tflite-runtime 2.14 rescales FULLY_CONNECTED with TFLite's double rounding (and, for int16
-# activations, a multiplier rounded to 15 bits); ai-edge-litert 2.3 with single rounding and
-# the full 31-bit multiplier. TFLite Micro's default build is the double-rounding one.
+# tflite-runtime 2.14 rescales FULLY_CONNECTED's accumulator with TFLite's fixed-point double
+# rounding (and, for int16 activations, a multiplier rounded to 15 bits); ai-edge-litert 2.3
+# behaves as acc * (input_scale * weight_scale / output_scale) in double precision rounded to
+# the nearest integer (fixed-point single rounding matches it for int8 but missed 1 in 320,000
+# int16 outputs). TFLite Micro's default build is the double-rounding one.
 FLAVOURS = ("tflite-2.14", "litert-2.3")
 DEFAULT_FLAVOUR = "tflite-2.14"
 
@@ -113,7 +115,11 @@ def fully_connected(op: Operator, g: Graph, flavour: str) -> Kernel:
         multipliers = [quantize_multiplier(product / float(out_scale))] * weights.shape[0]
     wide = np.dtype(x_t.dtype) == np.int16  # 16x8: int64 accumulator and the reduced-multiplier rescale
     if flavour == "litert-2.3":
-        rescale = single_rounding
+        real = np.array([float(in_scale) * float(s) / float(out_scale)
+                         for s in (w_t.scale if w_t.per_channel else [w_t.scale[0]] * weights.shape[0])])  # (N,)
+
+        def rescale(acc, _multiplier, _shift):
+            return round_half_away(acc * real).astype(np.int64)
     elif wide:
         rescale = multiply_by_quantized_multiplier_int64
     else:

@@ -66,6 +66,7 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
     max_lsb = {n: 0.0 for n in names}
     state = {n: v.copy() for n, v in model.runner.state.items()}
     first_difference, differing_steps, internal_checked, internal_diff = None, 0, 0, 0
+    internal_examples = []  # (step, tensor, ours, theirs) for the first few internal differences
     x_index = g.signature_inputs[m.input.name]
     for step, raw in enumerate(stream):
         if step == 0 and "x_prev" in state:
@@ -96,6 +97,8 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
                 internal_checked += 1
                 if model.runner.executor.arena[t].tobytes() != interpreter.get_tensor(t).tobytes():
                     internal_diff += 1
+                    internal_examples.append((step, g.tensors[t].describe(), model.runner.executor.arena[t].tolist(),
+                                              interpreter.get_tensor(t).tolist()))
         if differs:
             differing_steps += 1
             first_difference = step if first_difference is None else first_difference
@@ -104,4 +107,5 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
     return {"bundle": bundle, "variant": variant, "backend": backend, "resolver": resolver, "flavour": flavour,
             "steps": steps, "resync": resync, "identical": differing_steps == 0, "differing_steps": differing_steps,
             "first_difference": first_difference, "max_lsb": max_lsb,
-            "internal_tensor_checks": internal_checked, "internal_tensor_differences": internal_diff}
+            "internal_tensor_checks": internal_checked, "internal_tensor_differences": internal_diff,
+            "internal_examples": internal_examples[:5]}
