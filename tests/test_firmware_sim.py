@@ -232,3 +232,13 @@ def test_every_spike_and_stuck_run_is_flagged_and_a_reset_restores_the_last_snap
     # the last 1-second snapshot before tick 1565 is tick 1550, unless a fault kept that tick out of the model
     assert reset["restored_snapshot_tick"] % 50 == 0 and 15 <= reset["stale_ticks"] <= 15 + 50
     assert reset["boot_ticks"] == 1  # 20 ms boot at 50 Hz
+
+
+def test_firmware_sim_imports_without_torch_or_tensorflow():
+    done = run_isolated("""
+        import firmware_sim.cli, firmware_sim.simulate, firmware_sim.report, firmware_sim.parity
+        from firmware_sim.profiles import available
+        print(len(available()))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) >= 5
