@@ -1,4 +1,4 @@
-"""python -m firmware_sim {run, sweep, bitexact, profiles}."""
+"""python -m firmware_sim {run, sweep, budget, bitexact, profiles}."""
 from __future__ import annotations
 
 import argparse
@@ -117,6 +117,34 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_budget(args) -> int:
+    """Memory, flash and time per device for any variant (float ones too): no kernels run."""
+    from edge_runtime.manifest import read_manifest, verified_model_bytes
+    from firmware_sim.graph import read_graph
+    from firmware_sim.memory import memory_report
+    from firmware_sim.profiles import available, load_profile
+    from firmware_sim.report import ESTIMATE_NOTE
+    from firmware_sim.timing import macs_per_step, step_cost
+
+    manifest = read_manifest(args.bundle)
+    graph = read_graph(verified_model_bytes(manifest, manifest.variant(args.variant)))
+    state = [graph.signature_inputs[n] for n in sorted(set(graph.signature_inputs) & set(graph.signature_outputs))]
+    print(f"{manifest.name} [{args.variant}]: {len(graph.operators)} ops ({', '.join(graph.op_names)}), "
+          f"{macs_per_step(graph):,} MACs per step, model {graph.model_bytes:,} B")
+    worst = 0
+    for device in (args.devices.split(",") if args.devices else available()):
+        profile = load_profile(device)
+        memory, cost = memory_report(graph, profile, state), step_cost(graph, profile)
+        print(f"  {profile.name:<11} {'fits' if memory.fits else 'DOES NOT FIT':<12} RAM {memory.ram_used:>12,} / "
+              f"{memory.ram_bytes:,} B  flash {memory.flash_used:>13,} / {memory.flash_bytes:,} B  "
+              f"{cost.seconds * 1e6:>9,.1f} us/step  max {cost.max_rate_hz:>9,.0f} Hz (est.)")
+        for problem in memory.problems():
+            print(f"      !! {problem}")
+        worst = worst if memory.fits else 3
+    print(f"  note: {ESTIMATE_NOTE}")
+    return worst
+
+
 def cmd_bitexact(args) -> int:
     from firmware_sim.parity import compare
     result = compare(args.bundle, args.variant, args.backend, args.steps, args.resolver, internal=args.internal,
@@ -165,6 +193,11 @@ def main(argv=None) -> int:
     p.add_argument("--resync", action="store_true", help="start every step from the interpreter's state")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bitexact)
+    p = sub.add_parser("budget", help="RAM, flash and time of one variant on every device (any variant)")
+    p.add_argument("bundle")
+    p.add_argument("--variant", default=DEFAULT_VARIANT)
+    p.add_argument("--devices", default=None, help="comma list (default: every profile)")
+    p.set_defaults(func=cmd_budget)
     p = sub.add_parser("profiles", help="list device profiles with the source of every figure")
     p.set_defaults(func=cmd_profiles)
     args = parser.parse_args(argv)

@@ -41,8 +41,9 @@ class DeviceModel:
         self.runner = StepRunner(Executor(self.graph, flavour), manifest.input.name, manifest.output.name)
         self.x_spec = self.runner.tensor_spec(manifest.input.name)
         self.y_spec = self.runner.tensor_spec(manifest.output.name, output=True)
-        self.mean = np.asarray(manifest.normalization["mean"], np.float32)  # (C,)
-        self.std = np.asarray(manifest.normalization["std"], np.float32)  # (C,)
+        norm = manifest.normalization or {}  # an autocomplete bundle has none (one-hot input)
+        self.mean = np.asarray(norm.get("mean", 0.0), np.float32)  # (C,)
+        self.std = np.asarray(norm.get("std", 1.0), np.float32)  # (C,)
         self.steps = 0
         self._zero_state = {k: v.copy() for k, v in self.runner.state.items()}
 

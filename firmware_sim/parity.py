@@ -49,6 +49,21 @@ def _lsb_scale(model: DeviceModel, name: str) -> float | None:
     return None
 
 
+def input_stream(model: DeviceModel, steps: int, seed: int = 0) -> np.ndarray:
+    """(steps, C) what the step model's x sees: sensor units for a forecaster, one-hot symbols for
+    an autocomplete model (a seeded walk over the vocabulary, so the state sees repeated contexts)."""
+    m = model.manifest
+    if m.task == "autocomplete":
+        size = model.x_spec.shape[-1]
+        rng = np.random.default_rng(seed)
+        symbols = np.cumsum(rng.integers(-3, 4, steps)) % size  # (steps,)
+        return np.eye(size, dtype=np.float32)[symbols]
+    stream = synthetic_stream(m.normalization["mean"], m.normalization["std"], steps, seed=seed)
+    # push past the calibrated range now and then, so saturating paths are exercised too
+    stream[::997] += 6 * np.asarray(m.normalization["std"])
+    return stream
+
+
 def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolver: str = "reference",
             flavour: str | None = None, internal: bool = False, seed: int = 0, resync: bool = False) -> dict:
     """Run both for `steps` steps; max difference per signature output in LSBs, first differing step."""
@@ -58,9 +73,7 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
     model = DeviceModel.load(bundle, variant, flavour)
     g, m = model.graph, model.manifest
     interpreter = _interpreter(backend, verified_model_bytes(m, model.variant), resolver, internal)
-    stream = synthetic_stream(m.normalization["mean"], m.normalization["std"], steps, seed=seed)
-    # push past the calibrated range now and then, so saturating paths are exercised too
-    stream[::997] += 6 * np.asarray(m.normalization["std"])
+    stream = input_stream(model, steps, seed)
     names = [m.output.name] + model.runner.state_names
     lsb = {n: _lsb_scale(model, n) for n in names}
     max_lsb = {n: 0.0 for n in names}

@@ -34,6 +34,9 @@ class SimConfig:
 def simulate(model: DeviceModel, profile: Profile, config: SimConfig) -> tuple[dict, dict]:
     """-> (JSON-able report, arrays for the timeline plot)."""
     m = model.manifest
+    if m.task != "forecast":
+        raise ValueError(f"{m.path}: the sensor simulation needs a forecast bundle, this one is {m.task!r}; "
+                         "`python -m firmware_sim bitexact` and the memory/time budget work on it")
     ticks = int(round(config.rate_hz * config.seconds))
     if ticks < 10:
         raise ValueError(f"{config.seconds} s at {config.rate_hz} Hz is {ticks} samples; need at least 10")
