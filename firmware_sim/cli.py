@@ -78,7 +78,7 @@ def cmd_sweep(args) -> int:
         print("firmware_sim sweep: no bundles found (run `make demo` or `make convert` first)", file=sys.stderr)
         return 2
     devices = args.devices.split(",") if args.devices else available()
-    rows = []
+    rows, cache = [], {}
     for bundle in bundles:
         for device in devices:
             profile = load_profile(device)
@@ -93,7 +93,11 @@ def cmd_sweep(args) -> int:
                              f"{memory.ram_bytes / 1024:,.0f}", f"{memory.flash_used / 1024:,.1f} / "
                              f"{memory.flash_bytes / 1024:,.0f}", "", "", "", ""))
                 continue
-            report, arrays = simulate(model, profile, _config(args))
+            try:
+                report, arrays = simulate(model, profile, _config(args), cache)
+            except ValueError as e:  # e.g. an autocomplete bundle: no sensor to simulate
+                rows.append((model.manifest.name, "-", f"skipped: {e}", "", "", "", "", "", ""))
+                break
             stem = Path(args.out) / f"sim-{report['model']}-{args.variant}-{profile.name}"
             write_json(report, stem.with_suffix(".json"))
             if not args.no_plot:

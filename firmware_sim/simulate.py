@@ -31,8 +31,12 @@ class SimConfig:
     seed: int = 0
 
 
-def simulate(model: DeviceModel, profile: Profile, config: SimConfig) -> tuple[dict, dict]:
-    """-> (JSON-able report, arrays for the timeline plot)."""
+def simulate(model: DeviceModel, profile: Profile, config: SimConfig, cache: dict | None = None) -> tuple[dict, dict]:
+    """-> (JSON-able report, arrays for the timeline plot).
+
+    `cache` (a dict the caller keeps) reuses the fault-free-of-resets firmware run across
+    profiles of one sweep: only the reset run depends on the device (its boot time).
+    """
     m = model.manifest
     if m.task != "forecast":
         raise ValueError(f"{m.path}: the sensor simulation needs a forecast bundle, this one is {m.task!r}; "
@@ -58,7 +62,13 @@ def simulate(model: DeviceModel, profile: Profile, config: SimConfig) -> tuple[d
     reset_at = int(round((config.reset_at_s if config.reset_at_s is not None else config.seconds / 2) * config.rate_hz))
     reset_at = min(max(reset_at, firmware.COMMISSIONING), ticks - 1)  # after commissioning
     boot_ticks = int(np.ceil(profile.boot_ms / 1000 * config.rate_hz))
-    plain = firmware.run_firmware(model, trace, adc, snapshot_every)
+    key = (str(m.path), model.variant.name, repr(config))
+    if cache is not None and key in cache:
+        plain = cache[key]
+    else:
+        plain = firmware.run_firmware(model, trace, adc, snapshot_every)
+        if cache is not None:
+            cache[key] = plain
     with_reset = firmware.run_firmware(model, trace, adc, snapshot_every, reset_at, boot_ticks)
     target = list(m.target)
     cost_of_reset = firmware.reset_cost(with_reset, plain)
