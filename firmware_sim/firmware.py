@@ -21,8 +21,8 @@ Per tick, in order:
 6. step the model; every `snapshot_every` ticks copy the state to flash.
 
 A watchdog reset at tick R loses the samples that arrive while the device
-boots, then restores the state from the last snapshot in flash and carries
-on. Its cost is measured against the same firmware run without the reset.
+boots, then restores the state from the last snapshot in flash (re-priming
+x_prev from the first new reading) and carries on. Its cost is measured against the same firmware run without the reset.
 """
 from __future__ import annotations
 
@@ -93,7 +93,11 @@ def run_firmware(model: DeviceModel, trace: SensorTrace, adc: Adc, snapshot_ever
             tracker.reset()
             if flash is not None:
                 model.restore(flash["model"])
-                forecast, restored_from = flash["forecast"], flash["tick"]
+                # the snapshot's x_prev is a stale sample: re-prime it from the first reading after boot,
+                # as a fresh start does, so the first change the model sees is 0, not the drift since
+                model.steps = 0
+                # and its forecast was for a sample long gone: do not score the first reading against it
+                forecast, restored_from = None, flash["tick"]
             else:
                 model.reset()
                 forecast = None
@@ -149,7 +153,7 @@ def run_firmware(model: DeviceModel, trace: SensorTrace, adc: Adc, snapshot_ever
         forecast = model.step(reading)
         forecasts[k], fed[k] = forecast, True
         if snapshot_every and k % snapshot_every == 0:
-            flash = {"model": model.snapshot(), "forecast": forecast.copy(), "tick": k}  # written atomically (A/B)
+            flash = {"model": model.snapshot(), "tick": k}  # written atomically (A/B pages)
             snapshots += 1
     flag_ticks: dict[str, list[int]] = {}
     for k, names in enumerate(flags):
