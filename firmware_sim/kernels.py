@@ -89,6 +89,26 @@ def _integer(t: Tensor, op: Operator) -> None:
                          "runs integer-only graphs (int8, int16x8) with float only at QUANTIZE/DEQUANTIZE")
 
 
+def _fc_rescale(x_t: Tensor, w_t: Tensor, out_t: Tensor, flavour: str):
+    """The accumulator -> output rescale for every output channel, as each runtime computes it."""
+    channels = w_t.shape[0]
+    in_scale, out_scale = _scale(x_t), _scale(out_t)
+    weight_scales = list(w_t.scale) if w_t.per_channel else [w_t.scale[0]] * channels
+    if flavour == "litert-2.3":  # acc * effective scale in double, rounded to nearest
+        real = np.array([float(in_scale) * float(s) / float(out_scale) for s in weight_scales])  # (N,)
+        return lambda acc: round_half_away(acc * real).astype(np.int64)
+    if w_t.per_channel:  # PopulateConvolutionQuantizationParams: per output channel, in double
+        multipliers = [quantize_multiplier(float(in_scale) * float(s) / float(out_scale)) for s in weight_scales]
+    else:  # GetQuantizedConvolutionMultipler: the scale product is a float32 product
+        product = float(np.float32(in_scale) * np.float32(w_t.scale[0]))
+        multipliers = [quantize_multiplier(product / float(out_scale))] * channels
+    multiplier = np.array([m for m, _ in multipliers], np.int64)  # (N,)
+    shift = np.array([sh for _, sh in multipliers], np.int64)  # (N,)
+    if np.dtype(x_t.dtype) == np.int16:  # 16x8: int64 accumulator, multiplier reduced to 15 bits
+        return lambda acc: multiply_by_quantized_multiplier_int64(acc, multiplier, shift)
+    return lambda acc: multiply_by_quantized_multiplier(acc, multiplier, shift)
+
+
 @kernel("FULLY_CONNECTED")
 def fully_connected(op: Operator, g: Graph, flavour: str) -> Kernel:
     x_t, w_t = g.tensors[op.inputs[0]], g.tensors[op.inputs[1]]
@@ -98,43 +118,17 @@ def fully_connected(op: Operator, g: Graph, flavour: str) -> Kernel:
         _integer(t, op)
     if w_t.data is None:
         raise GraphError(f"op #{op.index} FULLY_CONNECTED: weights {w_t.describe()} are not constant")
-    weights = w_t.data.astype(np.int64) - _zp(w_t) * 0  # (N, K); symmetric weights, filter offset applied below
-    filter_offset = -_zp(w_t)
-    bias = b_t.data.astype(np.int64) if b_t is not None else np.zeros(weights.shape[0], np.int64)  # (N,)
+    w_offset = w_t.data.astype(np.int64) - _zp(w_t)  # (N, K) weights plus TFLite's filter offset
+    bias = b_t.data.astype(np.int64) if b_t is not None else np.zeros(w_offset.shape[0], np.int64)  # (N,)
     in_offset, out_offset = -_zp(x_t), _zp(out_t)
     low, high = _activation_range(op.options.get("FusedActivationFunction"), out_t)
-    in_scale, out_scale = _scale(x_t), _scale(out_t)
-    if w_t.per_channel:
-        # PopulateConvolutionQuantizationParams: per output channel, in double
-        multipliers = [quantize_multiplier(float(in_scale) * float(s) / float(out_scale)) for s in w_t.scale]
-    elif flavour == "litert-2.3":
-        multipliers = [quantize_multiplier(float(in_scale) * float(w_t.scale[0]) / float(out_scale))] * weights.shape[0]
-    else:
-        # GetQuantizedConvolutionMultipler: the scale product is a float32 product
-        product = float(np.float32(in_scale) * np.float32(w_t.scale[0]))
-        multipliers = [quantize_multiplier(product / float(out_scale))] * weights.shape[0]
-    wide = np.dtype(x_t.dtype) == np.int16  # 16x8: int64 accumulator and the reduced-multiplier rescale
-    if flavour == "litert-2.3":
-        real = np.array([float(in_scale) * float(s) / float(out_scale)
-                         for s in (w_t.scale if w_t.per_channel else [w_t.scale[0]] * weights.shape[0])])  # (N,)
-
-        def rescale(acc, _multiplier, _shift):
-            return round_half_away(acc * real).astype(np.int64)
-    elif wide:
-        rescale = multiply_by_quantized_multiplier_int64
-    else:
-        rescale = multiply_by_quantized_multiplier
-    channel_multiplier = np.array([m for m, _ in multipliers], np.int64)  # (N,)
-    channel_shift = np.array([sh for _, sh in multipliers], np.int64)  # (N,)
-    w_offset = weights + filter_offset  # (N, K)
-    x_index, out_index, out_dtype = op.inputs[0], op.outputs[0], out_t.dtype
-    k = weights.shape[1]
+    rescale = _fc_rescale(x_t, w_t, out_t, flavour)
+    x_index, out_index, out_dtype, k = op.inputs[0], op.outputs[0], out_t.dtype, w_offset.shape[1]
 
     def run(arena):
         x = arena[x_index].reshape(-1, k).astype(np.int64) + in_offset  # (B, K)
         acc = x @ w_offset.T + bias  # (B, N) exact in int64
-        result = rescale(acc, channel_multiplier, channel_shift)  # (B, N), per-channel broadcast
-        arena[out_index] = np.clip(result + out_offset, low, high).astype(out_dtype).reshape(out_t.shape)
+        arena[out_index] = np.clip(rescale(acc) + out_offset, low, high).astype(out_dtype).reshape(out_t.shape)
     return run
 
 
