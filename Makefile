@@ -12,7 +12,7 @@ SCENARIO ?= temperature
 CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
 
-.PHONY: help setup demo test bench train convert report run anomalies clean
+.PHONY: help setup demo test bench train convert report run anomalies sim clean
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"edge-rnn needs Python 3.11, found {sys.version.split()[0]} at {sys.executable}"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[edge,litert,train,convert,dev,bench]"
+	$(BIN)/pip install --quiet -e ".[edge,litert,train,convert,dev,bench,sim]"
 	@touch $(STAMP)
 
 demo: setup ## the whole pipeline on built-in data: train, convert, run on the edge runtime, summary table
@@ -53,6 +53,8 @@ run: setup ## stream a run's test log through its bundle: make run NAME=temperat
 
 anomalies: setup ## anomaly detection per kind on labelled test streams of every run+bundle -> reports/anomalies.md
 	$(BIN)/python -m pipeline anomalies
+sim: setup ## every bundle in artifacts/ on every device profile (firmware_sim) -> reports/sim-*.json/png + sim-summary.md
+	$(BIN)/python -m firmware_sim sweep artifacts/*/ --rate 100 --seconds 30 --faults spike,stuck,dropout,saturation
 
 clean: ## remove generated runs, bundles and reports (keeps .venv)
 	rm -rf runs artifacts reports .pytest_cache
