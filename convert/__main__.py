@@ -40,9 +40,16 @@ def convert_main(argv: list[str]) -> int:
         out = Path(args.out) / Path(run).name
         manifest = convert_run(Path(run), out, args.parity_steps, args.variants, args.firmware_variant)
         print(json.dumps({"bundle": str(out), "parity_max_abs_error": manifest["variants"][0]["parity"]["max_abs_error"],
-                          "variants": {v["name"]: {"bytes": v["bytes"], "mse_ratio": round(v["metrics"]["mse_ratio"], 4)}
+                          "variants": {v["name"]: {"bytes": v["bytes"], **headline(v["metrics"])}
                                        for v in manifest["variants"]}}))
     return 0
+
+
+def headline(metrics: dict) -> dict:
+    """A variant's headline figure: MSE against float32 for a forecaster, top-1 for autocomplete."""
+    if "mse_ratio" in metrics:
+        return {"mse_ratio": round(metrics["mse_ratio"], 4)}
+    return {"top1": round(metrics["top1"], 4)}
 
 
 def report_main(argv: list[str]) -> int:
