@@ -96,6 +96,16 @@ def char_metrics(model: CharModel, words: list[str], vocab: Vocabulary, batch: i
     return {"loss": total_loss / count, "top1": top1 / count, "top3": top3 / count, "positions": int(count)}
 
 
+@torch.inference_mode()
+def last_letter_hits(model: CharModel, words: list[str], vocab: Vocabulary) -> int:
+    """The lecture's test: how many words' last letter is the top prediction after the others."""
+    inputs, targets, _ = word_batch(words, vocab)
+    logits, _ = model(torch.from_numpy(inputs))  # (B, T, V)
+    last = torch.tensor([len(w) - 1 for w in words])  # position that predicts the last letter
+    predicted = logits[torch.arange(len(words)), last].argmax(-1)  # (B,)
+    return int((predicted == torch.from_numpy(targets)[torch.arange(len(words)), last]).sum())
+
+
 def train_char_model(config: CharModelConfig, train_config: CharTrainConfig, splits: WordSplits,
                      vocab: Vocabulary, progress: bool = True, label: str = "") -> tuple[CharModel, dict]:
     torch.manual_seed(train_config.seed)
@@ -161,6 +171,8 @@ def train_char_run(splits: WordSplits, config: CharModelConfig, train_config: Ch
                "train_seconds": round(seconds, 2), "best_epoch": history["best_epoch"],
                "epochs_run": history["epochs_run"], "ksr_words": min(KSR_WORDS, len(splits.test)),
                "units": "next-symbol accuracy over every letter and end symbol of the held-out words, teacher-forced"}
+    if "builtin" in splits.source:  # the lecture's toy: the first three letters predict the fourth
+        metrics["last_letter_correct"] = last_letter_hits(model, splits.test, vocab)
     if baseline:
         metrics["ngram"] = ngram_baseline(splits, vocab)
     info = {"task": "autocomplete", "model": config.to_dict(), "train": train_config.to_dict(),
