@@ -10,6 +10,7 @@ cross-entropy. `words_per_epoch` subsamples the training words each epoch
 runs/<name>/
   checkpoint.safetensors   weights + model config + vocabulary + data source + metrics
   words.json               the exact train / val / test words
+  test_words.txt           the held-out words, one per line (what `edge_runtime eval-complete` scores)
   metrics.json             the same metrics, for people and scripts
 """
 from __future__ import annotations
@@ -146,18 +147,18 @@ def train_char_model(config: CharModelConfig, train_config: CharTrainConfig, spl
                    "history": history}
 
 
-def ngram_baseline(splits: WordSplits, vocab: Vocabulary) -> dict:
+def ngram_baseline(splits: WordSplits, vocab: Vocabulary, ksr_words: int = KSR_WORDS) -> dict:
     """The smoothed n-gram, order chosen on validation, scored on the same held-out words."""
     from edge_runtime.autocomplete import keystroke_savings, next_symbol_accuracy
     from train.ngram import choose_order
 
     ngram, val_top1 = choose_order(splits.train, splits.val, vocab)
     return {"order": ngram.order, "smoothing": "interpolated Witten-Bell", "val_top1_by_order": val_top1,
-            **next_symbol_accuracy(ngram, splits.test), **keystroke_savings(ngram, splits.test[:KSR_WORDS])}
+            **next_symbol_accuracy(ngram, splits.test), **keystroke_savings(ngram, splits.test[:ksr_words])}
 
 
 def train_char_run(splits: WordSplits, config: CharModelConfig, train_config: CharTrainConfig, out_dir: Path,
-                   progress: bool = True, baseline: bool = True) -> dict:
+                   progress: bool = True, baseline: bool = True, ksr_words: int = KSR_WORDS) -> dict:
     """Train, score against the n-gram on the held-out words, write the run folder."""
     torch.set_num_threads(1)  # small models: one thread is fastest and keeps runs repeatable
     vocab = Vocabulary.lowercase()
@@ -169,12 +170,12 @@ def train_char_run(splits: WordSplits, config: CharModelConfig, train_config: Ch
     metrics = {"test_loss": test["loss"], "test_top1": test["top1"], "test_top3": test["top3"],
                "test_positions": test["positions"], "parameters": parameter_count(model),
                "train_seconds": round(seconds, 2), "best_epoch": history["best_epoch"],
-               "epochs_run": history["epochs_run"], "ksr_words": min(KSR_WORDS, len(splits.test)),
+               "epochs_run": history["epochs_run"], "ksr_words": min(ksr_words, len(splits.test)),
                "units": "next-symbol accuracy over every letter and end symbol of the held-out words, teacher-forced"}
     if "builtin" in splits.source:  # the lecture's toy: the first three letters predict the fourth
         metrics["last_letter_correct"] = last_letter_hits(model, splits.test, vocab)
     if baseline:
-        metrics["ngram"] = ngram_baseline(splits, vocab)
+        metrics["ngram"] = ngram_baseline(splits, vocab, ksr_words)
     info = {"task": "autocomplete", "model": config.to_dict(), "train": train_config.to_dict(),
             "vocabulary": vocab.to_dict(), "data": {**splits.source, "train_words": len(splits.train),
                                                     "val_words": len(splits.val), "test_words": len(splits.test)},
@@ -183,5 +184,6 @@ def train_char_run(splits: WordSplits, config: CharModelConfig, train_config: Ch
     weights = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     save_checkpoint(out_dir / "checkpoint.safetensors", weights, info)
     (out_dir / "words.json").write_text(json.dumps(splits.to_dict()))
+    (out_dir / "test_words.txt").write_text("\n".join(splits.test) + "\n")  # for eval-complete on a device
     (out_dir / "metrics.json").write_text(json.dumps({**metrics, "history": history["history"]}, indent=1))
     return metrics
