@@ -11,8 +11,9 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 SCENARIO ?= temperature
 CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
+AUTOCOMPLETE_BUNDLE ?= words-lstm128
 
-.PHONY: help setup demo test bench train convert report run clean
+.PHONY: help setup demo test bench train convert report run autocomplete complete clean
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -50,6 +51,12 @@ report: setup ## what each quantized variant costs: make report NAME=temperature
 
 run: setup ## stream a run's test log through its bundle: make run NAME=temperature-lstm
 	$(BIN)/python -m edge_runtime run artifacts/$(NAME) --input runs/$(NAME)/test.csv
+
+autocomplete: setup ## the demo's autocomplete stage alone: word-list LSTM vs n-gram, every variant -> reports/autocomplete.md
+	$(BIN)/python -m pipeline autocomplete
+
+complete: setup ## type with live suggestions from the autocomplete bundle (after make demo or make autocomplete)
+	$(BIN)/python -m edge_runtime complete artifacts/$(AUTOCOMPLETE_BUNDLE)
 
 clean: ## remove generated runs, bundles and reports (keeps .venv)
 	rm -rf runs artifacts reports .pytest_cache

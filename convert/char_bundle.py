@@ -54,8 +54,8 @@ def build_char_manifest(name: str, config: CharModelConfig, info: dict, variants
         "state": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in config.state_shapes(1).items()],
         "vocabulary": info["vocabulary"],
         "variants": variants,
-        "training": {k: v for k, v in metrics.items() if k != "ngram"},
-        "baselines": {"ngram": metrics["ngram"]} if "ngram" in metrics else {},
+        "training": {k: v for k, v in metrics.items() if not k.startswith("ngram")},
+        "baselines": {k: v for k, v in metrics.items() if k.startswith("ngram")},
         "data": info["data"],
         "train_config": info["train"],
         "tool_versions": tool_versions(),
@@ -100,7 +100,7 @@ def char_variant_metrics(reference: list[np.ndarray], session: CharSession, word
     for word, ref in zip(words, reference):
         lp = stepped_log_probs(session, word)  # (len+1, V)
         targets = np.array(vocab.encode(word) + [vocab.end_index])
-        better = (lp > lp[np.arange(len(targets)), targets][:, None]).sum(axis=1)
+        better = (lp >= lp[np.arange(len(targets)), targets][:, None]).sum(axis=1) - 1  # ties count against
         top1 += int((better == 0).sum())
         top3 += int((better < 3).sum())
         agree += int((lp.argmax(axis=1) == ref.argmax(axis=1)).sum())

@@ -209,7 +209,8 @@ class Autocomplete:
 
 def next_symbol_accuracy(predictor, words: list[str]) -> dict:
     """Top-1 and top-3 accuracy of the next symbol at every position of every word,
-    the end symbol included (knowing a word is complete is part of the job)."""
+    the end symbol included (knowing a word is complete is part of the job).
+    Ties count against the target."""
     vocab = _predictor_vocabulary(predictor)
     top1 = top3 = positions = 0
     start = predictor.start()
@@ -218,7 +219,9 @@ def next_symbol_accuracy(predictor, words: list[str]) -> dict:
         targets = vocab.encode(word) + [vocab.end_index]
         for i, target in enumerate(targets):
             lp = predictor.log_probs(node)
-            better = int(np.count_nonzero(lp > lp[target]))  # symbols ranked above the target
+            # symbols ranked at or above the target besides itself: a tie counts against it, so a
+            # quantized output whose coarse logits tie with the target cannot score by tying
+            better = int(np.count_nonzero(lp >= lp[target])) - 1
             top1 += better == 0
             top3 += better < 3
             positions += 1
@@ -247,7 +250,7 @@ def keystroke_savings(predictor, words: list[str], beam_width: int = BEAM_WIDTH)
             node = predictor.advance(node, vocab.index(word[typed]))
         keys += pressed
         letters += len(word)
-    return {"ksr": 1 - keys / letters, "keys": keys, "letters": letters, "words": len(words),
+    return {"ksr": 1 - keys / letters if letters else None, "keys": keys, "letters": letters, "words": len(words),
             "accepted": accepted, "beam_width": beam_width}
 
 

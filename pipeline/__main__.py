@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def autocomplete_main(args) -> int:
     """Train the character LSTM and the n-gram on the word list, convert, score every variant, report."""
-    from pipeline.autocomplete_demo import AUTOCOMPLETE_PRESETS, run_autocomplete, summary, table, write_autocomplete_report
+    from pipeline.autocomplete_demo import (AUTOCOMPLETE_PRESETS, latency_table, run_autocomplete, summary, table,
+                                            write_autocomplete_report)
 
     preset = AUTOCOMPLETE_PRESETS[args.preset]
     words = getattr(args, "words", None)
@@ -73,6 +74,7 @@ def autocomplete_main(args) -> int:
     report = write_autocomplete_report(result, preset, Path(args.reports))
     print(f"\n== autocomplete on held-out words ({result.name}, {result.stage_seconds:.0f} s) ==\n")
     print(table(result))
+    print(latency_table(result))
     print(summary(result))
     print(f"report: {report} (plot: {report.parent / 'autocomplete.png'})")
     return 0 if result.passed else 1

@@ -21,10 +21,12 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 TOP1_MARGIN = 0.02
+BENCH_VARIANTS = ("float32", "int8", "int16x8")  # timed per keystroke for the report
 QUANTIZED_TOP1_TOLERANCE = 0.01
 # What the model must fit: flash for the model file, RAM for the state and the interpreter's arena.
 DEVICE_PROFILES = {
@@ -38,10 +40,10 @@ class AutocompletePreset:
     cell: str = "lstm"
     hidden: int = 128
     layers: int = 2
-    epochs: int = 8
+    epochs: int = 12
     words_per_epoch: int = 0  # 0: all training words every epoch
     batch: int = 128
-    lr: float = 5e-3
+    lr: float = 1e-2
     ksr_words: int = 500
     seed: int = 0
 
@@ -59,8 +61,10 @@ class AutocompleteResult:
     parameters: int
     train_seconds: float
     torch: dict  # test_top1, test_top3 (teacher-forced, torch)
-    ngram: dict  # order, top1, top3, ksr
+    ngram: dict  # order, top1, top3, ksr: the baseline (order 4-5, chosen on validation)
+    ngram_high_order: dict  # the same for order 6-7: the strongest n-gram here, reported alongside
     variants: dict[str, dict] = field(default_factory=dict)  # name -> eval-complete result + bytes
+    latency: dict = field(default_factory=dict)  # python -m edge_runtime bench-complete
     checks: dict[str, bool] = field(default_factory=dict)
     stage_seconds: float = 0.0
 
@@ -69,13 +73,16 @@ class AutocompleteResult:
         return all(self.checks.values())
 
 
-def eval_variant(bundle: Path, words: Path, variant: str, ksr_words: int, backend: str) -> dict:
-    cmd = [sys.executable, "-m", "edge_runtime", "eval-complete", str(bundle), "--words", str(words),
-           "--ksr-words", str(ksr_words), "--variant", variant, "--backend", backend]
+def run_json(cmd: list[str]) -> dict:
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def eval_variant(bundle: Path, words: Path, variant: str, ksr_words: int, backend: str) -> dict:
+    return run_json([sys.executable, "-m", "edge_runtime", "eval-complete", str(bundle), "--words", str(words),
+                     "--ksr-words", str(ksr_words), "--variant", variant, "--backend", backend])
 
 
 def fits(nbytes: int, profile: str = "cortex-m4") -> bool:
@@ -112,12 +119,20 @@ def run_autocomplete(preset: AutocompletePreset, runs_dir: Path, artifacts_dir: 
     manifest = convert_run(runs_dir / name, artifacts_dir / name)
     result = AutocompleteResult(name, metrics["parameters"], metrics["train_seconds"],
                                 {k: metrics[k] for k in ("test_top1", "test_top3")},
-                                {k: metrics["ngram"][k] for k in ("order", "top1", "top3", "ksr", "keys", "letters")})
-    for entry in manifest["variants"]:
+                                *({k: metrics[n][k] for k in ("order", "top1", "top3", "ksr", "keys", "letters")}
+                                  for n in ("ngram", "ngram_high_order")))
+    def score(entry: dict) -> dict:
         backend = "tflite_runtime" if entry["compatibility"]["tflite_runtime"] is None else "ai_edge_litert"
-        scored = eval_variant(artifacts_dir / name, runs_dir / name / "test_words.txt", entry["name"],
-                              preset.ksr_words, backend)
-        result.variants[entry["name"]] = scored
+        return eval_variant(artifacts_dir / name, runs_dir / name / "test_words.txt", entry["name"],
+                            preset.ksr_words, backend)
+
+    # two processes at a time (this machine has two cores); the integer variants take ~4x float32's time
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        scored = list(pool.map(score, manifest["variants"]))
+    result.variants = {entry["name"]: s for entry, s in zip(manifest["variants"], scored)}
+    result.latency = run_json([sys.executable, "-m", "edge_runtime", "bench-complete", str(artifacts_dir / name),
+                               "--backend", "tflite_runtime", "--repeats", "3"]
+                              + [a for v in BENCH_VARIANTS if v in result.variants for a in ("--variant", v)])
     result.checks = acceptance(result)
     result.stage_seconds = round(time.perf_counter() - started, 1)
     return result
@@ -129,10 +144,21 @@ def table(r: AutocompleteResult) -> str:
              "|---|---|---|---|---|---|---|---|",
              f"| n-gram (order {r.ngram['order']}, Witten-Bell) | - | - | {r.ngram['top1']:.3f} | "
              f"{r.ngram['top3']:.3f} | {r.ngram['ksr']:.3f} | {r.ngram['keys']} / {r.ngram['letters']} | numpy |"]
+    high = r.ngram_high_order
+    lines.append(f"| n-gram (order {high['order']}, reference) | - | - | {high['top1']:.3f} | {high['top3']:.3f} | "
+                 f"{high['ksr']:.3f} | {high['keys']} / {high['letters']} | numpy |")
     for name, v in r.variants.items():
         delta = "" if name == "float32" else f" ({(v['top1'] - f32['top1']) * 100:+.1f})"
         lines.append(f"| LSTM {name} | {v['bytes']} | {'yes' if fits(v['bytes']) else 'no'} | {v['top1']:.3f}{delta} | "
                      f"{v['top3']:.3f} | {v['ksr']:.3f} | {v['keys']} / {v['letters']} | {v['backend']} |")
+    return "\n".join(lines)
+
+
+def latency_table(r: AutocompleteResult) -> str:
+    lines = [f"per keystroke (feed + suggest(3)) on {r.latency.get('backend')}, bundle folder "
+             f"{r.latency.get('bundle_bytes')} bytes:"]
+    lines += [f"  {n:<9} {v['bytes']:>8} bytes  median {v['median_us']:.0f} us  p90 {v['p90_us']:.0f} us"
+              for n, v in r.latency.get("variants", {}).items() if "median_us" in v]
     return "\n".join(lines)
 
 
@@ -170,8 +196,7 @@ def plot(r: AutocompleteResult, path: Path) -> None:
     plt.close(fig)
 
 
-def write_autocomplete_report(r: AutocompleteResult, preset: AutocompletePreset, report_dir: Path,
-                              bench: dict | None = None) -> Path:
+def write_autocomplete_report(r: AutocompleteResult, preset: AutocompletePreset, report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     plot(r, report_dir / "autocomplete.png")
     f32 = r.variants["float32"]
@@ -194,11 +219,12 @@ def write_autocomplete_report(r: AutocompleteResult, preset: AutocompletePreset,
         fitting = [n for n, v in r.variants.items() if v["bytes"] <= limits["flash_bytes"]]
         text.append(f"- {profile}: {limits['flash_bytes'] // 1024} KB flash, {limits['ram_bytes'] // 1024} KB RAM; "
                     f"fits: {', '.join(fitting) or 'none'}")
-    if bench:
-        text += ["", "## Per-keystroke latency (feed + suggest(3)), this machine", "",
-                 "| variant | bytes | median µs | p90 µs |", "|---|---|---|---|"]
+    if r.latency:
+        text += ["", f"## Per-keystroke latency (feed + suggest(3)), {r.latency['backend']}, one thread, this machine",
+                 "", f"Bundle folder: {r.latency['bundle_bytes']} bytes (every variant, manifest, C array).", "",
+                 "| variant | model bytes | median µs | p90 µs |", "|---|---|---|---|"]
         text += [f"| {n} | {v['bytes']} | {v['median_us']:.0f} | {v['p90_us']:.0f} |"
-                 for n, v in bench["variants"].items() if "median_us" in v]
+                 for n, v in r.latency["variants"].items() if "median_us" in v]
     text += ["", "![accuracy and size](autocomplete.png)", ""]
     path = report_dir / "autocomplete.md"
     path.write_text("\n".join(text))

@@ -14,7 +14,13 @@ where every context is seen often, the two are within a fraction of a point
 It answers the same questions as the LSTM through the same three calls
 (start / advance / log_probs), so the edge runtime's beam search and
 metrics (edge_runtime/autocomplete.py) score both with one piece of code.
-The order is chosen on the validation words among NGRAM_ORDERS.
+The order is chosen on the validation words among NGRAM_ORDERS, the
+issue's "order 4 or 5". Measured on wamerican (top-1 on the held-out words):
+order 3 0.31, 4 0.37, 5 0.44, 6 0.47, 7 0.47, 8 0.46. The dictionary lists
+every inflection of a stem ("walk", "walked", "walker", ...), so a long
+context nearly spells out a held-out word's siblings; HIGH_ORDERS is scored
+too and reported next to the baseline, so that a reader sees the strongest
+n-gram as well.
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ import numpy as np
 
 from edge_runtime.vocabulary import Vocabulary
 
-NGRAM_ORDERS = (3, 4, 5, 6)
+NGRAM_ORDERS = (4, 5)  # the baseline the acceptance rules compare against
+HIGH_ORDERS = (6, 7)  # reported alongside: the strongest n-gram on this word list
 
 
 class CharNgram:
