@@ -360,3 +360,21 @@ def test_eval_and_bench_complete_run_on_the_device_runtime(toy, tmp_path):
     assert set(bench["variants"]) == {"float32", "int16x8"} and bench["k"] == 3
     assert all(v["median_us"] > 0 and v["keystrokes"] > 50 for v in bench["variants"].values())
     assert bench["bundle_bytes"] > sum(v["bytes"] for v in bench["variants"].values())
+
+
+def test_demo_acceptance_rules_can_fail():
+    from pipeline.autocomplete_demo import AutocompleteResult, acceptance
+
+    def variant(top1, ksr=0.05, nbytes=200_000):
+        return {"top1": top1, "top3": 0.7, "ksr": ksr, "bytes": nbytes}
+
+    ngram = {"order": 5, "top1": 0.44, "top3": 0.7, "ksr": 0.03, "keys": 1, "letters": 1}
+    good = AutocompleteResult("w", 1, 1.0, {}, ngram, ngram,
+                              {"float32": variant(0.47), "int8": variant(0.465), "int16x8": variant(0.40)})
+    assert all(acceptance(good).values())
+    weak = AutocompleteResult("w", 1, 1.0, {}, ngram, ngram,
+                              {"float32": variant(0.455, ksr=0.03), "int8": variant(0.43),
+                               "int16x8": variant(0.47, nbytes=2_000_000)})
+    assert acceptance(weak) == {"top-1 >= n-gram + 2 points": False, "KSR above n-gram's": False,
+                                "int8 or int16x8 within 1 point of float32": False,
+                                "that variant fits a Cortex-M4 (1 MB flash)": False}
