@@ -62,6 +62,11 @@ def report_main(argv: list[str]) -> int:
     if not (Path(args.bundle) / "manifest.json").is_file():
         print(f"error: {args.bundle}: no manifest.json (not a bundle folder?)", file=sys.stderr)
         return 2
+    if json.loads((Path(args.bundle) / "manifest.json").read_text()).get("task") == "autocomplete":
+        print(f"error: {args.bundle} is an autocomplete bundle; its variants are compared by "
+              "python -m pipeline autocomplete (reports/autocomplete.md) and python -m edge_runtime bench-complete",
+              file=sys.stderr)
+        return 2
     from convert.report import report
 
     path = report(Path(args.bundle), Path(args.out), args.steps)

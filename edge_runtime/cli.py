@@ -176,9 +176,19 @@ COMMANDS = {"run": "cmd_run", "eval": "cmd_eval", "bench": "cmd_bench", "info": 
             "complete": "cmd_complete", "eval-complete": "cmd_eval_complete", "bench-complete": "cmd_bench_complete"}
 
 
+FORECAST_ONLY = ("run", "eval", "bench")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        if args.command in FORECAST_ONLY:
+            from edge_runtime.manifest import read_manifest
+
+            task = read_manifest(args.bundle).task
+            if task != "forecast":
+                raise BundleError(f"{args.bundle}: an {task} bundle; '{args.command}' streams sensor samples through "
+                                  "a forecast bundle (for autocomplete: complete, eval-complete, bench-complete)")
         return globals()[COMMANDS[args.command]](args)
     except (BundleError, BackendError, CsvError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -249,6 +249,8 @@ def test_forecast_bundles_still_read_and_complete_refuses_them(tiny_bundles, toy
     assert model.session().step([20.0, 5.0]).shape == (1,)
     done = run_cli("edge_runtime", "complete", str(forecast))
     assert done.returncode == 2 and "a forecast bundle; this command needs an autocomplete bundle" in done.stderr
+    done = run_cli("edge_runtime", "run", str(toy[1]), "--input", "-", stdin="index,x\n0,1\n")
+    assert done.returncode == 2 and "an autocomplete bundle; 'run' streams sensor samples" in done.stderr
     done = run_cli("edge_runtime", "eval-complete", str(toy[1]), "--words", str(toy[1] / "nowhere.txt"))
     assert done.returncode == 2 and "nowhere.txt" in done.stderr and "Traceback" not in done.stderr
 
