@@ -377,6 +377,6 @@ def test_demo_acceptance_rules_can_fail():
     weak = AutocompleteResult("w", 1, 1.0, {}, ngram, ngram,
                               {"float32": variant(0.455, ksr=0.03), "int8": variant(0.43),
                                "int16x8": variant(0.47, nbytes=2_000_000)})
-    assert acceptance(weak) == {"top-1 >= n-gram + 2 points": False, "KSR above n-gram's": False,
+    assert acceptance(weak) == {"top-1 >= n-gram + 2 points": False, "KSR above n-gram's (all held-out words)": False,
                                 "int8 or int16x8 within 1 point of float32": False,
                                 "that variant fits a Cortex-M4 (1 MB flash)": False}
