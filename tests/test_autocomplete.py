@@ -384,3 +384,29 @@ def test_demo_acceptance_rules_can_fail():
     assert acceptance(weak) == {"top-1 >= n-gram + 2 points": False, "KSR above n-gram's (all held-out words)": False,
                                 "int8 or int16x8 within 1 point of float32": False,
                                 "that variant fits a Cortex-M4 (1 MB flash)": False}
+
+
+@pytest.mark.slow
+def test_demo_stage_end_to_end_on_a_slice_of_the_word_list(tmp_path):
+    """The demo's autocomplete stage on every 20th line of wamerican and a tiny model: every variant is
+    scored on the device runtime, the report and plot are written, and the edge runtime reproduces
+    torch's held-out top-1 (ties and float rounding aside: 0.002)."""
+    from pipeline.autocomplete_demo import AutocompletePreset, run_autocomplete, table, write_autocomplete_report
+    from train.words import DEBIAN_WORDS
+
+    if not DEBIAN_WORDS.is_file():
+        pytest.skip("wamerican is not installed (make setup installs it)")
+    words = tmp_path / "words"
+    words.write_text("\n".join(DEBIAN_WORDS.read_text().splitlines()[::20]) + "\n")
+    preset = AutocompletePreset(hidden=16, epochs=1, ksr_words=60)
+    result = run_autocomplete(preset, tmp_path / "runs", tmp_path / "artifacts", words, progress=False)
+    assert set(result.variants) == {"float32", "float16", "dynamic-int8", "int8", "int16x8", "int8-io"}
+    assert all(v["backend"] == "tflite_runtime" for v in result.variants.values())
+    assert result.variants["float32"]["top1"] == pytest.approx(result.torch["test_top1"], abs=0.002)
+    assert result.ngram["order"] in (4, 5) and result.ngram_high_order["order"] in (6, 7)
+    assert result.variants["float32"]["ksr_words"] == 60 and result.variants["int8"]["ksr_words"] == 60
+    assert set(result.latency["variants"]) == {"float32", "int8", "int16x8"}
+    report = write_autocomplete_report(result, preset, tmp_path / "reports")
+    text = report.read_text()
+    assert "| LSTM int16x8 |" in text and "## Acceptance" in text and table(result) in text
+    assert (report.parent / "autocomplete.png").stat().st_size > 10_000
