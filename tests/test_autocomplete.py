@@ -3,7 +3,6 @@ self-contained bundles, the terminal UI through a pseudo-terminal, and manifest 
 from __future__ import annotations
 
 import json
-import math
 import os
 import select
 import shutil
