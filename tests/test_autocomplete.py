@@ -285,14 +285,20 @@ class Screen:
     def type(self, keys: str, then: str) -> str:
         """Type keys; return the screen once `then` is drawn and the redraw after it is complete
         (every redraw ends by moving the cursor back up to the typing line)."""
-        self.text = ""
-        os.write(self.master, keys.encode())
-        self.read_until(then)
+        self.press(keys, then)
         deadline = time.monotonic() + 60
-        while "\x1b[1A" not in self.text[self.text.rindex(then):] and time.monotonic() < deadline:
+        while "\x1b[1A" not in self.text[self.text.rindex(then):]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the redraw after {then!r} never finished:\n{self.text}")
             if select.select([self.master], [], [], 0.5)[0]:
                 self.text += os.read(self.master, 4096).decode("utf-8", "replace")
         return self.text[self.text.rindex(then):]
+
+    def press(self, keys: str, then: str) -> str:
+        """Type keys; return once `then` appears (for keys that end the program: no redraw follows)."""
+        self.text = ""
+        os.write(self.master, keys.encode())
+        return self.read_until(then)
 
     def close(self) -> int:
         code = self.process.wait(timeout=30)
@@ -313,7 +319,7 @@ def test_terminal_ui_shows_live_suggestions_accepts_with_tab_and_exits_on_ctrl_c
         screen.type("\x7fs\t", then="> kiss ")  # Tab accepts the first suggestion, and a space ends it
         assert "Tab: cool" in screen.type("coo", then="> kiss coo")
         screen.type("\x7f\x7f\x7f\x7f", then="> kiss")  # back over the space reopens "kiss"
-        screen.type("\x03", then="bye")  # Ctrl-C
+        screen.press("\x03", then="bye")  # Ctrl-C
     except BaseException:
         screen.process.kill()
         raise
@@ -341,7 +347,7 @@ def test_a_bundle_is_self_contained_once_the_word_list_is_gone(tmp_path):
         assert "Tab: co" in screen.type("co", then="> co\r")  # suggestions complete the prefix
         accepted = screen.type("\t", then="> co")
         assert accepted.startswith("> co") and " \r" in accepted.split("\n")[0]  # a whole word and a space
-        screen.type("\x04", then="bye")  # Ctrl-D
+        screen.press("\x04", then="bye")  # Ctrl-D
     except BaseException:
         screen.process.kill()
         raise
