@@ -11,8 +11,9 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 SCENARIO ?= temperature
 CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
+AUTOCOMPLETE_BUNDLE ?= words-lstm128
 
-.PHONY: help setup demo test bench train convert report run anomalies sim clean
+.PHONY: help setup demo test bench train convert report run anomalies sim autocomplete complete clean
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -55,6 +56,11 @@ anomalies: setup ## anomaly detection per kind on labelled test streams of every
 	$(BIN)/python -m pipeline anomalies
 sim: setup ## every bundle in artifacts/ on every device profile (firmware_sim) -> reports/sim-*.json/png + sim-summary.md
 	$(BIN)/python -m firmware_sim sweep artifacts/*/ --rate 100 --seconds 30 --faults spike,stuck,dropout,saturation
+autocomplete: setup ## the demo's autocomplete stage alone: word-list LSTM vs n-gram, every variant -> reports/autocomplete.md
+	$(BIN)/python -m pipeline autocomplete
+
+complete: setup ## type with live suggestions from the autocomplete bundle (after make demo or make autocomplete)
+	$(BIN)/python -m edge_runtime complete artifacts/$(AUTOCOMPLETE_BUNDLE)
 
 clean: ## remove generated runs, bundles and reports (keeps .venv)
 	rm -rf runs artifacts reports .pytest_cache

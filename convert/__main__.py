@@ -40,9 +40,16 @@ def convert_main(argv: list[str]) -> int:
         out = Path(args.out) / Path(run).name
         manifest = convert_run(Path(run), out, args.parity_steps, args.variants, args.firmware_variant)
         print(json.dumps({"bundle": str(out), "parity_max_abs_error": manifest["variants"][0]["parity"]["max_abs_error"],
-                          "variants": {v["name"]: {"bytes": v["bytes"], "mse_ratio": round(v["metrics"]["mse_ratio"], 4)}
+                          "variants": {v["name"]: {"bytes": v["bytes"], **headline(v["metrics"])}
                                        for v in manifest["variants"]}}))
     return 0
+
+
+def headline(metrics: dict) -> dict:
+    """A variant's headline figure: MSE against float32 for a forecaster, top-1 for autocomplete."""
+    if "mse_ratio" in metrics:
+        return {"mse_ratio": round(metrics["mse_ratio"], 4)}
+    return {"top1": round(metrics["top1"], 4)}
 
 
 def report_main(argv: list[str]) -> int:
@@ -54,6 +61,11 @@ def report_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if not (Path(args.bundle) / "manifest.json").is_file():
         print(f"error: {args.bundle}: no manifest.json (not a bundle folder?)", file=sys.stderr)
+        return 2
+    if json.loads((Path(args.bundle) / "manifest.json").read_text()).get("task") == "autocomplete":
+        print(f"error: {args.bundle} is an autocomplete bundle; its variants are compared by "
+              "python -m pipeline autocomplete (reports/autocomplete.md) and python -m edge_runtime bench-complete",
+              file=sys.stderr)
         return 2
     from convert.report import report
 

@@ -116,6 +116,10 @@ def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS,
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
+    if info.get("task") == "autocomplete":
+        from convert.char_bundle import convert_char_run
+
+        return convert_char_run(run_dir, out_dir, weights, info, variants, firmware_variant)
     config, norm = ModelConfig.from_dict(info["model"]), info["normalization"]
     splits = np.load(run_dir / "splits.npz")
     specs = [v for v in VARIANTS if variants is None or v.name in variants or v.name == "float32"]

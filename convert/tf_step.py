@@ -77,17 +77,7 @@ class StepGraph(tf.Module):
         out = {}
         x = (t["x"] - self.in_mean) * self.in_scale  # (1, C) normalized
         delta = x - t["x_prev"] if "delta" in cfg.features else None  # (1, C)
-        inp = self.features(x, delta)  # (1, F)
-        for k in range(cfg.layers):
-            h = t[f"h{k}"]  # (1, H)
-            if cfg.cell == "lstm":
-                h, out[f"c{k}"] = self._lstm(k, inp, h, t[f"c{k}"])
-            elif cfg.cell == "gru":
-                h = self._gru(k, inp, h)
-            else:
-                h = self._rnn(k, inp, h)
-            out[f"h{k}"] = h
-            inp = h
+        inp = self.stack(self.features(x, delta), t, out)  # (1, H)
         head = tf.matmul(inp, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
         level = x if list(cfg.target) == list(range(cfg.input_size)) else tf.gather(
             x, list(cfg.target), axis=1)  # (1, O)
@@ -99,6 +89,21 @@ class StepGraph(tf.Module):
             # within 1 ulp and is always a tensor of its own.
             out["x_prev"] = t["x_prev"] + delta
         return out
+
+    def stack(self, inp: tf.Tensor, t: dict, out: dict) -> tf.Tensor:
+        """The stacked cells: (1, F) input and state t -> the top layer's h (1, H); new state into out."""
+        cfg = self.config
+        for k in range(cfg.layers):
+            h = t[f"h{k}"]  # (1, H)
+            if cfg.cell == "lstm":
+                h, out[f"c{k}"] = self._lstm(k, inp, h, t[f"c{k}"])
+            elif cfg.cell == "gru":
+                h = self._gru(k, inp, h)
+            else:
+                h = self._rnn(k, inp, h)
+            out[f"h{k}"] = h
+            inp = h
+        return inp
 
     def _gates(self, k: int, inp: tf.Tensor, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """W_ih inp + b_ih and W_hh h + b_hh, each (1, G): two matmuls, two activation scales."""

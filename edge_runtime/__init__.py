@@ -7,10 +7,14 @@ ships to devices. Never import torch, tensorflow, train or convert here.
     model = edge_runtime.load("artifacts/temperature-lstm")
     session = model.session()
     forecast = session.step([20.5, 4.0])   # raw sensor units in and out
+
+    typing = edge_runtime.load("artifacts/words-lstm128").session()   # an autocomplete bundle
+    typing.feed("q"); typing.suggest(3)                               # words by beam search
 """
+from edge_runtime.autocomplete import Autocomplete
 from edge_runtime.backends import BackendError, available_backends
 from edge_runtime.manifest import BundleError, read_manifest
 from edge_runtime.session import Model, Session, load
 
-__all__ = ["load", "Model", "Session", "BundleError", "BackendError", "read_manifest", "available_backends"]
+__all__ = ["load", "Model", "Session", "Autocomplete", "BundleError", "BackendError", "read_manifest", "available_backends"]
 __version__ = "0.1.0"

@@ -49,6 +49,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            help="score with the residual level check alone (stillness check off)")
     anomalies.add_argument("--variant")
     anomalies.add_argument("--backend", choices=list(BACKENDS))
+    complete = sub.add_parser("complete", help="type in the terminal with live word suggestions (autocomplete bundle)")
+    complete.add_argument("bundle")
+    complete.add_argument("--variant")
+    complete.add_argument("--backend", choices=list(BACKENDS))
+    complete.add_argument("-k", type=int, default=3, help="suggestions shown")
+    evc = sub.add_parser("eval-complete", help="next-letter accuracy and keystroke savings on a word file (JSON)")
+    evc.add_argument("bundle")
+    evc.add_argument("--words", required=True, help="one word per line (the held-out words)")
+    evc.add_argument("--ksr-words", type=int, default=500, help="the first N words also measure keystroke savings")
+    evc.add_argument("--variant")
+    evc.add_argument("--backend", choices=list(BACKENDS))
+    bc = sub.add_parser("bench-complete", help="per-keystroke latency (feed + suggest) per variant (JSON)")
+    bc.add_argument("bundle")
+    bc.add_argument("--variant", action="append", help="variant(s) to time (default: all)")
+    bc.add_argument("--backend", choices=list(BACKENDS))
+    bc.add_argument("--repeats", type=int, default=5)
+    bc.add_argument("-k", type=int, default=3, help="suggestions per keystroke")
     info = sub.add_parser("info", help="print a bundle's manifest summary")
     info.add_argument("bundle")
     return p.parse_args(argv)
@@ -105,6 +122,46 @@ def cmd_anomalies(args: argparse.Namespace) -> int:
 
     model = load(args.bundle, variant=args.variant, backend=args.backend)
     print(json.dumps(evaluate(model, args.inputs, args.tolerance, args.trace, args.residual_only)))
+def _autocomplete_bundle(path: str):
+    from edge_runtime.manifest import read_manifest
+
+    m = read_manifest(path)
+    if m.task != "autocomplete":
+        raise BundleError(f"{path}: a {m.task} bundle; this command needs an autocomplete bundle")
+    return m
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from edge_runtime.autocomplete import Autocomplete
+    from edge_runtime.terminal import run_terminal
+
+    _autocomplete_bundle(args.bundle)
+    return run_terminal(Autocomplete.from_bundle(args.bundle, args.variant, args.backend), args.k)
+
+
+def cmd_eval_complete(args: argparse.Namespace) -> int:
+    import json
+
+    from edge_runtime.autocomplete import evaluate_bundle, read_words
+
+    _autocomplete_bundle(args.bundle)
+    try:
+        words = read_words(args.words)
+        result = evaluate_bundle(args.bundle, words, words[:args.ksr_words], args.variant, args.backend)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+def cmd_bench_complete(args: argparse.Namespace) -> int:
+    import json
+
+    from edge_runtime.autocomplete import bench_complete
+
+    _autocomplete_bundle(args.bundle)
+    print(json.dumps(bench_complete(args.bundle, args.variant, args.backend, args.repeats, args.k)))
     return 0
 
 
@@ -112,6 +169,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     from edge_runtime.manifest import read_manifest
 
     m = read_manifest(args.bundle)
+    if m.task == "autocomplete":
+        return info_autocomplete(m)
     print(f"{m.name}: {m.task}, {m.cell} x{m.layers} hidden {m.hidden}, channels {list(m.channels)}, "
           f"forecasts {[m.channels[i] for i in m.target]}")
     for v in m.variants:
@@ -123,11 +182,35 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def info_autocomplete(m) -> int:
+    print(f"{m.name}: autocomplete, {m.cell} x{m.layers} hidden {m.hidden}, "
+          f"vocabulary {m.vocabulary.letters} + start {m.vocabulary.start!r} + end {m.vocabulary.end!r}")
+    for v in m.variants:
+        metrics = v.raw.get("metrics", {})
+        refused = {r: why for r, why in v.raw.get("compatibility", {}).items() if why}
+        print(f"  {v.name:<13} {v.bytes:>8} bytes  next-letter top-1 {metrics.get('top1', float('nan')):.3f} "
+              f"on {metrics.get('words', '?')} held-out words" + "".join(f"; not in {r}: {why}" for r, why in refused.items()))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info, "anomalies": cmd_anomalies,
+            "complete": cmd_complete, "eval-complete": cmd_eval_complete, "bench-complete": cmd_bench_complete}
+
+
+FORECAST_ONLY = ("run", "eval", "bench", "anomalies")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info,
-                "anomalies": cmd_anomalies}[args.command](args)
+        if args.command in FORECAST_ONLY:
+            from edge_runtime.manifest import read_manifest
+
+            task = read_manifest(args.bundle).task
+            if task != "forecast":
+                raise BundleError(f"{args.bundle}: an {task} bundle; '{args.command}' streams sensor samples through "
+                                  "a forecast bundle (for autocomplete: complete, eval-complete, bench-complete)")
+        return COMMANDS[args.command](args)
     except (BundleError, BackendError, CsvError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

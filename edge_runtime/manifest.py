@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime.vocabulary import Vocabulary, VocabularyError
+
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TASKS = ("forecast", "autocomplete")
@@ -56,11 +58,12 @@ class Manifest:
     input: TensorSpec
     output: TensorSpec
     state: tuple[TensorSpec, ...]
-    channels: tuple[str, ...]  # input channel names, in order
-    target: tuple[int, ...]  # which input channels the output forecasts
-    normalization: dict  # mean, std, delta_std per input channel
+    channels: tuple[str, ...]  # forecast: input channel names, in order (empty for autocomplete)
+    target: tuple[int, ...]  # forecast: which input channels the output forecasts
+    normalization: dict  # forecast: mean, std, delta_std per input channel
     variants: tuple[Variant, ...]
     raw: dict
+    vocabulary: Vocabulary | None = None  # autocomplete: the symbols of the one-hot input and the logits
 
     def variant(self, name: str | None = None) -> Variant:
         """The named variant, or the first listed (the most precise) when name is None."""
@@ -134,6 +137,22 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     state = tuple(TensorSpec.parse(s, where) for s in _require(d, "state", list, where))
     if len({s.name for s in state}) != len(state):
         raise BundleError(f"{where}: state names are not unique")
+    if task == "forecast":
+        channels, target, norm = _forecast_fields(d, input_spec, output_spec, where)
+        vocabulary = None
+    else:
+        vocabulary = _autocomplete_vocabulary(d, input_spec, output_spec, where)
+        channels, target, norm = (), (), {}
+    variants = tuple(_parse_variant(v, where) for v in _require(d, "variants", list, where))
+    if not variants:
+        raise BundleError(f"{where}: lists no model variants")
+    return Manifest(path, _require(d, "name", str, where), task, _require(d, "cell", str, where),
+                    _require(d, "layers", int, where), _require(d, "hidden", int, where),
+                    input_spec, output_spec, state, channels, target, norm, variants, d, vocabulary)
+
+
+def _forecast_fields(d: dict, input_spec: TensorSpec, output_spec: TensorSpec, where: str):
+    """A forecaster needs its channels, which of them it forecasts, and their normalization."""
     channels = tuple(_require(d, "channels", list, where))
     if len(input_spec.shape) != 2 or input_spec.shape[1] != len(channels):
         raise BundleError(f"{where}: input shape {list(input_spec.shape)} does not match "
@@ -143,12 +162,22 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
         raise BundleError(f"{where}: target {list(target)} does not fit output shape {list(output_spec.shape)}")
     norm = _require(d, "normalization", dict, where)
     _check_normalization(norm, len(channels), where)
-    variants = tuple(_parse_variant(v, where) for v in _require(d, "variants", list, where))
-    if not variants:
-        raise BundleError(f"{where}: lists no model variants")
-    return Manifest(path, _require(d, "name", str, where), task, _require(d, "cell", str, where),
-                    _require(d, "layers", int, where), _require(d, "hidden", int, where),
-                    input_spec, output_spec, state, channels, target, norm, variants, d)
+    return channels, target, norm
+
+
+def _autocomplete_vocabulary(d: dict, input_spec: TensorSpec, output_spec: TensorSpec, where: str) -> Vocabulary:
+    """An autocomplete model needs its vocabulary: one-hot input and logits both span it."""
+    if "vocabulary" not in d:
+        raise BundleError(f"{where}: an autocomplete bundle needs a 'vocabulary' (symbols, start, end)")
+    try:
+        vocabulary = Vocabulary.from_dict(d["vocabulary"])
+    except VocabularyError as e:
+        raise BundleError(f"{where}: {e}") from None
+    for kind, spec in (("input", input_spec), ("output", output_spec)):
+        if list(spec.shape) != [1, len(vocabulary)]:
+            raise BundleError(f"{where}: {kind} shape {list(spec.shape)} does not match the vocabulary of "
+                              f"{len(vocabulary)} symbols (expected [1, {len(vocabulary)}])")
+    return vocabulary
 
 
 def verified_model_bytes(manifest: Manifest, variant: Variant) -> bytes:

@@ -43,9 +43,10 @@ class Model:
         self.codecs = {name: Codec(name, detail) for name, detail in
                        {**self.signature_inputs, **{f"{k}:out": v for k, v in self.signature_outputs.items()}}.items()}
         self.integer_io = any(c.integer for c in self.codecs.values())
-        norm = manifest.normalization
-        self.mean = np.asarray(norm["mean"], np.float32)  # (C,)
-        self.std = np.asarray(norm["std"], np.float32)  # (C,)
+        if manifest.task == "forecast":
+            norm = manifest.normalization
+            self.mean = np.asarray(norm["mean"], np.float32)  # (C,)
+            self.std = np.asarray(norm["std"], np.float32)  # (C,)
 
     def _check_signature(self) -> None:
         """Every tensor the manifest promises must be in the model, with the same shape."""
@@ -67,7 +68,13 @@ class Model:
     def state_names(self) -> list[str]:
         return [s.name for s in self.manifest.state]
 
-    def session(self) -> "Session":
+    def session(self):
+        """A forecast bundle: a `Session` per sensor stream. An autocomplete bundle: an
+        `Autocomplete` per typing session (edge_runtime/autocomplete.py)."""
+        if self.manifest.task == "autocomplete":
+            from edge_runtime.autocomplete import Autocomplete, CharSession
+
+            return Autocomplete(CharSession(self))
         return Session(self)
 
 

@@ -21,6 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--runs", default="runs")
     demo.add_argument("--artifacts", default="artifacts")
     demo.add_argument("--reports", default="reports")
+    demo.add_argument("--skip-autocomplete", action="store_true", help="only the sensor forecasters")
+    ac = sub.add_parser("autocomplete", help="the demo's autocomplete stage alone -> reports/autocomplete.md")
+    ac.add_argument("--preset", choices=["full", "small"], default="full")
+    ac.add_argument("--words", help="word list (default: /usr/share/dict/american-english)")
+    ac.add_argument("--runs", default="runs")
+    ac.add_argument("--artifacts", default="artifacts")
+    ac.add_argument("--reports", default="reports")
     bench = sub.add_parser("bench", help="latency, memory, cold start and scaling vs peers -> reports/bench.md")
     bench.add_argument("--preset", choices=["full", "tiny"], default="full")
     bench.add_argument("--work", default="runs/bench", help="where the bench's own models are built")
@@ -37,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(args)
     if args.command == "anomalies":
         return anomalies_main(args)
+    if args.command == "autocomplete":
+        return autocomplete_main(args)
     from pipeline.demo import quantization_table, run_demo, table, write_report
 
     rows = run_demo(PRESETS[args.preset], Path(args.runs), Path(args.artifacts))
@@ -58,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     print(summary_table(anomaly_results))
     print(f"\nreport: {write_anomaly_report(anomaly_results, Path(args.reports))}")
     failed = [f"{r.scenario}-{r.cell}" for r in rows if not r.passed]
+    if not args.skip_autocomplete and autocomplete_main(args) != 0:
+        failed.append("autocomplete")
     if failed:
         print(f"FAILED acceptance: {', '.join(failed)}", file=sys.stderr)
         return 1
@@ -81,6 +92,21 @@ def anomalies_main(args) -> int:
     print(table(results))
     print(f"\nreport: {write_report(results, Path(args.reports))}")
     return 0
+def autocomplete_main(args) -> int:
+    """Train the character LSTM and the n-gram on the word list, convert, score every variant, report."""
+    from pipeline.autocomplete_demo import (AUTOCOMPLETE_PRESETS, latency_table, run_autocomplete, summary, table,
+                                            write_autocomplete_report)
+
+    preset = AUTOCOMPLETE_PRESETS[args.preset]
+    words = getattr(args, "words", None)
+    result = run_autocomplete(preset, Path(args.runs), Path(args.artifacts), Path(words) if words else None)
+    report = write_autocomplete_report(result, preset, Path(args.reports))
+    print(f"\n== autocomplete on held-out words ({result.name}, {result.stage_seconds:.0f} s) ==\n")
+    print(table(result))
+    print(latency_table(result))
+    print(summary(result))
+    print(f"report: {report} (plot: {report.parent / 'autocomplete.png'})")
+    return 0 if result.passed else 1
 
 
 def bench_main(args) -> int:

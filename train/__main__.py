@@ -1,4 +1,5 @@
-"""python -m train: train a recurrent forecaster on a built-in scenario or a CSV sensor log."""
+"""python -m train: train a recurrent forecaster on a built-in scenario or a CSV sensor log,
+or (--task autocomplete) a next-character model on a word list."""
 from __future__ import annotations
 
 import argparse
@@ -12,10 +13,14 @@ from train.config import CELL_NAMES as CELLS, FEATURES, ModelConfig
 from train.scenarios import SCENARIOS
 from train.trainer import TrainConfig
 
+TASKS = ("forecast", "autocomplete")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--task", choices=TASKS, default="forecast",
+                   help="autocomplete: see python -m train --task autocomplete --help")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--scenario", choices=sorted(SCENARIOS), help="built-in synthetic sensor stream")
     src.add_argument("--csv", help="sensor log: index/timestamp column, then one column per channel")
@@ -37,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    task = argparse.ArgumentParser(add_help=False)
+    task.add_argument("--task", choices=TASKS, default="forecast")
+    known, rest = task.parse_known_args(argv)
+    if known.task == "autocomplete":
+        return autocomplete_main(rest)
     args = parse_args(argv)
     try:
         stream = load_stream(args.scenario, args.csv, args.samples, args.seed, args.columns, args.target)
@@ -54,6 +65,48 @@ def main(argv: list[str] | None = None) -> int:
     metrics = train_run(stream, model_config, train_config, Path(args.out) / name, progress=not args.quiet)
     print(json.dumps({"run": str(Path(args.out) / name), **{k: metrics[k] for k in (
         "test_mse", "persistence_mse", "ar_mse", "ar_order", "parameters", "train_seconds")}}))
+    return 0
+
+
+def autocomplete_main(argv: list[str]) -> int:
+    from train.config import CharModelConfig
+    from train.words import DEBIAN_WORDS, WORD_SETS, load_words
+
+    p = argparse.ArgumentParser(prog="python -m train --task autocomplete",
+                                description="Train a next-character model (stacked RNN/GRU/LSTM) on a word list; "
+                                "the smoothed character n-gram is trained and scored on the same words.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--words", help=f"one word per line; lowercase a-z words are kept (e.g. {DEBIAN_WORDS})")
+    src.add_argument("--scenario", choices=sorted(WORD_SETS), help="built-in word set (the lecture's toy)")
+    p.add_argument("--cell", choices=sorted(CELLS), default="lstm")
+    p.add_argument("--hidden", type=int, default=CharModelConfig.hidden)
+    p.add_argument("--layers", type=int, default=CharModelConfig.layers)
+    from train.chartrain import CharTrainConfig
+
+    for name, default in CharTrainConfig().to_dict().items():
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    p.add_argument("--no-baseline", action="store_true", help="skip the n-gram baseline")
+    p.add_argument("--name", help="run name (default: <word list stem or scenario>-<cell>)")
+    p.add_argument("--out", default="runs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    try:
+        splits = load_words(args.words, args.scenario, args.seed)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from train.chartrain import train_char_run
+
+    model_config = CharModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers)
+    train_config = CharTrainConfig.from_dict({k: getattr(args, k) for k in CharTrainConfig().to_dict()})
+    name = args.name or f"{args.scenario or Path(args.words).stem}-{args.cell}"
+    metrics = train_char_run(splits, model_config, train_config, Path(args.out) / name, progress=not args.quiet,
+                             baseline=not args.no_baseline)
+    ngram = metrics.get("ngram", {})
+    print(json.dumps({"run": str(Path(args.out) / name), **{k: metrics[k] for k in (
+        "test_top1", "test_top3", "parameters", "train_seconds", "epochs_run")},
+        "ngram_top1": ngram.get("top1"), "ngram_ksr": ngram.get("ksr")}))
     return 0
 
 

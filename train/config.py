@@ -49,10 +49,47 @@ class ModelConfig:
     def state_names(self) -> list[str]:
         """Named state tensors, in the order the bundle lists them."""
         names = ["x_prev"] if "delta" in self.features else []
-        names += [f"h{i}" for i in range(self.layers)]
-        if self.cell == "lstm":
-            names += [f"c{i}" for i in range(self.layers)]
-        return names
+        return names + recurrent_state_names(self.cell, self.layers)
 
     def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, int]]:
         return {n: (batch, self.input_size if n == "x_prev" else self.hidden) for n in self.state_names()}
+
+
+def recurrent_state_names(cell: str, layers: int) -> list[str]:
+    """The one place that knows which state tensors a cell carries: h per layer, plus c for LSTM."""
+    names = [f"h{i}" for i in range(layers)]
+    if cell == "lstm":
+        names += [f"c{i}" for i in range(layers)]
+    return names
+
+
+@dataclass
+class CharModelConfig:
+    """A next-character model (autocomplete): one-hot symbol in, logits over the vocabulary out."""
+
+    cell: str = "lstm"  # rnn | gru | lstm
+    hidden: int = 128
+    layers: int = 2  # stacked, as the lecture's MultiCell
+    vocab_size: int = 28  # start, end and a-z
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELL_NAMES:
+            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_NAMES)}")
+        if self.hidden < 1 or self.layers < 1 or self.vocab_size < 3:
+            raise ValueError("hidden and layers must be positive and the vocabulary at least 3 symbols")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CharModelConfig":
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown char model config keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def state_names(self) -> list[str]:
+        return recurrent_state_names(self.cell, self.layers)
+
+    def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, int]]:
+        return {n: (batch, self.hidden) for n in self.state_names()}
