@@ -54,8 +54,10 @@ run: setup ## stream a run's test log through its bundle: make run NAME=temperat
 
 anomalies: setup ## anomaly detection per kind on labelled test streams of every run+bundle -> reports/anomalies.md
 	$(BIN)/python -m pipeline anomalies
+
 sim: setup ## every bundle in artifacts/ on every device profile (firmware_sim) -> reports/sim-*.json/png + sim-summary.md
 	$(BIN)/python -m firmware_sim sweep artifacts/*/ --rate 100 --seconds 30 --faults spike,stuck,dropout,saturation
+
 autocomplete: setup ## the demo's autocomplete stage alone: word-list LSTM vs n-gram, every variant -> reports/autocomplete.md
 	$(BIN)/python -m pipeline autocomplete
 

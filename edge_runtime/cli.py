@@ -122,6 +122,9 @@ def cmd_anomalies(args: argparse.Namespace) -> int:
 
     model = load(args.bundle, variant=args.variant, backend=args.backend)
     print(json.dumps(evaluate(model, args.inputs, args.tolerance, args.trace, args.residual_only)))
+    return 0
+
+
 def _autocomplete_bundle(path: str):
     from edge_runtime.manifest import read_manifest
 

@@ -92,6 +92,8 @@ def anomalies_main(args) -> int:
     print(table(results))
     print(f"\nreport: {write_report(results, Path(args.reports))}")
     return 0
+
+
 def autocomplete_main(args) -> int:
     """Train the character LSTM and the n-gram on the word list, convert, score every variant, report."""
     from pipeline.autocomplete_demo import (AUTOCOMPLETE_PRESETS, latency_table, run_autocomplete, summary, table,
