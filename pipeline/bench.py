@@ -84,6 +84,40 @@ print(json.dumps({"first_step_s": first, "peak_rss_mb": peak_rss_mb()}))
 """
 
 
+THROUGHPUT_PROCESS = """
+import json, sys, time
+import numpy as np
+import edge_runtime
+from edge_runtime.pool import StreamPool
+bundle, backend, streams, rounds, batched = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
+model = edge_runtime.load(bundle, backend=backend)
+pool = StreamPool(model, max_streams=streams, batched=batched, max_batch=streams)
+mean = np.asarray(model.manifest.normalization["mean"], np.float32)
+std = np.asarray(model.manifest.normalization["std"], np.float32)
+samples = mean + std * np.random.default_rng(0).standard_normal((rounds, streams, len(mean))).astype(np.float32)
+ids = [f"s{i}" for i in range(streams)]
+figures = []
+for repeat in range(4):  # the first is the warm-up
+    started = time.perf_counter()
+    for r in range(rounds):
+        pool.step_many(dict(zip(ids, samples[r])))
+    figures.append(streams * rounds / (time.perf_counter() - started))
+print(json.dumps({"streams": streams, "batched": batched, "stream_steps_per_s": float(np.median(figures[1:])),
+                  "min": min(figures[1:]), "max": max(figures[1:])}))
+"""
+
+
+def throughput(bundle: Path, stream_counts: tuple[int, ...], steps: int) -> list[dict]:
+    """Stream-steps per second through StreamPool.step_many, batched and one stream at a time."""
+    rows = []
+    for streams in stream_counts:
+        rounds = max(20, steps // streams)
+        for batched in ("1", "0"):
+            rows.append(run_json([sys.executable, "-c", THROUGHPUT_PROCESS, str(bundle), "tflite_runtime",
+                                  str(streams), str(rounds), batched]))
+    return rows
+
+
 def macs(cell: str, hidden: int, layers: int, features: int = 4, outputs: int = 1) -> int:
     """Multiply-accumulates per step: the compute floor the latency is plotted against."""
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
