@@ -28,8 +28,7 @@ BIT_EXACT_STEPS = 10_000
 # One line per (bundle, variant, runtime). The interpreter runs its reference kernels
 # (OpResolverType.BUILTIN_REF); "internal" also compares every intermediate tensor each
 # step (ai-edge-litert only: tflite-runtime 2.14's preserve_all_tensors reads back reused
-# buffers). The autocomplete bundle gets its lines here once its branch is merged, e.g.
-#   ("autocomplete", "int8-io", "ai_edge_litert", BIT_EXACT_STEPS, False),
+# buffers). "autocomplete" is the lecture's 10-word stacked LSTM (one-hot letters in).
 BIT_EXACT = [
     ("lstm", "int8-io", "tflite_runtime", BIT_EXACT_STEPS, False),
     ("lstm", "int8-io", "ai_edge_litert", BIT_EXACT_STEPS, True),
@@ -37,6 +36,8 @@ BIT_EXACT = [
     ("lstm", "int16x8", "ai_edge_litert", BIT_EXACT_STEPS, True),
     ("gru", "int8-io", "tflite_runtime", 2_000, False),
     ("rnn", "int16x8", "ai_edge_litert", 2_000, True),
+    ("autocomplete", "int8-io", "tflite_runtime", BIT_EXACT_STEPS, False),
+    ("autocomplete", "int16x8", "ai_edge_litert", BIT_EXACT_STEPS, True),
 ]
 
 COMPARE = """
@@ -44,6 +45,17 @@ import json
 from firmware_sim.parity import compare
 print(json.dumps(compare(BUNDLE, VARIANT, BACKEND, STEPS, RESOLVER, internal=INTERNAL)))
 """
+
+
+@pytest.fixture(scope="module")
+def toy_autocomplete_bundle(tmp_path_factory) -> Path:
+    """The lecture's ten words on a 2-layer LSTM, with the integer variants the firmware runs."""
+    from test_autocomplete import TOY_TRAIN, train_and_convert
+    from train.words import load_words
+
+    _, bundle, _ = train_and_convert(tmp_path_factory.mktemp("fw-toy"), "lecture4-lstm",
+                                     load_words(word_set="lecture4"), **{**TOY_TRAIN, "variants": ("int8-io", "int16x8")})
+    return bundle
 
 
 def compare_isolated(bundle: Path, variant: str, backend: str, steps: int, resolver: str = "reference",
@@ -59,9 +71,11 @@ def compare_isolated(bundle: Path, variant: str, backend: str, steps: int, resol
 @pytest.mark.slow
 @pytest.mark.parametrize("cell,variant,backend,steps,internal", BIT_EXACT,
                          ids=[f"{c}-{v}-{b}-{s}" for c, v, b, s, _ in BIT_EXACT])
-def test_integer_kernels_are_bit_exact_with_the_reference_interpreter(tiny_bundles, cell, variant, backend,
+def test_integer_kernels_are_bit_exact_with_the_reference_interpreter(request, cell, variant, backend,
                                                                       steps, internal):
-    result = compare_isolated(tiny_bundles[cell][1], variant, backend, steps, internal=internal)
+    bundle = (request.getfixturevalue("toy_autocomplete_bundle") if cell == "autocomplete"
+              else request.getfixturevalue("tiny_bundles")[cell][1])
+    result = compare_isolated(bundle, variant, backend, steps, internal=internal)
     assert result["steps"] == steps
     assert result["identical"], result  # outputs and every state tensor, byte for byte, every step
     assert all(v == 0 for v in result["max_lsb"].values()), result
