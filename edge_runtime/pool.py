@@ -75,6 +75,10 @@ class StreamPool:
             array[row] = 0.0
         self.steps[row] = 0
 
+    def rows_of(self, stream_ids: list[str]) -> np.ndarray:
+        """(N,) rows of these streams in the state arrays (for snapshots: self.state[name][rows])."""
+        return np.asarray([self._rows[i] for i in stream_ids], np.int64)
+
     def steps_of(self, stream_id: str) -> int:
         return int(self.steps[self._rows[stream_id]])
 
