@@ -1,10 +1,8 @@
 """Helpers for the edge service tests: the service as a real subprocess, a real Mosquitto broker."""
 from __future__ import annotations
 
-import getpass
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -13,14 +11,9 @@ import time
 from pathlib import Path
 
 from conftest import ROOT
+from pipeline.broker import Mosquitto, free_port, mqtt_client  # noqa: F401 (re-exported for the tests)
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
@@ -110,58 +103,3 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
         except json.JSONDecodeError:
             torn += 1
     return records, torn
-
-
-class Mosquitto:
-    """A real broker on a free 127.0.0.1 port with a temporary config; persistence on disk."""
-
-    def __init__(self, folder: Path):
-        if shutil.which("mosquitto") is None:
-            raise RuntimeError("mosquitto not installed: make setup installs it (tools/apt-deps.sh)")
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.config = folder / "mosquitto.conf"
-        # max_queued_messages 0 = unlimited: the default 1000 silently drops QoS 1 messages queued
-        # for a client that is offline or slow. max_inflight_messages: unacknowledged messages per client.
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {folder}/\nautosave_interval 1\n"
-            f"max_queued_messages 0\nmax_inflight_messages 1000\n"
-            f"log_dest file {folder}/mosquitto.log\nuser {getpass.getuser()}\n")
-        self.proc = None
-
-    def start(self) -> "Mosquitto":
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.config)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-
-        def accepting():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"mosquitto exited: {(self.folder / 'mosquitto.log').read_text()[-1000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-        wait_for(accepting, 15, what="mosquitto accepting")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM: mosquitto saves its persistence file
-            self.proc.wait(15)
-        self.proc = None
-
-
-def mqtt_client(client_id: str, port: int):
-    """A connected paho client (MQTT v5) with its network loop running."""
-    from paho.mqtt.client import CallbackAPIVersion, Client
-    from paho.mqtt.enums import MQTTProtocolVersion
-
-    client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.reconnect_delay_set(1, 2)
-    client.connect("127.0.0.1", port, 30)
-    client.loop_start()
-    return client

@@ -292,3 +292,13 @@ def test_stdin_and_a_followed_file(tiny_bundles, tmp_path):
     wait_for(lambda: service.counters().get("samples") == 4, 20, what="lines appended later")
     assert service.counters()["rejected"]["wrong_channels"] == 0
     assert service.stop() == 0
+
+
+def test_the_example_config_parses():
+    from edge_runtime.service.config import read_config
+
+    from conftest import ROOT
+
+    c = read_config(ROOT / "deploy" / "edge.example.toml")
+    assert set(c.sources) == {"tcp"} and set(c.sinks) == {"jsonl"}
+    assert c.state_dir == Path("/var/lib/edge-rnn") and c.streams.max_gap_s == 300.0
