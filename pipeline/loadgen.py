@@ -170,6 +170,8 @@ def run_load(bundle: str | Path, sensors: int = 100, rate_hz: float = 50.0, dura
                 time.sleep(0.1)
             sampling.set()
             sampler.join()
+            service.send_signal(signal.SIGTERM)  # its final status.json has the final counters
+            service.wait(60)
             status = json.loads(status_path.read_text())
             latency_ms = subscriber.latency_s[:min(subscriber.count, len(subscriber.latency_s))] * 1e3
             result = {
