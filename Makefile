@@ -11,8 +11,10 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 SCENARIO ?= temperature
 CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
+CONFIG   ?= edge.toml
+DURATION ?= 60
 
-.PHONY: help setup demo test bench train convert report run clean
+.PHONY: help setup demo test bench train convert report run serve loadgen clean
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -50,6 +52,12 @@ report: setup ## what each quantized variant costs: make report NAME=temperature
 
 run: setup ## stream a run's test log through its bundle: make run NAME=temperature-lstm
 	$(BIN)/python -m edge_runtime run artifacts/$(NAME) --input runs/$(NAME)/test.csv
+
+serve: setup ## the long-running edge service: make serve CONFIG=edge.toml (see deploy/edge.example.toml)
+	$(BIN)/python -m edge_runtime serve --config $(CONFIG)
+
+loadgen: setup ## the service under MQTT load, 100 sensors x 50 Hz: make loadgen NAME=temperature-lstm DURATION=60
+	$(BIN)/python -m pipeline loadgen artifacts/$(NAME) --duration $(DURATION)
 
 clean: ## remove generated runs, bundles and reports (keeps .venv)
 	rm -rf runs artifacts reports .pytest_cache
