@@ -138,3 +138,41 @@ def test_broker_restarted_mid_stream_nothing_acknowledged_is_lost(tiny_bundles, 
             steps[r["id"]] = r["step"]
     finally:
         mosquitto.stop()
+
+
+def test_predictions_and_anomaly_events_are_published_at_qos1(tiny_bundles, tmp_path, broker):
+    """A bundle with an anomaly section: one spike gives one start and one end, on edge/<id>/anomaly."""
+    import shutil
+    import socket
+
+    _, bundle = tiny_bundles["lstm"]
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["anomaly"] = {"residual_std": [0.05], "threshold": 8.0, "clear_threshold": 4.0, "clear_steps": 3}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    received, subscriber = [], mqtt_client("anomaly-sub", broker.port)
+    subscriber.on_message = lambda c, u, m: received.append((m.topic, json.loads(m.payload), m.qos))
+    subscriber.subscribe("edge/+/+", qos=1)
+    config = write_config(tmp_path, copy, "[sources.tcp]\nport = 0\n",
+                          f'[sinks.jsonl]\npath = "out.jsonl"\n[sinks.mqtt]\nport = {broker.port}\n'
+                          'client_id = "anomaly-out"\n', "[streams]\nwarmup_steps = 16\n")
+    service = ServiceProcess(config)
+    port = service.wait_running()["sources"]["tcp"]["port"]
+    values = [sensor_value(0, k) for k in range(120)]
+    values[80] = [values[80][0] + 5.0, values[80][1]]  # a 5 degC spike: 100 residual stds
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"".join(f"a1,{k},{v[0]},{v[1]}\n".encode() for k, v in enumerate(values)))
+    wait_for(lambda: sum(1 for t, _, _ in received if t.endswith("/prediction")) == 120, 30,
+             what="120 predictions published")
+    assert service.stop() == 0
+    events = [(r["event"], r["t"]) for t, r, _ in received if t == "edge/a1/anomaly"]
+    assert [e for e, _ in events] == ["start", "end"] and events[0][1] == 80.0
+    assert all(qos == 1 for _, _, qos in received)
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["counters"]["anomalies"] == 1
+    records, _ = read_jsonl(tmp_path / "out.jsonl")
+    scored = [r for r in records if "event" not in r and r["score"] is not None]
+    assert scored and all(r["warm"] for r in scored) and min(r["step"] for r in scored) == 17
+    subscriber.disconnect()
+    subscriber.loop_stop()
