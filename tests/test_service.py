@@ -302,3 +302,15 @@ def test_the_example_config_parses():
     c = read_config(ROOT / "deploy" / "edge.example.toml")
     assert set(c.sources) == {"tcp"} and set(c.sinks) == {"jsonl"}
     assert c.state_dir == Path("/var/lib/edge-rnn") and c.streams.max_gap_s == 300.0
+
+
+def test_the_service_imports_nothing_heavy():
+    done = run_isolated("""
+        import json, sys
+        import edge_runtime.service.service, edge_runtime.service.sources, edge_runtime.service.sinks
+        import edge_runtime.pool, edge_runtime.batched, paho.mqtt.client, serial
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow", "train", "convert"))
+        print(json.dumps(heavy))
+    """)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
