@@ -266,3 +266,46 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def service_report(bundle: str | Path, reports: str | Path, duration_s: float = 200.0) -> Path:
+    """`python -m pipeline bench --service-load BUNDLE`: load + throughput -> reports/service-load.md (+ .json).
+
+    The throughput part runs in its own process: the caller may have TensorFlow
+    loaded, next to which tflite-runtime 2.14 cannot open models.
+    """
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-m", "pipeline", "loadgen", str(bundle), "--throughput"],
+                          capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"throughput run failed: {done.stderr[-2000:]}")
+    throughput = json.loads(done.stdout.strip().splitlines()[-1])
+    load = run_load(bundle, duration_s=duration_s, progress=True)
+    reports = Path(reports)
+    reports.mkdir(parents=True, exist_ok=True)
+    (reports / "service-load.json").write_text(json.dumps({"load": load, "throughput": throughput}, indent=1))
+    marks = load["rss_kb_at_samples"]
+    lines = [f"# Edge service under load: {Path(bundle).name}", "",
+             f"{load['sensors']} sensors x {load['rate_hz']:g} Hz for {load['duration_s']:g} s through Mosquitto "
+             f"at QoS 1 (publisher -> broker -> service -> broker -> subscriber, all on this machine).", "",
+             "| figure | value |", "|---|---|",
+             f"| samples sent / acknowledged / forecasts received | {load['sent']} / {load['acknowledged']} / "
+             f"{load['forecasts']} |",
+             f"| lost (PASS when 0) | {load['lost']} ({'PASS' if load['lost'] == 0 else 'FAIL'}) |",
+             f"| publish rate achieved | {load['publish_rate_per_s']}/s |",
+             f"| sample-to-prediction latency p50 / p99 | {load['latency_ms']['p50']} / {load['latency_ms']['p99']} ms |",
+             f"| service step latency p50 / p99 | {load['service']['latency_us']['p50']} / "
+             f"{load['service']['latency_us']['p99']} us |"]
+    for mark, value in marks.items():
+        lines.append(f"| RSS after {int(mark):,} samples | {value['rss_kb'] / 1024:.1f} MB |" if value else
+                     f"| RSS after {int(mark):,} samples | not reached (run longer) |")
+    if "rss_growth_pct" in load:
+        verdict = "PASS" if abs(load["rss_growth_pct"]) <= 5 else "FAIL"
+        lines.append(f"| RSS growth between the marks (flat within 5%) | {load['rss_growth_pct']}% ({verdict}) |")
+    lines += ["", "## StreamPool.step_many throughput", "", "| streams | batched | us per sample | samples/s |",
+              "|---|---|---|---|"]
+    lines += [f"| {r['streams']} | {'yes' if r['batched'] else 'no'} | {r['us_per_sample']} | {r['samples_per_s']:,} |"
+              for r in throughput]
+    path = reports / "service-load.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
