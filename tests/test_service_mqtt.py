@@ -176,3 +176,40 @@ def test_predictions_and_anomaly_events_are_published_at_qos1(tiny_bundles, tmp_
     assert scored and all(r["warm"] for r in scored) and min(r["step"] for r in scored) == 17
     subscriber.disconnect()
     subscriber.loop_stop()
+
+
+def test_a_broker_that_is_not_there_yet_is_waited_for(tiny_bundles, tmp_path):
+    """Started before its broker (a Pi booting faster than the broker host): it keeps retrying, then serves."""
+    from pipeline.broker import free_port
+
+    _, bundle = tiny_bundles["rnn"]
+    mosquitto = Mosquitto(tmp_path / "broker", port=free_port())
+    config = write_config(tmp_path, bundle,
+                          f'[sources.mqtt]\nport = {mosquitto.port}\nclient_id = "late-in"\n',
+                          f'[sinks.jsonl]\npath = "out.jsonl"\n[sinks.mqtt]\nport = {mosquitto.port}\n'
+                          'client_id = "late-out"\n')
+    service = ServiceProcess(config)
+    try:
+        service.wait_running()
+        wait_for(lambda: service.log_events("mqtt_unreachable"), 20, what="a logged connection failure")
+        assert service.proc.poll() is None
+        mosquitto.start()
+        wait_for(lambda: (service.status() or {}).get("sources", {}).get("mqtt", {}).get("connected"), 30,
+                 what="connected once the broker is up")
+        time.sleep(0.3)
+        received, subscriber = [], mqtt_client("late-sub", mosquitto.port)
+        subscriber.on_message = lambda c, u, m: received.append(m.topic)
+        subscriber.subscribe("edge/+/prediction", qos=1)
+        time.sleep(0.3)
+        publisher = Publisher(mosquitto.port, "late-pub")
+        for k in range(20):
+            publisher.publish("sensors/late", f"{k},{20 + k / 10},4".encode())
+        wait_for(lambda: len(received) == 20, 30, what="20 forecasts published back")
+        publisher.close()
+        subscriber.disconnect()
+        subscriber.loop_stop()
+        assert service.stop() == 0
+    finally:
+        if service.proc.poll() is None:
+            service.kill()
+        mosquitto.stop()

@@ -70,6 +70,8 @@ class MqttSink:
         client.max_inflight_messages_set(1000)
         client.reconnect_delay_set(1, 5)
         client.on_connect, client.on_disconnect = self._connected, self._disconnected
+        client.on_connect_fail = lambda client, userdata: log(
+            "warning", "mqtt_unreachable", sink="mqtt", host=config.host, port=config.port, retrying=True)
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = 3600
         client.connect_async(config.host, config.port, config.keepalive_s, clean_start=False, properties=properties)

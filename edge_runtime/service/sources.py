@@ -246,6 +246,8 @@ class MqttSource(Source):
         client = Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=MQTTProtocolVersion.MQTTv5,
                         manual_ack=True)
         client.on_connect, client.on_disconnect, client.on_message = self._connected, self._disconnected, self._message
+        client.on_connect_fail = lambda client, userdata: log(
+            "warning", "mqtt_unreachable", source=self.name, host=c.host, port=c.port, retrying=True)
         client.reconnect_delay_set(1, 5)
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = c.session_expiry_s
