@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -250,29 +251,23 @@ def test_another_bundles_snapshot_is_refused_unless_told(tiny_bundles, tmp_path)
     manifest["name"] = "retrained"
     (other / "manifest.json").write_text(json.dumps(manifest))
     sources, sinks = "[sources.stdin]\n", '[sinks.jsonl]\npath = "out.jsonl"\n'
-    first = ServiceProcess(write_config(tmp_path, bundle, sources, sinks), stdin=subprocess_pipe())
+    first = ServiceProcess(write_config(tmp_path, bundle, sources, sinks), stdin=subprocess.PIPE)
     first.proc.communicate(b"a,1,20,4\na,2,20.1,4\n", timeout=60)
     assert first.proc.returncode == 0
     snapshot = tmp_path / "state" / "snapshot.npz"
     assert snapshot.exists()
-    refused = ServiceProcess(write_config(tmp_path, other, sources, sinks), stdin=subprocess_pipe())
+    refused = ServiceProcess(write_config(tmp_path, other, sources, sinks), stdin=subprocess.PIPE)
     refused.proc.communicate(b"", timeout=60)
     assert refused.proc.returncode == 2
     assert "was taken with bundle 'tiny-lstm-level-delta'" in refused.logs()
     assert "Set fresh_start = true in the config or pass --fresh" in refused.logs()
     assert snapshot.exists()  # a refused snapshot is left alone
     told = ServiceProcess(write_config(tmp_path, other, sources, sinks, "fresh_start = true"),
-                          stdin=subprocess_pipe())
+                          stdin=subprocess.PIPE)
     told.proc.communicate(b"a,3,20,4\n", timeout=60)
     assert told.proc.returncode == 0 and told.log_events("snapshot_discarded")
     records, _ = read_jsonl(tmp_path / "out.jsonl")
     assert [r["step"] for r in records] == [1, 2, 1]  # the other bundle's run started cold
-
-
-def subprocess_pipe():
-    import subprocess
-
-    return subprocess.PIPE
 
 
 def test_stdin_and_a_followed_file(tiny_bundles, tmp_path):
@@ -314,3 +309,13 @@ def test_the_service_imports_nothing_heavy():
     """)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_port_in_use_stops_the_start_with_a_message(tiny_bundles, tmp_path):
+    _, bundle = tiny_bundles["rnn"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        service = ServiceProcess(write_config(tmp_path, bundle, f"[sources.tcp]\nport = {port}\n",
+                                              '[sinks.jsonl]\npath = "out.jsonl"\n'))
+        assert service.proc.wait(60) == 2
+    assert f"[sources.tcp] cannot listen on 127.0.0.1:{port}: Address already in use" in service.logs()

@@ -147,7 +147,10 @@ class TcpSource(Source):
 
     def __init__(self, config, *args):
         super().__init__(*args)
-        self.server = socket.create_server((config.host, config.port), reuse_port=False)
+        try:
+            self.server = socket.create_server((config.host, config.port))
+        except OSError as e:
+            raise OSError(f"[sources.tcp] cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
         self.server.settimeout(0.5)
         self.info = {"host": config.host, "port": self.server.getsockname()[1]}
 
