@@ -29,9 +29,11 @@ class Mosquitto:
         # max_queued_messages 0 = unlimited: the default (1000) silently drops QoS 1 messages queued for
         # a client that is offline or slow. max_inflight_messages: unacknowledged messages per client
         # (the default 20 caps a subscriber that acknowledges after processing at ~20 per round trip).
+        # autosave_interval 30: mosquitto is single-threaded and saving a large backlog every second
+        # stalls it; SIGTERM (stop()) saves everything anyway.
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {self.folder}/\nautosave_interval 1\n"
+            f"persistence true\npersistence_location {self.folder}/\nautosave_interval 30\n"
             "max_queued_messages 0\nmax_inflight_messages 1000\n"
             f"log_dest file {self.folder}/mosquitto.log\nuser {getpass.getuser()}\n")
         self.proc: subprocess.Popen | None = None

@@ -169,6 +169,7 @@ def run_load(bundle: str | Path, sensors: int = 100, rate_hz: float = 50.0, dura
             deadline = time.monotonic() + (drain_timeout_s if drain_timeout_s is not None else max(60.0, duration_s))
             while subscriber.count < sent and time.monotonic() < deadline:
                 time.sleep(0.1)
+            time.sleep(1.5)  # status.json is rewritten every second: let the sampler see the last count
             sampling.set()
             sampler.join()
             service.send_signal(signal.SIGTERM)  # its final status.json has the final counters
@@ -207,13 +208,16 @@ def run_load(bundle: str | Path, sensors: int = 100, rate_hz: float = 50.0, dura
 def _sample_rss(pid: int, status_path: Path, marks: tuple[int, ...], out: dict, done: threading.Event) -> None:
     """Record VmRSS the first time the service's sample counter passes each mark."""
     pending = sorted(marks)
-    while pending and not done.is_set():
+    while pending:
+        finished = done.is_set()  # one more reading after the caller says stop
         try:
             samples = json.loads(status_path.read_text())["counters"]["samples"]
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             samples = 0
         while pending and samples >= pending[0]:
             out[pending.pop(0)] = {"samples": samples, "rss_kb": _rss_kb(pid)}
+        if finished:
+            return
         done.wait(0.2)
 
 
