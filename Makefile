@@ -13,7 +13,10 @@ CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
 AUTOCOMPLETE_BUNDLE ?= words-lstm128
 
-.PHONY: help setup demo test bench train convert report run anomalies sim autocomplete complete clean
+CONFIG   ?= edge.toml
+DURATION ?= 60
+
+.PHONY: help setup demo test bench train convert report run anomalies sim autocomplete complete serve loadgen clean
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -63,6 +66,12 @@ autocomplete: setup ## the demo's autocomplete stage alone: word-list LSTM vs n-
 
 complete: setup ## type with live suggestions from the autocomplete bundle (after make demo or make autocomplete)
 	$(BIN)/python -m edge_runtime complete artifacts/$(AUTOCOMPLETE_BUNDLE)
+
+serve: setup ## the long-running edge service: make serve CONFIG=edge.toml (see deploy/edge.example.toml)
+	$(BIN)/python -m edge_runtime serve --config $(CONFIG)
+
+loadgen: setup ## the service under MQTT load, 100 sensors x 50 Hz: make loadgen NAME=temperature-lstm DURATION=60
+	$(BIN)/python -m pipeline loadgen artifacts/$(NAME) --duration $(DURATION)
 
 clean: ## remove generated runs, bundles and reports (keeps .venv)
 	rm -rf runs artifacts reports .pytest_cache

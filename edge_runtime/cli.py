@@ -66,6 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bc.add_argument("--backend", choices=list(BACKENDS))
     bc.add_argument("--repeats", type=int, default=5)
     bc.add_argument("-k", type=int, default=3, help="suggestions per keystroke")
+    serve = sub.add_parser("serve", help="the long-running edge service (many streams, snapshots, MQTT)",
+                           description="Run the edge service described by a TOML config (see deploy/edge.example.toml).")
+    serve.add_argument("--config", required=True, help="the service's TOML config")
+    serve.add_argument("--fresh", action="store_true", help="ignore any snapshot and start every stream cold")
     info = sub.add_parser("info", help="print a bundle's manifest summary")
     info.add_argument("bundle")
     return p.parse_args(argv)
@@ -196,10 +200,25 @@ def info_autocomplete(m) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from edge_runtime.service.config import ConfigError
+    from edge_runtime.service.log import log
+    from edge_runtime.service.service import ServiceError, serve
+
+    try:
+        return serve(args.config, fresh=args.fresh)
+    except (ConfigError, ServiceError, BundleError, BackendError, OSError) as e:
+        log("error", "cannot_start", error=str(e))
+        raise ServeError(str(e)) from None
+
+
+class ServeError(RuntimeError):
+    pass
+
+
 COMMANDS = {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info, "anomalies": cmd_anomalies,
-            "complete": cmd_complete, "eval-complete": cmd_eval_complete, "bench-complete": cmd_bench_complete}
-
-
+            "complete": cmd_complete, "eval-complete": cmd_eval_complete, "bench-complete": cmd_bench_complete,
+            "serve": cmd_serve}
 FORECAST_ONLY = ("run", "eval", "bench", "anomalies")
 
 
@@ -214,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise BundleError(f"{args.bundle}: an {task} bundle; '{args.command}' streams sensor samples through "
                                   "a forecast bundle (for autocomplete: complete, eval-complete, bench-complete)")
         return COMMANDS[args.command](args)
-    except (BundleError, BackendError, CsvError) as e:
+    except (BundleError, BackendError, CsvError, ServeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. piped into head

@@ -39,6 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     anomalies.add_argument("--artifacts", default="artifacts")
     anomalies.add_argument("--reports", default="reports")
     anomalies.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--service-load", metavar="BUNDLE",
+                       help="instead: the edge service under MQTT load and StreamPool throughput -> reports/service-load.md")
+    bench.add_argument("--service-duration", type=float, default=200.0,
+                       help="seconds of 100 sensors x 50 Hz (200 s reaches 1,000,000 samples)")
+    sub.add_parser("loadgen", add_help=False,
+                   help="the edge service under MQTT load (100 sensors x 50 Hz): latency p50/p99, loss, RSS")
+    if (argv if argv is not None else sys.argv[1:])[:1] == ["loadgen"]:
+        from pipeline.loadgen import main as loadgen_main
+
+        return loadgen_main((argv if argv is not None else sys.argv[1:])[1:])
     args = p.parse_args(argv)
     if args.command == "bench":
         return bench_main(args)
@@ -112,6 +122,13 @@ def autocomplete_main(args) -> int:
 
 
 def bench_main(args) -> int:
+    if args.service_load:
+        from pipeline.loadgen import service_report
+
+        path = service_report(args.service_load, Path(args.reports), args.service_duration)
+        print(path.read_text())
+        print(f"report: {path}")
+        return 0
     from pipeline.bench import BENCH_PRESETS, run_bench, write_bench_report
 
     results = run_bench(BENCH_PRESETS[args.preset], Path(args.work))
