@@ -300,7 +300,8 @@ def deploy(target: Target, release: Release, keep: int = 3, health_timeout: floa
         raise DeployError(f"release {release.version} did not become healthy within {health_timeout:.0f} s: "
                           f"{problem}; {state}.\njournal:\n{journal}")
     prune(target, keep)
-    log(f"{'[dry-run] ' if target.dry_run else ''}release {release.version} is running on {target.host}")
+    log(f"[dry-run] nothing was changed on {target.host}" if target.dry_run
+        else f"release {release.version} is running on {target.host}")
     return release.version
 
 
