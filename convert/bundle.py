@@ -30,6 +30,9 @@ from train.models import ModelConfig, forecaster_from_weights
 CHECK_BACKEND = "ai_edge_litert"
 PARITY_STEPS = 2000
 PARITY_TOLERANCE = 1e-4  # normalized units; float32 torch vs float32 TFLite, see tests
+# Variants that also get a batched companion (dynamic batch) for the edge service's many-stream
+# step; integer variants do not (their activation scales are per tensor, not per row anyway).
+BATCHED_VARIANTS = ("float32", "float16")
 
 
 def tool_versions() -> dict:
@@ -95,6 +98,57 @@ def variant_entry(spec, data: bytes) -> dict:
             "ops": ops, "compatibility": compatibility(ops)}  # runtime -> None (opens) or why not
 
 
+def add_batched_companions(manifest: dict, specs, batched_graph, tmp: Path) -> dict[str, bytes]:
+    """Convert the dynamic-batch step graph for BATCHED_VARIANTS; record each in its variant's entry."""
+    from convert.quantize import convert_variant
+    from convert.tf_step import save_step_model
+
+    saved_model = save_step_model(batched_graph, str(tmp / "saved_model_batched"))
+    files = {}
+    for spec in specs:
+        entry = next((e for e in manifest["variants"] if e["name"] == spec.name), None)
+        if entry is None or spec.name not in BATCHED_VARIANTS:
+            continue
+        data = convert_variant(saved_model, spec, [])
+        ops = model_ops(data)
+        entry["batched"] = {"file": f"model.{spec.name}.batch.tflite", "batch": "dynamic",
+                            "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                            "ops": ops, "compatibility": compatibility(ops)}
+        files[entry["batched"]["file"]] = data
+    return files
+
+
+BATCHED_PARITY_STREAMS = 8
+BATCHED_PARITY_STEPS = 200
+BATCHED_PARITY_TOLERANCE = 1e-5  # relative to the forecast's magnitude; see batched_parity
+
+
+def batched_parity(model, splits) -> dict:
+    """Batched companion vs one Session per stream, 8 streams x 200 steps at different offsets.
+
+    Same float kernels on the same rows, so the two agree to float32 rounding
+    (measured: 0 to a few ulp); a larger gap means the companion is not the
+    same graph and the bundle is refused.
+    """
+    from edge_runtime.pool import StreamPool
+
+    raw = parity_stream(splits)  # (T, C)
+    offsets = [k * (len(raw) - BATCHED_PARITY_STEPS) // BATCHED_PARITY_STREAMS for k in range(BATCHED_PARITY_STREAMS)]
+    pool = StreamPool(model, max_streams=BATCHED_PARITY_STREAMS, batched=True)
+    sessions = [model.session() for _ in offsets]
+    worst = 0.0
+    for t in range(BATCHED_PARITY_STEPS):
+        together = pool.step_many({str(k): raw[o + t] for k, o in enumerate(offsets)})
+        for k, (o, session) in enumerate(zip(offsets, sessions)):
+            alone = session.step(raw[o + t])
+            worst = max(worst, float(np.max(np.abs(together[str(k)] - alone) / (1.0 + np.abs(alone)))))
+    if worst > BATCHED_PARITY_TOLERANCE:
+        raise RuntimeError(f"{model.manifest.path}: batched step model of {model.variant.name} disagrees with "
+                           f"the (1, n) model by {worst:.2e} (relative) > {BATCHED_PARITY_TOLERANCE}")
+    return {"streams": BATCHED_PARITY_STREAMS, "steps": BATCHED_PARITY_STEPS, "max_rel_error": worst,
+            "backend": model.backend}
+
+
 def write_scratch(tmp: Path, manifest: dict, files: dict[str, bytes]) -> Path:
     """A scratch bundle, opened with the reader the device uses before the real one is written."""
     scratch = tmp / "bundle"
@@ -143,9 +197,12 @@ def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS,
                 continue
             manifest["variants"].append(entry)
             files[entry["file"]] = data
+        files.update(add_batched_companions(manifest, specs, StepGraph(weights, config, norm, batch=None), tmp))
         scratch = write_scratch(tmp, manifest, files)  # once, with every variant
         for entry in manifest["variants"]:
             model = load(scratch, variant=entry["name"], backend=CHECK_BACKEND)
+            if "batched" in entry:
+                entry["batched"]["parity"] = batched_parity(model, splits)
             if model.integer_io:
                 entry["io_quantization"] = {name: codec.describe() for name, codec in model.codecs.items()}
             entry["metrics"] = variant_metrics(torch_model, model, splits, norm, info["metrics"]["test_mse"])

@@ -37,12 +37,17 @@ def _fold_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> dict[s
 
 
 class StepGraph(tf.Module):
-    """step(x, x_prev?, h0.., c0..) -> {y, x_prev?, h0.., c0..}; all tensors (1, n).
+    """step(x, x_prev?, h0.., c0..) -> {y, x_prev?, h0.., c0..}; all tensors (B, n).
 
     x and y are in raw sensor units; the state is in normalized units.
+    batch=1 is the step model every variant ships (static shapes, what firmware
+    needs); batch=None gives the edge service's companion model with a dynamic
+    batch dimension (shape_signature [-1, n]), one row per stream. Every op
+    here is row-wise, so row b of a batched step equals a (1, n) step on row b.
     """
 
-    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, normalization: dict):
+    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, normalization: dict,
+                 batch: int | None = 1):
         super().__init__()
         self.config = config
         self.w = _fold_weights(weights, config)
@@ -51,7 +56,7 @@ class StepGraph(tf.Module):
         self.in_mean, self.in_scale = tf.constant(mean[None]), tf.constant((1.0 / std)[None])  # (1, C)
         self.out_mean, self.out_std = tf.constant(mean[None, target]), tf.constant(std[None, target])  # (1, O)
         names = ["x"] + config.state_names()
-        shapes = {"x": (1, config.input_size), **config.state_shapes(1)}
+        shapes = {"x": (batch, config.input_size), **config.state_shapes(batch)}
         specs = [tf.TensorSpec(shapes[n], tf.float32, name=n) for n in names]
         self.step = tf.function(self._named_step(names), input_signature=specs, autograph=False)
 

@@ -36,6 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bench.add_argument("--backend", choices=list(BACKENDS))
     bench.add_argument("--steps", type=int, default=2000)
     bench.add_argument("--repeats", type=int, default=5)
+    serve = sub.add_parser("serve", help="the long-running edge service (many streams, snapshots, MQTT)",
+                           description="Run the edge service described by a TOML config (see deploy/edge.example.toml).")
+    serve.add_argument("--config", required=True, help="the service's TOML config")
+    serve.add_argument("--fresh", action="store_true", help="ignore any snapshot and start every stream cold")
     info = sub.add_parser("info", help="print a bundle's manifest summary")
     info.add_argument("bundle")
     return p.parse_args(argv)
@@ -99,11 +103,28 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from edge_runtime.service.config import ConfigError
+    from edge_runtime.service.log import log
+    from edge_runtime.service.service import ServiceError, serve
+
+    try:
+        return serve(args.config, fresh=args.fresh)
+    except (ConfigError, ServiceError, BundleError, BackendError, OSError) as e:
+        log("error", "cannot_start", error=str(e))
+        raise ServeError(str(e)) from None
+
+
+class ServeError(RuntimeError):
+    pass
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        return {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info}[args.command](args)
-    except (BundleError, BackendError, CsvError) as e:
+        return {"run": cmd_run, "eval": cmd_eval, "bench": cmd_bench, "info": cmd_info,
+                "serve": cmd_serve}[args.command](args)
+    except (BundleError, BackendError, CsvError, ServeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. piped into head

@@ -153,15 +153,38 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
 
 def verified_model_bytes(manifest: Manifest, variant: Variant) -> bytes:
     """Read a variant's file and check its size and sha256 against the manifest."""
-    file = manifest.path / variant.file
+    return verified_file_bytes(manifest, variant.file, variant.bytes, variant.sha256)
+
+
+def verified_file_bytes(manifest: Manifest, name: str, size: int, sha256: str) -> bytes:
+    """Read a file of the bundle and check its size and sha256 against what the manifest says."""
+    file = manifest.path / name
     try:
         data = file.read_bytes()
     except FileNotFoundError:
         raise BundleError(f"{file}: model file listed in the manifest is missing") from None
-    if len(data) != variant.bytes:
-        raise BundleError(f"{file}: size {len(data)} bytes, manifest says {variant.bytes}")
+    if len(data) != size:
+        raise BundleError(f"{file}: size {len(data)} bytes, manifest says {size}")
     digest = hashlib.sha256(data).hexdigest()
-    if digest != variant.sha256:
+    if digest != sha256:
         raise BundleError(f"{file}: sha256 mismatch (file {digest[:12]}..., manifest "
-                          f"{variant.sha256[:12]}...): the file is corrupt or was replaced")
+                          f"{sha256[:12]}...): the file is corrupt or was replaced")
     return data
+
+
+def batched_companion(manifest: Manifest, variant: Variant) -> dict | None:
+    """The variant's batched step model entry (file, sha256, bytes), or None when it has none.
+
+    A companion is the same step graph with a dynamic batch dimension
+    (shape_signature [-1, n]); the edge service steps many streams with it in
+    one call. The (1, n) model stays the variant's file: firmware needs it.
+    """
+    entry = variant.raw.get("batched")
+    if entry is None:
+        return None
+    where = f"{manifest.path / MANIFEST_NAME} variant {variant.name!r} batched"
+    if not isinstance(entry, dict):
+        raise BundleError(f"{where}: should be an object, got {entry!r}")
+    for key, kind in (("file", str), ("sha256", str), ("bytes", int)):
+        _require(entry, key, kind, where)
+    return entry

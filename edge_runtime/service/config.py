@@ -1,0 +1,217 @@
+"""The edge service's one TOML config: read with tomllib, every key known, paths made absolute.
+
+Relative paths resolve against the config file's folder (so a release folder
+can carry its config). An unknown key or section is an error naming it and
+where it is: a typo must not silently fall back to a default.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the file and the key."""
+
+
+@dataclass
+class StreamsConfig:
+    max_streams: int = 256  # new stream ids beyond this are rejected (reason stream_limit)
+    max_batch: int = 256  # rows per batched interpreter call
+    batched: bool = True  # use the bundle's batched companion when the variant has one
+    max_gap_s: float = 300.0  # a longer silence between two samples of a stream resets its state
+    warmup_steps: int = 16  # after a cold start or reset: forecasts flow, anomaly events wait this many samples
+
+
+@dataclass
+class SnapshotConfig:
+    interval_s: float = 10.0  # and on SIGTERM/SIGINT
+
+
+@dataclass
+class StatusConfig:
+    interval_s: float = 1.0
+
+
+@dataclass
+class InputConfig:
+    max_line_bytes: int = 4096  # longer lines are rejected (oversized)
+    queue_size: int = 20000  # samples waiting for the model; sources block (backpressure) beyond it
+    log_rejections_per_s: int = 20  # per reason; the rest are counted and summarized, not each logged
+
+
+@dataclass
+class StdinSource:
+    enabled: bool = True
+
+
+@dataclass
+class FileSource:
+    path: str = ""
+    follow: bool = False  # keep reading as the file grows, like tail -f
+
+
+@dataclass
+class TcpSource:
+    host: str = "127.0.0.1"
+    port: int = 7878
+
+
+@dataclass
+class SerialSource:
+    port: str = ""  # e.g. /dev/ttyUSB0
+    baudrate: int = 115200
+
+
+@dataclass
+class MqttSource:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic: str = "sensors/+"  # the + level is the stream id
+    client_id: str = "edge-rnn-in"
+    qos: int = 1
+    session_expiry_s: int = 86400  # the broker keeps our subscription and queued messages this long
+    keepalive_s: int = 30
+
+
+@dataclass
+class JsonlSink:
+    path: str = "-"  # "-" is stdout
+
+
+@dataclass
+class MqttSink:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    prefix: str = "edge"  # publishes <prefix>/<id>/prediction and <prefix>/<id>/anomaly
+    client_id: str = "edge-rnn-out"
+    qos: int = 1
+    predictions: bool = True  # false: publish anomaly events only
+    max_queued: int = 100000  # messages held while the broker is away; beyond it they are dropped and counted
+    keepalive_s: int = 30
+
+
+SOURCE_KINDS = {"stdin": StdinSource, "file": FileSource, "tcp": TcpSource, "serial": SerialSource,
+                "mqtt": MqttSource}
+SINK_KINDS = {"jsonl": JsonlSink, "mqtt": MqttSink}
+
+
+@dataclass
+class ServiceConfig:
+    path: Path  # the config file
+    bundle: Path
+    state_dir: Path
+    variant: str | None = None
+    backend: str | None = None
+    fresh_start: bool = False  # refuse-or-replace: true starts fresh over another bundle's snapshot
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
+    snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    sources: dict = field(default_factory=dict)  # kind -> source dataclass
+    sinks: dict = field(default_factory=dict)  # kind -> sink dataclass
+
+
+def _fill(cls, table: dict, where: str):
+    """A dataclass from a TOML table; unknown keys and wrong types are errors naming the key."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: should be a table, got {table!r}")
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+        default = getattr(cls(), key)
+        expected = type(default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if type(value) is not expected:
+            raise ConfigError(f"{where}.{key}: should be {expected.__name__}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def _section(kinds: dict, table, where: str) -> dict:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: should be a table of {', '.join(kinds)}")
+    out = {}
+    for kind, sub in table.items():
+        if kind not in kinds:
+            raise ConfigError(f"{where}: unknown kind {kind!r} (known: {', '.join(kinds)})")
+        out[kind] = _fill(kinds[kind], sub, f"{where}.{kind}")
+    return out
+
+
+TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "status",
+            "input", "sources", "sinks"}
+
+
+def parse_config(text: str, path: Path) -> ServiceConfig:
+    where = str(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML ({e})") from None
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(TOP_KEYS))})")
+    for key in ("bundle", "state_dir"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ConfigError(f"{where}: {key!r} is required (a folder path)")
+    for key in ("variant", "backend"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"{where}: {key!r} should be a string")
+    if not isinstance(raw.get("fresh_start", False), bool):
+        raise ConfigError(f"{where}: 'fresh_start' should be true or false")
+    base = path.resolve().parent
+    config = ServiceConfig(
+        path=path, bundle=(base / raw["bundle"]).resolve(), state_dir=(base / raw["state_dir"]).resolve(),
+        variant=raw.get("variant"), backend=raw.get("backend"), fresh_start=raw.get("fresh_start", False),
+        streams=_fill(StreamsConfig, raw.get("streams", {}), f"{where} [streams]"),
+        snapshot=_fill(SnapshotConfig, raw.get("snapshot", {}), f"{where} [snapshot]"),
+        status=_fill(StatusConfig, raw.get("status", {}), f"{where} [status]"),
+        input=_fill(InputConfig, raw.get("input", {}), f"{where} [input]"),
+        sources=_section(SOURCE_KINDS, raw.get("sources", {}), f"{where} [sources]"),
+        sinks=_section(SINK_KINDS, raw.get("sinks", {}), f"{where} [sinks]"))
+    _check(config, where, base)
+    return config
+
+
+def _check(config: ServiceConfig, where: str, base: Path) -> None:
+    s = config.streams
+    if s.max_streams < 1 or s.max_batch < 1 or s.max_gap_s <= 0 or s.warmup_steps < 0:
+        raise ConfigError(f"{where} [streams]: max_streams, max_batch and max_gap_s must be positive, "
+                          "warmup_steps >= 0")
+    if config.snapshot.interval_s <= 0 or config.status.interval_s <= 0:
+        raise ConfigError(f"{where}: snapshot and status interval_s must be positive")
+    if config.input.max_line_bytes < 16 or config.input.queue_size < 1:
+        raise ConfigError(f"{where} [input]: max_line_bytes >= 16 and queue_size >= 1")
+    if not config.sources:
+        raise ConfigError(f"{where}: no [sources.*] table: nothing would feed the model")
+    if not config.sinks:
+        raise ConfigError(f"{where}: no [sinks.*] table: predictions would go nowhere")
+    if "file" in config.sources:
+        if not config.sources["file"].path:
+            raise ConfigError(f"{where} [sources.file]: 'path' is required")
+        config.sources["file"].path = str(base / config.sources["file"].path)
+    if "serial" in config.sources and not config.sources["serial"].port:
+        raise ConfigError(f"{where} [sources.serial]: 'port' is required")
+    if "jsonl" in config.sinks and config.sinks["jsonl"].path != "-":
+        config.sinks["jsonl"].path = str(base / config.sinks["jsonl"].path)
+    for section, table in (("sources", config.sources), ("sinks", config.sinks)):
+        mqtt = table.get("mqtt")
+        if mqtt is not None and mqtt.qos not in (0, 1, 2):
+            raise ConfigError(f"{where} [{section}.mqtt]: qos must be 0, 1 or 2")
+    mqtt = config.sources.get("mqtt")
+    if mqtt is not None and mqtt.topic.count("+") != 1 or (mqtt is not None and "#" in mqtt.topic):
+        raise ConfigError(f"{where} [sources.mqtt]: topic needs exactly one '+' level (the stream id) and no '#'")
+
+
+def read_config(path: str | Path) -> ServiceConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    return parse_config(text, path)

@@ -1,0 +1,197 @@
+"""What arrives from a source, parsed into a sample, a control message or a counted rejection.
+
+Line formats (stdin, files, TCP, serial), one sample per line:
+
+    {"id": "s1", "t": 1700000000.02, "values": [20.1, 3.0]}      JSON
+    s1,1700000000.02,20.1,3.0                                    CSV: id, timestamp, values...
+    {"id": "s1", "reset": true}                                  reset that stream's state
+
+MQTT carries the stream id in the topic, so its payload is only the rest:
+{"t": ..., "values": [...]} or "t,v1,v2". Timestamps are seconds (any
+epoch, but one per stream; a gap or an order is judged on them).
+
+Checks, in this order, each with its reason: oversized (by the reader),
+binary (not UTF-8, or control characters), malformed (neither form, or a
+field missing), bad_id, bad_timestamp, wrong_channels, non_numeric,
+non_finite. The first that fails names the rejection.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+REASONS = ("oversized", "binary", "malformed", "bad_id", "bad_timestamp", "wrong_channels", "non_numeric",
+           "non_finite", "stream_limit", "duplicate", "out_of_order")
+STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # safe inside an MQTT topic and a file name
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+@dataclass(slots=True)
+class Sample:
+    stream: str
+    t: float
+    values: tuple[float, ...]  # (C,) raw sensor units
+    source: str
+    received: float  # time.perf_counter() when read, for sample-to-prediction latency
+    ack: Callable[[], None] | None = None  # MQTT: acknowledge once processed
+
+
+@dataclass(slots=True)
+class Reset:
+    stream: str
+    source: str
+    ack: Callable[[], None] | None = None
+
+
+@dataclass(slots=True)
+class Rejection:
+    reason: str  # one of REASONS
+    detail: str
+    source: str
+    ack: Callable[[], None] | None = None
+
+
+class _Bad(Exception):
+    def __init__(self, reason: str, detail: str):
+        self.reason, self.detail = reason, detail
+
+
+def _text(data: bytes) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Bad("binary", f"not UTF-8: {data[:32]!r}") from None
+    if _CONTROL.search(text):
+        raise _Bad("binary", f"control characters: {data[:32]!r}")
+    return text.strip()
+
+
+def _stream_id(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _Bad("bad_id", f"stream id {value!r} is not a string")
+    value = str(value)
+    if not STREAM_ID.match(value):
+        raise _Bad("bad_id", f"stream id {value[:80]!r} (allowed: 1-64 of A-Z a-z 0-9 _ . : -)")
+    return value
+
+
+def _timestamp(value) -> float:
+    if isinstance(value, bool):
+        raise _Bad("bad_timestamp", f"timestamp {value!r}")
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise _Bad("bad_timestamp", f"timestamp {str(value)[:40]!r} is not a number") from None
+    if not math.isfinite(t):
+        raise _Bad("bad_timestamp", f"timestamp {value!r} is not finite")
+    return t
+
+
+def _values(raw: list, channels: int, from_json: bool) -> tuple[float, ...]:
+    if len(raw) != channels:
+        raise _Bad("wrong_channels", f"{len(raw)} values, the model takes {channels}")
+    out = []
+    for k, v in enumerate(raw):
+        if from_json and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise _Bad("non_numeric", f"value {k}: {str(v)[:40]!r} is not a number")
+        try:
+            number = float(v)
+        except (TypeError, ValueError, OverflowError):
+            raise _Bad("non_numeric", f"value {k}: {str(v)[:40]!r} is not a number") from None
+        if not math.isfinite(number):
+            raise _Bad("non_finite", f"value {k}: {v!r}")
+        out.append(number)
+    return tuple(out)
+
+
+def _from_json(text: str, stream: str | None, channels: int):
+    try:
+        d = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise _Bad("malformed", f"not valid JSON: {text[:60]!r}") from None
+    if not isinstance(d, dict):
+        raise _Bad("malformed", f"JSON {type(d).__name__}, expected an object")
+    if stream is None:
+        if "id" not in d:
+            raise _Bad("malformed", "no 'id'")
+        stream = _stream_id(d["id"])
+    if d.get("reset") is True:
+        return stream, None, None
+    if "t" not in d or "values" not in d:
+        raise _Bad("malformed", f"needs 't' and 'values', has {sorted(d)[:8]}")
+    if not isinstance(d["values"], list):
+        raise _Bad("malformed", f"'values' should be a list, got {str(d['values'])[:40]!r}")
+    return stream, _timestamp(d["t"]), _values(d["values"], channels, from_json=True)
+
+
+def _from_csv(text: str, stream: str | None, channels: int):
+    cells = [c.strip() for c in text.split(",")]
+    if stream is None:
+        if len(cells) < 3:
+            raise _Bad("malformed", f"{len(cells)} fields; expected id, timestamp, values: {text[:60]!r}")
+        stream, cells = _stream_id(cells[0]), cells[1:]
+    elif len(cells) < 2:
+        raise _Bad("malformed", f"{len(cells)} fields; expected timestamp, values: {text[:60]!r}")
+    return stream, _timestamp(cells[0]), _values(cells[1:], channels, from_json=False)
+
+
+def parse(data: bytes, channels: int, source: str, received: float, stream: str | None = None,
+          ack=None) -> Sample | Reset | Rejection | None:
+    """One line (or MQTT payload, with the topic's stream id) -> what it is. None for a blank line."""
+    try:
+        text = _text(data)
+        if not text:
+            return None
+        parse_form = _from_json if text.startswith("{") else _from_csv
+        stream_id, t, values = parse_form(text, stream, channels)
+    except _Bad as bad:
+        return Rejection(bad.reason, bad.detail, source, ack)
+    if t is None:
+        return Reset(stream_id, source, ack)
+    return Sample(stream_id, t, values, source, received, ack)
+
+
+class LineSplitter:
+    """Bytes from a stream socket or serial port -> whole lines; None marks an oversized line.
+
+    A line longer than max_bytes is reported once and its bytes discarded up
+    to the next newline, so a flood without newlines never grows the buffer.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._buffer = bytearray()
+        self._discarding = False
+
+    def feed(self, data: bytes) -> list[bytes | None]:
+        out: list[bytes | None] = []
+        self._buffer += data
+        start = 0
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end < 0:
+                break
+            if self._discarding:
+                self._discarding = False  # this newline ends the oversized line already reported
+            elif end - start > self.max_bytes:
+                out.append(None)
+            else:
+                out.append(bytes(self._buffer[start:end]))
+            start = end + 1
+        del self._buffer[:start]
+        if len(self._buffer) > self.max_bytes:
+            if not self._discarding:
+                out.append(None)
+                self._discarding = True
+            self._buffer.clear()
+        return out
+
+    def flush(self) -> list[bytes | None]:
+        """At end of input: the last line if it had no newline."""
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        if self._discarding or not rest:
+            return []
+        return [rest] if len(rest) <= self.max_bytes else [None]

@@ -1,0 +1,415 @@
+"""The service loop: take what the sources queued, step the streams, score, emit, snapshot, report.
+
+One main thread owns the model, the streams and the counters; sources only
+parse and queue. Per loop: take up to a few thousand queued items, cut them
+into rounds in which each stream appears at most once (a stream's samples
+stay in order), advance each round with one `StreamPool.step_many` call,
+hand the records to the sinks, then acknowledge MQTT messages.
+
+Time policy, per stream, on the samples' own timestamps:
+- t equal to the stream's last accepted t: dropped as `duplicate`;
+  t before it: dropped as `out_of_order`. Neither reaches the model.
+- t more than `max_gap_s` after it: the stream's state is reset (as after a
+  cold start; its first sample primes x_prev) and its anomaly tracker too,
+  counted in `resets.gap`. The model then re-warms: forecasts flow at once,
+  anomaly events wait `warmup_steps` samples (a cold LSTM's first forecasts
+  are poor and would raise false alarms).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
+from edge_runtime.manifest import MANIFEST_NAME
+from edge_runtime.pool import StreamLimitError, StreamPool
+from edge_runtime.service.config import ServiceConfig
+from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample
+from edge_runtime.service.log import log
+from edge_runtime.service.sinks import open_sinks
+from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, read_snapshot, remove_stale_temps,
+                                           write_json_atomically, write_snapshot)
+from edge_runtime.service.sources import start_sources
+
+STATUS_NAME = "status.json"
+TAKE_MAX = 4096  # queued items handled per loop turn
+
+
+class ServiceError(RuntimeError):
+    """The service cannot start (a refused snapshot, a bundle that does not open); the message says why."""
+
+
+class Percentiles:
+    """The last `size` values in a ring (fixed memory however long the service runs)."""
+
+    def __init__(self, size: int = 8192):
+        self.values = np.zeros(size, np.float64)
+        self.count = 0
+
+    def add(self, value: float) -> None:
+        self.values[self.count % len(self.values)] = value
+        self.count += 1
+
+    def summary(self) -> dict:
+        if not self.count:
+            return {"p50": None, "p99": None}
+        window = self.values[:min(self.count, len(self.values))]
+        p50, p99 = np.percentile(window, [50, 99])
+        return {"p50": round(float(p50), 1), "p99": round(float(p99), 1)}
+
+
+def bundle_identity(bundle: Path) -> str:
+    """sha256 of manifest.json: it lists every model file's sha256, so it names the whole bundle."""
+    return hashlib.sha256((Path(bundle) / MANIFEST_NAME).read_bytes()).hexdigest()
+
+
+class StreamInfo:
+    """What the service keeps per stream besides the model state (which lives in the pool)."""
+
+    __slots__ = ("last_t", "since_reset", "tracker", "forecast")
+
+    def __init__(self, tracker: AnomalyTracker | None):
+        self.last_t: float | None = None
+        self.since_reset = 0  # samples stepped since the last (re)start of the state
+        self.tracker = tracker
+        self.forecast: np.ndarray | None = None  # (O,) forecast for the next sample
+
+
+class Service:
+    def __init__(self, config: ServiceConfig, fresh: bool = False):
+        from edge_runtime.session import load
+
+        self.config = config
+        self.model = load(config.bundle, variant=config.variant, backend=config.backend)
+        m = self.model.manifest
+        self.identity = bundle_identity(config.bundle)
+        self.spec = AnomalySpec.from_manifest(m)
+        s = config.streams
+        self.pool = StreamPool(self.model, s.max_streams, batched=None if s.batched else False, max_batch=s.max_batch)
+        self.target = np.asarray(m.target)  # (O,) input channels the model forecasts
+        self.streams: dict[str, StreamInfo] = {}
+        self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.snapshot_path = self.state_dir / SNAPSHOT_NAME
+        self.status_path = self.state_dir / STATUS_NAME
+        self.started_unix = time.time()
+        self.counters = {"samples": 0, "predictions": 0, "anomalies": 0, "rejected": dict.fromkeys(REASONS, 0),
+                         "resets": {"gap": 0, "requested": 0}, "sink_dropped": 0, "batches": 0}
+        self.step_latency, self.e2e_latency = Percentiles(), Percentiles()
+        self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "bytes": 0}
+        self.queue: queue.Queue = queue.Queue(config.input.queue_size)
+        self.stop = threading.Event()
+        self.sources: list = []
+        self.sinks: list = []
+        self._state = "starting"
+        self._signals = {"stop": False, "usr1": False}
+        self._log_budget: dict[str, list] = {}  # reason -> [second, logged, suppressed]
+        remove_stale_temps(self.state_dir)
+        self._restore(fresh)
+
+    # -- snapshots ------------------------------------------------------------
+    def _restore(self, fresh: bool) -> None:
+        if fresh or not self.snapshot_path.exists():
+            log("info", "fresh_start", reason="--fresh" if fresh else "no snapshot", bundle_sha256=self.identity)
+            return
+        try:
+            meta, arrays = read_snapshot(self.snapshot_path)
+            if meta.get("bundle_sha256") != self.identity:
+                raise SnapshotError(
+                    f"{self.snapshot_path} was taken with bundle {meta.get('bundle_name')!r} "
+                    f"(manifest sha256 {str(meta.get('bundle_sha256'))[:12]}...), not with {self.config.bundle} "
+                    f"(sha256 {self.identity[:12]}...); refusing to load another model's state. "
+                    "Set fresh_start = true in the config or pass --fresh to start over")
+            self._load(meta, arrays)
+        except SnapshotError as e:
+            if not self.config.fresh_start:
+                raise ServiceError(str(e)) from None
+            log("warning", "snapshot_discarded", reason=str(e), fresh_start=True)
+            self.streams.clear()
+            for stream_id in self.pool.ids():
+                self.pool.remove(stream_id)
+
+    def _load(self, meta: dict, arrays: dict) -> None:
+        names = {s.name: s.shape[1] for s in self.model.manifest.state}
+        for name, width in names.items():
+            array = arrays.get(f"state.{name}")
+            if array is None or array.ndim != 2 or array.shape[1] != width:
+                raise SnapshotError(f"{self.snapshot_path}: state {name!r} missing or not {width} wide")
+        if len(meta["streams"]) > self.pool.max_streams:
+            raise SnapshotError(f"{self.snapshot_path}: {len(meta['streams'])} streams, the limit is "
+                                f"{self.pool.max_streams}")
+        forecasts = arrays.get("forecast")
+        for k, entry in enumerate(meta["streams"]):
+            stream_id = entry["id"]
+            self.pool.set_state(stream_id, {n: arrays[f"state.{n}"][k] for n in names}, int(entry["steps"]))
+            info = self._new_stream_info()
+            info.last_t, info.since_reset = entry["last_t"], int(entry["since_reset"])
+            if info.tracker is not None and entry.get("anomaly"):
+                info.tracker.load_dict(entry["anomaly"])
+            if forecasts is not None and not np.isnan(forecasts[k]).any():
+                info.forecast = forecasts[k].copy()
+            self.streams[stream_id] = info
+        self.snapshot_info.update(written_unix=meta.get("written_unix"), steps=self._total_steps())
+        log("info", "snapshot_restored", path=str(self.snapshot_path), streams=len(self.streams),
+            steps={i: self.pool.steps_of(i) for i in list(self.streams)[:50]}, written_unix=meta.get("written_unix"))
+
+    def _new_stream_info(self) -> StreamInfo:
+        return StreamInfo(AnomalyTracker(self.spec) if self.spec is not None else None)
+
+    def _total_steps(self) -> int:
+        ids = self.pool.ids()
+        return int(self.pool.steps[self.pool.rows_of(ids)].sum()) if ids else 0
+
+    def write_snapshot(self) -> None:
+        ids = self.pool.ids()
+        rows = self.pool.rows_of(ids)
+        outputs = self.model.manifest.output.shape[1]
+        forecast = np.full((len(ids), outputs), np.nan, np.float32)  # (S, O)
+        entries = []
+        for k, stream_id in enumerate(ids):
+            info = self.streams[stream_id]
+            if info.forecast is not None:
+                forecast[k] = info.forecast
+            entries.append({"id": stream_id, "steps": int(self.pool.steps[rows[k]]), "last_t": info.last_t,
+                            "since_reset": info.since_reset,
+                            "anomaly": info.tracker.to_dict() if info.tracker is not None else None})
+        arrays = {f"state.{name}": array[rows] for name, array in self.pool.state.items()}
+        now = time.time()
+        meta = {"bundle_sha256": self.identity, "bundle_name": self.model.manifest.name,
+                "variant": self.model.variant.name, "written_unix": now, "streams": entries}
+        try:
+            size = write_snapshot(self.snapshot_path, meta, {**arrays, "forecast": forecast})
+        except OSError as e:  # disk full or read-only: keep serving, say so, try again next interval
+            log("error", "snapshot_failed", path=str(self.snapshot_path), error=str(e))
+            return
+        self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), bytes=size)
+
+    # -- the loop -------------------------------------------------------------
+    def emit(self, item) -> None:
+        """Called by source threads; blocks while the queue is full (backpressure), gives up on stop."""
+        while True:
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                if self.stop.is_set():
+                    return  # not processed: an MQTT message stays unacknowledged and comes back
+
+    def _take(self, timeout: float) -> list:
+        try:
+            items = [self.queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        try:
+            while len(items) < TAKE_MAX:
+                items.append(self.queue.get_nowait())
+        except queue.Empty:
+            pass
+        return items
+
+    def process(self, items: list) -> None:
+        """Handle queued items in arrival order; each stream's samples stay in order."""
+        records, acks = [], []
+        batch: dict[str, Sample] = {}
+        for item in items:
+            if item.ack is not None:
+                acks.append(item.ack)
+            if isinstance(item, Rejection):
+                self._reject(item.reason, item.detail, item.source)
+            elif isinstance(item, Reset):
+                if item.stream in batch:
+                    self._step(batch, records)
+                self._reset_requested(item.stream)
+            else:
+                if item.stream in batch:  # the stream's previous sample is not stepped yet
+                    self._step(batch, records)
+                if self._admit(item):
+                    batch[item.stream] = item
+        if batch:
+            self._step(batch, records)
+        for sink in self.sinks:
+            sink.write(records)
+        for ack in acks:  # only now: a crash before this point gets the messages redelivered
+            ack()
+
+    def _admit(self, sample: Sample) -> bool:
+        info = self.streams.get(sample.stream)
+        if info is None:
+            try:
+                self.pool.add(sample.stream)
+            except StreamLimitError as e:
+                self._reject("stream_limit", str(e), sample.source)
+                return False
+            info = self.streams[sample.stream] = self._new_stream_info()
+            log("info", "stream_created", stream=sample.stream, source=sample.source, streams=len(self.streams))
+        last = info.last_t
+        if last is not None:
+            if sample.t == last:
+                self._reject("duplicate", f"stream {sample.stream} t={sample.t!r} again", sample.source)
+                return False
+            if sample.t < last:
+                self._reject("out_of_order", f"stream {sample.stream} t={sample.t!r} after t={last!r}",
+                             sample.source)
+                return False
+            if sample.t - last > self.config.streams.max_gap_s:
+                self._restart_stream(sample.stream, info)
+                self.counters["resets"]["gap"] += 1
+                log("info", "gap_reset", stream=sample.stream, gap_s=round(sample.t - last, 3),
+                    max_gap_s=self.config.streams.max_gap_s)
+        info.last_t = sample.t
+        return True
+
+    def _restart_stream(self, stream_id: str, info: StreamInfo) -> None:
+        self.pool.reset(stream_id)
+        info.since_reset, info.forecast = 0, None
+        if info.tracker is not None:
+            info.tracker.reset()
+
+    def _reset_requested(self, stream_id: str) -> None:
+        info = self.streams.get(stream_id)
+        if info is not None:
+            self._restart_stream(stream_id, info)
+            self.counters["resets"]["requested"] += 1
+            log("info", "stream_reset", stream=stream_id)
+
+    def _step(self, batch: dict[str, Sample], records: list) -> None:
+        start = time.perf_counter()
+        forecasts = self.pool.step_many({i: s.values for i, s in batch.items()})
+        done = time.perf_counter()
+        call_us = (done - start) * 1e6
+        warmup = self.config.streams.warmup_steps
+        c = self.counters
+        c["batches"] += 1
+        for stream_id, sample in batch.items():
+            info = self.streams[stream_id]
+            forecast = forecasts[stream_id]  # (O,)
+            residual, score = None, None
+            if info.forecast is not None:
+                residual = np.asarray(sample.values, np.float64)[self.target] - info.forecast  # (O,)
+            info.since_reset += 1
+            warm = info.since_reset > warmup
+            if residual is not None and info.tracker is not None and warm:
+                score, event = info.tracker.update(residual)
+                if event is not None:
+                    c["anomalies"] += event == "start"
+                    records.append({"id": stream_id, "t": sample.t, "event": event, "score": score})
+                    log("warning" if event == "start" else "info", "anomaly", stream=stream_id, t=sample.t,
+                        state=event, score=round(score, 3))
+            info.forecast = forecast
+            records.append({"id": stream_id, "t": sample.t, "step": self.pool.steps_of(stream_id),
+                            "prediction": forecast.tolist(),
+                            "residual": None if residual is None else residual.tolist(),
+                            "score": score, "warm": warm})
+            self.step_latency.add(call_us)
+            self.e2e_latency.add((done - sample.received) * 1e6)
+        c["samples"] += len(batch)
+        c["predictions"] += len(batch)
+        batch.clear()
+
+    def _reject(self, reason: str, detail: str, source: str) -> None:
+        self.counters["rejected"][reason] += 1
+        second = int(time.monotonic())
+        budget = self._log_budget.setdefault(reason, [second, 0, 0])
+        if budget[0] != second:
+            if budget[2]:
+                log("warning", "rejected_suppressed", reason=reason, count=budget[2])
+            budget[:] = [second, 0, 0]
+        if budget[1] < self.config.input.log_rejections_per_s:
+            budget[1] += 1
+            log("warning", "rejected", reason=reason, source=source, detail=detail)
+        else:
+            budget[2] += 1
+
+    # -- status ---------------------------------------------------------------
+    def status(self) -> dict:
+        self.counters["sink_dropped"] = sum(getattr(s, "dropped", 0) for s in self.sinks)
+        return {"state": self._state, "pid": os.getpid(), "started_unix": self.started_unix,
+                "updated_unix": time.time(),
+                "bundle": {"path": str(self.config.bundle), "name": self.model.manifest.name,
+                           "variant": self.model.variant.name, "sha256": self.identity,
+                           "backend": self.model.backend, "batched": self.pool.batched is not None},
+                "streams": len(self.streams), "counters": self.counters,
+                "latency_us": self.step_latency.summary(), "e2e_latency_us": self.e2e_latency.summary(),
+                "queue": self.queue.qsize(), "snapshot": self.snapshot_info,
+                "sources": {s.name: s.info for s in self.sources}}
+
+    def write_status(self) -> None:
+        try:
+            write_json_atomically(self.status_path, self.status())
+        except OSError as e:
+            log("error", "status_failed", path=str(self.status_path), error=str(e))
+
+    def _on_signal(self, signum, frame) -> None:
+        self._signals["usr1" if signum == signal.SIGUSR1 else "stop"] = True
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+            signal.signal(signum, self._on_signal)
+        self.write_status()
+        self.sinks = open_sinks(self.config.sinks)
+        self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
+                                     self.config.input.max_line_bytes, self.stop)
+        self._state = "running"
+        log("info", "started", bundle=str(self.config.bundle), variant=self.model.variant.name,
+            backend=self.model.backend, batched=self.pool.batched is not None, streams=len(self.streams),
+            sources=[s.name for s in self.sources], sinks=list(self.config.sinks), pid=os.getpid())
+        next_snapshot = time.monotonic() + self.config.snapshot.interval_s
+        next_status = 0.0
+        while not self._signals["stop"]:
+            items = self._take(0.05)
+            if items:
+                self.process(items)
+            now = time.monotonic()
+            if now >= next_snapshot:
+                self.write_snapshot()
+                next_snapshot = now + self.config.snapshot.interval_s
+            if now >= next_status or self._signals["usr1"]:
+                self.write_status()
+                next_status = now + self.config.status.interval_s
+            if self._signals["usr1"]:
+                self._signals["usr1"] = False
+                log("info", "counters", **{k: v for k, v in self.status().items() if k != "sources"})
+            if self._finite_inputs_done():
+                log("info", "inputs_finished")
+                break
+        return self.shutdown()
+
+    def _drain(self) -> None:
+        while True:
+            items = self._take(0.0)
+            if not items:
+                return
+            self.process(items)
+
+    def _finite_inputs_done(self) -> bool:
+        return (bool(self.sources) and all(s.finite and s.finished.is_set() for s in self.sources)
+                and self.queue.empty())
+
+    def shutdown(self) -> int:
+        self._state = "stopping"
+        self.write_status()
+        self.stop.set()
+        self._drain()  # what was read before the stop is still processed (and acknowledged)
+        for source in self.sources:
+            source.close()
+        self._drain()
+        self.write_snapshot()
+        for sink in self.sinks:
+            sink.close()
+        log("info", "stopped", samples=self.counters["samples"], snapshot=str(self.snapshot_path))
+        self.write_status()
+        return 0
+
+
+def serve(config_path: str, fresh: bool = False) -> int:
+    from edge_runtime.service.config import read_config
+
+    service = Service(read_config(config_path), fresh=fresh)
+    return service.run()

@@ -1,0 +1,309 @@
+"""Sources: threads that read lines or messages, parse them and hand them to the service's queue.
+
+Each source runs in its own daemon thread and calls `emit(item)` for every
+sample, reset or rejection (rejections are counted by the main thread, so
+counters have one writer). `emit` blocks when the queue is full: a fast
+sender is slowed down (TCP backpressure, MQTT's broker queue) instead of
+growing memory. A source that fails (a port that vanished, a broker that
+went away) logs it and retries; it never takes the service down.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from typing import Callable
+
+from edge_runtime.service.lines import STREAM_ID, LineSplitter, Rejection, parse
+from edge_runtime.service.log import log
+
+RETRY_S = 1.0
+READ_BYTES = 65536
+
+
+class Source:
+    """Base: a named thread; `finished` is set when a finite input (stdin, a file without follow) ends."""
+
+    name = "source"
+
+    def __init__(self, emit: Callable, channels: int, max_line_bytes: int, stop: threading.Event):
+        self.emit, self.channels, self.max_line_bytes, self.stop = emit, channels, max_line_bytes, stop
+        self.finished = threading.Event()
+        self.thread = threading.Thread(target=self._run_logged, name=self.name, daemon=True)
+        self.info: dict = {}  # shown in status.json (e.g. the bound TCP port)
+
+    def start(self) -> "Source":
+        self.thread.start()
+        return self
+
+    def _run_logged(self) -> None:
+        try:
+            self.run()
+        except Exception as e:  # a source bug must show, not silently stop feeding
+            log("error", "source_failed", source=self.name, error=repr(e))
+        finally:
+            if self.finite:
+                self.finished.set()
+
+    finite = False
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _lines(self, splitter: LineSplitter, data: bytes, source: str) -> None:
+        received = time.perf_counter()
+        for line in splitter.feed(data):
+            self._line(line, source, received)
+
+    def _line(self, line: bytes | None, source: str, received: float) -> None:
+        if line is None:
+            self.emit(Rejection("oversized", f"line longer than {self.max_line_bytes} bytes", source))
+            return
+        item = parse(line, self.channels, source, received)
+        if item is not None:
+            self.emit(item)
+
+
+class StdinSource(Source):
+    name, finite = "stdin", True
+
+    def run(self) -> None:
+        self._read_fd(sys.stdin.fileno(), "stdin")
+
+    def _read_fd(self, fd: int, source: str) -> None:
+        splitter = LineSplitter(self.max_line_bytes)
+        while not self.stop.is_set():
+            data = os.read(fd, READ_BYTES)
+            if not data:
+                break
+            self._lines(splitter, data, source)
+        for line in splitter.flush():
+            self._line(line, source, time.perf_counter())
+
+
+class FileSource(Source):
+    """A file of lines; with follow, waits for more like `tail -f` and reopens a rotated or truncated file."""
+
+    name = "file"
+
+    def __init__(self, config, *args):
+        super().__init__(*args)
+        self.path, self.follow = config.path, config.follow
+        self.finite = not self.follow
+
+    def run(self) -> None:
+        splitter = LineSplitter(self.max_line_bytes)
+        source = f"file:{self.path}"
+        handle = self._open(source)
+        while not self.stop.is_set():
+            data = handle.read(READ_BYTES) if handle else b""
+            if data:
+                self._lines(splitter, data, source)
+                continue
+            if not self.follow:
+                break
+            time.sleep(0.1)
+            handle = self._reopen_if_replaced(handle, source)
+        for line in splitter.flush():
+            self._line(line, source, time.perf_counter())
+
+    def _open(self, source: str):
+        while not self.stop.is_set():
+            try:
+                return open(self.path, "rb")
+            except OSError as e:
+                if not self.follow:
+                    log("error", "source_failed", source=source, error=str(e))
+                    return None
+                log("warning", "file_missing", source=source, error=str(e), retry_s=RETRY_S)
+                self.stop.wait(RETRY_S)
+        return None
+
+    def _reopen_if_replaced(self, handle, source: str):
+        try:
+            stat = os.stat(self.path)
+        except OSError:
+            return handle  # rotated away and not yet recreated: keep reading the old one
+        if handle is None or stat.st_ino != os.fstat(handle.fileno()).st_ino:
+            log("info", "file_reopened", source=source)
+            if handle:
+                handle.close()
+            return self._open(source)
+        if stat.st_size < handle.tell():
+            log("info", "file_truncated", source=source)
+            handle.seek(0)
+        return handle
+
+
+class TcpSource(Source):
+    """A line server: one thread per connection; binary garbage or a flood only costs that connection."""
+
+    name = "tcp"
+
+    def __init__(self, config, *args):
+        super().__init__(*args)
+        self.server = socket.create_server((config.host, config.port), reuse_port=False)
+        self.server.settimeout(0.5)
+        self.info = {"host": config.host, "port": self.server.getsockname()[1]}
+
+    def run(self) -> None:
+        log("info", "tcp_listening", **self.info)
+        while not self.stop.is_set():
+            try:
+                conn, peer = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError as e:
+                if not self.stop.is_set():
+                    log("error", "tcp_accept_failed", error=str(e))
+                    self.stop.wait(RETRY_S)
+                continue
+            threading.Thread(target=self._serve, args=(conn, f"tcp:{peer[0]}:{peer[1]}"), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, source: str) -> None:
+        log("info", "tcp_connected", source=source)
+        splitter = LineSplitter(self.max_line_bytes)
+        conn.settimeout(0.5)
+        with conn:
+            while not self.stop.is_set():
+                try:
+                    data = conn.recv(READ_BYTES)
+                except TimeoutError:
+                    continue
+                except OSError as e:
+                    log("warning", "tcp_error", source=source, error=str(e))
+                    break
+                if not data:
+                    break
+                self._lines(splitter, data, source)
+            for line in splitter.flush():
+                self._line(line, source, time.perf_counter())
+        log("info", "tcp_closed", source=source)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+class SerialSource(Source):
+    """A serial port (pyserial); reopened every second while it is gone (unplugged, not yet there)."""
+
+    name = "serial"
+
+    def __init__(self, config, *args):
+        super().__init__(*args)
+        self.port, self.baudrate = config.port, config.baudrate
+
+    def run(self) -> None:
+        import serial  # pyserial: only a device with a serial sensor needs it
+
+        source = f"serial:{self.port}"
+        while not self.stop.is_set():
+            try:
+                with serial.Serial(self.port, self.baudrate, timeout=0.2) as port:
+                    log("info", "serial_opened", source=source, baudrate=self.baudrate)
+                    splitter = LineSplitter(self.max_line_bytes)
+                    while not self.stop.is_set():
+                        data = port.read(max(1, port.in_waiting))
+                        if data:
+                            self._lines(splitter, data, source)
+            except (serial.SerialException, OSError) as e:
+                log("warning", "serial_unavailable", source=source, error=str(e), retry_s=RETRY_S)
+                self.stop.wait(RETRY_S)
+
+
+class MqttSource(Source):
+    """Subscribes to a topic pattern whose '+' level is the stream id.
+
+    MQTT v5 with clean_start false and a session expiry: the broker keeps the
+    subscription and queues QoS 1 messages while we are away. Messages are
+    acknowledged manually, after the sample has been processed and its
+    forecast handed to the sinks, so a crash before that gets them redelivered
+    (and a redelivered sample already processed is dropped as a duplicate).
+    """
+
+    name = "mqtt"
+
+    def __init__(self, config, *args):
+        super().__init__(*args)
+        self.config = config
+        self.levels = config.topic.split("/")
+        self.id_level = self.levels.index("+")
+        self.client = None
+        self.info = {"host": config.host, "port": config.port, "topic": config.topic, "connected": False}
+
+    def run(self) -> None:
+        from paho.mqtt.client import CallbackAPIVersion, Client
+        from paho.mqtt.enums import MQTTProtocolVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        c = self.config
+        client = Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=MQTTProtocolVersion.MQTTv5,
+                        manual_ack=True)
+        client.on_connect, client.on_disconnect, client.on_message = self._connected, self._disconnected, self._message
+        client.reconnect_delay_set(1, 5)
+        properties = Properties(PacketTypes.CONNECT)
+        properties.SessionExpiryInterval = c.session_expiry_s
+        self.client = client
+        client.connect_async(c.host, c.port, c.keepalive_s, clean_start=False, properties=properties)
+        client.loop_start()
+        self.stop.wait()
+
+    def _connected(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log("warning", "mqtt_refused", source=self.name, reason=str(reason_code))
+            return
+        self.info["connected"] = True
+        log("info", "mqtt_connected", source=self.name, session_present=bool(flags.session_present),
+            topic=self.config.topic)
+        client.subscribe(self.config.topic, qos=self.config.qos)
+
+    def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
+        self.info["connected"] = False
+        if not self.stop.is_set():
+            log("warning", "mqtt_disconnected", source=self.name, reason=str(reason_code), reconnecting=True)
+
+    def _message(self, client, userdata, message) -> None:
+        received = time.perf_counter()
+        ack = (lambda mid=message.mid, qos=message.qos: client.ack(mid, qos)) if message.qos else None
+        source = f"mqtt:{message.topic}"
+        levels = message.topic.split("/")
+        if len(levels) != len(self.levels):
+            self.emit(Rejection("bad_id", f"topic {message.topic[:80]!r} does not match {self.config.topic}",
+                                source, ack))
+            return
+        if len(message.payload) > self.max_line_bytes:
+            self.emit(Rejection("oversized", f"payload of {len(message.payload)} bytes", source, ack))
+            return
+        stream = levels[self.id_level]
+        if not STREAM_ID.match(stream):
+            self.emit(Rejection("bad_id", f"stream id {stream[:80]!r} in topic", source, ack))
+            return
+        item = parse(message.payload, self.channels, source, received, stream=stream, ack=ack)
+        self.emit(item if item is not None else Rejection("malformed", "empty payload", source, ack))
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+SOURCES = {"stdin": StdinSource, "file": FileSource, "tcp": TcpSource, "serial": SerialSource, "mqtt": MqttSource}
+
+
+def start_sources(configs: dict, emit: Callable, channels: int, max_line_bytes: int,
+                  stop: threading.Event) -> list[Source]:
+    sources = []
+    for kind, config in configs.items():
+        if kind == "stdin" and not config.enabled:
+            continue
+        args = (emit, channels, max_line_bytes, stop)
+        sources.append(SOURCES[kind](*args) if kind == "stdin" else SOURCES[kind](config, *args))
+    for source in sources:
+        source.start()
+    return sources
