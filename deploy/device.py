@@ -296,7 +296,9 @@ def deploy(target: Target, release: Release, keep: int = 3, health_timeout: floa
             again = wait_healthy(target, back, set(), health_timeout)
             state = "the previous release runs again" if again is None else f"the previous release is not healthy either: {again}"
         else:
-            state = "there is no previous release to return to"
+            target.run(f"sudo systemctl disable --now --quiet {UNIT}", changes=True, check=False,
+                       step=f"stop {UNIT} (no previous release to return to)")
+            state = "there is no previous release to return to, so the unit was stopped"
         raise DeployError(f"release {release.version} did not become healthy within {health_timeout:.0f} s: "
                           f"{problem}; {state}.\njournal:\n{journal}")
     prune(target, keep)

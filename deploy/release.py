@@ -124,14 +124,21 @@ def config_variant(config: dict) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def extra_packages(config_text: str) -> list[str]:
+def extra_packages(config: dict) -> list[str]:
     """Pure-Python extras the configured service needs (paho-mqtt for MQTT, pyserial for a serial port)."""
-    extras = []
-    if re.search(r"mqtt", config_text, re.IGNORECASE):
-        extras.append("paho-mqtt")
-    if re.search(r"serial", config_text, re.IGNORECASE):
-        extras.append("pyserial")
-    return extras
+    used = set(config.get("sources", {})) | set(config.get("sinks", {}))
+    return [package for kind, package in (("mqtt", "paho-mqtt"), ("serial", "pyserial")) if kind in used]
+
+
+def check_service_config(text: str, where: Path) -> None:
+    """Parse the config with the service's own reader, so a typo is refused here and not at the
+    device's first start (relative paths are resolved, not required to exist)."""
+    from edge_runtime.service.config import ConfigError, parse_config
+
+    try:
+        parse_config(text, where)
+    except ConfigError as e:
+        raise ReleaseError(f"service config refused: {e}") from None
 
 
 # ---------------------------------------------------------------- bundles and runtime
@@ -249,8 +256,8 @@ def default_config(bundles: list[BundleChoice]) -> str:
             f'bundle = "bundles/{bundles[0].name}"\n'
             f'variant = "{bundles[0].variant}"\n'
             f'state_dir = "/var/lib/edge-rnn"\n\n'
-            f'[source]\ntype = "tcp"\nhost = "127.0.0.1"\nport = 7878\n\n'
-            f'[sink]\ntype = "file"\npath = "/var/lib/edge-rnn/predictions.jsonl"\n')
+            f'[sources.tcp]\nhost = "127.0.0.1"\nport = 7878\n\n'
+            f'[sinks.jsonl]\npath = "/var/lib/edge-rnn/predictions.jsonl"\n')
 
 
 def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root: Path = ROOT / "build" / "releases",
@@ -280,7 +287,8 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     pinned = pins()
     runtime_package = RUNTIME_PACKAGES[chosen_runtime]
     wanted = {"numpy": pinned["numpy"], runtime_package: pinned[runtime_package]}
-    for extra in extra_packages(config_text):
+    check_service_config(config_text, (config or Path("edge.toml")).resolve())
+    for extra in extra_packages(config_data):
         if extra not in pinned:
             raise ReleaseError(f"the config needs {extra}, which pyproject.toml does not pin")
         wanted[extra] = pinned[extra]
