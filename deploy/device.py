@@ -20,6 +20,7 @@ from pathlib import Path
 
 from deploy.release import PLATFORM_TAGS, RUNTIME_PACKAGES, TARGET_PYTHON, Release
 from deploy.target import Target, TargetError
+from edge_runtime.service.snapshot import SNAPSHOT_NAME
 
 BASE = "/opt/edge-rnn"
 RELEASES = f"{BASE}/releases"
@@ -172,7 +173,7 @@ def smoke(target: Target, release: Release) -> None:
 def switch(target: Target, version: str, previous: str) -> None:
     """Point current at the release (one rename, atomic) and previous at what ran before."""
     keep_previous = (f"sudo ln -sfn releases/{previous} {BASE}/previous.new && sudo mv -T {BASE}/previous.new {BASE}/previous"
-                     if previous and previous != version else "true")
+                     if previous and previous != version else f"sudo rm -f {BASE}/previous")
     target.run(f"""set -e
 id -u {SERVICE_USER} >/dev/null 2>&1 || sudo useradd --system --no-create-home --home-dir {STATE_DIR} \\
     --shell /usr/sbin/nologin {SERVICE_USER}
@@ -185,10 +186,29 @@ sudo systemctl enable --quiet {UNIT}
 """, changes=True, step=f"switch {BASE}/current -> releases/{version}" + (f" (previous: {previous})" if previous else ""))
 
 
-def restart(target: Target) -> float:
-    """Restart the unit; returns the device's clock at the restart (for the health check)."""
-    out = target.run(f"date +%s.%N; sudo systemctl restart {UNIT}", changes=True, step=f"restart {UNIT}").stdout
-    return float(out.split()[0]) if out.strip() else 0.0
+def restart(target: Target, bundle_sha: str) -> float:
+    """Stop the unit (the service writes its final snapshot), keep each bundle's snapshot apart, start.
+
+    The service refuses a snapshot taken with another bundle. So when the snapshot (read with the
+    release's own reader) was taken with another bundle than the one now served, it is parked as snapshots/<its sha256>.npz, and a parked snapshot of the
+    bundle now served is put back: a rollback resumes the old streams where they were.
+    Returns the device's clock just before the start (for the health check)."""
+    snap, parked = f"{STATE_DIR}/{SNAPSHOT_NAME}", f"{STATE_DIR}/snapshots"
+    out = target.run(f"""set -e
+sudo systemctl stop {UNIT}
+old=$(sudo {BASE}/current/venv/bin/python -c 'import sys, pathlib; from edge_runtime.service.snapshot import read_snapshot; print(read_snapshot(pathlib.Path(sys.argv[1]))[0]["bundle_sha256"])' {snap} 2>/dev/null || true)
+if [ -n "$old" ] && [ "$old" != "{bundle_sha}" ] && sudo test -f {snap}; then
+  sudo mkdir -p {parked} && sudo mv {snap} {parked}/$old.npz && echo "parked the snapshot of bundle ${{old:0:12}}" >&2
+fi
+if ! sudo test -f {snap} && sudo test -f {parked}/{bundle_sha}.npz; then
+  sudo mv {parked}/{bundle_sha}.npz {snap} && echo "restored the parked snapshot of bundle {bundle_sha[:12]}" >&2
+fi
+date +%s.%N
+sudo systemctl start {UNIT}
+""", changes=True, step=f"restart {UNIT} (snapshots kept per bundle)")
+    for line in out.stderr.splitlines():
+        target.log(f"    {line}")
+    return float(out.stdout.split()[0]) if out.stdout.strip() else 0.0
 
 
 STATUS_SCRIPT = f"""
@@ -284,17 +304,18 @@ def deploy(target: Target, release: Release, keep: int = 3, health_timeout: floa
             raise
     previous = facts.current if facts.current != release.version else facts.previous
     switch(target, release.version, previous)
-    since = restart(target)
-    expected = {b["manifest_sha256"] for b in release.info["bundles"]}
-    problem = wait_healthy(target, since, expected, health_timeout)
+    served = release.info["serves"]["manifest_sha256"]
+    since = restart(target, served)
+    problem = wait_healthy(target, since, {served}, health_timeout)
     if problem:
         journal = journal_tail(target)
         if previous:
             log(f"  health check failed ({problem}); rolling back to {previous}")
-            switch(target, previous, "")
-            back = restart(target)
+            switch(target, previous, facts.previous if facts.previous != previous else "")
+            back = restart(target, served_sha(target, previous))
             again = wait_healthy(target, back, set(), health_timeout)
-            state = "the previous release runs again" if again is None else f"the previous release is not healthy either: {again}"
+            state = (f"rolled back: {previous} runs again" if again is None
+                     else f"rolled back to {previous}, which is not healthy either: {again}")
         else:
             target.run(f"sudo systemctl disable --now --quiet {UNIT}", changes=True, check=False,
                        step=f"stop {UNIT} (no previous release to return to)")
@@ -304,18 +325,29 @@ def deploy(target: Target, release: Release, keep: int = 3, health_timeout: floa
     prune(target, keep)
     log(f"[dry-run] nothing was changed on {target.host}" if target.dry_run
         else f"release {release.version} is running on {target.host}")
+    target.report_timings()
     return release.version
+
+
+def served_sha(target: Target, version: str) -> str:
+    """The bundle sha256 a release on the device serves, from its release.json."""
+    text = target.read(f"cat {RELEASES}/{version}/release.json", check=False)
+    try:
+        return json.loads(text)["serves"]["manifest_sha256"]
+    except (json.JSONDecodeError, KeyError):
+        return ""
 
 
 def rollback(target: Target, health_timeout: float = 60) -> str:
     kv = read_status(target)
     current, previous = kv.get("current"), kv.get("previous")
-    if not previous:
+    if not previous or previous == current:
         raise DeployError(f"no previous release on {target.host} to roll back to (current: {current or 'none'})")
     target.log(f"rollback on {target.host}: {current} -> {previous}")
     switch(target, previous, current)
-    since = restart(target)
-    problem = wait_healthy(target, since, set(), health_timeout)
+    sha = served_sha(target, previous)
+    since = restart(target, sha)
+    problem = wait_healthy(target, since, {sha} if sha else set(), health_timeout)
     if problem:
         raise DeployError(f"after rollback to {previous} the service is not healthy: {problem}\n{journal_tail(target)}")
     target.log(f"release {previous} is running on {target.host}")

@@ -249,6 +249,13 @@ def verify_wheelhouse(folder: Path, expected: dict[str, str], arch: str = "aarch
 
 # ---------------------------------------------------------------- assembling a release
 
+def served_bundle(config: dict, bundles: list[BundleChoice]) -> dict:
+    """The bundle the service config names (its sha256 is what status.json must show)."""
+    path = config["bundle"].rstrip("/")
+    chosen = next(b for b in bundles if f"bundles/{b.name}" == path)
+    return {"name": chosen.name, "manifest_sha256": chosen.manifest_sha256}
+
+
 def default_config(bundles: list[BundleChoice]) -> str:
     """The service config when none is given: first bundle, TCP source on the device's loopback,
     JSON-lines predictions in the state folder."""
@@ -279,6 +286,8 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     if config_text is None:
         config_text = default_config(bundles)
         config_data = tomllib.loads(config_text)
+    if not isinstance(config_data.get("bundle"), str):
+        raise ReleaseError(f"{config}: the service config has no top-level 'bundle' (e.g. bundle = \"bundles/{names[0]}\")")
     for path in config_bundle_paths(config_data):
         if path.rstrip("/") not in {f"bundles/{n}" for n in names}:
             raise ReleaseError(f"config bundle {path!r} is not in the release; ship it with BUNDLES= and "
@@ -324,6 +333,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
             "install": sorted(f"{n}=={v}" for n, v in {**wanted, "edge-rnn-runtime": edge_runtime.__version__}.items()),
             "bundles": [{"name": b.name, "variant": b.variant, "manifest_sha256": b.manifest_sha256,
                          "variant_sha256": b.variant_sha256, "opens_in": b.opens_in} for b in bundles],
+            "serves": served_bundle(config_data, bundles),
             "config": "edge.toml", "unit": "edge-rnn.service"}
     (staging / "release.json").write_text(json.dumps(info, indent=1) + "\n")
     final = out_root / version

@@ -10,6 +10,7 @@ import hashlib
 import shlex
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class Target:
     dry_run: bool = False
     log: object = print
     control_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
+    timings: dict = field(default_factory=dict)  # step -> seconds, for the summary at the end
 
     def ssh_options(self) -> list[str]:
         tag = hashlib.sha256(f"{self.host}:{self.port}:{self.ssh_config}".encode()).hexdigest()[:10]
@@ -48,8 +50,11 @@ class Target:
         if self.dry_run and changes:
             self.log("      $ " + script.strip().replace("\n", "\n        "))
             return subprocess.CompletedProcess([], 0, "", "")
+        started = time.monotonic()
         result = subprocess.run(self.ssh_command(script), input=stdin, text=True, capture_output=True,
                                 timeout=timeout)
+        if step and changes:
+            self.timings[step] = time.monotonic() - started
         if check and result.returncode != 0:
             detail = (result.stderr.strip() or result.stdout.strip())[-3000:]
             raise TargetError(f"{step or script.strip()[:80]} failed on {self.host} (exit {result.returncode}):\n{detail}")
@@ -68,9 +73,16 @@ class Target:
         if self.dry_run:
             self.log("      $ " + " ".join(shlex.quote(c) for c in cmd))
             return
+        started = time.monotonic()
         result = subprocess.run(cmd, text=True, capture_output=True, timeout=900)
+        self.timings[step or "rsync"] = time.monotonic() - started
         if result.returncode != 0:
             raise TargetError(f"rsync to {self.host}:{remote} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+
+    def report_timings(self) -> None:
+        if self.timings:
+            self.log("  time per step: " + ", ".join(f"{step.split(':')[0].split(' (')[0]} {t:.1f} s"
+                                                     for step, t in self.timings.items()))
 
     def close(self) -> None:
         subprocess.run(["ssh", *self.ssh_options(), "-O", "exit", self.host], capture_output=True, timeout=30)
