@@ -70,6 +70,7 @@ BUNDLES       ?= artifacts/$(NAME)
 CONFIG        ?=
 DRY_RUN       ?=
 KEEP          ?= 3
+HEALTH_TIMEOUT ?= 60
 PI_ARGS        = --host $(PI_HOST) $(if $(PI_PORT),--port $(PI_PORT)) $(if $(PI_SSH_CONFIG),--ssh-config $(PI_SSH_CONFIG))
 IS_DRY_RUN     = $(filter 1 yes true,$(DRY_RUN))
 PI_EMU_DIR      ?= build/pi-emu
@@ -77,11 +78,11 @@ PI_EMU_DIR      ?= build/pi-emu
 deploy: setup ## put the edge service on a Pi: make deploy PI_HOST=pi@raspberrypi.local [BUNDLES=..] [CONFIG=edge.toml] [DRY_RUN=1]
 	@test -n "$(PI_HOST)" || { echo "usage: make deploy PI_HOST=pi@raspberrypi.local [PI_PORT=22] [BUNDLES=artifacts/NAME ...] [CONFIG=edge.toml] [DRY_RUN=1]"; exit 2; }
 	@bash tools/apt-deps.sh $(DEPLOY_PACKAGES)
-	$(BIN)/python -m deploy deploy $(PI_ARGS) $(foreach b,$(BUNDLES),--bundle $(b)) $(if $(CONFIG),--config $(CONFIG)) --keep $(KEEP) $(if $(IS_DRY_RUN),--dry-run)
+	$(BIN)/python -m deploy deploy $(PI_ARGS) $(foreach b,$(BUNDLES),--bundle $(b)) $(if $(CONFIG),--config $(CONFIG)) --keep $(KEEP) --health-timeout $(HEALTH_TIMEOUT) $(if $(IS_DRY_RUN),--dry-run)
 
 rollback: setup ## return the Pi to its previous release: make rollback PI_HOST=...
 	@test -n "$(PI_HOST)" || { echo "usage: make rollback PI_HOST=pi@raspberrypi.local"; exit 2; }
-	$(BIN)/python -m deploy rollback $(PI_ARGS) $(if $(IS_DRY_RUN),--dry-run)
+	$(BIN)/python -m deploy rollback $(PI_ARGS) --health-timeout $(HEALTH_TIMEOUT) $(if $(IS_DRY_RUN),--dry-run)
 
 deploy-status: setup ## running release, bundle hashes and service counters on the Pi: make deploy-status PI_HOST=...
 	@test -n "$(PI_HOST)" || { echo "usage: make deploy-status PI_HOST=pi@raspberrypi.local"; exit 2; }

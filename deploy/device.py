@@ -24,6 +24,7 @@ from edge_runtime.service.snapshot import SNAPSHOT_NAME
 
 BASE = "/opt/edge-rnn"
 RELEASES = f"{BASE}/releases"
+VENVS = f"{BASE}/venvs"
 STATE_DIR = "/var/lib/edge-rnn"
 UNIT = "edge-rnn.service"
 SERVICE_USER = "edge-rnn"
@@ -125,14 +126,26 @@ def release_size_mb(release: Release) -> int:
 # ---------------------------------------------------------------- install and smoke
 
 def install(target: Target, release: Release, use_index: bool = False) -> None:
+    """The release's venv: /opt/edge-rnn/venvs/<hash of its wheels>, shared by every release with the
+    same wheels (pip under emulation or on an SD card is the slow step; a venv cannot be moved, so
+    it is linked, not copied). Made once, marked complete only after pip succeeded."""
     here = f"{RELEASES}/{release.version}"
+    venv = f"{VENVS}/{release.info['environment']}"
     source = "" if use_index else "--no-index "
-    target.run(f"""set -e
-sudo rm -rf {here}/venv
-sudo python3 -m venv {here}/venv
-sudo {here}/venv/bin/pip install --quiet --disable-pip-version-check --no-cache-dir {source}\\
-    --find-links {here}/wheels {' '.join(shlex.quote(r) for r in release.info['install'])}
-""", changes=True, step=f"create the venv and install from the wheelhouse ({'index allowed' if use_index else 'offline'})")
+    result = target.run(f"""set -e
+if ! sudo test -f {venv}/.complete; then
+  sudo rm -rf {venv}
+  sudo python3 -m venv {venv}
+  sudo {venv}/bin/pip install --quiet --disable-pip-version-check --no-cache-dir {source}\\
+      --find-links {here}/wheels {' '.join(shlex.quote(r) for r in release.info['install'])}
+  sudo touch {venv}/.complete
+  echo installed
+fi
+sudo ln -sfn {venv} {here}/venv
+""", changes=True, step=f"venv from the wheelhouse ({'index allowed' if use_index else 'offline'}), "
+                        f"shared as venvs/{release.info['environment']}")
+    if not target.dry_run:
+        target.log(f"    {'installed the wheels' if 'installed' in result.stdout else 'reused the venv of a release with the same wheels'}")
 
 
 SMOKE_ROWS = 3
@@ -279,6 +292,12 @@ cur=$(basename "$(readlink {BASE}/current)"); prev=$(basename "$(readlink {BASE}
 ls -1t | tail -n +{keep + 1} | while read -r r; do
   [ "$r" = "$cur" ] || [ "$r" = "$prev" ] || {{ echo "removing $r"; sudo rm -rf -- "$r"; }}
 done
+for v in {VENVS}/*; do
+  [ -d "$v" ] || continue
+  used=no
+  for link in {RELEASES}/*/venv; do [ "$(readlink "$link")" = "$v" ] && used=yes; done
+  [ $used = yes ] || {{ echo "removing unused $v"; sudo rm -rf -- "$v"; }}
+done
 """, changes=True, step=f"keep the last {keep} releases")
 
 
@@ -294,7 +313,8 @@ def deploy(target: Target, release: Release, keep: int = 3, health_timeout: floa
         log(f"  release {release.version} is already installed on the device; switching to it")
     else:
         target.push(release.path, f"{RELEASES}/{release.version}",
-                    step=f"rsync {release.path} -> {RELEASES}/{release.version}/")
+                    step=f"rsync {release.path} -> {RELEASES}/{release.version}/",
+                    link_dest=f"{RELEASES}/{facts.current}" if facts.current else None)
         try:
             install(target, release, use_index)
             smoke(target, release)

@@ -322,6 +322,9 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     (staging / "edge.toml").write_text(config_text)
     shutil.copy2(UNIT_FILE, staging / "edge-rnn.service")
 
+    environment = hashlib.sha256()  # what the venv is made of: releases with equal wheels share one
+    for wheel in sorted((staging / "wheels").glob("*.whl")):
+        environment.update(wheel.name.encode() + b"\0" + hashlib.sha256(wheel.read_bytes()).digest())
     content = hashlib.sha256()
     for path in sorted(p for p in staging.rglob("*") if p.is_file()):
         content.update(path.relative_to(staging).as_posix().encode() + b"\0" + path.read_bytes())
@@ -334,6 +337,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
             "bundles": [{"name": b.name, "variant": b.variant, "manifest_sha256": b.manifest_sha256,
                          "variant_sha256": b.variant_sha256, "opens_in": b.opens_in} for b in bundles],
             "serves": served_bundle(config_data, bundles),
+            "environment": environment.hexdigest()[:16],
             "config": "edge.toml", "unit": "edge-rnn.service"}
     (staging / "release.json").write_text(json.dumps(info, indent=1) + "\n")
     final = out_root / version

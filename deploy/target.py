@@ -63,10 +63,12 @@ class Target:
     def read(self, script: str, step: str = "", check: bool = True, timeout: float = 120) -> str:
         return self.run(script, changes=False, step=step, check=check, timeout=timeout).stdout
 
-    def push(self, local: Path, remote: str, step: str = "") -> None:
-        """rsync a folder into `remote` (created, root-owned) over the same ssh connection."""
+    def push(self, local: Path, remote: str, step: str = "", link_dest: str | None = None) -> None:
+        """rsync a folder into `remote` (created, root-owned) over the same ssh connection; files equal
+        to those in `link_dest` (the running release) are hard-linked there instead of sent."""
         ssh = " ".join(shlex.quote(part) for part in ["ssh", *self.ssh_options()])
-        cmd = ["rsync", "-a", "--delete", "--checksum", "--exclude", "venv/", "-e", ssh,
+        cmd = ["rsync", "-a", "--delete", "--checksum", "--exclude", "venv", "-e", ssh,
+               *([f"--link-dest={link_dest}"] if link_dest else []),
                "--rsync-path", f"sudo mkdir -p {shlex.quote(remote)} && sudo rsync",
                f"{local}/", f"{self.host}:{remote}/"]
         self.log(f"  {'[dry-run] would ' if self.dry_run else ''}{step or f'rsync {local} -> {remote}'}")
