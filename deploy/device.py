@@ -142,7 +142,7 @@ if ! sudo test -f {venv}/.complete; then
   echo installed
 fi
 sudo ln -sfn {venv} {here}/venv
-""", changes=True, step=f"venv from the wheelhouse ({'index allowed' if use_index else 'offline'}), "
+""", changes=True, step=f"install the venv from the wheelhouse ({'index allowed' if use_index else 'offline'}), "
                         f"shared as venvs/{release.info['environment']}")
     if not target.dry_run:
         target.log(f"    {'installed the wheels' if 'installed' in result.stdout else 'reused the venv of a release with the same wheels'}")

@@ -180,7 +180,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(pi, tiny_bundles, tmp_path,
     config = write_config(tmp_path, manifest_of(tiny_bundles["gru"][1])["name"], free_port())
     result = make("deploy", pi, BUNDLES=str(tiny_bundles["gru"][1]), CONFIG=str(config), DRY_RUN="1")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for step in ("preflight passed", "[dry-run] would rsync", "[dry-run] would create the venv",
+    for step in ("preflight passed", "[dry-run] would rsync", "[dry-run] would install the venv",
                  "[dry-run] would smoke step", "[dry-run] would switch /opt/edge-rnn/current",
                  "[dry-run] would restart", "nothing was changed"):
         assert step in result.stdout, step

@@ -50,6 +50,10 @@ def test_same_inputs_same_version_other_config_other_version(release, tiny_bundl
     config.write_text((release.path / "edge.toml").read_text().replace("7878", "7879"))
     other = build_release([tiny_bundles["lstm"][1], tiny_bundles["gru"][1]], config, out_root=tmp_path, log=lambda m: None)
     assert other.version != release.version
+    # same wheels: the device reuses the venv it already built for the first release
+    assert other.info["environment"] == release.info["environment"]
+    assert other.info["serves"] == {"name": "tiny-lstm-level-delta",
+                                    "manifest_sha256": release.info["bundles"][0]["manifest_sha256"]}
 
 
 def test_corrupt_bundle_is_refused_before_anything_is_built(tiny_bundles, tmp_path):
@@ -64,10 +68,15 @@ def test_corrupt_bundle_is_refused_before_anything_is_built(tiny_bundles, tmp_pa
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_config_naming_a_bundle_not_shipped_is_refused(tiny_bundles, tmp_path):
+def test_config_naming_a_bundle_not_shipped_or_with_a_typo_is_refused(tiny_bundles, tmp_path):
     config = tmp_path / "edge.toml"
     config.write_text('bundle = "bundles/something-else"\nstate_dir = "/var/lib/edge-rnn"\n')
     with pytest.raises(ReleaseError, match="something-else.*not in the release"):
+        build_release([tiny_bundles["lstm"][1]], config, out_root=tmp_path, log=lambda m: None)
+    # checked with the service's own parser before anything is pushed
+    config.write_text('bundle = "bundles/tiny-lstm-level-delta"\nstate_dir = "/var/lib/edge-rnn"\n'
+                      '[sources.tcp]\nport = 7878\nbacklog = 5\n[sinks.jsonl]\npath = "p.jsonl"\n')
+    with pytest.raises(ReleaseError, match="service config refused.*unknown key 'backlog'"):
         build_release([tiny_bundles["lstm"][1]], config, out_root=tmp_path, log=lambda m: None)
 
 
