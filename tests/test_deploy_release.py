@@ -117,3 +117,10 @@ def test_smoke_rows_are_valid_input_for_the_bundle(release):
     lines = smoke_csv(manifest).splitlines()
     assert lines[0].split(",")[1:] == manifest["channels"]
     assert [float(v) for v in lines[1].split(",")[1:]] == pytest.approx(manifest["normalization"]["mean"])
+
+
+def test_deploy_imports_neither_torch_nor_tensorflow():
+    from conftest import run_isolated
+
+    result = run_isolated("import deploy.__main__, deploy.pi_emu, deploy.device, deploy.release; print('ok')")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
