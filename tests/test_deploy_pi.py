@@ -206,6 +206,7 @@ def test_broken_releases_are_refused_or_rolled_back_and_the_previous_keeps_servi
         config = write_config(tmp_path / "busy", manifest_of(tiny_bundles["lstm"][1])["name"], blocker.getsockname()[1])
         result = make("deploy", pi, BUNDLES=str(tiny_bundles["lstm"][1]), CONFIG=str(config), HEALTH_TIMEOUT="20")
     assert result.returncode != 0
+    state["version_busy"] = re.search(r"deploy (\S+) to pi-emu", result.stdout).group(1)
     assert "did not become healthy" in result.stderr and f"rolled back: {state['version_a']} runs again" in result.stderr
     assert "Address already in use" in result.stderr  # the journal tail names the cause
     assert pi.ssh("readlink /opt/edge-rnn/current").stdout.strip() == f"releases/{state['version_a']}"
@@ -217,8 +218,11 @@ def test_broken_releases_are_refused_or_rolled_back_and_the_previous_keeps_servi
 def test_second_release_then_make_rollback(pi, tiny_bundles, tmp_path, state):
     run_dir, bundle = tiny_bundles["gru"]
     config = write_config(tmp_path, manifest_of(bundle)["name"], free_port())
-    result = make("deploy", pi, BUNDLES=str(bundle), CONFIG=str(config))
+    result = make("deploy", pi, BUNDLES=str(bundle), CONFIG=str(config), KEEP="2")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # KEEP=2: the release that failed its health check goes; the running and the previous stay
+    releases = set(pi.ssh("ls /opt/edge-rnn/releases").stdout.split())
+    assert state["version_busy"] not in releases and state["version_a"] in releases and len(releases) == 2
     version_b = re.search(r"release (\S+) is running", result.stdout).group(1)
     assert device_status(pi)["bundle"]["name"] == manifest_of(bundle)["name"]
     assert "parked the snapshot" in result.stdout  # the first bundle's streams wait for a rollback
