@@ -79,10 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "preflight":
             preflight(gather_facts(target, release.version), release, log)
         elif args.command == "rollback":
-            if target.dry_run:
-                log("[dry-run] would switch current <-> previous and restart")
-            else:
-                rollback(target, args.health_timeout)
+            rollback(target, args.health_timeout)
         elif args.command == "status":
             text, data = status_report(target)
             print(json.dumps(data, indent=1) if args.json else text)

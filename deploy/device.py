@@ -363,14 +363,15 @@ def rollback(target: Target, health_timeout: float = 60) -> str:
     current, previous = kv.get("current"), kv.get("previous")
     if not previous or previous == current:
         raise DeployError(f"no previous release on {target.host} to roll back to (current: {current or 'none'})")
-    target.log(f"rollback on {target.host}: {current} -> {previous}")
+    target.log(f"rollback on {target.host}: {current} -> {previous}{' (DRY RUN: nothing will change)' if target.dry_run else ''}")
     switch(target, previous, current)
     sha = served_sha(target, previous)
     since = restart(target, sha)
     problem = wait_healthy(target, since, {sha} if sha else set(), health_timeout)
     if problem:
         raise DeployError(f"after rollback to {previous} the service is not healthy: {problem}\n{journal_tail(target)}")
-    target.log(f"release {previous} is running on {target.host}")
+    target.log(f"[dry-run] nothing was changed on {target.host}" if target.dry_run
+               else f"release {previous} is running on {target.host}")
     return previous
 
 
