@@ -88,7 +88,7 @@ deploy-status: setup ## running release, bundle hashes and service counters on t
 	@test -n "$(PI_HOST)" || { echo "usage: make deploy-status PI_HOST=pi@raspberrypi.local"; exit 2; }
 	$(BIN)/python -m deploy status $(PI_ARGS)
 
-pi-emu-up: ## boot an emulated arm64 Pi on 127.0.0.1 (root; builds its rootfs once, ~4 min)
+pi-emu-up: ## boot an emulated arm64 Pi on 127.0.0.1 (root; builds its rootfs once, 3-6 min)
 	@bash tools/apt-deps.sh $(PI_EMU_PACKAGES)
 	$(PYTHON) -m deploy.pi_emu up --dir $(PI_EMU_DIR)
 
