@@ -11,8 +11,10 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 SCENARIO ?= temperature
 CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
+CONFIG   ?= edge.toml
+DURATION ?= 60
 
-.PHONY: help setup demo test test-fast bench train convert report run clean deploy rollback deploy-status pi-emu-up pi-emu-down
+.PHONY: help setup demo test test-fast bench train convert report run serve loadgen clean deploy rollback deploy-status pi-emu-up pi-emu-down
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,6 +61,12 @@ report: setup ## what each quantized variant costs: make report NAME=temperature
 run: setup ## stream a run's test log through its bundle: make run NAME=temperature-lstm
 	$(BIN)/python -m edge_runtime run artifacts/$(NAME) --input runs/$(NAME)/test.csv
 
+serve: setup ## the long-running edge service: make serve CONFIG=edge.toml (see deploy/edge.example.toml)
+	$(BIN)/python -m edge_runtime serve --config $(CONFIG)
+
+loadgen: setup ## the service under MQTT load, 100 sensors x 50 Hz: make loadgen NAME=temperature-lstm DURATION=60
+	$(BIN)/python -m pipeline loadgen artifacts/$(NAME) --duration $(DURATION)
+
 clean: ## remove generated runs, bundles and reports (keeps .venv)
 	rm -rf runs artifacts reports .pytest_cache
 
@@ -67,18 +75,19 @@ PI_HOST       ?=
 PI_PORT       ?=
 PI_SSH_CONFIG ?=
 BUNDLES       ?= artifacts/$(NAME)
-CONFIG        ?=
 DRY_RUN       ?=
 KEEP          ?= 3
 HEALTH_TIMEOUT ?= 60
 PI_ARGS        = --host $(PI_HOST) $(if $(PI_PORT),--port $(PI_PORT)) $(if $(PI_SSH_CONFIG),--ssh-config $(PI_SSH_CONFIG))
 IS_DRY_RUN     = $(filter 1 yes true,$(DRY_RUN))
+# deploy's config only when given (CONFIG's default, edge.toml, is make serve's): else one is written for the first bundle
+DEPLOY_CONFIG  = $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG))
 PI_EMU_DIR      ?= build/pi-emu
 
 deploy: setup ## put the edge service on a Pi: make deploy PI_HOST=pi@raspberrypi.local [BUNDLES=..] [CONFIG=edge.toml] [DRY_RUN=1]
 	@test -n "$(PI_HOST)" || { echo "usage: make deploy PI_HOST=pi@raspberrypi.local [PI_PORT=22] [BUNDLES=artifacts/NAME ...] [CONFIG=edge.toml] [DRY_RUN=1]"; exit 2; }
 	@bash tools/apt-deps.sh $(DEPLOY_PACKAGES)
-	$(BIN)/python -m deploy deploy $(PI_ARGS) $(foreach b,$(BUNDLES),--bundle $(b)) $(if $(CONFIG),--config $(CONFIG)) --keep $(KEEP) --health-timeout $(HEALTH_TIMEOUT) $(if $(IS_DRY_RUN),--dry-run)
+	$(BIN)/python -m deploy deploy $(PI_ARGS) $(foreach b,$(BUNDLES),--bundle $(b)) $(DEPLOY_CONFIG) --keep $(KEEP) --health-timeout $(HEALTH_TIMEOUT) $(if $(IS_DRY_RUN),--dry-run)
 
 rollback: setup ## return the Pi to its previous release: make rollback PI_HOST=...
 	@test -n "$(PI_HOST)" || { echo "usage: make rollback PI_HOST=pi@raspberrypi.local"; exit 2; }

@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--preset", choices=["full", "tiny"], default="full")
     bench.add_argument("--work", default="runs/bench", help="where the bench's own models are built")
     bench.add_argument("--reports", default="reports")
+    sub.add_parser("loadgen", add_help=False,
+                   help="the edge service under MQTT load (100 sensors x 50 Hz): latency p50/p99, loss, RSS")
+    if (argv if argv is not None else sys.argv[1:])[:1] == ["loadgen"]:
+        from pipeline.loadgen import main as loadgen_main
+
+        return loadgen_main((argv if argv is not None else sys.argv[1:])[1:])
     args = p.parse_args(argv)
     if args.command == "bench":
         return bench_main(args)

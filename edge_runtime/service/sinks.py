@@ -20,6 +20,8 @@ class JsonlSink:
         self.path = config.path
         self.stream = sys.stdout if config.path == "-" else open(config.path, "a", buffering=1 << 16)
         self.dropped = 0
+        if self.stream is not sys.stdout and _ends_mid_line(config.path):
+            self.stream.write("\n")  # a power cut tore the last line: keep it from merging with the next
 
     def write(self, records: list[dict]) -> None:
         if not records:
@@ -35,6 +37,15 @@ class JsonlSink:
     def close(self) -> None:
         if self.stream is not sys.stdout:
             self.stream.close()
+
+
+def _ends_mid_line(path: str) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() == 0:
+            return False
+        f.seek(-1, 2)
+        return f.read(1) != b"\n"
 
 
 class MqttSink:

@@ -1,0 +1,178 @@
+"""The edge service through a real Mosquitto broker: malformed floods, load, a broker restart."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from pipeline.broker import Mosquitto, mqtt_client
+from pipeline.loadgen import run_load
+from service_helpers import ServiceProcess, read_jsonl, wait_for, write_config
+from traffic import mixed_traffic, sensor_value
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    mosquitto = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield mosquitto
+    mosquitto.stop()
+
+
+def _mqtt_service(tmp_path, bundle, port: int, client_id: str, extra: str = "") -> ServiceProcess:
+    config = write_config(tmp_path, bundle,
+                          f'[sources.mqtt]\nport = {port}\ntopic = "sensors/+"\nclient_id = "{client_id}"\n',
+                          '[sinks.jsonl]\npath = "out.jsonl"\n', extra)
+    service = ServiceProcess(config)
+    service.wait_running()
+    wait_for(lambda: (service.status() or {}).get("sources", {}).get("mqtt", {}).get("connected"), 20,
+             what="the service's MQTT source connected")
+    wait_for(lambda: service.log_events("mqtt_connected"), 10, what="subscribed")
+    time.sleep(0.3)  # SUBSCRIBE is sent on connect; give the broker a moment to register it
+    return service
+
+
+class Publisher:
+    """QoS 1 publisher that remembers which messages the broker acknowledged.
+
+    No lock of ours around publish(): paho calls on_publish with its own message
+    lock held, so holding ours across publish() would deadlock the two threads.
+    Acknowledged mids are kept raw and mapped to keys afterwards (fewer than
+    65,535 messages per test, so mids do not wrap).
+    """
+
+    def __init__(self, port: int, client_id: str):
+        self.client = mqtt_client(client_id, port)
+        self.by_mid, self.acked_mids = {}, []
+        self.client.on_publish = lambda client, userdata, mid, reason_code, properties: self.acked_mids.append(mid)
+
+    def publish(self, topic: str, payload: bytes, key=None) -> None:
+        info = self.client.publish(topic, payload, qos=1)
+        self.by_mid[info.mid] = key
+
+    @property
+    def acked(self) -> list:
+        return [self.by_mid.get(mid) for mid in list(self.acked_mids)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_ten_thousand_malformed_messages_over_mqtt(tiny_bundles, tmp_path, broker):
+    _, bundle = tiny_bundles["lstm"]
+    traffic = mixed_traffic(streams=10, per_stream=300, bad=10500, seed=2, topic_ids=True)
+    service = _mqtt_service(tmp_path, bundle, broker.port, "flood-in", "[streams]\nmax_streams = 10\n")
+    publisher = Publisher(broker.port, "flood-pub")
+    for stream_id, payload in traffic.messages:
+        publisher.publish(f"sensors/{stream_id}", payload)
+    wait_for(lambda: len(publisher.acked) == len(traffic.messages), 120, what="every message acknowledged")
+    publisher.close()
+    expected_total = sum(traffic.expected.values())
+    wait_for(lambda: service.counters().get("samples") == len(traffic.valid)
+             and sum(service.counters()["rejected"].values()) == expected_total, 120, what="all messages counted")
+    assert service.proc.poll() is None
+    assert service.stop() == 0
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert {k: v for k, v in status["counters"]["rejected"].items() if v} == dict(traffic.expected)
+    records, torn = read_jsonl(tmp_path / "out.jsonl")
+    seen = [(r["id"], r["t"]) for r in records]
+    assert torn == 0 and len(seen) == len(set(seen)) and set(seen) == traffic.valid
+
+
+@pytest.mark.slow
+def test_end_to_end_load_through_mosquitto_loses_nothing(tiny_bundles, broker, tmp_path):
+    """The benchmark's path, shortened: 100 sensors x 50 Hz for 3 s (15,000 samples) at QoS 1."""
+    _, bundle = tiny_bundles["lstm"]
+    result = run_load(bundle, sensors=100, rate_hz=50, duration_s=3, broker_port=broker.port, workdir=tmp_path,
+                      drain_timeout_s=120)
+    assert result["sent"] == 15000 and result["acknowledged"] == 15000
+    assert result["forecasts"] == 15000 and result["lost"] == 0 and result["duplicates"] == 0
+    assert result["service"]["counters"]["samples"] == 15000
+    assert sum(result["service"]["counters"]["rejected"].values()) == 0
+    print(f"\nload: {json.dumps({k: result[k] for k in ('publish_rate_per_s', 'latency_ms')})}")
+
+
+@pytest.mark.slow
+def test_broker_restarted_mid_stream_nothing_acknowledged_is_lost(tiny_bundles, tmp_path):
+    _, bundle = tiny_bundles["gru"]
+    mosquitto = Mosquitto(tmp_path / "broker").start()
+    try:
+        service = _mqtt_service(tmp_path, bundle, mosquitto.port, "restart-in")
+        publisher = Publisher(mosquitto.port, "restart-pub")
+        sent = []
+        start = time.monotonic()
+        restarted = False
+        for k in range(150):  # 20 sensors x 25 Hz x 6 s
+            if not restarted and time.monotonic() - start > 2.0:
+                mosquitto.stop()  # SIGTERM: the broker saves sessions and in-flight messages
+                time.sleep(1.5)
+                mosquitto.start()
+                restarted = True
+            for s in range(20):
+                t = 100.0 + k * 0.04
+                publisher.publish(f"sensors/r{s}", f"{t},{sensor_value(s, k)[0]},{sensor_value(s, k)[1]}".encode(),
+                                  key=(f"r{s}", round(t, 6)))
+                sent.append((f"r{s}", round(t, 6)))
+            time.sleep(0.04)
+        assert restarted
+        wait_for(lambda: len(publisher.acked) == len(sent), 60, what="the publisher's messages acknowledged")
+        acked = set(publisher.acked)
+
+        def processed():
+            return {(r["id"], round(r["t"], 6)) for r in read_jsonl(tmp_path / "out.jsonl")[0]}
+        wait_for(lambda: acked <= processed(), 60, what="every acknowledged sample processed")
+        publisher.close()
+        assert service.stop() == 0
+        records, _ = read_jsonl(tmp_path / "out.jsonl")
+        keys = [(r["id"], round(r["t"], 6)) for r in records]
+        assert len(keys) == len(set(keys))  # redeliveries were dropped as duplicates, never stepped twice
+        assert set(keys) == set(sent)
+        connects = service.log_events("mqtt_connected")
+        assert len([c for c in connects if "source" in c]) >= 2  # connected, lost, reconnected
+        assert any(c.get("session_present") for c in connects[1:] if "source" in c)  # the broker kept our session
+        assert service.log_events("mqtt_disconnected")
+        steps = {}
+        for r in records:  # each stream's steps run 1..150 without a reset
+            assert r["step"] == steps.get(r["id"], 0) + 1
+            steps[r["id"]] = r["step"]
+    finally:
+        mosquitto.stop()
+
+
+def test_predictions_and_anomaly_events_are_published_at_qos1(tiny_bundles, tmp_path, broker):
+    """A bundle with an anomaly section: one spike gives one start and one end, on edge/<id>/anomaly."""
+    import shutil
+    import socket
+
+    _, bundle = tiny_bundles["lstm"]
+    copy = tmp_path / "bundle"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["anomaly"] = {"residual_std": [0.05], "threshold": 8.0, "clear_threshold": 4.0, "clear_steps": 3}
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    received, subscriber = [], mqtt_client("anomaly-sub", broker.port)
+    subscriber.on_message = lambda c, u, m: received.append((m.topic, json.loads(m.payload), m.qos))
+    subscriber.subscribe("edge/+/+", qos=1)
+    config = write_config(tmp_path, copy, "[sources.tcp]\nport = 0\n",
+                          f'[sinks.jsonl]\npath = "out.jsonl"\n[sinks.mqtt]\nport = {broker.port}\n'
+                          'client_id = "anomaly-out"\n', "[streams]\nwarmup_steps = 16\n")
+    service = ServiceProcess(config)
+    port = service.wait_running()["sources"]["tcp"]["port"]
+    values = [sensor_value(0, k) for k in range(120)]
+    values[80] = [values[80][0] + 5.0, values[80][1]]  # a 5 degC spike: 100 residual stds
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"".join(f"a1,{k},{v[0]},{v[1]}\n".encode() for k, v in enumerate(values)))
+    wait_for(lambda: sum(1 for t, _, _ in received if t.endswith("/prediction")) == 120, 30,
+             what="120 predictions published")
+    assert service.stop() == 0
+    events = [(r["event"], r["t"]) for t, r, _ in received if t == "edge/a1/anomaly"]
+    assert [e for e, _ in events] == ["start", "end"] and events[0][1] == 80.0
+    assert all(qos == 1 for _, _, qos in received)
+    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    assert status["counters"]["anomalies"] == 1
+    records, _ = read_jsonl(tmp_path / "out.jsonl")
+    scored = [r for r in records if "event" not in r and r["score"] is not None]
+    assert scored and all(r["warm"] for r in scored) and min(r["step"] for r in scored) == 17
+    subscriber.disconnect()
+    subscriber.loop_stop()
