@@ -16,13 +16,19 @@ AUTOCOMPLETE_BUNDLE ?= words-lstm128
 CONFIG   ?= edge.toml
 DURATION ?= 60
 
-.PHONY: help setup demo test bench train convert report run anomalies sim autocomplete complete serve loadgen clean
+.PHONY: help setup demo test test-fast bench train convert report run anomalies sim autocomplete complete serve loadgen \
+	clean deploy rollback deploy-status pi-emu-up pi-emu-down
 
 help: ## list the targets with what each is for
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 # Debian packages the demo and tests use: the word list (autocomplete) and the MQTT broker (edge service)
 APT_PACKAGES := wamerican mosquitto
+# host tools for deploying (ssh, rsync) and for the emulated Pi (qemu-user, a rootfs builder, nspawn, a C compiler for the CPU wrapper)
+DEPLOY_PACKAGES := openssh-client rsync
+PI_EMU_PACKAGES := qemu-user-static binfmt-support mmdebstrap systemd-container openssh-client openssh-server rsync zstd gcc libc6-dev
+# the deploy test boots an emulated Pi, so make setup (and with it make test) installs those too
+APT_PACKAGES += $(PI_EMU_PACKAGES)
 
 setup: $(STAMP) ## create .venv with the pinned versions (once; again when pyproject.toml changes)
 	@bash tools/apt-deps.sh $(APT_PACKAGES)
@@ -39,6 +45,9 @@ demo: setup ## the whole pipeline on built-in data: train, convert, run on the e
 
 test: setup ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q
+
+test-fast: setup ## the tests not marked slow (skips training-heavy tests and the emulated-Pi deploy)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup ## latency, memory, cold start, scaling vs PyTorch/ONNX Runtime/numpy/Keras -> reports/bench.md
 	$(BIN)/python -m pipeline bench
@@ -75,3 +84,37 @@ loadgen: setup ## the service under MQTT load, 100 sensors x 50 Hz: make loadgen
 
 clean: ## remove generated runs, bundles and reports (keeps .venv)
 	rm -rf runs artifacts reports .pytest_cache
+
+# ---- deploy to a Raspberry Pi (README: "Deploy to a Raspberry Pi")
+PI_HOST       ?=
+PI_PORT       ?=
+PI_SSH_CONFIG ?=
+BUNDLES       ?= artifacts/$(NAME)
+DRY_RUN       ?=
+KEEP          ?= 3
+HEALTH_TIMEOUT ?= 60
+PI_ARGS        = --host $(PI_HOST) $(if $(PI_PORT),--port $(PI_PORT)) $(if $(PI_SSH_CONFIG),--ssh-config $(PI_SSH_CONFIG))
+IS_DRY_RUN     = $(filter 1 yes true,$(DRY_RUN))
+# deploy's config only when given (CONFIG's default, edge.toml, is make serve's): else one is written for the first bundle
+DEPLOY_CONFIG  = $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG))
+PI_EMU_DIR      ?= build/pi-emu
+
+deploy: setup ## put the edge service on a Pi: make deploy PI_HOST=pi@raspberrypi.local [BUNDLES=..] [CONFIG=edge.toml] [DRY_RUN=1]
+	@test -n "$(PI_HOST)" || { echo "usage: make deploy PI_HOST=pi@raspberrypi.local [PI_PORT=22] [BUNDLES=artifacts/NAME ...] [CONFIG=edge.toml] [DRY_RUN=1]"; exit 2; }
+	@bash tools/apt-deps.sh $(DEPLOY_PACKAGES)
+	$(BIN)/python -m deploy deploy $(PI_ARGS) $(foreach b,$(BUNDLES),--bundle $(b)) $(DEPLOY_CONFIG) --keep $(KEEP) --health-timeout $(HEALTH_TIMEOUT) $(if $(IS_DRY_RUN),--dry-run)
+
+rollback: setup ## return the Pi to its previous release: make rollback PI_HOST=...
+	@test -n "$(PI_HOST)" || { echo "usage: make rollback PI_HOST=pi@raspberrypi.local"; exit 2; }
+	$(BIN)/python -m deploy rollback $(PI_ARGS) --health-timeout $(HEALTH_TIMEOUT) $(if $(IS_DRY_RUN),--dry-run)
+
+deploy-status: setup ## running release, bundle hashes and service counters on the Pi: make deploy-status PI_HOST=...
+	@test -n "$(PI_HOST)" || { echo "usage: make deploy-status PI_HOST=pi@raspberrypi.local"; exit 2; }
+	$(BIN)/python -m deploy status $(PI_ARGS)
+
+pi-emu-up: ## boot an emulated arm64 Pi on 127.0.0.1 (root; builds its rootfs once, 3-6 min)
+	@bash tools/apt-deps.sh $(PI_EMU_PACKAGES)
+	$(PYTHON) -m deploy.pi_emu up --dir $(PI_EMU_DIR)
+
+pi-emu-down: ## power the emulated Pi off (add REMOVE=1 to delete its rootfs)
+	$(PYTHON) -m deploy.pi_emu down --dir $(PI_EMU_DIR) $(if $(REMOVE),--remove)

@@ -1,0 +1,350 @@
+"""Build a versioned release for a Raspberry Pi on the laptop: everything the device installs offline.
+
+    build/releases/<version>/
+      release.json            version, runtime, package versions, bundle identities, target
+      edge.toml               the service config (bundle paths relative to it)
+      edge-rnn.service        the systemd unit
+      bundles/<name>/         manifest.json + model files (verified with edge_runtime's own reader)
+      wheels/                 edge_rnn_runtime-*.whl (edge_runtime only) + the aarch64 cp311 wheelhouse
+
+The version is edge_runtime's version plus a hash of the release's content, so the same inputs give
+the same version (a redeploy of it is a switch, not a copy) and any change gives a new one.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge_runtime.manifest import BundleError, read_manifest, verified_model_bytes
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIT_FILE = Path(__file__).resolve().parent / "edge-rnn.service"
+CACHE_DIR = Path(os.environ.get("EDGE_RNN_CACHE", Path.home() / ".cache" / "edge-rnn"))
+
+TARGET_PYTHON = "3.11"  # 64-bit Raspberry Pi OS bookworm
+# pip does not expand platform tags: each must be named. tflite-runtime 2.14.0's only aarch64 wheel is
+# manylinux_2_34; with manylinux2014_aarch64 alone pip finds no tflite-runtime at all, and for
+# ai-edge-litert it silently resolves 1.4.0 instead of 2.3.0.
+PLATFORM_TAGS = {
+    "aarch64": ("manylinux_2_34_aarch64", "manylinux_2_28_aarch64", "manylinux_2_27_aarch64",
+                "manylinux_2_17_aarch64", "manylinux2014_aarch64"),
+}
+# interpreter backend name (as in the manifest's compatibility table) -> PyPI package
+RUNTIME_PACKAGES = {"tflite_runtime": "tflite-runtime", "ai_edge_litert": "ai-edge-litert"}
+RUNTIME_PREFERENCE = ("tflite_runtime", "ai_edge_litert")  # the card's runtime first
+WHEEL_NAME = "edge_rnn_runtime"
+
+
+class ReleaseError(ValueError):
+    """A release that must not be built or shipped; the message says why."""
+
+
+@dataclass
+class BundleChoice:
+    name: str
+    source: Path
+    variant: str
+    manifest_sha256: str  # the bundle's identity (snapshots are keyed by it)
+    variant_sha256: str
+    opens_in: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Release:
+    version: str
+    path: Path
+    runtime: str
+    packages: dict[str, str]  # wheel distribution name -> version
+    bundles: list[BundleChoice]
+
+    @property
+    def info(self) -> dict:
+        return json.loads((self.path / "release.json").read_text())
+
+
+# ---------------------------------------------------------------- pins and config
+
+def pins(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, str]:
+    """package name (normalized) -> pinned version, from the project's dependencies and extras."""
+    project = tomllib.loads(pyproject.read_text())["project"]
+    requirements = list(project.get("dependencies", []))
+    for extra in project.get("optional-dependencies", {}).values():
+        requirements += extra
+    found = {}
+    for requirement in requirements:
+        m = re.fullmatch(r"\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s;]+)\s*", requirement)
+        if m:
+            found[normalize(m.group(1))] = m.group(2)
+    return found
+
+
+def normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_config(config: Path) -> dict:
+    try:
+        return tomllib.loads(config.read_text())
+    except FileNotFoundError:
+        raise ReleaseError(f"{config}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ReleaseError(f"{config}: not valid TOML ({e})") from None
+
+
+def config_bundle_paths(config: dict) -> list[str]:
+    """Every `bundle = ...` value in the config, at the top level or in a table (one per model)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "bundle" and isinstance(value, str):
+                    found.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+    walk(config)
+    return found
+
+
+def config_variant(config: dict) -> str | None:
+    value = config.get("variant")
+    return value if isinstance(value, str) else None
+
+
+def extra_packages(config: dict) -> list[str]:
+    """Pure-Python extras the configured service needs (paho-mqtt for MQTT, pyserial for a serial port)."""
+    used = set(config.get("sources", {})) | set(config.get("sinks", {}))
+    return [package for kind, package in (("mqtt", "paho-mqtt"), ("serial", "pyserial")) if kind in used]
+
+
+def check_service_config(text: str, where: Path) -> None:
+    """Parse the config with the service's own reader, so a typo is refused here and not at the
+    device's first start (relative paths are resolved, not required to exist)."""
+    from edge_runtime.service.config import ConfigError, parse_config
+
+    try:
+        parse_config(text, where)
+    except ConfigError as e:
+        raise ReleaseError(f"service config refused: {e}") from None
+
+
+# ---------------------------------------------------------------- bundles and runtime
+
+def choose_bundle(source: Path, variant: str | None) -> BundleChoice:
+    """Read and verify a bundle as the device will (manifest, size and sha256 of the variant file)."""
+    manifest = read_manifest(source)
+    chosen = manifest.variant(variant)
+    verified_model_bytes(manifest, chosen)
+    compat = chosen.raw.get("compatibility", {})
+    opens_in = [runtime for runtime in RUNTIME_PREFERENCE if compat.get(runtime, None) is None]
+    manifest_sha = hashlib.sha256((source / "manifest.json").read_bytes()).hexdigest()
+    return BundleChoice(manifest.name, source, chosen.name, manifest_sha, chosen.sha256, opens_in)
+
+
+def choose_runtime(bundles: list[BundleChoice], wanted: str | None = None) -> str:
+    """The interpreter every chosen variant opens in, from the manifests' compatibility tables."""
+    candidates = [wanted] if wanted else list(RUNTIME_PREFERENCE)
+    for runtime in candidates:
+        if runtime not in RUNTIME_PACKAGES:
+            raise ReleaseError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIME_PACKAGES)}")
+        if all(runtime in b.opens_in for b in bundles):
+            return runtime
+    refused = "; ".join(f"{b.name}/{b.variant} opens in {b.opens_in or 'no supported runtime'}" for b in bundles)
+    raise ReleaseError(f"no single runtime opens every bundle variant ({refused})")
+
+
+# ---------------------------------------------------------------- the edge_runtime wheel
+
+def build_runtime_wheel(out_dir: Path, numpy_pin: str) -> Path:
+    """A wheel holding only edge_runtime/ (what the device needs), written deterministically."""
+    import edge_runtime
+
+    version = edge_runtime.__version__
+    dist_info = f"{WHEEL_NAME}-{version}.dist-info"
+    files: dict[str, bytes] = {}
+    package = ROOT / "edge_runtime"
+    for path in sorted(package.rglob("*.py")):
+        files[f"edge_runtime/{path.relative_to(package).as_posix()}"] = path.read_bytes()
+    files[f"{dist_info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: edge-rnn-runtime\nVersion: {version}\n"
+        "Summary: edge-rnn's device runtime (numpy + one TFLite interpreter)\n"
+        f"Requires-Python: =={TARGET_PYTHON}.*\nRequires-Dist: numpy=={numpy_pin}\n").encode()
+    files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: edge-rnn deploy\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    record = []
+    for name, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{name},sha256={digest},{len(data)}")
+    record.append(f"{dist_info}/RECORD,,")
+    files[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    wheel = out_dir / f"{WHEEL_NAME}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))  # fixed: same input, same bytes
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return wheel
+
+
+# ---------------------------------------------------------------- the wheelhouse
+
+def wheelhouse(requirements: list[str], arch: str = "aarch64", cache: Path = CACHE_DIR) -> Path:
+    """pip download the target's wheels (binary only, cp311, every platform tag named) into a cache."""
+    if arch not in PLATFORM_TAGS:
+        raise ReleaseError(f"no wheelhouse recipe for {arch}")
+    key = hashlib.sha256(json.dumps([sorted(requirements), arch, TARGET_PYTHON]).encode()).hexdigest()[:12]
+    folder = cache / f"wheelhouse-{arch}-{key}"
+    if (folder / ".complete").exists():
+        return folder
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+           "--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
+           "--abi", "cp" + TARGET_PYTHON.replace(".", "")]
+    for tag in PLATFORM_TAGS[arch]:
+        cmd += ["--platform", tag]
+    result = subprocess.run([*cmd, "-d", str(partial), *requirements], text=True, capture_output=True)
+    if result.returncode != 0:
+        raise ReleaseError(f"pip download for {arch} failed: {result.stderr.strip()[-1500:]}")
+    (partial / ".complete").touch()
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return folder
+
+
+def wheel_versions(folder: Path) -> dict[str, str]:
+    """distribution (normalized) -> version, from wheel file names."""
+    found = {}
+    for wheel in folder.glob("*.whl"):
+        name, version = wheel.name.split("-")[:2]
+        found[normalize(name)] = version
+    return found
+
+
+def verify_wheelhouse(folder: Path, expected: dict[str, str], arch: str = "aarch64") -> dict[str, str]:
+    """Every pinned package present at its pinned version, every binary wheel for the target."""
+    versions = wheel_versions(folder)
+    for name, version in expected.items():
+        if versions.get(name) != version:
+            raise ReleaseError(f"wheelhouse {folder}: {name} is {versions.get(name, 'missing')}, pinned {version}")
+    for wheel in folder.glob("*.whl"):
+        platform = wheel.stem.split("-")[-1]
+        if platform != "any" and not any(tag in platform for tag in PLATFORM_TAGS[arch]):
+            raise ReleaseError(f"wheelhouse {folder}: {wheel.name} is not built for {arch}")
+    return versions
+
+
+# ---------------------------------------------------------------- assembling a release
+
+def served_bundle(config: dict, bundles: list[BundleChoice]) -> dict:
+    """The bundle the service config names (its sha256 is what status.json must show)."""
+    path = config["bundle"].rstrip("/")
+    chosen = next(b for b in bundles if f"bundles/{b.name}" == path)
+    return {"name": chosen.name, "manifest_sha256": chosen.manifest_sha256}
+
+
+def default_config(bundles: list[BundleChoice]) -> str:
+    """The service config when none is given: first bundle, TCP source on the device's loopback,
+    JSON-lines predictions in the state folder."""
+    return (f'# edge-rnn service config written by `make deploy` (no CONFIG= given)\n'
+            f'bundle = "bundles/{bundles[0].name}"\n'
+            f'variant = "{bundles[0].variant}"\n'
+            f'state_dir = "/var/lib/edge-rnn"\n\n'
+            f'[sources.tcp]\nhost = "127.0.0.1"\nport = 7878\n\n'
+            f'[sinks.jsonl]\npath = "/var/lib/edge-rnn/predictions.jsonl"\n')
+
+
+def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root: Path = ROOT / "build" / "releases",
+                  runtime: str | None = None, arch: str = "aarch64", variant: str | None = None,
+                  log=print) -> Release:
+    """Verify the inputs, fetch and check the wheelhouse, and write build/releases/<version>/."""
+    if not bundle_dirs:
+        raise ReleaseError("no bundles given (BUNDLES=artifacts/<name> ...)")
+    config_text = config.read_text() if config else None
+    config_data = read_config(config) if config else {}
+    wanted_variant = variant or config_variant(config_data)
+    try:
+        bundles = [choose_bundle(Path(b), wanted_variant) for b in bundle_dirs]
+    except BundleError as e:
+        raise ReleaseError(f"bundle refused: {e}") from None
+    names = [b.name for b in bundles]
+    if len(set(names)) != len(names):
+        raise ReleaseError(f"two bundles share a name: {names}")
+    if config_text is None:
+        config_text = default_config(bundles)
+        config_data = tomllib.loads(config_text)
+    if not isinstance(config_data.get("bundle"), str):
+        raise ReleaseError(f"{config}: the service config has no top-level 'bundle' (e.g. bundle = \"bundles/{names[0]}\")")
+    for path in config_bundle_paths(config_data):
+        if path.rstrip("/") not in {f"bundles/{n}" for n in names}:
+            raise ReleaseError(f"config bundle {path!r} is not in the release; ship it with BUNDLES= and "
+                               f"refer to it as bundles/<name> (release has {', '.join('bundles/' + n for n in names)})")
+    chosen_runtime = choose_runtime(bundles, runtime)
+    pinned = pins()
+    runtime_package = RUNTIME_PACKAGES[chosen_runtime]
+    wanted = {"numpy": pinned["numpy"], runtime_package: pinned[runtime_package]}
+    check_service_config(config_text, (config or Path("edge.toml")).resolve())
+    for extra in extra_packages(config_data):
+        if extra not in pinned:
+            raise ReleaseError(f"the config needs {extra}, which pyproject.toml does not pin")
+        wanted[extra] = pinned[extra]
+    log(f"runtime {runtime_package}=={wanted[runtime_package]} (every variant opens in it: "
+        f"{', '.join(f'{b.name}/{b.variant}' for b in bundles)})")
+    house = wheelhouse([f"{n}=={v}" for n, v in sorted(wanted.items())], arch)
+    versions = verify_wheelhouse(house, wanted, arch)
+
+    out_root.mkdir(parents=True, exist_ok=True)
+    staging = out_root / f".staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "wheels").mkdir(parents=True)
+    runtime_wheel = build_runtime_wheel(staging / "wheels", pinned["numpy"])
+    for wheel in house.glob("*.whl"):
+        shutil.copy2(wheel, staging / "wheels" / wheel.name)
+    for b in bundles:
+        target = staging / "bundles" / b.name
+        target.mkdir(parents=True)
+        for file in sorted(b.source.iterdir()):
+            if file.name == "manifest.json" or file.suffix == ".tflite":
+                shutil.copy2(file, target / file.name)
+    (staging / "edge.toml").write_text(config_text)
+    shutil.copy2(UNIT_FILE, staging / "edge-rnn.service")
+
+    environment = hashlib.sha256()  # what the venv is made of: releases with equal wheels share one
+    for wheel in sorted((staging / "wheels").glob("*.whl")):
+        environment.update(wheel.name.encode() + b"\0" + hashlib.sha256(wheel.read_bytes()).digest())
+    content = hashlib.sha256()
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        content.update(path.relative_to(staging).as_posix().encode() + b"\0" + path.read_bytes())
+    import edge_runtime
+    version = f"{edge_runtime.__version__}-{content.hexdigest()[:10]}"
+    packages = {**versions, "edge-rnn-runtime": edge_runtime.__version__}
+    info = {"version": version, "arch": arch, "python": TARGET_PYTHON, "runtime": chosen_runtime,
+            "edge_runtime_wheel": runtime_wheel.name, "packages": packages,
+            "install": sorted(f"{n}=={v}" for n, v in {**wanted, "edge-rnn-runtime": edge_runtime.__version__}.items()),
+            "bundles": [{"name": b.name, "variant": b.variant, "manifest_sha256": b.manifest_sha256,
+                         "variant_sha256": b.variant_sha256, "opens_in": b.opens_in} for b in bundles],
+            "serves": served_bundle(config_data, bundles),
+            "environment": environment.hexdigest()[:16],
+            "config": "edge.toml", "unit": "edge-rnn.service"}
+    (staging / "release.json").write_text(json.dumps(info, indent=1) + "\n")
+    final = out_root / version
+    if final.exists():
+        shutil.rmtree(staging)  # identical content already built
+    else:
+        staging.rename(final)
+    size = sum(p.stat().st_size for p in final.rglob("*") if p.is_file())
+    log(f"release {version}: {len(bundles)} bundle(s), {len(packages)} packages, {size / 1e6:.1f} MB -> {final}")
+    return Release(version, final, chosen_runtime, packages, bundles)

@@ -1,0 +1,126 @@
+"""deploy/ on the laptop side, no device needed: the release package, the wheelhouse checks, preflight.
+
+The end-to-end deploy into an emulated Pi is in test_deploy_pi.py (slow, root)."""
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from deploy.device import Facts, DeployError, preflight, smoke_csv
+from deploy.release import PLATFORM_TAGS, ReleaseError, build_release, pins, verify_wheelhouse
+
+PI4 = Facts(arch="aarch64", python="3.11", venv=True, systemd=True, free_mb=20000, sudo=True,
+            glibc=(2, 36), current="", previous="", installed=False)
+
+
+@pytest.fixture(scope="module")
+def release(tiny_bundles, tmp_path_factory):
+    out = tmp_path_factory.mktemp("releases")
+    return build_release([tiny_bundles["lstm"][1], tiny_bundles["gru"][1]], out_root=out, log=lambda m: None)
+
+
+def test_release_holds_runtime_wheel_bundles_config_unit_and_pinned_wheelhouse(release):
+    info = release.info
+    pinned = pins()
+    wheels = sorted(p.name for p in (release.path / "wheels").glob("*.whl"))
+    # the card's runtime: both float32 variants open in tflite-runtime 2.14, so that is what ships
+    assert info["runtime"] == "tflite_runtime"
+    assert info["packages"]["tflite-runtime"] == pinned["tflite-runtime"] == "2.14.0"
+    assert info["packages"]["numpy"] == pinned["numpy"]
+    assert any(w.startswith("tflite_runtime-2.14.0-cp311-cp311-manylinux_2_34_aarch64") for w in wheels), wheels
+    assert not any(w.startswith("ai_edge_litert") for w in wheels), "only the chosen interpreter ships"
+    assert {b["name"] for b in info["bundles"]} == {"tiny-lstm-level-delta", "tiny-gru-level-delta"}
+    for b in info["bundles"]:
+        assert (release.path / "bundles" / b["name"] / "manifest.json").exists()
+    assert (release.path / "edge-rnn.service").read_text().startswith("# systemd unit")
+    # the runtime wheel holds edge_runtime and nothing else of the project (no train/, convert/, deploy/)
+    with zipfile.ZipFile(release.path / "wheels" / info["edge_runtime_wheel"]) as zf:
+        top = {name.split("/")[0] for name in zf.namelist()}
+    assert top == {"edge_runtime", "edge_rnn_runtime-0.1.0.dist-info"}
+
+
+def test_same_inputs_same_version_other_config_other_version(release, tiny_bundles, tmp_path):
+    again = build_release([tiny_bundles["lstm"][1], tiny_bundles["gru"][1]], out_root=tmp_path, log=lambda m: None)
+    assert again.version == release.version
+    config = tmp_path / "edge.toml"
+    config.write_text((release.path / "edge.toml").read_text().replace("7878", "7879"))
+    other = build_release([tiny_bundles["lstm"][1], tiny_bundles["gru"][1]], config, out_root=tmp_path, log=lambda m: None)
+    assert other.version != release.version
+    # same wheels: the device reuses the venv it already built for the first release
+    assert other.info["environment"] == release.info["environment"]
+    assert other.info["serves"] == {"name": "tiny-lstm-level-delta",
+                                    "manifest_sha256": release.info["bundles"][0]["manifest_sha256"]}
+
+
+def test_corrupt_bundle_is_refused_before_anything_is_built(tiny_bundles, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundles["lstm"][1], broken)
+    model = broken / "model.float32.tflite"
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    model.write_bytes(bytes(data))
+    with pytest.raises(ReleaseError, match="sha256 mismatch"):
+        build_release([broken], out_root=tmp_path / "out", log=lambda m: None)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_config_naming_a_bundle_not_shipped_or_with_a_typo_is_refused(tiny_bundles, tmp_path):
+    config = tmp_path / "edge.toml"
+    config.write_text('bundle = "bundles/something-else"\nstate_dir = "/var/lib/edge-rnn"\n')
+    with pytest.raises(ReleaseError, match="something-else.*not in the release"):
+        build_release([tiny_bundles["lstm"][1]], config, out_root=tmp_path, log=lambda m: None)
+    # checked with the service's own parser before anything is pushed
+    config.write_text('bundle = "bundles/tiny-lstm-level-delta"\nstate_dir = "/var/lib/edge-rnn"\n'
+                      '[sources.tcp]\nport = 7878\nbacklog = 5\n[sinks.jsonl]\npath = "p.jsonl"\n')
+    with pytest.raises(ReleaseError, match="service config refused.*unknown key 'backlog'"):
+        build_release([tiny_bundles["lstm"][1]], config, out_root=tmp_path, log=lambda m: None)
+
+
+def test_wheelhouse_with_a_wrong_version_or_platform_is_refused(tmp_path):
+    for name in ("numpy-1.26.4-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl",
+                 "ai_edge_litert-1.4.0-cp311-cp311-manylinux2014_aarch64.whl"):
+        (tmp_path / name).write_bytes(b"")
+    # what pip picks when only manylinux2014_aarch64 is named: ai-edge-litert 1.4.0, not the pinned 2.3.0
+    with pytest.raises(ReleaseError, match="ai-edge-litert is 1.4.0, pinned 2.3.0"):
+        verify_wheelhouse(tmp_path, {"numpy": "1.26.4", "ai-edge-litert": "2.3.0"})
+    (tmp_path / "ai_edge_litert-1.4.0-cp311-cp311-manylinux2014_aarch64.whl").unlink()
+    (tmp_path / "ai_edge_litert-2.3.0-cp311-cp311-manylinux_2_27_x86_64.whl").write_bytes(b"")
+    with pytest.raises(ReleaseError, match="not built for aarch64"):
+        verify_wheelhouse(tmp_path, {"numpy": "1.26.4", "ai-edge-litert": "2.3.0"})
+    assert "manylinux_2_34_aarch64" in PLATFORM_TAGS["aarch64"]  # tflite-runtime 2.14.0's only aarch64 tag
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"arch": "armv7l"}, "armv7l is not supported: 32-bit ARM: ai-edge-litert publishes no 32-bit ARM wheels"),
+    ({"arch": "x86_64"}, "wheelhouse is for aarch64"),
+    ({"python": "3.9"}, "python3 is 3.9"),
+    ({"systemd": False}, "systemd is not running"),
+    ({"free_mb": 50}, "only 50 MB free"),
+    ({"sudo": False}, "passwordless sudo"),
+    ({"venv": False}, "python3-venv"),
+    ({"glibc": (2, 31)}, "glibc 2.31 is older than 2.34, which tflite-runtime"),
+])
+def test_preflight_refuses_a_device_that_cannot_run_the_release(release, change, reason):
+    preflight(PI4, release, log=lambda m: None)  # a Pi 4 on 64-bit Raspberry Pi OS passes
+    facts = Facts(**{**PI4.__dict__, **change})
+    with pytest.raises(DeployError, match="preflight refused") as refused:
+        preflight(facts, release, log=lambda m: None)
+    assert reason in str(refused.value)
+
+
+def test_smoke_rows_are_valid_input_for_the_bundle(release):
+    manifest = json.loads((release.path / "bundles" / "tiny-lstm-level-delta" / "manifest.json").read_text())
+    lines = smoke_csv(manifest).splitlines()
+    assert lines[0].split(",")[1:] == manifest["channels"]
+    assert [float(v) for v in lines[1].split(",")[1:]] == pytest.approx(manifest["normalization"]["mean"])
+
+
+def test_deploy_imports_neither_torch_nor_tensorflow():
+    from conftest import run_isolated
+
+    result = run_isolated("import deploy.__main__, deploy.pi_emu, deploy.device, deploy.release; print('ok')")
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
