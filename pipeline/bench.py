@@ -33,11 +33,15 @@ class BenchPreset:
     layer_counts: tuple[int, ...] = (1, 2)
     peers: tuple[str, ...] = PEERS
     rss_steps: int = 1000
+    stream_counts: tuple[int, ...] = (1, 8, 64, 256)  # batched throughput
+    service_seconds: float = 200.0  # 100 sensors x 50 Hz through Mosquitto: 1,000,000 samples; 0 skips it
+    autocomplete: tuple[int, int] = (128, 2)  # hidden, layers: the demo's keystroke model
 
 
 BENCH_PRESETS = {
     "full": BenchPreset(),
-    "tiny": BenchPreset(steps=300, repeats=3, hidden_sizes=(8, 16), layer_counts=(1,), peers=("torch", "numpy")),
+    "tiny": BenchPreset(steps=300, repeats=3, hidden_sizes=(8, 16), layer_counts=(1,), peers=("torch", "numpy"),
+                        stream_counts=(1, 8), autocomplete=(16, 2), service_seconds=0),
 }
 
 
@@ -84,38 +88,31 @@ print(json.dumps({"first_step_s": first, "peak_rss_mb": peak_rss_mb()}))
 """
 
 
-THROUGHPUT_PROCESS = """
-import json, sys, time
-import numpy as np
-import edge_runtime
-from edge_runtime.pool import StreamPool
-bundle, backend, streams, rounds, batched = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
-model = edge_runtime.load(bundle, backend=backend)
-pool = StreamPool(model, max_streams=streams, batched=batched, max_batch=streams)
-mean = np.asarray(model.manifest.normalization["mean"], np.float32)
-std = np.asarray(model.manifest.normalization["std"], np.float32)
-samples = mean + std * np.random.default_rng(0).standard_normal((rounds, streams, len(mean))).astype(np.float32)
-ids = [f"s{i}" for i in range(streams)]
-figures = []
-for repeat in range(4):  # the first is the warm-up
-    started = time.perf_counter()
-    for r in range(rounds):
-        pool.step_many(dict(zip(ids, samples[r])))
-    figures.append(streams * rounds / (time.perf_counter() - started))
-print(json.dumps({"streams": streams, "batched": batched, "stream_steps_per_s": float(np.median(figures[1:])),
-                  "min": min(figures[1:]), "max": max(figures[1:])}))
-"""
+def autocomplete_bundle(work: Path, hidden: int, layers: int, artifacts: Path = Path("artifacts")) -> Path:
+    """The demo's autocomplete bundle when `make demo` wrote one at this size; else one trained for an
+    epoch on 2,000 words (latency depends on the architecture, not on how well it was trained)."""
+    demo = artifacts / f"words-lstm{hidden}"
+    if (demo / "manifest.json").exists() and json.loads((demo / "manifest.json").read_text()).get("layers") == layers:
+        return demo
+    from convert.bundle import convert_run
+    from train.chartrain import CharTrainConfig, train_char_run
+    from train.config import CharModelConfig
+    from train.words import load_words
+
+    name = f"words-lstm{hidden}x{layers}"
+    run_dir, bundle = work / "runs" / name, work / "artifacts" / name
+    if not (bundle / "manifest.json").exists():
+        train_char_run(load_words(), CharModelConfig(hidden=hidden, layers=layers),
+                       CharTrainConfig(epochs=1, words_per_epoch=2000), run_dir, progress=False, baseline=False)
+        convert_run(run_dir, bundle)
+    return bundle
 
 
-def throughput(bundle: Path, stream_counts: tuple[int, ...], steps: int) -> list[dict]:
-    """Stream-steps per second through StreamPool.step_many, batched and one stream at a time."""
-    rows = []
-    for streams in stream_counts:
-        rounds = max(20, steps // streams)
-        for batched in ("1", "0"):
-            rows.append(run_json([sys.executable, "-c", THROUGHPUT_PROCESS, str(bundle), "tflite_runtime",
-                                  str(streams), str(rounds), batched]))
-    return rows
+def throughput(bundle: Path, stream_counts: tuple[int, ...]) -> list[dict]:
+    """Samples per second through StreamPool.step_many, batched and one call per stream, in a
+    process of its own (tflite-runtime cannot share a process with TensorFlow)."""
+    return run_json([sys.executable, "-m", "pipeline", "loadgen", str(bundle), "--throughput",
+                     "--streams", *map(str, stream_counts)])
 
 
 def macs(cell: str, hidden: int, layers: int, features: int = 4, outputs: int = 1) -> int:
@@ -133,7 +130,8 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
     results: dict = {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
                      "steps": preset.steps, "repeats": preset.repeats}
     tasks = ["reference model"] + [f"edge {r}" for r in RUNTIMES] + [f"peer {p}" for p in preset.peers] \
-        + ["cold start and RSS"] + [f"scaling {h}x{n}" for h in preset.hidden_sizes for n in preset.layer_counts]
+        + ["cold start and RSS"] + [f"scaling {h}x{n}" for h in preset.hidden_sizes for n in preset.layer_counts] \
+        + ["throughput vs streams", "autocomplete keystrokes"] + ["service under load"] * bool(preset.service_seconds)
     bar = tqdm(total=len(tasks), desc="bench", disable=not progress, dynamic_ncols=True)
 
     def done(label):
@@ -166,6 +164,18 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
             results["scaling"].append({"hidden": hidden, "layers": layers, "macs": macs("lstm", hidden, layers),
                                        "us": timing["variants"]["float32"]["median_us"]})
             done(f"scaling {hidden}x{layers}")
+    results["throughput"] = throughput(bundle, preset.stream_counts)
+    done("throughput vs streams")
+    keystrokes = autocomplete_bundle(work, *preset.autocomplete)
+    results["autocomplete"] = run_json([py, "-m", "edge_runtime", "bench-complete", str(keystrokes), "--backend",
+                                        "tflite_runtime", "--repeats", str(min(preset.repeats, 5))])
+    results["autocomplete"]["bundle"] = keystrokes.name
+    done("autocomplete keystrokes")
+    if preset.service_seconds:
+        from pipeline.loadgen import run_load
+
+        results["service"] = run_load(bundle, duration_s=preset.service_seconds)
+        done("service under load")
     bar.close()
     results["variants"] = demo_variants(Path("artifacts"))
     return results
@@ -211,6 +221,15 @@ def claims(r: dict) -> list[tuple[str, bool, str]]:
             ratio = r["peers"]["torch"]["peak_rss_mb"] / process["peak_rss_mb"]
             lines.append((f"edge peak RSS <= 1/5 of the PyTorch peer's ({runtime})", ratio >= 5,
                           f"{process['peak_rss_mb']:.0f} vs {r['peers']['torch']['peak_rss_mb']:.0f} MB: 1/{ratio:.1f}"))
+    if "service" in r:
+        load = r["service"]
+        lines.append((f"service: no sample lost at QoS 1 ({load['sensors']} sensors x {load['rate_hz']:g} Hz x "
+                      f"{load['duration_s']:g} s through Mosquitto)", load["lost"] == 0,
+                      f"{load['forecasts']:,} forecasts for {load['sent']:,} samples; p50/p99 sample-to-prediction "
+                      f"{load['latency_ms']['p50']}/{load['latency_ms']['p99']} ms"))
+        if "rss_growth_pct" in load:
+            lines.append(("service RSS flat: after 1,000,000 samples within 5% of after 100,000",
+                          abs(load["rss_growth_pct"]) <= 5, f"{load['rss_growth_pct']:+.1f}%"))
     cold = max(p["first_step_s"] for p in r["edge_process"].values())
     lines.append(("edge cold start (import, load, first step) < 0.2 s", cold < 0.2, f"{cold * 1000:.0f} ms"))
     return lines
@@ -259,10 +278,42 @@ def markdown(r: dict) -> str:
         text += ["", "![bytes and error per variant](bench_variants.png)"]
     else:
         text += ["", "Size and accuracy per variant: run `make demo` first; this run found no demo bundles."]
-    text += ["", "Not measured yet: batched throughput at 1-256 streams (needs the batched step of the edge "
-             "service), autocomplete keystroke latency, the service's sample-to-prediction latency.", "",
-             "![latency](bench_latency.png) ![scaling](bench_scaling.png)", ""]
+    text += throughput_section(r["throughput"]) + autocomplete_section(r["autocomplete"])
+    if "service" in r:
+        from pipeline.loadgen import load_table
+
+        text += ["", "## The edge service under load (LSTM hidden 32 bundle)", ""] + load_table(r["service"])
+    else:
+        text += ["", "The service under load was not run in this preset (`make bench` runs it)."]
+    text += ["", "![latency](bench_latency.png) ![scaling](bench_scaling.png) ![throughput](bench_throughput.png)", ""]
     return "\n".join(text)
+
+
+def throughput_section(rows: list[dict]) -> list[str]:
+    text = ["", "## Throughput over many streams (LSTM hidden 32, float32, tflite-runtime)", "",
+            "`StreamPool.step_many` with one sample per stream per call: all streams in one interpreter call "
+            "(the bundle's batched companion model) vs one call per stream. Stream-steps (samples) per second.",
+            "", "| streams | batched | one call per stream | batched / per stream |", "|---|---|---|---|"]
+    for streams in sorted({r["streams"] for r in rows}):
+        b = next(r for r in rows if r["streams"] == streams and r["batched"])
+        o = next(r for r in rows if r["streams"] == streams and not r["batched"])
+        text.append(f"| {streams} | {b['samples_per_s']:,.0f} | {o['samples_per_s']:,.0f} | "
+                    f"{b['samples_per_s'] / o['samples_per_s']:.1f}x |")
+    return text
+
+
+def autocomplete_section(a: dict) -> list[str]:
+    text = ["", f"## Autocomplete: per keystroke (feed + suggest(k={a['k']}), beam {a['beam_width']}), "
+            f"{a['bundle']}, {a['backend']}", "",
+            f"Bundle on disk: {a['bundle_bytes']:,} bytes (every variant).", "",
+            "| variant | bytes | median us per keystroke | min | max | p90 keystroke |", "|---|---|---|---|---|---|"]
+    for name, v in a["variants"].items():
+        if "median_us" in v:
+            text.append(f"| {name} | {v['bytes']:,} | {v['median_us']:.0f} | {v['min_us']:.0f} | {v['max_us']:.0f} | "
+                        f"{v['p90_us']:.0f} |")
+        else:
+            text.append(f"| {name} | - | {v['error']} | | | |")
+    return text
 
 
 def plots(r: dict, out: Path) -> None:
@@ -301,6 +352,19 @@ def plots(r: dict, out: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "bench_scaling.png", dpi=100)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for batched, label in ((True, "one call for all streams (batched)"), (False, "one call per stream")):
+        pts = sorted((t["streams"], t["samples_per_s"]) for t in r["throughput"] if t["batched"] == batched)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("streams")
+    ax.set_ylabel("stream-steps per second (log)")
+    ax.set_title("Throughput vs streams (LSTM hidden 32)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bench_throughput.png", dpi=100)
     plt.close(fig)
 
 

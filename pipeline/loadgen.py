@@ -248,31 +248,6 @@ def pool_throughput(bundle: str | Path, stream_counts=(1, 8, 64, 256), steps: in
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m pipeline loadgen", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bundle")
-    p.add_argument("--sensors", type=int, default=100)
-    p.add_argument("--rate", type=float, default=50.0, help="samples per second per sensor")
-    p.add_argument("--duration", type=float, default=60.0, help="seconds of publishing")
-    p.add_argument("--throughput", action="store_true",
-                   help="instead: StreamPool.step_many samples/s at 1/8/64/256 streams, batched and per-stream")
-    args = p.parse_args(argv)
-    if args.throughput:
-        rows = pool_throughput(args.bundle, batched=None) + pool_throughput(args.bundle, batched=False)
-        print(json.dumps(rows))
-        return 0
-    result = run_load(args.bundle, args.sensors, args.rate, args.duration, progress=True)
-    print(json.dumps(result))
-    return 0 if result["lost"] == 0 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def service_report(bundle: str | Path, reports: str | Path, duration_s: float = 200.0) -> Path:
     """`python -m pipeline bench --service-load BUNDLE`: load + throughput -> reports/service-load.md (+ .json).
 
@@ -289,9 +264,20 @@ def service_report(bundle: str | Path, reports: str | Path, duration_s: float = 
     reports = Path(reports)
     reports.mkdir(parents=True, exist_ok=True)
     (reports / "service-load.json").write_text(json.dumps({"load": load, "throughput": throughput}, indent=1))
+    lines = [f"# Edge service under load: {Path(bundle).name}", ""] + load_table(load)
+    lines += ["", "## StreamPool.step_many throughput", "", "| streams | batched | us per sample | samples/s |",
+              "|---|---|---|---|"]
+    lines += [f"| {r['streams']} | {'yes' if r['batched'] else 'no'} | {r['us_per_sample']} | {r['samples_per_s']:,} |"
+              for r in throughput]
+    path = reports / "service-load.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def load_table(load: dict) -> list[str]:
+    """The load run's figures as markdown lines (service-load.md and make bench's bench.md)."""
     marks = load["rss_kb_at_samples"]
-    lines = [f"# Edge service under load: {Path(bundle).name}", "",
-             f"{load['sensors']} sensors x {load['rate_hz']:g} Hz for {load['duration_s']:g} s through Mosquitto "
+    lines = [f"{load['sensors']} sensors x {load['rate_hz']:g} Hz for {load['duration_s']:g} s through Mosquitto "
              f"at QoS 1 (publisher -> broker -> service -> broker -> subscriber, all on this machine).", "",
              "| figure | value |", "|---|---|",
              f"| samples sent / acknowledged / forecasts received | {load['sent']} / {load['acknowledged']} / "
@@ -307,10 +293,31 @@ def service_report(bundle: str | Path, reports: str | Path, duration_s: float = 
     if "rss_growth_pct" in load:
         verdict = "PASS" if abs(load["rss_growth_pct"]) <= 5 else "FAIL"
         lines.append(f"| RSS growth between the marks (flat within 5%) | {load['rss_growth_pct']}% ({verdict}) |")
-    lines += ["", "## StreamPool.step_many throughput", "", "| streams | batched | us per sample | samples/s |",
-              "|---|---|---|---|"]
-    lines += [f"| {r['streams']} | {'yes' if r['batched'] else 'no'} | {r['us_per_sample']} | {r['samples_per_s']:,} |"
-              for r in throughput]
-    path = reports / "service-load.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pipeline loadgen", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle")
+    p.add_argument("--sensors", type=int, default=100)
+    p.add_argument("--rate", type=float, default=50.0, help="samples per second per sensor")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of publishing")
+    p.add_argument("--throughput", action="store_true",
+                   help="instead: StreamPool.step_many samples/s at 1/8/64/256 streams, batched and per-stream")
+    p.add_argument("--streams", type=int, nargs="+", default=[1, 8, 64, 256], help="stream counts for --throughput")
+    args = p.parse_args(argv)
+    if args.throughput:
+        counts = tuple(args.streams)
+        rows = pool_throughput(args.bundle, counts, batched=None) + pool_throughput(args.bundle, counts, batched=False)
+        print(json.dumps(rows))
+        return 0
+    result = run_load(args.bundle, args.sensors, args.rate, args.duration, progress=True)
+    print(json.dumps(result))
+    return 0 if result["lost"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -46,7 +46,13 @@ def test_tiny_bench_runs_and_writes_its_report(tmp_path):
         assert claim in text
     assert "| Session.step int8-io (tflite_runtime) |" in text and "| raw interpreter loop float32" in text
     assert [s["hidden"] for s in results["scaling"]] == [8, 16]
-    for png in ("bench_latency.png", "bench_scaling.png"):
+    assert sorted((t["streams"], t["batched"]) for t in results["throughput"]) == [
+        (1, False), (1, True), (8, False), (8, True)]
+    assert all(t["samples_per_s"] > 0 for t in results["throughput"]) and "## Throughput over many streams" in text
+    keys = results["autocomplete"]
+    assert keys["k"] == 3 and keys["bundle_bytes"] > 0 and keys["variants"]["float32"]["keystrokes"] > 10
+    assert "| float32 |" in text.split("## Autocomplete")[1]
+    for png in ("bench_latency.png", "bench_scaling.png", "bench_throughput.png"):
         assert (tmp_path / "reports" / png).stat().st_size > 5_000
     f32 = results["edge"]["tflite_runtime"]["variants"]["float32"]
     assert 0 < f32["p50_call_us"] <= f32["p99_call_us"] and "| p99 per call |" in text
