@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +26,20 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from edge_runtime.autocomplete import KSR_SUBSET
 from edge_runtime.vocabulary import Vocabulary
 from train.charmodel import CharModel
 from train.checkpoint import save_checkpoint
-from train.config import CharModelConfig
+from train.config import CharModelConfig, StrictConfig
 from train.models import parameter_count
-from edge_runtime.autocomplete import KSR_SUBSET
 from train.words import WordSplits, word_batch
 
 KSR_WORDS = 100_000  # held-out words whose keystroke savings are measured: all of them (6,388 on wamerican)
 
 
 @dataclass
-class CharTrainConfig:
+class CharTrainConfig(StrictConfig):
+    config_kind = "train config"
     epochs: int = 12  # 2x128 LSTM on wamerican: val top-1 still rising at 20 (0.458), see DESIGN-NOTES
     batch: int = 128  # words per batch
     lr: float = 1e-2
@@ -47,13 +48,6 @@ class CharTrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     words_per_epoch: int = 0  # 0: every training word each epoch; else a seeded sample of this many
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CharTrainConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
-        return cls(**d)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -7,8 +7,23 @@ CELL_NAMES = ("rnn", "gru", "lstm")
 FEATURES = ("level", "delta")
 
 
+class StrictConfig:
+    """from_dict for the dataclass configs: an unknown key is an error, so a typo in a saved
+    or hand-written config never falls back to a default silently."""
+
+    config_kind = "config"  # named in the error
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.config_kind} keys: {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass
-class ModelConfig:
+class ModelConfig(StrictConfig):
+    config_kind = "model config"
     cell: str = "lstm"  # rnn | gru | lstm
     hidden: int = 32
     layers: int = 1
@@ -28,14 +43,6 @@ class ModelConfig:
         bad = [i for i in self.target if not 0 <= i < self.input_size]
         if bad or not self.target:
             raise ValueError(f"target channels {self.target} out of range for {self.input_size} inputs")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        return cls(**d)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -64,7 +71,8 @@ def recurrent_state_names(cell: str, layers: int) -> list[str]:
 
 
 @dataclass
-class CharModelConfig:
+class CharModelConfig(StrictConfig):
+    config_kind = "char model config"
     """A next-character model (autocomplete): one-hot symbol in, logits over the vocabulary out."""
 
     cell: str = "lstm"  # rnn | gru | lstm
@@ -77,13 +85,6 @@ class CharModelConfig:
             raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_NAMES)}")
         if self.hidden < 1 or self.layers < 1 or self.vocab_size < 3:
             raise ValueError("hidden and layers must be positive and the vocabulary at least 3 symbols")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CharModelConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown char model config keys: {sorted(unknown)}")
-        return cls(**d)
 
     def to_dict(self) -> dict:
         return asdict(self)

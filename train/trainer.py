@@ -12,18 +12,20 @@ the scored part, exactly as the edge runtime runs.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from train.baselines import mse
+from train.config import StrictConfig
 from train.models import Forecaster, ModelConfig, Scales
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StrictConfig):
+    config_kind = "train config"
     epochs: int = 200
     lanes: int = 32  # contiguous pieces of the training split walked in parallel
     chunk: int = 64  # truncated-BPTT length, steps
@@ -34,13 +36,6 @@ class TrainConfig:
     seed: int = 0
     warmup: int = 256  # cold-start samples before the scored part of val/test
     split: tuple[float, float] = (0.70, 0.15)  # train, val fractions; test is the rest
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown train config keys: {sorted(unknown)}")
-        return cls(**d)
 
     def to_dict(self) -> dict:
         d = asdict(self)
