@@ -89,8 +89,9 @@ class ServiceProcess:
         self._log.close()
 
 
-def read_jsonl(path: Path) -> tuple[list[dict], int]:
-    """(records, torn lines): a line cut by kill -9 is counted, not parsed."""
+def read_jsonl(path: Path, kind: str | None = "prediction") -> tuple[list[dict], int]:
+    """(records of this type, or of every type for None; torn lines): a line cut by kill -9 is
+    counted, not parsed. The sink interleaves anomaly events with the predictions."""
     records, torn = [], 0
     if not path.exists():
         return records, torn
@@ -98,7 +99,10 @@ def read_jsonl(path: Path) -> tuple[list[dict], int]:
         if not line:
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             torn += 1
+            continue
+        if kind is None or record["type"] == kind:
+            records.append(record)
     return records, torn

@@ -106,7 +106,8 @@ def wait_for(predicate, timeout: float = 120, what: str = "condition"):
 
 def device_predictions(pi) -> dict[float, list[float]]:
     out = pi.ssh("sudo cat /var/lib/edge-rnn/predictions.jsonl").stdout
-    return {r["t"]: r["prediction"] for r in map(json.loads, out.splitlines()) if r.get("id") == "s1"}
+    return {r["t"]: r["prediction"] for r in map(json.loads, out.splitlines())
+            if r["type"] == "prediction" and r["id"] == "s1"}
 
 
 def laptop_predictions(bundle: Path, lines: list[str], tmp: Path) -> dict[float, list[float]]:
@@ -120,7 +121,8 @@ def laptop_predictions(bundle: Path, lines: list[str], tmp: Path) -> dict[float,
     result = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "edge_runtime", "serve", "--config",
                              str(tmp / "edge.toml")], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    return {r["t"]: r["prediction"] for r in map(json.loads, (tmp / "out.jsonl").read_text().splitlines())}
+    return {r["t"]: r["prediction"] for r in map(json.loads, (tmp / "out.jsonl").read_text().splitlines())
+            if r["type"] == "prediction"}
 
 
 def max_difference(device: dict, laptop: dict, times) -> float:

@@ -299,11 +299,12 @@ class Service:
                 score, event = info.tracker.update(residual)
                 if event is not None:
                     c["anomalies"] += event == "start"
-                    records.append({"id": stream_id, "t": sample.t, "event": event, "score": score})
+                    records.append({"type": "anomaly", "id": stream_id, "t": sample.t, "event": event,
+                                    "score": score})
                     log("warning" if event == "start" else "info", "anomaly", stream=stream_id, t=sample.t,
                         state=event, score=round(score, 3))
             info.forecast = forecast
-            records.append({"id": stream_id, "t": sample.t, "step": self.pool.steps_of(stream_id),
+            records.append({"type": "prediction", "id": stream_id, "t": sample.t, "step": self.pool.steps_of(stream_id),
                             "prediction": forecast.tolist(),
                             "residual": None if residual is None else residual.tolist(),
                             "score": score, "warm": warm})

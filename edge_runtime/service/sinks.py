@@ -92,7 +92,7 @@ class MqttSink:
 
         prefix, qos = self.config.prefix, self.config.qos
         for r in records:
-            kind = "anomaly" if "event" in r else "prediction"
+            kind = r["type"]  # "prediction" or "anomaly": the topic's last level
             if kind == "prediction" and not self.config.predictions:
                 continue
             info = self.client.publish(f"{prefix}/{r['id']}/{kind}", json.dumps(r, separators=(",", ":")), qos=qos)
