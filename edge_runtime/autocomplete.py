@@ -300,18 +300,13 @@ def bench_complete(bundle, variants: list[str] | None = None, backend: str | Non
     spread of the per-keystroke mean of each pass, and the p90 keystroke of
     the last pass (beam search takes longer where many words are open).
     """
-    from edge_runtime.manifest import BundleError, read_manifest
-    from edge_runtime.session import load
+    from edge_runtime.bench import opened_variants
+    from edge_runtime.manifest import read_manifest
 
     manifest = read_manifest(bundle)
     names = variants or [v.name for v in manifest.variants]
     results, used = {}, backend
-    for name in names:
-        try:
-            model = load(bundle, variant=name, backend=backend)
-        except BundleError as e:
-            results[name] = {"error": str(e)}
-            continue
+    for name, model in opened_variants(bundle, names, backend, results):
         used = model.backend
         typing = Autocomplete(CharSession(model))
         words = [w for w in BENCH_WORDS if typing.vocabulary.accepts(w)]

@@ -90,10 +90,23 @@ def raw_interpreter_step(model):
     return step
 
 
+def opened_variants(bundle, names: list[str], backend: str | None, results: dict):
+    """Yield (name, model) for each variant this backend opens; the others get {"error": why} in results."""
+    from edge_runtime.manifest import BundleError
+
+    for name in names:
+        try:
+            model = load(bundle, variant=name, backend=backend)
+        except BundleError as e:
+            results[name] = {"error": str(e)}
+            continue
+        yield name, model
+
+
 def bench_bundle(bundle, variants: list[str] | None = None, backend: str | None = None,
                  steps: int = 2000, repeats: int = 5) -> dict:
     """variant -> {median_us, min_us, max_us}; variants this backend cannot open get {error}."""
-    from edge_runtime.manifest import BundleError, read_manifest
+    from edge_runtime.manifest import read_manifest
 
     manifest = read_manifest(bundle)
     names = variants or [v.name for v in manifest.variants]
@@ -102,12 +115,7 @@ def bench_bundle(bundle, variants: list[str] | None = None, backend: str | None 
     rng = np.random.default_rng(0)
     samples = (mean + std * rng.standard_normal((steps, len(mean)))).astype(np.float32)  # (T, C)
     results, used = {}, None
-    for name in names:
-        try:
-            model = load(bundle, variant=name, backend=backend)
-        except BundleError as e:
-            results[name] = {"error": str(e)}
-            continue
+    for name, model in opened_variants(bundle, names, backend, results):
         used = model.backend
         step = model.session().step
         results[name] = summary(time_per_step(step, samples, repeats), per_call_us(step, samples))
