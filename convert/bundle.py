@@ -46,18 +46,26 @@ def tool_versions() -> dict:
     return versions
 
 
+def manifest_head(name: str, task: str, config) -> dict:
+    """The fields every bundle's manifest starts with, whatever its task: schema, architecture, named state."""
+    return {"schema_version": schema.SCHEMA_VERSION, "name": name, "task": task,
+            "cell": config.cell, "layers": config.layers, "hidden": config.hidden,
+            "state": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in config.state_shapes(1).items()]}
+
+
+def manifest_provenance(info: dict) -> dict:
+    """How the bundle was made: the training config, tool versions, when."""
+    return {"train_config": info["train"], "tool_versions": tool_versions(), "created_unix": int(time.time())}
+
+
 def build_manifest(name: str, config: ModelConfig, info: dict, variants: list[dict]) -> dict:
     stream = info["stream"]
     return {
-        "schema_version": schema.SCHEMA_VERSION,
-        "name": name,
-        "task": "forecast",
-        "cell": config.cell, "layers": config.layers, "hidden": config.hidden,
+        **manifest_head(name, "forecast", config),
         "features": list(config.features),
         # x and y are raw sensor units (normalization is inside the graph); state is normalized
         "io": {"input": {"name": "x", "shape": [1, config.input_size], "dtype": "float32", "units": "raw"},
                "output": {"name": "y", "shape": [1, config.output_size], "dtype": "float32", "units": "raw"}},
-        "state": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in config.state_shapes(1).items()],
         "channels": stream["channels"], "units": stream["units"], "period_s": stream["period_s"],
         "target": list(config.target),
         "normalization": info["normalization"],
@@ -68,9 +76,7 @@ def build_manifest(name: str, config: ModelConfig, info: dict, variants: list[di
         "baselines": {"persistence_mse": info["metrics"]["persistence_mse"],
                       "ar_mse": info["metrics"]["ar_mse"], "ar_order": info["metrics"]["ar_order"]},
         "data": stream,
-        "train_config": info["train"],
-        "tool_versions": tool_versions(),
-        "created_unix": int(time.time()),
+        **manifest_provenance(info),
     }
 
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from convert.bundle import (CHECK_BACKEND, files_by_name, firmware_files, tool_versions, variant_entry,
-                            write_files_atomically, write_scratch)
+from convert.bundle import (CHECK_BACKEND, files_by_name, firmware_files, manifest_head, manifest_provenance,
+                            variant_entry, write_files_atomically, write_scratch)
 from edge_runtime import manifest as schema
 from edge_runtime.autocomplete import CharSession
 from edge_runtime.session import load
@@ -43,22 +43,17 @@ def build_char_manifest(name: str, config: CharModelConfig, info: dict, variants
 
     metrics = info["metrics"]
     return {
-        "schema_version": schema.SCHEMA_VERSION,
-        "name": name,
-        "task": "autocomplete",
-        "cell": config.cell, "layers": config.layers, "hidden": config.hidden,
+        **manifest_head(name, "autocomplete", config),
         "io": {"input": {"name": "x", "shape": [1, config.vocab_size], "dtype": "float32",
                          "units": "one-hot symbol of the vocabulary"},
                "output": {"name": OUTPUT, "shape": [1, config.vocab_size], "dtype": "float32",
                           "units": "logits of the next symbol"}},
-        "state": [{"name": n, "shape": list(s), "dtype": "float32"} for n, s in config.state_shapes(1).items()],
         "vocabulary": info["vocabulary"],
         "variants": variants,
         "training": {k: v for k, v in metrics.items() if not k.startswith("ngram")},
         "baselines": {k: v for k, v in metrics.items() if k.startswith("ngram")},
         "data": info["data"],
-        "train_config": info["train"],
-        "tool_versions": tool_versions(),
+        **manifest_provenance(info),
     }
 
 
