@@ -64,7 +64,7 @@ def report_main(argv: list[str]) -> int:
         return 2
     if json.loads((Path(args.bundle) / "manifest.json").read_text()).get("task") == "autocomplete":
         print(f"error: {args.bundle} is an autocomplete bundle; its variants are compared by "
-              "python -m pipeline autocomplete (reports/autocomplete.md) and python -m edge_runtime bench-complete",
+              "python -m pipeline autocomplete (reports/autocomplete.md) and python -m edge_eval bench-complete",
               file=sys.stderr)
         return 2
     from convert.report import report

@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 from edge_runtime.anomaly import AnomalySpec, AnomalyTracker, ema_step
-from edge_runtime.session import Model
+from edge_runtime.model import Model
 from edge_runtime.stream import forecast_stream
 
 THRESHOLD_QUANTILE = 0.999

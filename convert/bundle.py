@@ -22,7 +22,7 @@ from convert.compat import compatibility
 from convert.flatbuffer import constant_bytes, model_ops
 from convert.parity import DRIFT_LIMIT, parity_stream, streaming_parity, variant_metrics
 from edge_runtime import manifest as schema
-from edge_runtime.session import load
+from edge_runtime.tasks import load
 from train.checkpoint import load_checkpoint
 from train.models import ModelConfig, forecaster_from_weights
 
@@ -177,9 +177,9 @@ def convert_run(run_dir: Path, out_dir: Path, parity_steps: int = PARITY_STEPS,
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
     if info.get("task") == "autocomplete":
-        from convert.char_bundle import convert_char_run
+        from convert.autocomplete_bundle import convert_autocomplete_run
 
-        return convert_char_run(run_dir, out_dir, weights, info, variants, firmware_variant)
+        return convert_autocomplete_run(run_dir, out_dir, weights, info, variants, firmware_variant)
     config, norm = ModelConfig.from_dict(info["model"]), info["normalization"]
     splits = np.load(run_dir / "splits.npz")
     specs = [v for v in VARIANTS if variants is None or v.name in variants or v.name == "float32"]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.session import Model
+from edge_runtime.model import Model
 from edge_runtime.stream import forecast_stream
 from train.baselines import mse
 from train.models import Forecaster

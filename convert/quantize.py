@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from edge_runtime.session import Model
+from edge_runtime.model import Model
 
 CALIBRATION_SAMPLES = 1000
 

@@ -4,7 +4,7 @@ Bytes (weights vs the fixed graph/metadata overhead), streaming error
 against float32 and the baselines, drift, which runtimes open it, and
 per-step latency under each runtime on this machine. Latency is measured in
 a separate process per runtime (tflite-runtime cannot share a process with
-TensorFlow), through `python -m edge_runtime bench`.
+TensorFlow), through `python -m edge_eval bench`.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from convert.compat import RUNTIMES
 
 
 def measure_latency(bundle: Path, backend: str, steps: int) -> dict:
-    cmd = [sys.executable, "-m", "edge_runtime", "bench", str(bundle), "--backend", backend, "--steps", str(steps)]
+    cmd = [sys.executable, "-m", "edge_eval", "bench", str(bundle), "--backend", backend, "--steps", str(steps)]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:
         return {}

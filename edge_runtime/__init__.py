@@ -2,6 +2,7 @@
 
 numpy, one TFLite interpreter and the standard library only: this package
 ships to devices. Never import torch, tensorflow, train or convert here.
+Measuring (benchmarks, evaluation) lives in edge_eval/, which does not ship.
 
     import edge_runtime
     model = edge_runtime.load("artifacts/temperature-lstm")
@@ -14,7 +15,9 @@ ships to devices. Never import torch, tensorflow, train or convert here.
 from edge_runtime.autocomplete import Autocomplete
 from edge_runtime.backends import BackendError, available_backends
 from edge_runtime.manifest import BundleError, read_manifest
-from edge_runtime.session import Model, Session, load
+from edge_runtime.model import Model
+from edge_runtime.session import Session
+from edge_runtime.tasks import load
 
 __all__ = ["load", "Model", "Session", "Autocomplete", "BundleError", "BackendError", "read_manifest", "available_backends"]
 __version__ = "0.1.0"

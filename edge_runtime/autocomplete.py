@@ -3,8 +3,9 @@
 The step model takes one symbol (one-hot, (1, V) float: the lecture's input,
 and exact in every quantized mode since 0 and 1 quantize without error) and
 the named state (h0, h1, c0, c1), and returns logits over the next symbol
-and the new state. `CharSession` runs it over a bundle's `Model`; the
-forecaster's `Session` is untouched, so its hot loop pays nothing for this.
+and the new state. `AutocompleteSession` runs it over an `AutocompleteModel`
+(the autocomplete task's `Model`); the forecaster's `Session` is untouched,
+so its hot loop pays nothing for this.
 
 Everything here talks to a *predictor*, anything with three calls:
 
@@ -15,18 +16,19 @@ Everything here talks to a *predictor*, anything with three calls:
 A node is immutable once made, so a typing session keeps one node per typed
 letter: backspace pops back to the previous node (no recomputation), and
 beam search branches from a node without disturbing it. The n-gram baseline
-(train/ngram.py) implements the same three calls, so the metrics below
-score it and the LSTM with the same code. numpy and the interpreter only.
+(train/ngram.py) implements the same three calls, so the metrics in
+edge_eval/autocomplete.py score it and the LSTM with the same code. numpy
+and the interpreter only.
 """
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.manifest import read_manifest
+from edge_runtime.model import Model
 from edge_runtime.vocabulary import Vocabulary
 
 BEAM_WIDTH = 4  # hypotheses kept per step of the beam search
@@ -50,20 +52,25 @@ def log_softmax(logits: np.ndarray, masked: int) -> np.ndarray:
     return z - math.log(np.exp(z).sum())
 
 
-class CharSession:
+class AutocompleteModel(Model):
+    """An autocomplete bundle's `Model`: each session is one typing session."""
+
+    def session(self) -> "Autocomplete":
+        return Autocomplete(AutocompleteSession(self))
+
+
+class AutocompleteSession:
     """The step model of an autocomplete bundle as a predictor: symbol in, next-symbol distribution out."""
 
-    def __init__(self, model):
+    def __init__(self, model: Model):
         m = model.manifest
         if m.task != "autocomplete":
             raise ValueError(f"{m.path}: a {m.task} bundle, not an autocomplete one")
         self.model, self.vocabulary = model, m.vocabulary
         interp = model.interpreter
         self._set, self._get, self._invoke = interp.set_tensor, interp.get_tensor, interp.invoke
-        self._x_index = model.signature_inputs[m.input.name]["index"]
-        self._y_index = model.signature_outputs[m.output.name]["index"]
-        self._state_io = [(s.name, model.signature_inputs[s.name]["index"], model.signature_outputs[s.name]["index"])
-                          for s in m.state]
+        self._x_index, self._y_index = model.binding.x, model.binding.y
+        self._state_io = model.binding.state  # (name, input tensor index, output tensor index)
         self._x = np.zeros(m.input.shape, np.float32)  # (1, V) one-hot buffer
         codecs = model.codecs if model.integer_io else {}
         identity = _Identity()
@@ -104,7 +111,7 @@ class _Identity:
     decode = encode
 
 
-def _predictor_vocabulary(predictor) -> Vocabulary:
+def predictor_vocabulary(predictor) -> Vocabulary:
     return predictor.vocabulary if hasattr(predictor, "vocabulary") else predictor.vocab
 
 
@@ -116,7 +123,7 @@ def beam_search(predictor, node, prefix: str, k: int = 3, beam_width: int = BEAM
     probabilities. Hypotheses only lose probability as they grow, so the
     search stops as soon as the k-th finished word beats every open one.
     """
-    vocab = _predictor_vocabulary(predictor)
+    vocab = predictor_vocabulary(predictor)
     end = vocab.end_index
     letters = np.array([vocab.index(c) for c in vocab.letters])  # (L,)
     width = min(beam_width, len(letters))
@@ -144,15 +151,13 @@ class Autocomplete:
     def __init__(self, predictor, beam_width: int = BEAM_WIDTH, max_length: int = MAX_COMPLETION,
                  history: int = HISTORY):
         self.predictor = predictor
-        self.vocabulary = _predictor_vocabulary(predictor)
+        self.vocabulary = predictor_vocabulary(predictor)
         self.beam_width, self.max_length, self.history = beam_width, max_length, history
         self.reset()
 
     @classmethod
     def from_bundle(cls, bundle, variant: str | None = None, backend: str | None = None, **options) -> "Autocomplete":
-        from edge_runtime.session import load
-
-        return cls(CharSession(load(bundle, variant=variant, backend=backend)), **options)
+        return cls(AutocompleteSession(AutocompleteModel(read_manifest(bundle), variant, backend)), **options)
 
     @property
     def prefix(self) -> str:
@@ -203,129 +208,3 @@ class Autocomplete:
     def suggest(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most likely words completing the prefix, with P(word | prefix), best first."""
         return beam_search(self.predictor, self.node, self._prefix, k, self.beam_width, self.max_length)
-
-
-# --- metrics: the same code for the LSTM on the runtime and for the n-gram ---
-
-def next_symbol_accuracy(predictor, words: list[str]) -> dict:
-    """Top-1 and top-3 accuracy of the next symbol at every position of every word,
-    the end symbol included (knowing a word is complete is part of the job).
-    Ties count against the target."""
-    vocab = _predictor_vocabulary(predictor)
-    top1 = top3 = positions = 0
-    start = predictor.start()
-    for word in words:
-        node = start
-        targets = vocab.encode(word) + [vocab.end_index]
-        for i, target in enumerate(targets):
-            lp = predictor.log_probs(node)
-            # symbols ranked at or above the target besides itself: a tie counts against it, so a
-            # quantized output whose coarse logits tie with the target cannot score by tying
-            better = int(np.count_nonzero(lp >= lp[target])) - 1
-            top1 += better == 0
-            top3 += better < 3
-            positions += 1
-            if i + 1 < len(targets):
-                node = predictor.advance(node, target)
-    return {"top1": top1 / positions, "top3": top3 / positions, "positions": positions, "words": len(words)}
-
-
-KSR_SUBSET = 500  # the first held-out words, on which every variant's KSR is compared (integer variants are slow)
-
-
-def keystroke_savings(predictor, words: list[str], beam_width: int = BEAM_WIDTH, subset: int = KSR_SUBSET) -> dict:
-    """KSR = 1 - keys pressed / letters, over `words` (and over the first `subset` of them).
-
-    The user types letters until the top suggestion is the word, then accepts
-    it with one key (Tab); with no right suggestion they type every letter.
-    The suggestion is also offered before the first letter.
-    """
-    vocab = _predictor_vocabulary(predictor)
-    keys = letters = accepted = 0
-    first = {}
-    start = predictor.start()
-    for n, word in enumerate(words):
-        if n == subset:
-            first = {"ksr_first": 1 - keys / letters, "ksr_first_words": subset}
-        node, pressed = start, len(word)
-        for typed in range(len(word) - 1):  # accepting after the last letter would save nothing
-            top = beam_search(predictor, node, word[:typed], 1, beam_width)
-            if top and top[0][0] == word:
-                pressed, accepted = typed + 1, accepted + 1
-                break
-            node = predictor.advance(node, vocab.index(word[typed]))
-        keys += pressed
-        letters += len(word)
-    if not first and letters:
-        first = {"ksr_first": 1 - keys / letters, "ksr_first_words": len(words)}
-    return {"ksr": 1 - keys / letters if letters else None, "keys": keys, "letters": letters, "words": len(words),
-            "accepted": accepted, "beam_width": beam_width, **first}
-
-
-def read_words(path: str | Path) -> list[str]:
-    words = [w.strip() for w in Path(path).read_text().splitlines() if w.strip()]
-    if not words:
-        raise ValueError(f"{path}: no words")
-    return words
-
-
-def evaluate_bundle(bundle, words: list[str], ksr_words: list[str], variant: str | None = None,
-                    backend: str | None = None) -> dict:
-    """Next-symbol accuracy and KSR of one variant, run step by step on the interpreter."""
-    from edge_runtime.session import load
-
-    model = load(bundle, variant=variant, backend=backend)
-    session = CharSession(model)
-    bad = [w for w in words + ksr_words if not session.vocabulary.accepts(w)]
-    if bad:
-        raise ValueError(f"{len(bad)} words have symbols outside the vocabulary, e.g. {bad[0]!r}")
-    started = time.perf_counter()
-    result = {**next_symbol_accuracy(session, words), **keystroke_savings(session, ksr_words)}
-    result["ksr_words"] = result.pop("words")
-    result["words"] = len(words)
-    return {**result, "variant": model.variant.name, "bytes": model.variant.bytes, "backend": model.backend,
-            "seconds": round(time.perf_counter() - started, 2)}
-
-
-BENCH_WORDS = ("the", "keyboard", "information", "quickly", "understanding", "temperature", "sensor",
-               "beautiful", "zebra", "running", "government", "probably", "yesterday", "jump", "question",
-               "example", "between", "different", "something", "language")
-
-
-def bench_complete(bundle, variants: list[str] | None = None, backend: str | None = None,
-                   repeats: int = 5, k: int = 3) -> dict:
-    """Per-keystroke latency (feed + suggest(k)) per variant, typing BENCH_WORDS letter by letter.
-
-    One thread, one warm-up pass, then `repeats` timed passes; median and
-    spread of the per-keystroke mean of each pass, and the p90 keystroke of
-    the last pass (beam search takes longer where many words are open).
-    """
-    from edge_runtime.bench import opened_variants
-    from edge_runtime.manifest import read_manifest
-
-    manifest = read_manifest(bundle)
-    names = variants or [v.name for v in manifest.variants]
-    results, used = {}, backend
-    for name, model in opened_variants(bundle, names, backend, results):
-        used = model.backend
-        typing = Autocomplete(CharSession(model))
-        words = [w for w in BENCH_WORDS if typing.vocabulary.accepts(w)]
-        passes, last = [], []
-        for r in range(repeats + 1):
-            times = []
-            for word in words:
-                typing.reset()
-                for c in word:
-                    started = time.perf_counter()
-                    typing.feed(c)
-                    typing.suggest(k)
-                    times.append((time.perf_counter() - started) * 1e6)
-            if r:  # the first pass warms up
-                passes.append(float(np.mean(times)))
-                last = times
-        results[name] = {"median_us": float(np.median(passes)), "min_us": min(passes), "max_us": max(passes),
-                         "p90_us": float(np.percentile(last, 90)), "keystrokes": len(last),
-                         "bytes": model.variant.bytes}
-    bundle_bytes = sum(f.stat().st_size for f in Path(bundle).iterdir() if f.is_file())
-    return {"backend": used, "k": k, "beam_width": BEAM_WIDTH, "repeats": repeats,
-            "bundle_bytes": bundle_bytes, "variants": results}

@@ -14,7 +14,8 @@ import numpy as np
 
 from edge_runtime.backends import interpreter_class
 from edge_runtime.manifest import BundleError, batched_companion, verified_file_bytes
-from edge_runtime.session import SIGNATURE, Model
+from edge_runtime.binding import StepBinding, indices, signature_details
+from edge_runtime.model import Model
 
 
 def bucket_size(rows: int) -> int:
@@ -26,19 +27,16 @@ def bucket_size(rows: int) -> int:
 
 
 class _Bucket:
-    """One interpreter allocated for exactly `size` rows, with tensor indices by name."""
+    """One interpreter allocated for exactly `size` rows, with its step binding (tensor indices by name)."""
 
-    def __init__(self, interpreter, size: int, names_in: list[str], names_out: list[str], widths: dict[str, int]):
+    def __init__(self, interpreter, size: int, manifest, widths: dict[str, int]):
         self.size = size
-        runner = interpreter.get_signature_runner(SIGNATURE)
-        inputs, outputs = runner.get_input_details(), runner.get_output_details()
-        del runner  # ai-edge-litert refuses allocate while a runner holds its buffers
-        for name in names_in:
-            interpreter.resize_tensor_input(inputs[name]["index"], [size, widths[name]], strict=False)
+        inputs, outputs = signature_details(interpreter)
+        self.binding = StepBinding(manifest, indices(inputs), indices(outputs))
+        for name, index in ((manifest.input.name, self.binding.x), *((n, i) for n, i, _ in self.binding.state)):
+            interpreter.resize_tensor_input(index, [size, widths[name]], strict=False)
         interpreter.allocate_tensors()
         self.interpreter = interpreter
-        self.inputs = {n: inputs[n]["index"] for n in names_in}
-        self.outputs = {n: outputs[n]["index"] for n in names_out}
 
 
 class BatchedStep:
@@ -55,11 +53,8 @@ class BatchedStep:
         self.file = entry["file"]
         self.max_batch = max_batch
         self._interpreter_cls = interpreter_class(model.backend)[1]
-        self._names_in = [m.input.name] + [s.name for s in m.state]
-        self._names_out = [m.output.name] + [s.name for s in m.state]
+        self._manifest = m
         self._widths = {m.input.name: m.input.shape[1], **{s.name: s.shape[1] for s in m.state}}
-        self._x_name, self._y_name = m.input.name, m.output.name
-        self._state_names = [s.name for s in m.state]
         self._buckets: dict[int, _Bucket] = {}
         self._bucket(2)  # open one now: a bundle whose companion cannot open fails at start, not mid-stream
 
@@ -68,7 +63,7 @@ class BatchedStep:
         if bucket is None:
             try:
                 interpreter = self._interpreter_cls(model_content=self._content, num_threads=1)
-                bucket = _Bucket(interpreter, size, self._names_in, self._names_out, self._widths)
+                bucket = _Bucket(interpreter, size, self._manifest, self._widths)
             except (ValueError, RuntimeError, KeyError) as e:
                 raise BundleError(f"{self.file}: cannot open the batched step model at batch {size} ({e})") from None
             self._buckets[size] = bucket
@@ -79,13 +74,13 @@ class BatchedStep:
         if not 0 < rows <= self.max_batch:
             raise ValueError(f"batch of {rows} rows; this step takes 1..{self.max_batch}")
         bucket = self._bucket(bucket_size(rows))
-        interp = bucket.interpreter
-        interp.set_tensor(bucket.inputs[self._x_name], _padded(x, bucket.size))
-        for name in self._state_names:
-            interp.set_tensor(bucket.inputs[name], _padded(state[name], bucket.size))
+        interp, binding = bucket.interpreter, bucket.binding
+        interp.set_tensor(binding.x, _padded(x, bucket.size))
+        for name, in_index, _ in binding.state:
+            interp.set_tensor(in_index, _padded(state[name], bucket.size))
         interp.invoke()
-        y = interp.get_tensor(bucket.outputs[self._y_name])[:rows]  # (B, O)
-        return y, {name: interp.get_tensor(bucket.outputs[name])[:rows] for name in self._state_names}
+        y = interp.get_tensor(binding.y)[:rows]  # (B, O)
+        return y, {name: interp.get_tensor(out_index)[:rows] for name, _, out_index in binding.state}
 
 
 def _padded(rows: np.ndarray, size: int) -> np.ndarray:

@@ -75,14 +75,6 @@ class Manifest:
         raise BundleError(f"{self.path}: no variant {name!r}; it has {', '.join(v.name for v in self.variants)}")
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _require(d: dict, key: str, kind, where: str):
     if key not in d:
         raise BundleError(f"{where}: missing required field {key!r}")

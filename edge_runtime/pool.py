@@ -16,7 +16,7 @@ import numpy as np
 
 from edge_runtime.batched import BatchedStep
 from edge_runtime.manifest import BundleError, batched_companion
-from edge_runtime.session import Model
+from edge_runtime.session import ForecastModel
 
 
 class StreamLimitError(RuntimeError):
@@ -24,7 +24,7 @@ class StreamLimitError(RuntimeError):
 
 
 class StreamPool:
-    def __init__(self, model: Model, max_streams: int = 256, batched: bool | None = None, max_batch: int = 256):
+    def __init__(self, model: ForecastModel, max_streams: int = 256, batched: bool | None = None, max_batch: int = 256):
         """batched: True requires the companion model, False never uses it, None uses it when present."""
         if max_streams < 1 or max_batch < 1:
             raise ValueError("max_streams and max_batch must be positive")
@@ -41,16 +41,10 @@ class StreamPool:
         self.state = {s.name: np.zeros((max_streams, s.shape[1]), np.float32) for s in m.state}  # (S, n) each
         self.steps = np.zeros(max_streams, np.int64)  # (S,) samples since the stream's last reset
         self._session = model.session()  # the engine for per-stream steps
-        self._mean, self._std = model.mean, model.std  # (C,) for priming x_prev
+        self._binding = model.binding  # the x_prev priming rule
         self.channels = m.input.shape[1]
 
     # -- streams --------------------------------------------------------------
-    def __contains__(self, stream_id: str) -> bool:
-        return stream_id in self._rows
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
     def ids(self) -> list[str]:
         return list(self._rows)
 
@@ -81,10 +75,6 @@ class StreamPool:
 
     def steps_of(self, stream_id: str) -> int:
         return int(self.steps[self._rows[stream_id]])
-
-    def get_state(self, stream_id: str) -> dict[str, np.ndarray]:
-        row = self._rows[stream_id]
-        return {name: array[row].copy() for name, array in self.state.items()}  # each (n,)
 
     def set_state(self, stream_id: str, state: dict[str, np.ndarray], steps: int) -> None:
         self.add(stream_id)
@@ -137,8 +127,8 @@ class StreamPool:
         index = np.asarray(rows)  # (B,)
         state = {name: array[index] for name, array in self.state.items()}  # (B, n) each
         fresh = self.steps[index] == 0
-        if "x_prev" in state and fresh.any():
-            state["x_prev"][fresh] = (x[fresh] - self._mean) / self._std  # a fresh stream's change reads 0
+        if self._binding.primes_x_prev and fresh.any():
+            state["x_prev"][fresh] = self._binding.x_prev_from(x[fresh])  # a fresh stream's change reads 0
         y, new_state = self.batched.step(x, state)
         for name, array in self.state.items():
             array[index] = new_state[name]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_runtime.binding import StepBinding
 from edge_runtime.manifest import Manifest, read_manifest, verified_model_bytes
 from firmware_sim.executor import Executor, StepRunner
 from firmware_sim.fixedpoint import round_half_away
@@ -41,9 +42,10 @@ class DeviceModel:
         self.runner = StepRunner(Executor(self.graph, flavour), manifest.input.name, manifest.output.name)
         self.x_spec = self.runner.tensor_spec(manifest.input.name)
         self.y_spec = self.runner.tensor_spec(manifest.output.name, output=True)
+        # the step signature by name and the x_prev rule, as edge_runtime's Session uses them
+        self.binding = StepBinding(manifest, self.graph.signature_inputs, self.graph.signature_outputs)
         norm = manifest.normalization or {}  # an autocomplete bundle has none (one-hot input)
-        self.mean = np.asarray(norm.get("mean", 0.0), np.float32)  # (C,)
-        self.std = np.asarray(norm.get("std", 1.0), np.float32)  # (C,)
+        self.std = np.asarray(norm.get("std", 1.0), np.float32)  # (C,) residual thresholds in sensor units
         self.steps = 0
         self._zero_state = {k: v.copy() for k, v in self.runner.state.items()}
 
@@ -61,9 +63,8 @@ class DeviceModel:
 
     def step(self, x_raw) -> np.ndarray:
         """(C,) sensor units -> (O,) forecast of the next sample in sensor units."""
-        if self.steps == 0 and "x_prev" in self.runner.state:  # prime x_prev as the Session does
-            spec = self.runner.tensor_spec("x_prev")
-            self.runner.state["x_prev"] = encode(spec, (np.asarray(x_raw, np.float32) - self.mean) / self.std)
+        if self.steps == 0 and self.binding.primes_x_prev:  # prime x_prev as the Session does
+            self.runner.state["x_prev"] = encode(self.runner.tensor_spec("x_prev"), self.binding.x_prev_from(x_raw))
         y = self.runner.run(encode(self.x_spec, x_raw))
         self.steps += 1
         return decode(self.y_spec, y).reshape(-1)

@@ -9,11 +9,9 @@ float-I/O variant's edge).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from firmware_sim.graph import Graph, GraphError, read_graph
+from firmware_sim.graph import Graph, GraphError
 from firmware_sim.kernels import DEFAULT_FLAVOUR, prepare
 
 
@@ -22,10 +20,6 @@ class Executor:
         self.graph, self.flavour = graph, flavour
         self.kernels = [prepare(op, graph, flavour) for op in graph.operators]
         self.arena: list[np.ndarray | None] = [t.data for t in graph.tensors]  # constants stay in place
-
-    @classmethod
-    def from_file(cls, path: str | Path, flavour: str = DEFAULT_FLAVOUR) -> "Executor":
-        return cls(read_graph(Path(path).read_bytes()), flavour)
 
     def set_input(self, index: int, value: np.ndarray) -> None:
         t = self.graph.tensors[index]

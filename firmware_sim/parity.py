@@ -24,7 +24,6 @@ from firmware_sim.device_model import DeviceModel, encode
 from firmware_sim.sensor import synthetic_stream
 
 RUNTIME_FLAVOUR = {"tflite_runtime": "tflite-2.14", "ai_edge_litert": "litert-2.3"}
-RESOLVERS = ("reference", "default")
 
 
 def _interpreter(backend: str, content: bytes, resolver: str, preserve: bool):
@@ -80,20 +79,20 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
     state = {n: v.copy() for n, v in model.runner.state.items()}
     first_difference, differing_steps, internal_checked, internal_diff = None, 0, 0, 0
     internal_examples = []  # (step, tensor, ours, theirs) for the first few internal differences
-    x_index = g.signature_inputs[m.input.name]
+    binding = model.binding  # the same tensor indices in both: one flatbuffer
     for step, raw in enumerate(stream):
-        if step == 0 and "x_prev" in state:
-            state["x_prev"] = encode(model.runner.tensor_spec("x_prev"), (raw - model.mean) / model.std)
+        if step == 0 and binding.primes_x_prev:
+            state["x_prev"] = encode(model.runner.tensor_spec("x_prev"), binding.x_prev_from(raw))
             model.runner.state["x_prev"] = state["x_prev"].copy()
         x = encode(model.x_spec, raw)
         ours = model.runner.run(x)
-        interpreter.set_tensor(x_index, x)
-        for n in state:
-            interpreter.set_tensor(g.signature_inputs[n], state[n])
+        interpreter.set_tensor(binding.x, x)
+        for n, in_index, _ in binding.state:
+            interpreter.set_tensor(in_index, state[n])
         interpreter.invoke()
-        theirs = {m.output.name: interpreter.get_tensor(g.signature_outputs[m.output.name])}
-        for n in state:
-            state[n] = interpreter.get_tensor(g.signature_outputs[n]).copy()
+        theirs = {m.output.name: interpreter.get_tensor(binding.y)}
+        for n, _, out_index in binding.state:
+            state[n] = interpreter.get_tensor(out_index).copy()
             theirs[n] = state[n]
         mine = {m.output.name: ours, **model.runner.state}
         differs = False

@@ -2,7 +2,7 @@
 
 For every run/bundle pair: labelled copies of the run's held-out test split
 (`train.anomalies`: one stream per kind and repeat, a mixed one, a clean one)
-are scored by `python -m edge_runtime anomalies` in a separate process, as a
+are scored by `python -m edge_eval anomalies` in a separate process, as a
 device runs them (Session step by step, AnomalyTracker from the manifest).
 Then per kind, over that kind's streams: precision, recall, F1 and detection
 delay; the clean stream gives the false-alarm rate; the same streams scored
@@ -24,7 +24,7 @@ KIND_ORDER = ("spike", "level_shift", "stuck", "dropout", "drift")
 
 def edge_anomalies(bundle: Path, csv_paths: list[Path], residual_only: bool = False) -> dict:
     """Score labelled CSVs in a fresh process that has only the edge runtime loaded."""
-    cmd = [sys.executable, "-m", "edge_runtime", "anomalies", str(bundle), *map(str, csv_paths), "--trace"]
+    cmd = [sys.executable, "-m", "edge_eval", "anomalies", str(bundle), *map(str, csv_paths), "--trace"]
     if residual_only:
         cmd.append("--residual-only")
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -35,7 +35,7 @@ def edge_anomalies(bundle: Path, csv_paths: list[Path], residual_only: bool = Fa
 
 def per_kind(result: dict) -> dict[str, dict]:
     """Sum the single-kind streams of each kind; 'clean' gives alarms per 10,000 clean samples."""
-    from edge_runtime.anomaly_eval import summarize
+    from edge_eval.anomalies import summarize
 
     totals: dict[str, dict] = {}
     for f in result["files"]:
@@ -127,7 +127,7 @@ def plot_timeline(result: dict, path: Path, max_rows: int = 3000) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from edge_runtime.anomaly_eval import read_labels, read_values
+    from edge_eval.anomalies import read_labels, read_values
     from edge_runtime.manifest import read_manifest
 
     mixed = result["mixed"]

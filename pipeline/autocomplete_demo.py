@@ -5,7 +5,7 @@ scored on the same held-out 10% (seeded): next-letter top-1 and top-3 over
 every letter and end symbol, and keystroke savings (KSR): float32 and the
 n-gram on every held-out word, every variant on the first 500 (the integer
 variants run 4-5x slower than float32 here). Each variant of the bundle is scored by
-`python -m edge_runtime eval-complete` in a process of its own, with the
+`python -m edge_eval eval-complete` in a process of its own, with the
 device's interpreter (tflite-runtime, or ai-edge-litert for a variant the
 manifest says tflite-runtime cannot open).
 
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from edge_runtime.autocomplete import KSR_SUBSET
+from edge_eval.autocomplete import KSR_SUBSET
 
 TOP1_MARGIN = 0.02
 BENCH_VARIANTS = ("float32", "int8", "int16x8")  # timed per keystroke for the report
@@ -67,7 +67,7 @@ class AutocompleteResult:
     ngram: dict  # order, top1, top3, ksr: the baseline (order 4-5, chosen on validation)
     ngram_high_order: dict  # the same for order 6-7: the strongest n-gram here, reported alongside
     variants: dict[str, dict] = field(default_factory=dict)  # name -> eval-complete result + bytes
-    latency: dict = field(default_factory=dict)  # python -m edge_runtime bench-complete
+    latency: dict = field(default_factory=dict)  # python -m edge_eval bench-complete
     checks: dict[str, bool] = field(default_factory=dict)
     stage_seconds: float = 0.0
 
@@ -84,7 +84,7 @@ def run_json(cmd: list[str]) -> dict:
 
 
 def eval_variant(bundle: Path, words: Path, variant: str, ksr_words: int, backend: str) -> dict:
-    return run_json([sys.executable, "-m", "edge_runtime", "eval-complete", str(bundle), "--words", str(words),
+    return run_json([sys.executable, "-m", "edge_eval", "eval-complete", str(bundle), "--words", str(words),
                      "--ksr-words", str(ksr_words), "--variant", variant, "--backend", backend])
 
 
@@ -107,17 +107,17 @@ def acceptance(r: AutocompleteResult) -> dict[str, bool]:
 def run_autocomplete(preset: AutocompletePreset, runs_dir: Path, artifacts_dir: Path, words_path: Path | None = None,
                      progress: bool = True) -> AutocompleteResult:
     from convert.bundle import convert_run
-    from train.chartrain import CharTrainConfig, train_char_run
-    from train.config import CharModelConfig
+    from train.autocomplete_train import AutocompleteTrainConfig, train_autocomplete_run
+    from train.config import AutocompleteModelConfig
     from train.words import load_words
 
     started = time.perf_counter()
     name = f"words-{preset.cell}{preset.hidden}"
     splits = load_words(words_path, seed=preset.seed)
-    config = CharModelConfig(cell=preset.cell, hidden=preset.hidden, layers=preset.layers)
-    train_config = CharTrainConfig(epochs=preset.epochs, batch=preset.batch, lr=preset.lr, seed=preset.seed,
+    config = AutocompleteModelConfig(cell=preset.cell, hidden=preset.hidden, layers=preset.layers)
+    train_config = AutocompleteTrainConfig(epochs=preset.epochs, batch=preset.batch, lr=preset.lr, seed=preset.seed,
                                    words_per_epoch=preset.words_per_epoch, patience=preset.epochs)
-    metrics = train_char_run(splits, config, train_config, runs_dir / name, progress=progress,
+    metrics = train_autocomplete_run(splits, config, train_config, runs_dir / name, progress=progress,
                              ksr_words=preset.ksr_words)
     manifest = convert_run(runs_dir / name, artifacts_dir / name)
     result = AutocompleteResult(name, metrics["parameters"], metrics["train_seconds"],
@@ -135,7 +135,7 @@ def run_autocomplete(preset: AutocompletePreset, runs_dir: Path, artifacts_dir: 
     with ThreadPoolExecutor(max_workers=2) as pool:
         scored = list(pool.map(score, manifest["variants"]))
     result.variants = {entry["name"]: s for entry, s in zip(manifest["variants"], scored)}
-    result.latency = run_json([sys.executable, "-m", "edge_runtime", "bench-complete", str(artifacts_dir / name),
+    result.latency = run_json([sys.executable, "-m", "edge_eval", "bench-complete", str(artifacts_dir / name),
                                "--backend", "tflite_runtime", "--repeats", "3"]
                               + [a for v in BENCH_VARIANTS if v in result.variants for a in ("--variant", v)])
     result.checks = acceptance(result)

@@ -76,7 +76,7 @@ import json, sys, time
 started = time.perf_counter()
 import numpy as np
 import edge_runtime
-from edge_runtime.bench import peak_rss_mb
+from edge_eval.bench import peak_rss_mb
 model = edge_runtime.load(sys.argv[1], backend=sys.argv[2])
 session = model.session()
 x = np.asarray(model.manifest.normalization["mean"], np.float32)
@@ -95,15 +95,15 @@ def autocomplete_bundle(work: Path, hidden: int, layers: int, artifacts: Path = 
     if (demo / "manifest.json").exists() and json.loads((demo / "manifest.json").read_text()).get("layers") == layers:
         return demo
     from convert.bundle import convert_run
-    from train.chartrain import CharTrainConfig, train_char_run
-    from train.config import CharModelConfig
+    from train.autocomplete_train import AutocompleteTrainConfig, train_autocomplete_run
+    from train.config import AutocompleteModelConfig
     from train.words import load_words
 
     name = f"words-lstm{hidden}x{layers}"
     run_dir, bundle = work / "runs" / name, work / "artifacts" / name
     if not (bundle / "manifest.json").exists():
-        train_char_run(load_words(), CharModelConfig(hidden=hidden, layers=layers),
-                       CharTrainConfig(epochs=1, words_per_epoch=2000), run_dir, progress=False, baseline=False)
+        train_autocomplete_run(load_words(), AutocompleteModelConfig(hidden=hidden, layers=layers),
+                       AutocompleteTrainConfig(epochs=1, words_per_epoch=2000), run_dir, progress=False, baseline=False)
         convert_run(run_dir, bundle)
     return bundle
 
@@ -156,7 +156,7 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
     done("reference model")
     results["edge"] = {}
     for runtime in RUNTIMES:
-        results["edge"][runtime] = run_json([py, "-m", "edge_runtime", "bench", str(bundle), "--backend", runtime,
+        results["edge"][runtime] = run_json([py, "-m", "edge_eval", "bench", str(bundle), "--backend", runtime,
                                              "--steps", str(preset.steps), "--repeats", str(preset.repeats)])
         done(f"edge {runtime}")
     results["peers"] = {}
@@ -173,7 +173,7 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
     for hidden in preset.hidden_sizes:
         for layers in preset.layer_counts:
             _, b = build_model(work, "lstm", hidden, layers, variants=("float32",))
-            timing = run_json([py, "-m", "edge_runtime", "bench", str(b), "--variant", "float32",
+            timing = run_json([py, "-m", "edge_eval", "bench", str(b), "--variant", "float32",
                                "--steps", str(preset.steps), "--repeats", str(preset.repeats)])
             results["scaling"].append({"hidden": hidden, "layers": layers, "macs": macs("lstm", hidden, layers),
                                        "us": timing["variants"]["float32"]["median_us"]})
@@ -181,7 +181,7 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
     results["throughput"] = throughput(bundle, preset.stream_counts)
     done("throughput vs streams")
     keystrokes = autocomplete_bundle(work, *preset.autocomplete)
-    results["autocomplete"] = run_json([py, "-m", "edge_runtime", "bench-complete", str(keystrokes), "--backend",
+    results["autocomplete"] = run_json([py, "-m", "edge_eval", "bench-complete", str(keystrokes), "--backend",
                                         "tflite_runtime", "--repeats", str(min(preset.repeats, 5))])
     results["autocomplete"]["bundle"] = keystrokes.name
     done("autocomplete keystrokes")

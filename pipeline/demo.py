@@ -1,7 +1,7 @@
 """The whole pipeline on built-in data: train -> convert -> run on the edge runtime -> table.
 
 Each model is trained (train/), converted to a bundle (convert/), then
-scored by `python -m edge_runtime eval` in a separate process, as a device
+scored by `python -m edge_eval eval` in a separate process, as a device
 would run it: raw samples in, state never reset, the default interpreter
 (tflite-runtime when installed) and no torch or TensorFlow in that process.
 
@@ -116,7 +116,7 @@ def variant_summary(manifest: dict) -> dict[str, dict]:
 
 def edge_eval(bundle: Path, test_csv: Path, warmup: int) -> dict:
     """Score a bundle in a fresh process that has only the edge runtime loaded."""
-    cmd = [sys.executable, "-m", "edge_runtime", "eval", str(bundle), "--input", str(test_csv),
+    cmd = [sys.executable, "-m", "edge_eval", "eval", str(bundle), "--input", str(test_csv),
            "--warmup", str(warmup)]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if done.returncode != 0:

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from edge_runtime.bench import peak_rss_mb, summary, time_per_step
+from edge_eval.bench import peak_rss_mb, summary, time_per_step
 from train.checkpoint import load_checkpoint
 from train.config import ModelConfig
 

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import IN_PROCESS_BACKEND, manifest_of, run_cli, run_isolated
 from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
-from edge_runtime.anomaly_eval import match, summarize
+from edge_eval.anomalies import match, summarize
 from train.anomalies import DROPOUT_READING, GAP, KINDS, inject, labelled_streams
 
 F1_REQUIRED = {"spike": 0.8, "level_shift": 0.8}  # the issue's bar; the other kinds are reported, not required
@@ -200,7 +200,7 @@ def detector_bundle(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.slow
 def test_thresholds_are_calibrated_on_validation_not_test(detector_bundle, capsys):
     from convert.anomaly import anomaly_section, calibrate, validation_residuals
-    from edge_runtime.session import load
+    from edge_runtime.tasks import load
 
     run_dir, bundle = detector_bundle
     section = manifest_of(bundle)["anomaly"]
@@ -233,7 +233,7 @@ def test_detector_finds_spikes_and_level_shifts_on_the_device_runtime(detector_b
     # as on a device: torch, TensorFlow, train and convert cannot be imported in that process
     done = run_isolated(f"""
         import sys
-        from edge_runtime.cli import main
+        from edge_eval.cli import main
         code = main({args!r})
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow", "train", "convert"))
         assert code == 0 and not heavy, (code, heavy)
@@ -242,7 +242,7 @@ def test_detector_finds_spikes_and_level_shifts_on_the_device_runtime(detector_b
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "tflite_runtime"  # scored as the device runs it
     kinds = per_kind(result)
-    level_only = run_cli("edge_runtime", *args, "--residual-only")
+    level_only = run_cli("edge_eval", *args, "--residual-only")
     assert level_only.returncode == 0, level_only.stderr
     level_kinds = per_kind(json.loads(level_only.stdout.strip().splitlines()[-1]))
     print("\n" + table([{"name": "temperature-lstm16", "kinds": kinds, "residual_only": level_kinds}]))

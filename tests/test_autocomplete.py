@@ -18,9 +18,10 @@ import pytest
 import edge_runtime
 from conftest import IN_PROCESS_BACKEND, ROOT, run_cli, run_isolated
 from edge_runtime import BundleError
-from edge_runtime.autocomplete import Autocomplete, CharSession, keystroke_savings, next_symbol_accuracy
+from edge_eval.autocomplete import keystroke_savings, next_symbol_accuracy
+from edge_runtime.autocomplete import Autocomplete, AutocompleteSession
 from edge_runtime.vocabulary import Vocabulary
-from train.ngram import CharNgram
+from train.ngram import AutocompleteNgram
 from train.words import LECTURE_WORDS, read_word_list, split_words
 
 TOY_TRAIN = dict(hidden=16, layers=2, epochs=400, batch=10, lr=0.02)  # ~7 s; loss 0.472 of the optimal 0.461
@@ -29,12 +30,12 @@ TOY_TRAIN = dict(hidden=16, layers=2, epochs=400, batch=10, lr=0.02)  # ~7 s; lo
 def train_and_convert(root: Path, name: str, splits, hidden: int, epochs: int, batch: int, lr: float,
                       layers: int = 2, variants=("float32", "int16x8")) -> tuple[Path, Path, dict]:
     from convert.bundle import convert_run
-    from train.chartrain import CharTrainConfig, train_char_run
-    from train.config import CharModelConfig
+    from train.autocomplete_train import AutocompleteTrainConfig, train_autocomplete_run
+    from train.config import AutocompleteModelConfig
 
     run = root / "runs" / name
-    metrics = train_char_run(splits, CharModelConfig(hidden=hidden, layers=layers),
-                             CharTrainConfig(epochs=epochs, batch=batch, lr=lr, patience=epochs), run,
+    metrics = train_autocomplete_run(splits, AutocompleteModelConfig(hidden=hidden, layers=layers),
+                             AutocompleteTrainConfig(epochs=epochs, batch=batch, lr=lr, patience=epochs), run,
                              progress=False, baseline=False)
     convert_run(run, root / "artifacts" / name, variants=variants)
     return run, root / "artifacts" / name, metrics
@@ -106,9 +107,9 @@ def test_next_chars_are_ranked_probabilities_of_the_next_letter(toy):
 
 
 class CountingPredictor:
-    """The bundle's CharSession, counting every interpreter step (to prove backspace recomputes nothing)."""
+    """The bundle's AutocompleteSession, counting every interpreter step (to prove backspace recomputes nothing)."""
 
-    def __init__(self, session: CharSession):
+    def __init__(self, session: AutocompleteSession):
         self.session, self.vocabulary, self.steps = session, session.vocabulary, 0
 
     def start(self):
@@ -126,7 +127,7 @@ class CountingPredictor:
 @pytest.mark.parametrize("variant", ["float32", "int16x8"])
 def test_backspace_restores_the_exact_state_without_recomputing(toy, variant):
     model = edge_runtime.load(toy[1], variant=variant, backend=IN_PROCESS_BACKEND)
-    predictor = CountingPredictor(CharSession(model))
+    predictor = CountingPredictor(AutocompleteSession(model))
     typing = Autocomplete(predictor)
     for c in "wo":
         typing.feed(c)
@@ -148,8 +149,8 @@ def test_backspace_restores_the_exact_state_without_recomputing(toy, variant):
 
 @pytest.mark.slow
 def test_a_word_longer_than_the_kept_history_still_backspaces_correctly(toy):
-    typing = Autocomplete(CharSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)), history=3)
-    reference = Autocomplete(CharSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)))
+    typing = Autocomplete(AutocompleteSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)), history=3)
+    reference = Autocomplete(AutocompleteSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)))
     for c in "kindwood":
         typing.feed(c)
     for c in "kindwo":
@@ -166,13 +167,13 @@ def test_a_word_longer_than_the_kept_history_still_backspaces_correctly(toy):
 
 def test_ngram_witten_bell_matches_hand_computed_probabilities():
     vocab = Vocabulary.lowercase()
-    unigram = CharNgram(["ab"], vocab, order=1)
+    unigram = AutocompleteNgram(["ab"], vocab, order=1)
     # targets a, b, $: N = 3 tokens, T = 3 types, lower order uniform over the 27 predictable symbols
     p = unigram.probabilities("")
     assert p[vocab.index("a")] == pytest.approx((1 + 3 / 27) / 6)
     assert p[vocab.index("z")] == pytest.approx((3 / 27) / 6)
     assert p[vocab.start_index] == 0 and p.sum() == pytest.approx(1)
-    trigram = CharNgram(["abc", "abc", "abd"], vocab, order=3)
+    trigram = AutocompleteNgram(["abc", "abc", "abd"], vocab, order=3)
     after_ab = trigram.probabilities("^ab")
     bigram_b = trigram.probabilities("^b")  # context "b": c twice, d once, the same counts
     assert after_ab[vocab.index("c")] == pytest.approx((2 + 2 * bigram_b[vocab.index("c")]) / (3 + 2))
@@ -186,7 +187,7 @@ def test_ngram_witten_bell_matches_hand_computed_probabilities():
 def test_ngram_metrics_on_a_word_list_it_memorized():
     vocab = Vocabulary.lowercase()
     words = ["kiss", "kind", "cold", "zebra"]
-    ngram = CharNgram(words, vocab, order=6)
+    ngram = AutocompleteNgram(words, vocab, order=6)
     accuracy = next_symbol_accuracy(ngram, ["zebra"])
     # the first letter is the one miss: k starts two of the four words; e b r a $ then follow for sure
     assert accuracy["positions"] == 6 and accuracy["top1"] == pytest.approx(5 / 6)
@@ -250,7 +251,7 @@ def test_forecast_bundles_still_read_and_complete_refuses_them(tiny_bundles, toy
     assert done.returncode == 2 and "a forecast bundle; this command needs an autocomplete bundle" in done.stderr
     done = run_cli("edge_runtime", "run", str(toy[1]), "--input", "-", stdin="index,x\n0,1\n")
     assert done.returncode == 2 and "an autocomplete bundle; 'run' streams sensor samples" in done.stderr
-    done = run_cli("edge_runtime", "eval-complete", str(toy[1]), "--words", str(toy[1] / "nowhere.txt"))
+    done = run_cli("edge_eval", "eval-complete", str(toy[1]), "--words", str(toy[1] / "nowhere.txt"))
     assert done.returncode == 2 and "nowhere.txt" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -358,14 +359,14 @@ def test_a_bundle_is_self_contained_once_the_word_list_is_gone(tmp_path):
 def test_eval_and_bench_complete_run_on_the_device_runtime(toy, tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("\n".join(LECTURE_WORDS) + "\n")
-    done = run_cli("edge_runtime", "eval-complete", str(toy[1]), "--words", str(words), "--variant", "int16x8")
+    done = run_cli("edge_eval", "eval-complete", str(toy[1]), "--words", str(words), "--variant", "int16x8")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "tflite_runtime" and result["positions"] == 50 and result["ksr_words"] == 10
     # the toy's last letters are certain, so the suggestion is right by the third letter at the latest:
     # at most 4 keys (3 letters + Tab) for 4 letters, and Tab must have been used at least once
     assert 0 < result["ksr"] <= 1 and result["keys"] <= 40 and result["accepted"] >= 1
-    done = run_cli("edge_runtime", "bench-complete", str(toy[1]), "--repeats", "1")
+    done = run_cli("edge_eval", "bench-complete", str(toy[1]), "--repeats", "1")
     assert done.returncode == 0, done.stderr
     bench = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(bench["variants"]) == {"float32", "int16x8"} and bench["k"] == 3

@@ -70,7 +70,7 @@ def test_skipped_bad_rows_leave_the_state_untouched(tiny_bundles):
 
 def test_eval_scores_a_log_as_the_device_runs_it(tiny_bundles):
     run_dir, bundle = tiny_bundles["lstm"]
-    done = run_cli("edge_runtime", "eval", str(bundle), "--input", str(run_dir / "test.csv"), "--warmup", "256")
+    done = run_cli("edge_eval", "eval", str(bundle), "--input", str(run_dir / "test.csv"), "--warmup", "256")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def autocomplete_main(argv: list[str]) -> int:
-    from train.config import CharModelConfig
+    from train.config import AutocompleteModelConfig
     from train.words import DEBIAN_WORDS, WORD_SETS, load_words
 
     p = argparse.ArgumentParser(prog="python -m train --task autocomplete",
@@ -80,11 +80,11 @@ def autocomplete_main(argv: list[str]) -> int:
     src.add_argument("--words", help=f"one word per line; lowercase a-z words are kept (e.g. {DEBIAN_WORDS})")
     src.add_argument("--scenario", choices=sorted(WORD_SETS), help="built-in word set (the lecture's toy)")
     p.add_argument("--cell", choices=sorted(CELLS), default="lstm")
-    p.add_argument("--hidden", type=int, default=CharModelConfig.hidden)
-    p.add_argument("--layers", type=int, default=CharModelConfig.layers)
-    from train.chartrain import CharTrainConfig
+    p.add_argument("--hidden", type=int, default=AutocompleteModelConfig.hidden)
+    p.add_argument("--layers", type=int, default=AutocompleteModelConfig.layers)
+    from train.autocomplete_train import AutocompleteTrainConfig
 
-    for name, default in CharTrainConfig().to_dict().items():
+    for name, default in AutocompleteTrainConfig().to_dict().items():
         p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
     p.add_argument("--no-baseline", action="store_true", help="skip the n-gram baseline")
     p.add_argument("--name", help="run name (default: <word list stem or scenario>-<cell>)")
@@ -96,12 +96,12 @@ def autocomplete_main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from train.chartrain import train_char_run
+    from train.autocomplete_train import train_autocomplete_run
 
-    model_config = CharModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers)
-    train_config = CharTrainConfig.from_dict({k: getattr(args, k) for k in CharTrainConfig().to_dict()})
+    model_config = AutocompleteModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers)
+    train_config = AutocompleteTrainConfig.from_dict({k: getattr(args, k) for k in AutocompleteTrainConfig().to_dict()})
     name = args.name or f"{args.scenario or Path(args.words).stem}-{args.cell}"
-    metrics = train_char_run(splits, model_config, train_config, Path(args.out) / name, progress=not args.quiet,
+    metrics = train_autocomplete_run(splits, model_config, train_config, Path(args.out) / name, progress=not args.quiet,
                              baseline=not args.no_baseline)
     ngram = metrics.get("ngram", {})
     print(json.dumps({"run": str(Path(args.out) / name), **{k: metrics[k] for k in (

@@ -71,8 +71,8 @@ def recurrent_state_names(cell: str, layers: int) -> list[str]:
 
 
 @dataclass
-class CharModelConfig(StrictConfig):
-    config_kind = "char model config"
+class AutocompleteModelConfig(StrictConfig):
+    config_kind = "autocomplete model config"
     """A next-character model (autocomplete): one-hot symbol in, logits over the vocabulary out."""
 
     cell: str = "lstm"  # rnn | gru | lstm

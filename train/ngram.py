@@ -34,7 +34,7 @@ NGRAM_ORDERS = (4, 5)  # the baseline the acceptance rules compare against
 HIGH_ORDERS = (6, 7)  # reported alongside: the strongest n-gram on this word list
 
 
-class CharNgram:
+class AutocompleteNgram:
     def __init__(self, words: list[str], vocab: Vocabulary, order: int = 5):
         if order < 1:
             raise ValueError(f"n-gram order must be at least 1, got {order}")
@@ -83,14 +83,14 @@ class CharNgram:
             return np.log(self.probabilities(node))
 
 
-def choose_order(train: list[str], val: list[str], vocab: Vocabulary, orders=NGRAM_ORDERS) -> tuple[CharNgram, dict]:
+def choose_order(train: list[str], val: list[str], vocab: Vocabulary, orders=NGRAM_ORDERS) -> tuple[AutocompleteNgram, dict]:
     """The order with the best next-symbol top-1 accuracy on the validation words."""
-    from edge_runtime.autocomplete import next_symbol_accuracy
+    from edge_eval.autocomplete import next_symbol_accuracy
 
     scores = {}
     best = None
     for order in orders:
-        model = CharNgram(train, vocab, order)
+        model = AutocompleteNgram(train, vocab, order)
         scores[order] = next_symbol_accuracy(model, val)["top1"]
         if best is None or scores[order] > scores[best.order]:
             best = model

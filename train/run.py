@@ -5,7 +5,7 @@ runs/<name>/
   splits.npz               the exact train / val / test arrays (raw units) and the warm-up length
   metrics.json             the same metrics, for people and scripts
   test.csv                 the test split as a sensor log (its first `warmup` rows only warm
-                           the state up): what `python -m edge_runtime eval` scores on a device
+                           the state up): what `python -m edge_eval eval` scores on a device
 """
 from __future__ import annotations
 

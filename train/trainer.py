@@ -75,11 +75,6 @@ def normalize(values: np.ndarray, norm: dict) -> np.ndarray:
     return ((values - np.asarray(norm["mean"])) / np.asarray(norm["std"])).astype(np.float32)
 
 
-def denormalize(values: np.ndarray, norm: dict, channels: tuple[int, ...]) -> np.ndarray:
-    idx = list(channels)
-    return values * np.asarray(norm["std"])[idx] + np.asarray(norm["mean"])[idx]
-
-
 @torch.inference_mode()
 def stream_forecast(model: Forecaster, values_norm: np.ndarray) -> np.ndarray:
     """Run one continuous stream from a cold start. (T, C) -> (T, O) normalized forecasts."""

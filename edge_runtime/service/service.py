@@ -84,9 +84,10 @@ class StreamInfo:
 
 class Service:
     def __init__(self, config: ServiceConfig, fresh: bool = False):
-        from edge_runtime.session import load
+        from edge_runtime.tasks import load, require_task
 
         self.config = config
+        require_task(config.bundle, "forecast", "serve")  # an autocomplete bundle has no sensor streams
         self.model = load(config.bundle, variant=config.variant, backend=config.backend)
         m = self.model.manifest
         self.identity = bundle_identity(config.bundle)

@@ -15,7 +15,7 @@ Event-level scoring, per stream:
 Several alarms inside one anomaly count once (as one detection), so a flood
 is not rewarded; they are counted as `alarms` for the record.
 
-    python -m edge_runtime anomalies artifacts/temperature-lstm runs/temperature-lstm/anomalies/*.csv
+    python -m edge_eval anomalies artifacts/temperature-lstm runs/temperature-lstm/anomalies/*.csv
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import numpy as np
 from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
 from edge_runtime.csvrows import CsvError, CsvRows
 from edge_runtime.manifest import BundleError
-from edge_runtime.session import Model
+from edge_runtime.model import Model
 
 TOLERANCE = 10  # samples after an anomaly's end in which an alarm start still counts as its detection
 LABELS_SUFFIX = ".labels.json"

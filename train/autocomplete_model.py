@@ -16,12 +16,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from train.config import CharModelConfig
+from train.config import AutocompleteModelConfig
 from train.models import CELLS
 
 
-class CharModel(nn.Module):
-    def __init__(self, config: CharModelConfig):
+class AutocompleteNet(nn.Module):
+    def __init__(self, config: AutocompleteModelConfig):
         super().__init__()
         self.config = config
         self.rnn = CELLS[config.cell](config.vocab_size, config.hidden, config.layers, batch_first=True)
@@ -47,8 +47,8 @@ class CharModel(nn.Module):
         return self.head(out), new_state  # (B, T, V)
 
 
-def char_model_from_weights(weights: dict, info: dict) -> CharModel:
+def autocomplete_net_from_weights(weights: dict, info: dict) -> AutocompleteNet:
     """Rebuild a trained model from a checkpoint's (weights, info); no training code runs."""
-    model = CharModel(CharModelConfig.from_dict(info["model"]))
+    model = AutocompleteNet(AutocompleteModelConfig.from_dict(info["model"]))
     model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     return model.eval()

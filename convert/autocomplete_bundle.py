@@ -10,7 +10,7 @@ calibrated on: words instead of a sensor stream.
 - Per-variant metrics on a fixed slice of the held-out words: next-symbol top-1
   and top-3, agreement with float32 torch's top-1, largest log-probability
   deviation. The full held-out set and the keystroke savings are scored by
-  `python -m edge_runtime eval-complete` (what `make demo` runs).
+  `python -m edge_eval eval-complete` (what `make demo` runs).
 """
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ import torch
 from convert.bundle import (CHECK_BACKEND, files_by_name, firmware_files, manifest_head, manifest_provenance,
                             variant_entry, write_files_atomically, write_scratch)
 from edge_runtime import manifest as schema
-from edge_runtime.autocomplete import CharSession
-from edge_runtime.session import load
+from edge_runtime.autocomplete import AutocompleteSession
+from edge_runtime.tasks import load
 from edge_runtime.vocabulary import Vocabulary
-from train.charmodel import CharModel, char_model_from_weights
-from train.config import CharModelConfig
+from train.autocomplete_model import AutocompleteNet, autocomplete_net_from_weights
+from train.config import AutocompleteModelConfig
 from train.words import word_batch
 
 PARITY_WORDS = 200
@@ -38,8 +38,8 @@ METRIC_WORDS = 400  # held-out words each variant is scored on at conversion
 CALIBRATION_SAMPLES = 1000
 
 
-def build_char_manifest(name: str, config: CharModelConfig, info: dict, variants: list[dict]) -> dict:
-    from convert.char_step import OUTPUT
+def build_autocomplete_manifest(name: str, config: AutocompleteModelConfig, info: dict, variants: list[dict]) -> dict:
+    from convert.autocomplete_step import OUTPUT
 
     metrics = info["metrics"]
     return {
@@ -58,7 +58,7 @@ def build_char_manifest(name: str, config: CharModelConfig, info: dict, variants
 
 
 @torch.inference_mode()
-def torch_log_probs(model: CharModel, words: list[str], vocab: Vocabulary) -> list[np.ndarray]:
+def torch_log_probs(model: AutocompleteNet, words: list[str], vocab: Vocabulary) -> list[np.ndarray]:
     """Per word, (len+1, V) log-probabilities of the symbol after ^ and each letter, start masked."""
     inputs, _, _ = word_batch(words, vocab)
     logits, _ = model(torch.from_numpy(inputs))  # (B, T, V)
@@ -67,7 +67,7 @@ def torch_log_probs(model: CharModel, words: list[str], vocab: Vocabulary) -> li
     return [log_probs[b, :len(w) + 1] for b, w in enumerate(words)]
 
 
-def stepped_log_probs(session: CharSession, word: str) -> np.ndarray:
+def stepped_log_probs(session: AutocompleteSession, word: str) -> np.ndarray:
     """(len+1, V): the step model typing ^word one symbol at a time, state fed back."""
     node = session.start()
     rows = [node.log_probs]
@@ -77,7 +77,7 @@ def stepped_log_probs(session: CharSession, word: str) -> np.ndarray:
     return np.stack(rows)
 
 
-def char_parity(torch_model: CharModel, session: CharSession, words: list[str]) -> dict:
+def autocomplete_parity(torch_model: AutocompleteNet, session: AutocompleteSession, words: list[str]) -> dict:
     reference = torch_log_probs(torch_model, words, session.vocabulary)
     # the start symbol is -inf on both sides (masked); compare every other symbol
     errors = [np.abs(stepped_log_probs(session, w)[np.isfinite(r)] - r[np.isfinite(r)]).max()
@@ -87,7 +87,7 @@ def char_parity(torch_model: CharModel, session: CharSession, words: list[str]) 
             "units": "log-probability", "backend": session.model.backend}
 
 
-def char_variant_metrics(reference: list[np.ndarray], session: CharSession, words: list[str]) -> dict:
+def autocomplete_variant_metrics(reference: list[np.ndarray], session: AutocompleteSession, words: list[str]) -> dict:
     """Next-symbol top-1/top-3 on `words` stepped on the runtime, and agreement with float32 torch."""
     vocab = session.vocabulary
     top1 = top3 = agree = count = 0
@@ -107,7 +107,7 @@ def char_variant_metrics(reference: list[np.ndarray], session: CharSession, word
             "backend": session.model.backend}
 
 
-def char_calibration(session: CharSession, words: list[str], count: int = CALIBRATION_SAMPLES,
+def autocomplete_calibration(session: AutocompleteSession, words: list[str], count: int = CALIBRATION_SAMPLES,
                      seed: int = 0) -> list[dict]:
     """(x, state) pairs as the step signature receives them while typing training words."""
     rng = np.random.default_rng(seed)
@@ -126,33 +126,33 @@ def char_calibration(session: CharSession, words: list[str], count: int = CALIBR
     return samples[:count]
 
 
-def convert_char_run(run_dir: Path, out_dir: Path, weights: dict, info: dict,
+def convert_autocomplete_run(run_dir: Path, out_dir: Path, weights: dict, info: dict,
                      variants: tuple[str, ...] | None = None, firmware_variant: str = "int8-io") -> dict:
     """runs/<name>/ (an autocomplete run) -> artifacts/<name>/ with every variant; returns the manifest."""
-    from convert.char_step import CharStepGraph
+    from convert.autocomplete_step import AutocompleteStepGraph
     from convert.quantize import VARIANTS, convert_variant
     from convert.tf_step import save_step_model
 
-    config = CharModelConfig.from_dict(info["model"])
+    config = AutocompleteModelConfig.from_dict(info["model"])
     vocab = Vocabulary.from_dict(info["vocabulary"])
     words = json.loads((Path(run_dir) / "words.json").read_text())
     parity_words, metric_words = words["test"][:PARITY_WORDS], words["test"][:METRIC_WORDS]
     specs = [v for v in VARIANTS if variants is None or v.name in variants or v.name == "float32"]
-    torch_model = char_model_from_weights(weights, info)
+    torch_model = autocomplete_net_from_weights(weights, info)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        saved_model = save_step_model(CharStepGraph(weights, config), str(tmp / "saved_model"))
+        saved_model = save_step_model(AutocompleteStepGraph(weights, config), str(tmp / "saved_model"))
         float_data = convert_variant(saved_model, specs[0], [])
         float_entry = variant_entry(specs[0], float_data)
         files = {float_entry["file"]: float_data}
-        manifest = build_char_manifest(out_dir.name, config, info, [float_entry])
-        float_session = CharSession(load(write_scratch(tmp, manifest, files), variant="float32",
+        manifest = build_autocomplete_manifest(out_dir.name, config, info, [float_entry])
+        float_session = AutocompleteSession(load(write_scratch(tmp, manifest, files), variant="float32",
                                          backend=CHECK_BACKEND))
-        float_entry["parity"] = char_parity(torch_model, float_session, parity_words)
+        float_entry["parity"] = autocomplete_parity(torch_model, float_session, parity_words)
         if not float_entry["parity"]["max_abs_error"] <= PARITY_TOLERANCE:  # NaN fails too
             raise RuntimeError(f"{run_dir}: TFLite step model disagrees with torch by "
                                f"{float_entry['parity']['max_abs_error']:.2e} > {PARITY_TOLERANCE} (log-probability)")
-        calibration = char_calibration(float_session, words["train"])
+        calibration = autocomplete_calibration(float_session, words["train"])
         for spec in specs[1:]:
             data = convert_variant(saved_model, spec, calibration)
             entry = variant_entry(spec, data)
@@ -169,7 +169,7 @@ def convert_char_run(run_dir: Path, out_dir: Path, weights: dict, info: dict,
             model = load(scratch, variant=entry["name"], backend=CHECK_BACKEND)
             if model.integer_io:
                 entry["io_quantization"] = {name: codec.describe() for name, codec in model.codecs.items()}
-            entry["metrics"] = char_variant_metrics(reference, CharSession(model), metric_words)
+            entry["metrics"] = autocomplete_variant_metrics(reference, AutocompleteSession(model), metric_words)
     if firmware_variant in files_by_name(manifest):
         files.update(firmware_files(manifest, files, firmware_variant))
     files[schema.MANIFEST_NAME] = json.dumps(manifest, indent=1).encode()

@@ -10,7 +10,7 @@ cross-entropy. `words_per_epoch` subsamples the training words each epoch
 runs/<name>/
   checkpoint.safetensors   weights + model config + vocabulary + data source + metrics
   words.json               the exact train / val / test words
-  test_words.txt           the held-out words, one per line (what `edge_runtime eval-complete` scores)
+  test_words.txt           the held-out words, one per line (what `edge_eval eval-complete` scores)
   metrics.json             the same metrics, for people and scripts
 """
 from __future__ import annotations
@@ -26,11 +26,11 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from edge_runtime.autocomplete import KSR_SUBSET
+from edge_eval.autocomplete import KSR_SUBSET
 from edge_runtime.vocabulary import Vocabulary
-from train.charmodel import CharModel
+from train.autocomplete_model import AutocompleteNet
 from train.checkpoint import save_checkpoint
-from train.config import CharModelConfig, StrictConfig
+from train.config import AutocompleteModelConfig, StrictConfig
 from train.models import parameter_count
 from train.words import WordSplits, word_batch
 
@@ -38,7 +38,7 @@ KSR_WORDS = 100_000  # held-out words whose keystroke savings are measured: all 
 
 
 @dataclass
-class CharTrainConfig(StrictConfig):
+class AutocompleteTrainConfig(StrictConfig):
     config_kind = "train config"
     epochs: int = 12  # 2x128 LSTM on wamerican: val top-1 still rising at 20 (0.458), see DESIGN-NOTES
     batch: int = 128  # words per batch
@@ -64,7 +64,7 @@ def length_batches(words: list[str], batch: int, rng: np.random.Generator) -> li
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def masked_loss(model: CharModel, words: list[str], vocab: Vocabulary) -> tuple[torch.Tensor, int]:
+def masked_loss(model: AutocompleteNet, words: list[str], vocab: Vocabulary) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over real targets (end symbols included, padding excluded), and their count."""
     inputs, targets, mask = (torch.from_numpy(a) for a in word_batch(words, vocab))  # each (B, T)
     logits, _ = model(inputs)  # (B, T, V)
@@ -74,7 +74,7 @@ def masked_loss(model: CharModel, words: list[str], vocab: Vocabulary) -> tuple[
 
 
 @torch.inference_mode()
-def char_metrics(model: CharModel, words: list[str], vocab: Vocabulary, batch: int = 512) -> dict:
+def autocomplete_metrics(model: AutocompleteNet, words: list[str], vocab: Vocabulary, batch: int = 512) -> dict:
     """Cross-entropy (nats per symbol), next-symbol top-1 and top-3 accuracy, teacher-forced."""
     model.eval()
     total_loss = top1 = top3 = count = 0.0
@@ -93,7 +93,7 @@ def char_metrics(model: CharModel, words: list[str], vocab: Vocabulary, batch: i
 
 
 @torch.inference_mode()
-def last_letter_hits(model: CharModel, words: list[str], vocab: Vocabulary) -> int:
+def last_letter_hits(model: AutocompleteNet, words: list[str], vocab: Vocabulary) -> int:
     """The lecture's test: how many words' last letter is the top prediction after the others."""
     inputs, targets, _ = word_batch(words, vocab)
     logits, _ = model(torch.from_numpy(inputs))  # (B, T, V)
@@ -102,11 +102,11 @@ def last_letter_hits(model: CharModel, words: list[str], vocab: Vocabulary) -> i
     return int((predicted == torch.from_numpy(targets)[torch.arange(len(words)), last]).sum())
 
 
-def train_char_model(config: CharModelConfig, train_config: CharTrainConfig, splits: WordSplits,
-                     vocab: Vocabulary, progress: bool = True, label: str = "") -> tuple[CharModel, dict]:
+def train_autocomplete_model(config: AutocompleteModelConfig, train_config: AutocompleteTrainConfig, splits: WordSplits,
+                     vocab: Vocabulary, progress: bool = True, label: str = "") -> tuple[AutocompleteNet, dict]:
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
-    model = CharModel(config)
+    model = AutocompleteNet(config)
     opt = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train_config.epochs, eta_min=train_config.lr / 20)
     best = {"loss": math.inf, "epoch": -1, "weights": None}
@@ -127,7 +127,7 @@ def train_char_model(config: CharModelConfig, train_config: CharTrainConfig, spl
             opt.step()
             total, count = total + loss.item() * n, count + n
         sched.step()
-        val = char_metrics(model, splits.val, vocab)
+        val = autocomplete_metrics(model, splits.val, vocab)
         history.append({"epoch": epoch, "train_loss": total / count, "val_loss": val["loss"], "val_top1": val["top1"]})
         bar.set_postfix(train=f"{total / count:.3f}", val=f"{val['loss']:.3f}", top1=f"{val['top1']:.3f}")
         if val["loss"] < best["loss"]:
@@ -145,7 +145,7 @@ def train_char_model(config: CharModelConfig, train_config: CharTrainConfig, spl
 def ngram_baseline(splits: WordSplits, vocab: Vocabulary, ksr_words: int = KSR_WORDS) -> dict:
     """The smoothed n-gram, order chosen on validation among 4-5 (and, for reference, 6-7),
     scored on the same held-out words."""
-    from edge_runtime.autocomplete import keystroke_savings, next_symbol_accuracy
+    from edge_eval.autocomplete import keystroke_savings, next_symbol_accuracy
     from train.ngram import HIGH_ORDERS, NGRAM_ORDERS, choose_order
 
     scores = {}
@@ -156,16 +156,16 @@ def ngram_baseline(splits: WordSplits, vocab: Vocabulary, ksr_words: int = KSR_W
     return scores
 
 
-def train_char_run(splits: WordSplits, config: CharModelConfig, train_config: CharTrainConfig, out_dir: Path,
+def train_autocomplete_run(splits: WordSplits, config: AutocompleteModelConfig, train_config: AutocompleteTrainConfig, out_dir: Path,
                    progress: bool = True, baseline: bool = True, ksr_words: int = KSR_WORDS) -> dict:
     """Train, score against the n-gram on the held-out words, write the run folder."""
     torch.set_num_threads(1)  # small models: one thread is fastest and keeps runs repeatable
     vocab = Vocabulary.lowercase()
     out_dir = Path(out_dir)
     started = time.perf_counter()
-    model, history = train_char_model(config, train_config, splits, vocab, progress, label=out_dir.name)
+    model, history = train_autocomplete_model(config, train_config, splits, vocab, progress, label=out_dir.name)
     seconds = time.perf_counter() - started
-    test = char_metrics(model, splits.test, vocab)
+    test = autocomplete_metrics(model, splits.test, vocab)
     metrics = {"test_loss": test["loss"], "test_top1": test["top1"], "test_top3": test["top3"],
                "test_positions": test["positions"], "parameters": parameter_count(model),
                "train_seconds": round(seconds, 2), "best_epoch": history["best_epoch"],

@@ -1,4 +1,5 @@
-"""Per-step latency of a bundle's variants on this machine, through Session.step.
+"""Latency of a bundle's variants on this machine: per step through Session.step (forecast),
+per keystroke through feed + suggest (autocomplete).
 
 One thread, warm-up first, then the median and spread of several timed
 repeats; raw sensor samples in and out, exactly what a caller pays.
@@ -6,10 +7,13 @@ repeats; raw sensor samples in and out, exactly what a caller pays.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.session import load
+from edge_runtime.autocomplete import BEAM_WIDTH, Autocomplete, AutocompleteSession
+from edge_runtime.manifest import BundleError, read_manifest
+from edge_runtime.tasks import load
 
 
 def time_per_step(step, samples: np.ndarray, repeats: int) -> list[float]:
@@ -71,10 +75,9 @@ def raw_interpreter_step(model):
     """
     interp = model.interpreter
     set_tensor, get_tensor, invoke = interp.set_tensor, interp.get_tensor, interp.invoke
-    m = model.manifest
-    x_index = model.signature_inputs[m.input.name]["index"]
-    y_index = model.signature_outputs[m.output.name]["index"]
-    pairs = [(model.signature_inputs[s.name]["index"], model.signature_outputs[s.name]["index"]) for s in m.state]
+    m, binding = model.manifest, model.binding
+    x_index, y_index = binding.x, binding.y
+    pairs = [(i, o) for _, i, o in binding.state]
     state = [np.zeros(s.shape, np.float32) for s in m.state]
     x = np.zeros(m.input.shape, np.float32)
 
@@ -92,8 +95,6 @@ def raw_interpreter_step(model):
 
 def opened_variants(bundle, names: list[str], backend: str | None, results: dict):
     """Yield (name, model) for each variant this backend opens; the others get {"error": why} in results."""
-    from edge_runtime.manifest import BundleError
-
     for name in names:
         try:
             model = load(bundle, variant=name, backend=backend)
@@ -106,8 +107,6 @@ def opened_variants(bundle, names: list[str], backend: str | None, results: dict
 def bench_bundle(bundle, variants: list[str] | None = None, backend: str | None = None,
                  steps: int = 2000, repeats: int = 5) -> dict:
     """variant -> {median_us, min_us, max_us}; variants this backend cannot open get {error}."""
-    from edge_runtime.manifest import read_manifest
-
     manifest = read_manifest(bundle)
     names = variants or [v.name for v in manifest.variants]
     mean = np.asarray(manifest.normalization["mean"], np.float32)
@@ -123,3 +122,44 @@ def bench_bundle(bundle, variants: list[str] | None = None, backend: str | None 
             raw = raw_interpreter_step(model)
             results[name]["raw_floor"] = summary(time_per_step(raw, samples, repeats), per_call_us(raw, samples))
     return {"backend": used or backend, "steps": steps, "repeats": repeats, "variants": results}
+
+
+BENCH_WORDS = ("the", "keyboard", "information", "quickly", "understanding", "temperature", "sensor",
+               "beautiful", "zebra", "running", "government", "probably", "yesterday", "jump", "question",
+               "example", "between", "different", "something", "language")
+
+
+def bench_complete(bundle, variants: list[str] | None = None, backend: str | None = None,
+                   repeats: int = 5, k: int = 3) -> dict:
+    """Per-keystroke latency (feed + suggest(k)) per variant, typing BENCH_WORDS letter by letter.
+
+    One thread, one warm-up pass, then `repeats` timed passes; median and
+    spread of the per-keystroke mean of each pass, and the p90 keystroke of
+    the last pass (beam search takes longer where many words are open).
+    """
+    manifest = read_manifest(bundle)
+    names = variants or [v.name for v in manifest.variants]
+    results, used = {}, backend
+    for name, model in opened_variants(bundle, names, backend, results):
+        used = model.backend
+        typing = Autocomplete(AutocompleteSession(model))
+        words = [w for w in BENCH_WORDS if typing.vocabulary.accepts(w)]
+        passes, last = [], []
+        for r in range(repeats + 1):
+            times = []
+            for word in words:
+                typing.reset()
+                for c in word:
+                    started = time.perf_counter()
+                    typing.feed(c)
+                    typing.suggest(k)
+                    times.append((time.perf_counter() - started) * 1e6)
+            if r:  # the first pass warms up
+                passes.append(float(np.mean(times)))
+                last = times
+        results[name] = {"median_us": float(np.median(passes)), "min_us": min(passes), "max_us": max(passes),
+                         "p90_us": float(np.percentile(last, 90)), "keystrokes": len(last),
+                         "bytes": model.variant.bytes}
+    bundle_bytes = sum(f.stat().st_size for f in Path(bundle).iterdir() if f.is_file())
+    return {"backend": used, "k": k, "beam_width": BEAM_WIDTH, "repeats": repeats,
+            "bundle_bytes": bundle_bytes, "variants": results}

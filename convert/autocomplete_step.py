@@ -15,13 +15,13 @@ import numpy as np
 import tensorflow as tf
 
 from convert.tf_step import StepGraph
-from train.config import CharModelConfig
+from train.config import AutocompleteModelConfig
 
 OUTPUT = "logits"
 
 
-class CharStepGraph(StepGraph):
-    def __init__(self, weights: dict[str, np.ndarray], config: CharModelConfig):
+class AutocompleteStepGraph(StepGraph):
+    def __init__(self, weights: dict[str, np.ndarray], config: AutocompleteModelConfig):
         tf.Module.__init__(self)  # not StepGraph's: there is no normalization to fold
         self.config = config
         self.w = {k: v.astype(np.float32).copy() for k, v in weights.items()}

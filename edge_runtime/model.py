@@ -1,0 +1,82 @@
+"""A verified bundle opened with one interpreter, whatever its task.
+
+A `Model` is the verified bundle plus one interpreter and the binding of its
+step signature by name. The step model is stateless (state goes in and comes
+out), so any number of sessions share that interpreter; each owns only its
+state arrays. Sessions of one model must be stepped from one thread at a time.
+Each task subclasses `Model` with its own `session()` (edge_runtime/session.py
+for forecasts, edge_runtime/autocomplete.py for autocomplete);
+edge_runtime/tasks.py picks the subclass from the manifest's task.
+"""
+from __future__ import annotations
+
+from edge_runtime.backends import interpreter_class
+from edge_runtime.binding import SIGNATURE, StepBinding, indices, signature_details
+from edge_runtime.manifest import BundleError, Manifest, Variant, verified_model_bytes
+from edge_runtime.quant import Codec
+
+
+class Model:
+    """The task-independent part: variant choice, interpreter, signature checks, codecs, binding."""
+
+    def __init__(self, manifest: Manifest, variant: str | None = None, backend: str | None = None,
+                 num_threads: int = 1, max_mse_ratio: float | None = None):
+        self.manifest = manifest
+        self.backend, interpreter_cls = interpreter_class(backend)
+        self.variant = (choose_variant(manifest, self.backend, max_mse_ratio)
+                        if variant is None and max_mse_ratio is not None else manifest.variant(variant))
+        content = verified_model_bytes(manifest, self.variant)
+        try:
+            self.interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+            # name -> {index, shape, dtype, ...}, read once
+            self.signature_inputs, self.signature_outputs = signature_details(self.interpreter)
+        except (ValueError, RuntimeError) as e:
+            raise BundleError(f"{manifest.path / self.variant.file}: the {self.backend} interpreter "
+                              f"cannot open it ({e})") from None
+        self._check_signature()
+        # float32 <-> tensor type at the signature; integer only for integer-I/O variants
+        self.codecs = {name: Codec(name, detail) for name, detail in
+                       {**self.signature_inputs, **{f"{k}:out": v for k, v in self.signature_outputs.items()}}.items()}
+        self.integer_io = any(c.integer for c in self.codecs.values())
+        self.binding = StepBinding(manifest, indices(self.signature_inputs), indices(self.signature_outputs))
+
+    def _check_signature(self) -> None:
+        """Every tensor the manifest promises must be in the model, with the same shape."""
+        m, file = self.manifest, self.manifest.path / self.variant.file
+        expected_in = {m.input.name: m.input.shape, **{s.name: s.shape for s in m.state}}
+        expected_out = {m.output.name: m.output.shape, **{s.name: s.shape for s in m.state}}
+        for kind, expected, actual in (("input", expected_in, self.signature_inputs),
+                                       ("output", expected_out, self.signature_outputs)):
+            for name, shape in expected.items():
+                if name not in actual:
+                    raise BundleError(f"{file}: the model's '{SIGNATURE}' signature has no {kind} "
+                                      f"{name!r} (it has {', '.join(sorted(actual))})")
+                real = tuple(int(s) for s in actual[name]["shape"])
+                if real != tuple(shape):
+                    raise BundleError(f"{file}: {kind} {name!r} has shape {list(real)} in the model "
+                                      f"but {list(shape)} in the manifest")
+
+    def session(self):
+        raise NotImplementedError("each task's Model subclass opens its own session (edge_runtime/tasks.py)")
+
+
+def choose_variant(manifest: Manifest, backend: str, max_mse_ratio: float) -> Variant:
+    """The smallest variant within the error budget that `backend` opens and that is deployable."""
+    fits, rejected = [], []
+    for v in manifest.variants:
+        metrics = v.raw.get("metrics", {})
+        refusal = v.raw.get("compatibility", {}).get(backend)
+        ratio = metrics.get("mse_ratio")
+        if refusal:
+            rejected.append(f"{v.name}: {refusal}")
+        elif not metrics.get("deployable", True):
+            rejected.append(f"{v.name}: not deployable ({metrics.get('why_not_deployable')})")
+        elif ratio is None or ratio > max_mse_ratio:
+            rejected.append(f"{v.name}: MSE ratio {ratio}")
+        else:
+            fits.append(v)
+    if not fits:
+        raise BundleError(f"{manifest.path}: no variant within an MSE ratio of {max_mse_ratio} opens in "
+                          f"{backend}: " + "; ".join(rejected))
+    return min(fits, key=lambda v: v.bytes)
