@@ -114,7 +114,7 @@ deploy-status: setup ## running release, bundle hashes and service counters on t
 
 pi-emu-up: ## boot an emulated arm64 Pi on 127.0.0.1 (root; builds its rootfs once, 3-6 min)
 	@bash tools/apt-deps.sh $(PI_EMU_PACKAGES)
-	$(PYTHON) -m deploy.pi_emu up --dir $(PI_EMU_DIR)
+	$(PYTHON) -m deploy.emulator up --dir $(PI_EMU_DIR)
 
 pi-emu-down: ## power the emulated Pi off (add REMOVE=1 to delete its rootfs)
-	$(PYTHON) -m deploy.pi_emu down --dir $(PI_EMU_DIR) $(if $(REMOVE),--remove)
+	$(PYTHON) -m deploy.emulator down --dir $(PI_EMU_DIR) $(if $(REMOVE),--remove)

@@ -29,7 +29,7 @@ def convert_main(argv: list[str]) -> int:
     if missing:
         print(f"error: no checkpoint.safetensors in {missing}; train first (python -m train)", file=sys.stderr)
         return 2
-    from convert.bundle import convert_run  # TensorFlow loads only after the arguments are good
+    from convert.run import convert_run  # TensorFlow loads only after the arguments are good
     from convert.quantize import VARIANT_NAMES
 
     unknown = set(args.variants or []) - set(VARIANT_NAMES)

@@ -1,7 +1,8 @@
-"""Autocomplete checkpoint -> bundle: the same variants, checks and atomic write as the forecasters.
+"""The autocomplete task's part of the bundle skeleton (convert/bundle.py).
 
-What differs from convert/bundle.py is only what the model is checked and
-calibrated on: words instead of a sensor stream.
+The same variants, checks and atomic write as the forecasters; what differs
+is only what the model is checked, calibrated and scored on: words instead
+of a sensor stream.
 - Parity: torch over whole words at once (teacher-forced) vs the TFLite step
   model one symbol at a time with state fed back, compared as log-probabilities
   at every symbol (tolerance PARITY_TOLERANCE).
@@ -15,18 +16,14 @@ calibrated on: words instead of a sensor stream.
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from convert.bundle import (CHECK_BACKEND, files_by_name, firmware_files, manifest_head, manifest_provenance,
-                            variant_entry, write_files_atomically, write_scratch)
-from edge_runtime import manifest as schema
+from convert.bundle import manifest_head, manifest_provenance
 from edge_runtime.autocomplete import AutocompleteSession
-from edge_runtime.tasks import load
+from edge_runtime.model import Model
 from edge_runtime.vocabulary import Vocabulary
 from train.autocomplete_model import AutocompleteNet, autocomplete_net_from_weights
 from train.config import AutocompleteModelConfig
@@ -126,53 +123,39 @@ def autocomplete_calibration(session: AutocompleteSession, words: list[str], cou
     return samples[:count]
 
 
-def convert_autocomplete_run(run_dir: Path, out_dir: Path, weights: dict, info: dict,
-                     variants: tuple[str, ...] | None = None, firmware_variant: str = "int8-io") -> dict:
-    """runs/<name>/ (an autocomplete run) -> artifacts/<name>/ with every variant; returns the manifest."""
-    from convert.autocomplete_step import AutocompleteStepGraph
-    from convert.quantize import VARIANTS, convert_variant
-    from convert.tf_step import save_step_model
+class AutocompleteConversion:
+    parity_tolerance = PARITY_TOLERANCE
+    parity_units = "log-probability"
+    batched = False  # the edge service runs forecasters; a typing session steps one symbol at a time
 
-    config = AutocompleteModelConfig.from_dict(info["model"])
-    vocab = Vocabulary.from_dict(info["vocabulary"])
-    words = json.loads((Path(run_dir) / "words.json").read_text())
-    parity_words, metric_words = words["test"][:PARITY_WORDS], words["test"][:METRIC_WORDS]
-    specs = [v for v in VARIANTS if variants is None or v.name in variants or v.name == "float32"]
-    torch_model = autocomplete_net_from_weights(weights, info)
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        saved_model = save_step_model(AutocompleteStepGraph(weights, config), str(tmp / "saved_model"))
-        float_data = convert_variant(saved_model, specs[0], [])
-        float_entry = variant_entry(specs[0], float_data)
-        files = {float_entry["file"]: float_data}
-        manifest = build_autocomplete_manifest(out_dir.name, config, info, [float_entry])
-        float_session = AutocompleteSession(load(write_scratch(tmp, manifest, files), variant="float32",
-                                         backend=CHECK_BACKEND))
-        float_entry["parity"] = autocomplete_parity(torch_model, float_session, parity_words)
-        if not float_entry["parity"]["max_abs_error"] <= PARITY_TOLERANCE:  # NaN fails too
-            raise RuntimeError(f"{run_dir}: TFLite step model disagrees with torch by "
-                               f"{float_entry['parity']['max_abs_error']:.2e} > {PARITY_TOLERANCE} (log-probability)")
-        calibration = autocomplete_calibration(float_session, words["train"])
-        for spec in specs[1:]:
-            data = convert_variant(saved_model, spec, calibration)
-            entry = variant_entry(spec, data)
-            if all(entry["compatibility"].values()):
-                print(f"warning: {out_dir.name}: variant {spec.name} left out, no target runtime opens it: "
-                      + "; ".join(entry["compatibility"].values()), file=sys.stderr)
-                manifest.setdefault("left_out_variants", []).append({"name": spec.name, "why": entry["compatibility"]})
-                continue
-            manifest["variants"].append(entry)
-            files[entry["file"]] = data
-        scratch = write_scratch(tmp, manifest, files)
-        reference = torch_log_probs(torch_model, metric_words, vocab)
-        for entry in manifest["variants"]:
-            model = load(scratch, variant=entry["name"], backend=CHECK_BACKEND)
-            if model.integer_io:
-                entry["io_quantization"] = {name: codec.describe() for name, codec in model.codecs.items()}
-            entry["metrics"] = autocomplete_variant_metrics(reference, AutocompleteSession(model), metric_words)
-    if firmware_variant in files_by_name(manifest):
-        files.update(firmware_files(manifest, files, firmware_variant))
-    files[schema.MANIFEST_NAME] = json.dumps(manifest, indent=1).encode()
-    write_files_atomically(out_dir, files)
-    schema.read_manifest(out_dir)  # what we wrote must read back
-    return manifest
+    def __init__(self, run_dir: Path, weights: dict, info: dict):
+        self.weights, self.info = weights, info
+        self.config = AutocompleteModelConfig.from_dict(info["model"])
+        self.vocab = Vocabulary.from_dict(info["vocabulary"])
+        self.words = json.loads((Path(run_dir) / "words.json").read_text())
+        self.metric_words = self.words["test"][:METRIC_WORDS]
+        self.torch_model = autocomplete_net_from_weights(weights, info)
+        self._reference = None
+
+    def step_graph(self, batch: int | None = 1):
+        from convert.autocomplete_step import AutocompleteStepGraph
+
+        assert batch == 1, "autocomplete bundles have no batched companion"
+        return AutocompleteStepGraph(self.weights, self.config)
+
+    def manifest(self, name: str, variants: list[dict]) -> dict:
+        return build_autocomplete_manifest(name, self.config, self.info, variants)
+
+    def parity(self, float_model: Model) -> dict:
+        return autocomplete_parity(self.torch_model, AutocompleteSession(float_model), self.words["test"][:PARITY_WORDS])
+
+    def add_sections(self, manifest: dict, float_model: Model) -> None:
+        pass  # nothing beyond the vocabulary, which the manifest already has
+
+    def calibration(self, float_model: Model) -> list[dict]:
+        return autocomplete_calibration(AutocompleteSession(float_model), self.words["train"])
+
+    def score(self, model: Model, entry: dict) -> None:
+        if self._reference is None:  # float32 torch's log-probabilities, once for every variant
+            self._reference = torch_log_probs(self.torch_model, self.metric_words, self.vocab)
+        entry["metrics"] = autocomplete_variant_metrics(self._reference, AutocompleteSession(model), self.metric_words)

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edge_eval.autocomplete import KSR_SUBSET
+from train.config import CELLS
 
 TOP1_MARGIN = 0.02
 BENCH_VARIANTS = ("float32", "int8", "int16x8")  # timed per keystroke for the report
@@ -106,7 +107,7 @@ def acceptance(r: AutocompleteResult) -> dict[str, bool]:
 
 def run_autocomplete(preset: AutocompletePreset, runs_dir: Path, artifacts_dir: Path, words_path: Path | None = None,
                      progress: bool = True) -> AutocompleteResult:
-    from convert.bundle import convert_run
+    from convert.run import convert_run
     from train.autocomplete_train import AutocompleteTrainConfig, train_autocomplete_run
     from train.config import AutocompleteModelConfig
     from train.words import load_words
@@ -209,7 +210,7 @@ def write_autocomplete_report(r: AutocompleteResult, preset: AutocompletePreset,
     report_dir.mkdir(parents=True, exist_ok=True)
     plot(r, report_dir / "autocomplete.png")
     f32 = r.variants["float32"]
-    state_bytes = 4 * preset.hidden * preset.layers * (2 if preset.cell == "lstm" else 1)
+    state_bytes = 4 * preset.hidden * preset.layers * len(CELLS[preset.cell].state)
     text = [f"# Keystroke autocomplete ({r.name})", "",
             f"A {preset.layers}-layer {preset.cell.upper()} with {preset.hidden} units ({r.parameters} parameters), "
             f"trained {r.train_seconds:.0f} s on the lowercase words of Debian's wamerican list; "

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from train.config import CELLS
+
 RUNTIMES = ("tflite_runtime", "ai_edge_litert")
 PEERS = ("torch", "onnxruntime", "numpy", "keras")
 
@@ -55,7 +57,7 @@ def run_json(cmd: list[str], timeout: float = 600) -> dict:
 
 def build_model(work: Path, cell: str, hidden: int, layers: int, variants: tuple[str, ...] | None) -> tuple[Path, Path]:
     """A bundle of the temperature model at this size, trained for one epoch (latency only)."""
-    from convert.bundle import convert_run
+    from convert.run import convert_run
     from train.models import ModelConfig
     from train.run import train_run
     from train.scenarios import make_stream
@@ -94,7 +96,7 @@ def autocomplete_bundle(work: Path, hidden: int, layers: int, artifacts: Path = 
     demo = artifacts / f"words-lstm{hidden}"
     if (demo / "manifest.json").exists() and json.loads((demo / "manifest.json").read_text()).get("layers") == layers:
         return demo
-    from convert.bundle import convert_run
+    from convert.run import convert_run
     from train.autocomplete_train import AutocompleteTrainConfig, train_autocomplete_run
     from train.config import AutocompleteModelConfig
     from train.words import load_words
@@ -131,7 +133,7 @@ def service_load(bundle: Path, seconds: float) -> dict:
 
 def macs(cell: str, hidden: int, layers: int, features: int = 4, outputs: int = 1) -> int:
     """Multiply-accumulates per step: the compute floor the latency is plotted against."""
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    gates = CELLS[cell].gates
     total, width = 0, features
     for _ in range(layers):
         total += gates * hidden * (width + hidden)

@@ -125,7 +125,7 @@ def edge_eval(bundle: Path, test_csv: Path, warmup: int) -> dict:
 
 
 def run_demo(preset: Preset, runs_dir: Path, artifacts_dir: Path, progress: bool = True) -> list[Row]:
-    from convert.bundle import convert_run
+    from convert.run import convert_run
     from train.models import ModelConfig
     from train.run import train_run
     from train.scenarios import make_stream

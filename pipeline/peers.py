@@ -19,7 +19,7 @@ import numpy as np
 
 from edge_eval.bench import peak_rss_mb, summary, time_per_step
 from train.checkpoint import load_checkpoint
-from train.config import ModelConfig
+from train.config import CELLS, ModelConfig
 
 SYSTEMS = ("torch", "numpy", "onnxruntime", "keras")
 
@@ -97,7 +97,7 @@ def torch_module(weights: dict, config: ModelConfig):
 
 
 def initial_state(config: ModelConfig, zeros):
-    n = config.layers * (2 if config.cell == "lstm" else 1)
+    n = config.layers * len(CELLS[config.cell].state)
     return [zeros((1, config.hidden)) for _ in range(n)]
 
 

@@ -49,7 +49,7 @@ def run_cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subpr
 
 def make_tiny_bundle(root: Path, cell: str, features=("level", "delta"), layers: int = 2) -> tuple[Path, Path]:
     """Train a tiny model for 2 epochs on the 2-channel temperature stream, convert it."""
-    from convert.bundle import convert_run
+    from convert.run import convert_run
     from train.models import ModelConfig
     from train.run import train_run
     from train.scenarios import make_stream

@@ -183,7 +183,7 @@ def test_a_malformed_anomaly_section_is_refused_with_its_field_named(tiny_bundle
 @pytest.fixture(scope="module")
 def detector_bundle(tmp_path_factory) -> tuple[Path, Path]:
     """A temperature LSTM (hidden 16) trained to convergence on a short stream: ~10 s to train and convert."""
-    from convert.bundle import convert_run
+    from convert.run import convert_run
     from train.models import ModelConfig
     from train.run import train_run
     from train.scenarios import make_stream

@@ -29,7 +29,7 @@ TOY_TRAIN = dict(hidden=16, layers=2, epochs=400, batch=10, lr=0.02)  # ~7 s; lo
 
 def train_and_convert(root: Path, name: str, splits, hidden: int, epochs: int, batch: int, lr: float,
                       layers: int = 2, variants=("float32", "int16x8")) -> tuple[Path, Path, dict]:
-    from convert.bundle import convert_run
+    from convert.run import convert_run
     from train.autocomplete_train import AutocompleteTrainConfig, train_autocomplete_run
     from train.config import AutocompleteModelConfig
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, manifest_of
-from deploy import pi_emu
+from deploy.emulator import pi as pi_emu
 
 pytestmark = pytest.mark.slow
 

@@ -121,5 +121,5 @@ def test_smoke_rows_are_valid_input_for_the_bundle(release):
 def test_deploy_imports_neither_torch_nor_tensorflow():
     from conftest import run_isolated
 
-    result = run_isolated("import deploy.__main__, deploy.pi_emu, deploy.device, deploy.release; print('ok')")
+    result = run_isolated("import deploy.__main__, deploy.emulator.pi, deploy.device, deploy.release; print('ok')")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

@@ -91,7 +91,7 @@ def test_zero_head_model_is_exactly_persistence(tmp_path, tiny_bundles):
     """Ground truth, not implementation vs implementation: with the head zeroed the
     forecast is the current sample, so every output must equal its input in raw units."""
     import edge_runtime
-    from convert.bundle import convert_run
+    from convert.run import convert_run
     from train.checkpoint import load_checkpoint, save_checkpoint
 
     run_dir, _ = tiny_bundles["gru"]

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from train.config import AutocompleteModelConfig
-from train.models import CELLS
+from train.models import CELLS, run_stack
 
 
 class AutocompleteNet(nn.Module):
@@ -35,15 +35,7 @@ class AutocompleteNet(nn.Module):
         cfg = self.config
         state = state if state is not None else self.initial_state(symbols.shape[0])
         x = F.one_hot(symbols, cfg.vocab_size).float()  # (B, T, V): what the device feeds, too
-        h = torch.stack([state[f"h{i}"] for i in range(cfg.layers)])  # (L, B, H)
-        if cfg.cell == "lstm":
-            c = torch.stack([state[f"c{i}"] for i in range(cfg.layers)])  # (L, B, H)
-            out, (h, c) = self.rnn(x, (h, c))  # out: (B, T, H)
-        else:
-            out, h = self.rnn(x, h)
-        new_state = {f"h{i}": h[i] for i in range(cfg.layers)}
-        if cfg.cell == "lstm":
-            new_state.update({f"c{i}": c[i] for i in range(cfg.layers)})
+        out, new_state = run_stack(self.rnn, cfg.cell, cfg.layers, x, state)  # out: (B, T, H)
         return self.head(out), new_state  # (B, T, V)
 
 

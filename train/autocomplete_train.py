@@ -31,6 +31,7 @@ from edge_runtime.vocabulary import Vocabulary
 from train.autocomplete_model import AutocompleteNet
 from train.checkpoint import save_checkpoint
 from train.config import AutocompleteModelConfig, StrictConfig
+from train.early_stopping import EarlyStopping
 from train.models import parameter_count
 from train.words import WordSplits, word_batch
 
@@ -109,7 +110,7 @@ def train_autocomplete_model(config: AutocompleteModelConfig, train_config: Auto
     model = AutocompleteNet(config)
     opt = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train_config.epochs, eta_min=train_config.lr / 20)
-    best = {"loss": math.inf, "epoch": -1, "weights": None}
+    stopping = EarlyStopping(train_config.patience)
     history = []
     bar = tqdm(range(train_config.epochs), desc=label or f"{config.cell} words", disable=not progress,
                leave=False, dynamic_ncols=True)
@@ -130,15 +131,11 @@ def train_autocomplete_model(config: AutocompleteModelConfig, train_config: Auto
         val = autocomplete_metrics(model, splits.val, vocab)
         history.append({"epoch": epoch, "train_loss": total / count, "val_loss": val["loss"], "val_top1": val["top1"]})
         bar.set_postfix(train=f"{total / count:.3f}", val=f"{val['loss']:.3f}", top1=f"{val['top1']:.3f}")
-        if val["loss"] < best["loss"]:
-            best = {"loss": val["loss"], "epoch": epoch,
-                    "weights": {k: v.clone() for k, v in model.state_dict().items()}}
-        elif epoch - best["epoch"] >= train_config.patience:
+        if stopping.should_stop(epoch, val["loss"], model):
             break
     bar.close()
-    model.load_state_dict(best["weights"])
-    model.eval()
-    return model, {"best_epoch": best["epoch"], "epochs_run": len(history), "val_loss": best["loss"],
+    stopping.restore_best(model)
+    return model, {"best_epoch": stopping.best_epoch, "epochs_run": len(history), "val_loss": stopping.best_score,
                    "history": history}
 
 

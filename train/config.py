@@ -3,8 +3,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-CELL_NAMES = ("rnn", "gru", "lstm")
 FEATURES = ("level", "delta")
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    state: tuple[str, ...]  # state tensors per layer, in the order the bundle lists them: h, then c
+    gates: int  # gate blocks in each weight matrix (the matmul width is gates * hidden)
+
+
+# The one table of how the cells differ in shape; their math is in train/models.py (torch),
+# convert/tf_step.py (the step graph) and pipeline/peers.py (the benchmark's peers).
+CELLS = {"rnn": CellSpec(("h",), 1), "gru": CellSpec(("h",), 3), "lstm": CellSpec(("h", "c"), 4)}
+CELL_NAMES = tuple(CELLS)
 
 
 class StrictConfig:
@@ -63,17 +74,15 @@ class ModelConfig(StrictConfig):
 
 
 def recurrent_state_names(cell: str, layers: int) -> list[str]:
-    """The one place that knows which state tensors a cell carries: h per layer, plus c for LSTM."""
-    names = [f"h{i}" for i in range(layers)]
-    if cell == "lstm":
-        names += [f"c{i}" for i in range(layers)]
-    return names
+    """The state tensors a stack of `cell` carries: h per layer, plus c per layer for LSTM."""
+    return [f"{kind}{i}" for kind in CELLS[cell].state for i in range(layers)]
 
 
 @dataclass
 class AutocompleteModelConfig(StrictConfig):
-    config_kind = "autocomplete model config"
     """A next-character model (autocomplete): one-hot symbol in, logits over the vocabulary out."""
+
+    config_kind = "autocomplete model config"
 
     cell: str = "lstm"  # rnn | gru | lstm
     hidden: int = 128

@@ -20,9 +20,23 @@ import torch
 from torch import nn
 
 from train.config import CELL_NAMES, FEATURES, ModelConfig  # noqa: F401  (re-exported)
+from train.config import CELLS as CELL_SPECS
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 assert set(CELLS) == set(CELL_NAMES)
+
+
+def run_stack(rnn: nn.Module, cell: str, layers: int, x: torch.Tensor, state: dict[str, torch.Tensor]):
+    """The stacked torch cells over (B, T, F) with named state: -> out (B, T, H), new {h0.., c0..}.
+
+    Packs the named state into what nn.RNN/GRU (h (L, B, H)) or nn.LSTM ((h, c)) take, and back:
+    the one place the two state layouts meet, for the forecaster and the autocomplete model alike.
+    """
+    kinds = CELL_SPECS[cell].state  # ("h",) or ("h", "c")
+    packed = [torch.stack([state[f"{kind}{i}"] for i in range(layers)]) for kind in kinds]  # each (L, B, H)
+    out, new = rnn(x, packed[0] if len(packed) == 1 else tuple(packed))
+    new = new if isinstance(new, tuple) else (new,)
+    return out, {f"{kind}{i}": tensor[i] for kind, tensor in zip(kinds, new) for i in range(layers)}
 
 
 @dataclass(frozen=True)
@@ -77,16 +91,8 @@ class Forecaster(nn.Module):
         """x: (B, T, C) normalized -> y: (B, T, O) normalized forecast of x[t+1], new state."""
         cfg = self.config
         feats = self.features(x, state.get("x_prev"))  # (B, T, F)
-        h = torch.stack([state[f"h{i}"] for i in range(cfg.layers)])  # (L, B, H)
-        if cfg.cell == "lstm":
-            c = torch.stack([state[f"c{i}"] for i in range(cfg.layers)])  # (L, B, H)
-            out, (h, c) = self.rnn(feats, (h, c))  # out: (B, T, H)
-        else:
-            out, h = self.rnn(feats, h)
+        out, new_state = run_stack(self.rnn, cfg.cell, cfg.layers, feats, state)  # out: (B, T, H)
         y = x[:, :, list(cfg.target)] + self.head(out) * self.output_gain  # (B, T, O)
-        new_state = {f"h{i}": h[i] for i in range(cfg.layers)}
-        if cfg.cell == "lstm":
-            new_state.update({f"c{i}": c[i] for i in range(cfg.layers)})
         if "x_prev" in state:
             new_state["x_prev"] = x[:, -1, :]
         return y, new_state

@@ -11,7 +11,6 @@ the scored part, exactly as the edge runtime runs.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ from tqdm import tqdm
 
 from train.baselines import mse
 from train.config import StrictConfig
+from train.early_stopping import EarlyStopping
 from train.models import Forecaster, ModelConfig, Scales
 
 
@@ -108,7 +108,7 @@ def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs, eta_min=config.lr / 20)
     train_norm, val_norm = normalize(splits.train, norm), normalize(splits.val, norm)
     target = list(model_config.target)
-    best = {"val_mse": math.inf, "epoch": -1, "weights": None}
+    stopping = EarlyStopping(config.patience)
     history = []
     bar = tqdm(range(config.epochs), desc=label or model_config.cell, disable=not progress,
                leave=False, dynamic_ncols=True)
@@ -130,13 +130,9 @@ def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, 
         val_mse = mse(stream_forecast(model, val_norm), val_norm, model_config.target, splits.warmup)
         history.append({"epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": val_mse})
         bar.set_postfix(train=f"{np.mean(losses):.4f}", val=f"{val_mse:.4f}")
-        if val_mse < best["val_mse"]:
-            best = {"val_mse": val_mse, "epoch": epoch,
-                    "weights": {k: v.clone() for k, v in model.state_dict().items()}}
-        elif epoch - best["epoch"] >= config.patience:
+        if stopping.should_stop(epoch, val_mse, model):
             break
     bar.close()
-    model.load_state_dict(best["weights"])
-    model.eval()
-    return model, {"best_epoch": best["epoch"], "epochs_run": len(history),
-                   "val_mse_norm": best["val_mse"], "history": history}
+    stopping.restore_best(model)
+    return model, {"best_epoch": stopping.best_epoch, "epochs_run": len(history),
+                   "val_mse_norm": stopping.best_score, "history": history}

@@ -5,9 +5,9 @@ qemu-user through binfmt_misc and booted with its own systemd as PID 1 by system
 shares the host's network, so its sshd listens on 127.0.0.1 and a free high port; user `pi`
 has passwordless sudo and a throwaway ssh key made for this run (never committed).
 
-    python -m deploy.pi_emu up   [--dir build/pi-emu] [--port N]   # prints how to ssh/deploy
-    python -m deploy.pi_emu down [--dir build/pi-emu]
-    python -m deploy.pi_emu boot / poweroff                          # reboot keeps the rootfs
+    python -m deploy.emulator up   [--dir build/pi-emu] [--port N]   # prints how to ssh/deploy
+    python -m deploy.emulator down [--dir build/pi-emu]
+    python -m deploy.emulator boot / poweroff                          # reboot keeps the rootfs
 
 Needs root (binfmt_misc, nspawn) and the Debian packages in the Makefile's PI_EMU_PACKAGES.
 Standard library only. Pitfalls behind each step are in docs/DESIGN-NOTES.md.
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-WRAPPER_SOURCE = HERE / "emulator" / "qemu-cpu-wrapper.c"
+WRAPPER_SOURCE = HERE / "qemu-cpu-wrapper.c"
 CACHE_DIR = Path(os.environ.get("EDGE_RNN_CACHE", Path.home() / ".cache" / "edge-rnn"))
 DEFAULT_DIR = Path("build/pi-emu")
 
@@ -301,7 +301,7 @@ class PiEmu:
         known = Path(self.dir) / "known_hosts"
         known.write_text(f"[127.0.0.1]:{self.port} {' '.join(host_key)}\n")
         self.ssh_config.write_text(
-            f"# the emulated Pi in {self.dir} (made by python -m deploy.pi_emu up)\n"
+            f"# the emulated Pi in {self.dir} (made by python -m deploy.emulator up)\n"
             f"Host {self.host}\n  HostName 127.0.0.1\n  Port {self.port}\n  User pi\n"
             f"  IdentityFile {self.key.resolve()}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {known.resolve()}\n  StrictHostKeyChecking yes\n"
@@ -401,7 +401,7 @@ def down(directory: Path = DEFAULT_DIR, remove: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.pi_emu", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m deploy.emulator", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["up", "down", "boot", "poweroff", "build", "ssh-config"])
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the guest's rootfs and keys live")
     p.add_argument("--port", type=int, help="sshd port on 127.0.0.1 (default: a free one)")

@@ -1,0 +1,5 @@
+import sys
+
+from deploy.emulator.pi import main
+
+sys.exit(main())
