@@ -53,6 +53,7 @@ def headline(metrics: dict) -> dict:
 
 
 def report_main(argv: list[str]) -> int:
+    """what each variant of a forecast bundle costs: bytes, error, drift, latency per runtime"""
     p = argparse.ArgumentParser(prog="python -m convert report", description="per-variant bytes, error, drift, "
                                 "latency under each runtime and which runtimes open it")
     p.add_argument("bundle")
@@ -75,6 +76,7 @@ def report_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """turn training runs into bundles (TFLite variants, checked, quantized) -> artifacts/<name>/"""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         return report_main(argv[1:])

@@ -64,6 +64,7 @@ def log(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """put the edge service on a Raspberry Pi over ssh: deploy, package, preflight, rollback, status"""
     args = parse_args(argv)
     target = None
     try:

@@ -168,6 +168,19 @@ def choose_runtime(bundles: list[BundleChoice], wanted: str | None = None) -> st
 
 # ---------------------------------------------------------------- the edge_runtime wheel
 
+# The device's `edge-rnn` command with the device subcommands only (edge_runtime/frontdoor.py finds them);
+# the laptop's pyproject.toml declares every stage.
+DEVICE_ENTRY_POINTS = """[console_scripts]
+edge-rnn = edge_runtime.frontdoor:main
+
+[edge_rnn.commands]
+run = edge_runtime.cli:run_main
+serve = edge_runtime.cli:serve_main
+complete = edge_runtime.cli:complete_main
+info = edge_runtime.cli:info_main
+"""
+
+
 def build_runtime_wheel(out_dir: Path, numpy_pin: str) -> Path:
     """A wheel holding only edge_runtime/ (what the device needs), written deterministically."""
     import edge_runtime
@@ -182,6 +195,7 @@ def build_runtime_wheel(out_dir: Path, numpy_pin: str) -> Path:
         f"Metadata-Version: 2.1\nName: edge-rnn-runtime\nVersion: {version}\n"
         "Summary: edge-rnn's device runtime (numpy + one TFLite interpreter)\n"
         f"Requires-Python: =={TARGET_PYTHON}.*\nRequires-Dist: numpy=={numpy_pin}\n").encode()
+    files[f"{dist_info}/entry_points.txt"] = DEVICE_ENTRY_POINTS.encode()
     files[f"{dist_info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: edge-rnn deploy\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
     record = []
     for name, data in files.items():

@@ -121,3 +121,30 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # e.g. piped into head
         return 0
+
+
+# The front door's subcommands (entry points in pyproject.toml): each takes the arguments after its
+# name. The first docstring line is its line in `edge-rnn --help`.
+def eval_main(argv: list[str]) -> int:
+    """score next-sample forecasts on a labelled CSV log, as the device runs (JSON)"""
+    return main(["eval", *argv])
+
+
+def bench_main(argv: list[str]) -> int:
+    """time Session.step per variant on this machine (JSON)"""
+    return main(["bench", *argv])
+
+
+def anomalies_main(argv: list[str]) -> int:
+    """score the anomaly detector on labelled CSV streams (JSON)"""
+    return main(["anomalies", *argv])
+
+
+def eval_complete_main(argv: list[str]) -> int:
+    """next-letter accuracy and keystroke savings of an autocomplete bundle on a word file (JSON)"""
+    return main(["eval-complete", *argv])
+
+
+def bench_complete_main(argv: list[str]) -> int:
+    """per-keystroke latency (feed + suggest) per variant of an autocomplete bundle (JSON)"""
+    return main(["bench-complete", *argv])

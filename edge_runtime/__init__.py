@@ -11,13 +11,24 @@ Measuring (benchmarks, evaluation) lives in edge_eval/, which does not ship.
 
     typing = edge_runtime.load("artifacts/words-lstm128").session()   # an autocomplete bundle
     typing.feed("q"); typing.suggest(3)                               # words by beam search
-"""
-from edge_runtime.autocomplete import Autocomplete
-from edge_runtime.backends import BackendError, available_backends
-from edge_runtime.manifest import BundleError, read_manifest
-from edge_runtime.model import Model
-from edge_runtime.session import Session
-from edge_runtime.tasks import load
 
-__all__ = ["load", "Model", "Session", "Autocomplete", "BundleError", "BackendError", "read_manifest", "available_backends"]
+The names below load on first use, so `import edge_runtime.frontdoor` (the
+`edge-rnn` command's --help) needs nothing but the standard library.
+"""
+import importlib
+
+_EXPORTS = {"load": "edge_runtime.tasks", "Model": "edge_runtime.model", "Session": "edge_runtime.session",
+            "Autocomplete": "edge_runtime.autocomplete", "BundleError": "edge_runtime.manifest",
+            "read_manifest": "edge_runtime.manifest", "BackendError": "edge_runtime.backends",
+            "available_backends": "edge_runtime.backends"}
+
+__all__ = list(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'edge_runtime' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # resolved once
+    return value

@@ -125,3 +125,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # e.g. piped into head
         return 0
+
+
+# The front door's subcommands (entry points in pyproject.toml and in the device wheel): each takes
+# the arguments after its name. The first docstring line is its line in `edge-rnn --help`.
+def run_main(argv: list[str]) -> int:
+    """stream CSV rows through a forecast bundle on this device, one JSON line per row"""
+    return main(["run", *argv])
+
+
+def serve_main(argv: list[str]) -> int:
+    """the long-running edge service: many sensor streams, snapshots, MQTT/TCP"""
+    return main(["serve", *argv])
+
+
+def complete_main(argv: list[str]) -> int:
+    """type in the terminal with live word suggestions (an autocomplete bundle)"""
+    return main(["complete", *argv])
+
+
+def info_main(argv: list[str]) -> int:
+    """a bundle's manifest summary: architecture, variants, sizes"""
+    return main(["info", *argv])

@@ -172,6 +172,7 @@ def cmd_profiles(args) -> int:
 
 
 def main(argv=None) -> int:
+    """a microcontroller simulated on the laptop: run, sweep, budget, bitexact, profiles"""
     parser = argparse.ArgumentParser(prog="python -m firmware_sim",
                                      description="a microcontroller simulated on the laptop")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -12,6 +12,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """the whole pipeline on built-in data: demo, autocomplete, bench, anomalies -> reports/"""
     from pipeline.demo import PRESETS
 
     p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)

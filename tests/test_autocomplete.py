@@ -35,8 +35,8 @@ def train_and_convert(root: Path, name: str, splits, hidden: int, epochs: int, b
 
     run = root / "runs" / name
     metrics = train_autocomplete_run(splits, AutocompleteModelConfig(hidden=hidden, layers=layers),
-                             AutocompleteTrainConfig(epochs=epochs, batch=batch, lr=lr, patience=epochs), run,
-                             progress=False, baseline=False)
+                                     AutocompleteTrainConfig(epochs=epochs, batch=batch, lr=lr, patience=epochs), run,
+                                     progress=False, baseline=False)
     convert_run(run, root / "artifacts" / name, variants=variants)
     return run, root / "artifacts" / name, metrics
 
@@ -253,6 +253,21 @@ def test_forecast_bundles_still_read_and_complete_refuses_them(tiny_bundles, toy
     assert done.returncode == 2 and "an autocomplete bundle; 'run' streams sensor samples" in done.stderr
     done = run_cli("edge_eval", "eval-complete", str(toy[1]), "--words", str(toy[1] / "nowhere.txt"))
     assert done.returncode == 2 and "nowhere.txt" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_serve_refuses_an_autocomplete_bundle_with_one_line_naming_the_task(toy, tmp_path):
+    config = tmp_path / "edge.toml"
+    config.write_text(f'bundle = "{toy[1]}"\nstate_dir = "state"\n[sources.stdin]\n[sinks.jsonl]\npath = "out.jsonl"\n')
+    for front in (["edge_runtime"], ["edge_runtime.frontdoor"]):  # python -m edge_runtime serve, edge-rnn serve
+        done = run_cli(*front, "serve", "--config", str(config)) if front == ["edge_runtime"] else run_isolated(f"""
+            import sys
+            from edge_runtime.frontdoor import main
+            sys.exit(main(["serve", "--config", {str(config)!r}], {{"serve": "edge_runtime.cli:serve_main"}}))
+        """)
+        errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert len(errors) == 1 and "an autocomplete bundle; 'serve'" in errors[0] and "forecast bundle" in errors[0]
 
 
 # --- the terminal UI through a pseudo-terminal ---

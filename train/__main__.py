@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """train a forecaster on a scenario or CSV log, or (--task autocomplete) a next-letter model"""
     argv = sys.argv[1:] if argv is None else argv
     task = argparse.ArgumentParser(add_help=False)
     task.add_argument("--task", choices=TASKS, default="forecast")

@@ -401,6 +401,7 @@ def down(directory: Path = DEFAULT_DIR, remove: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """an emulated arm64 Raspberry Pi on this machine (root): up, down, boot, poweroff"""
     p = argparse.ArgumentParser(prog="python -m deploy.emulator", description=__doc__.split("\n\n")[0])
     p.add_argument("command", choices=["up", "down", "boot", "poweroff", "build", "ssh-config"])
     p.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="where the guest's rootfs and keys live")
