@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None, commands: dict[str, str] | None = None) 
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = discovered_commands() if commands is None else commands
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(usage(commands))
+        try:
+            print(usage(commands))
+        except BrokenPipeError:  # e.g. piped into head
+            pass
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in commands:
