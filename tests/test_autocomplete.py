@@ -49,6 +49,12 @@ def toy(tmp_path_factory):
                              **TOY_TRAIN)
 
 
+@pytest.fixture(scope="module")
+def toy_bundle(fixture_bundles) -> Path:
+    """The same toy, committed (tests/fixture_bundles/lecture4-lstm): for tests of the runtime, not of training."""
+    return fixture_bundles["autocomplete"][1]
+
+
 def typing_session(bundle, variant="float32") -> Autocomplete:
     return Autocomplete.from_bundle(bundle, variant=variant, backend=IN_PROCESS_BACKEND)
 
@@ -77,9 +83,8 @@ def test_lecture_toy_learns_all_ten_fourth_letters_in_torch_and_on_the_device(to
 
 # --- Autocomplete on a real bundle ---
 
-@pytest.mark.slow
-def test_suggestions_complete_the_prefix_with_the_words_the_model_learned(toy):
-    typing = typing_session(toy[1])
+def test_suggestions_complete_the_prefix_with_the_words_the_model_learned(toy_bundle):
+    typing = typing_session(toy_bundle)
     for c in "ki":
         typing.feed(c)
     words = typing.suggest(3)
@@ -92,9 +97,8 @@ def test_suggestions_complete_the_prefix_with_the_words_the_model_learned(toy):
     assert typing.suggest(1)[0][0] == "kiss" and typing.suggest(1)[0][1] > 0.8
 
 
-@pytest.mark.slow
-def test_next_chars_are_ranked_probabilities_of_the_next_letter(toy):
-    typing = typing_session(toy[1])
+def test_next_chars_are_ranked_probabilities_of_the_next_letter(toy_bundle):
+    typing = typing_session(toy_bundle)
     for c in "coo":
         typing.feed(c)
     chars = typing.next_chars(5)
@@ -122,10 +126,9 @@ class CountingPredictor:
         return node.log_probs
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["float32", "int16x8"])
-def test_backspace_restores_the_exact_state_without_recomputing(toy, variant):
-    model = edge_runtime.load(toy[1], variant=variant, backend=IN_PROCESS_BACKEND)
+def test_backspace_restores_the_exact_state_without_recomputing(toy_bundle, variant):
+    model = edge_runtime.load(toy_bundle, variant=variant, backend=IN_PROCESS_BACKEND)
     predictor = CountingPredictor(CharSession(model))
     typing = Autocomplete(predictor)
     for c in "wo":
@@ -146,10 +149,9 @@ def test_backspace_restores_the_exact_state_without_recomputing(toy, variant):
     assert set(typing.node.state) == {"h0", "h1", "c0", "c1"}
 
 
-@pytest.mark.slow
-def test_a_word_longer_than_the_kept_history_still_backspaces_correctly(toy):
-    typing = Autocomplete(CharSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)), history=3)
-    reference = Autocomplete(CharSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)))
+def test_a_word_longer_than_the_kept_history_still_backspaces_correctly(toy_bundle):
+    typing = Autocomplete(CharSession(edge_runtime.load(toy_bundle, backend=IN_PROCESS_BACKEND)), history=3)
+    reference = Autocomplete(CharSession(edge_runtime.load(toy_bundle, backend=IN_PROCESS_BACKEND)))
     for c in "kindwood":
         typing.feed(c)
     for c in "kindwo":
@@ -212,9 +214,9 @@ def test_word_list_keeps_lowercase_words_and_splits_reproducibly(tmp_path):
 # --- manifest refusals ---
 
 @pytest.fixture
-def toy_copy(tmp_path, toy):
+def toy_copy(tmp_path, toy_bundle):
     copy = tmp_path / "bundle"
-    shutil.copytree(toy[1], copy)
+    shutil.copytree(toy_bundle, copy)
     return copy
 
 
@@ -225,7 +227,6 @@ def edit_manifest(bundle: Path, change) -> None:
     path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("change, message", [
     (lambda m: m.pop("vocabulary"), r"an autocomplete bundle needs a 'vocabulary'"),
     (lambda m: m["vocabulary"]["symbols"].__setitem__(3, "a"), r"vocabulary has duplicate symbols \['a'\]"),
@@ -240,17 +241,16 @@ def test_a_broken_vocabulary_is_refused_by_name(toy_copy, change, message):
         edge_runtime.load(toy_copy, backend=IN_PROCESS_BACKEND)
 
 
-@pytest.mark.slow
-def test_forecast_bundles_still_read_and_complete_refuses_them(tiny_bundles, toy):
-    _, forecast = tiny_bundles["lstm"]
+def test_forecast_bundles_still_read_and_complete_refuses_them(fixture_bundles, toy_bundle):
+    _, forecast = fixture_bundles["lstm"]
     model = edge_runtime.load(forecast, backend=IN_PROCESS_BACKEND)
     assert model.manifest.task == "forecast" and model.manifest.vocabulary is None
     assert model.session().step([20.0, 5.0]).shape == (1,)
     done = run_cli("edge_runtime", "complete", str(forecast))
     assert done.returncode == 2 and "a forecast bundle; this command needs an autocomplete bundle" in done.stderr
-    done = run_cli("edge_runtime", "run", str(toy[1]), "--input", "-", stdin="index,x\n0,1\n")
+    done = run_cli("edge_runtime", "run", str(toy_bundle), "--input", "-", stdin="index,x\n0,1\n")
     assert done.returncode == 2 and "an autocomplete bundle; 'run' streams sensor samples" in done.stderr
-    done = run_cli("edge_runtime", "eval-complete", str(toy[1]), "--words", str(toy[1] / "nowhere.txt"))
+    done = run_cli("edge_runtime", "eval-complete", str(toy_bundle), "--words", str(toy_bundle / "nowhere.txt"))
     assert done.returncode == 2 and "nowhere.txt" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -308,9 +308,8 @@ class Screen:
         return code
 
 
-@pytest.mark.slow
-def test_terminal_ui_shows_live_suggestions_accepts_with_tab_and_exits_on_ctrl_c(toy):
-    screen = Screen(toy[1])
+def test_terminal_ui_shows_live_suggestions_accepts_with_tab_and_exits_on_ctrl_c(toy_bundle):
+    screen = Screen(toy_bundle)
     try:
         screen.read_until("Ctrl-C leaves")
         screen.read_until("Tab: ")
@@ -354,18 +353,17 @@ def test_a_bundle_is_self_contained_once_the_word_list_is_gone(tmp_path):
     assert screen.close() == 0
 
 
-@pytest.mark.slow
-def test_eval_and_bench_complete_run_on_the_device_runtime(toy, tmp_path):
+def test_eval_and_bench_complete_run_on_the_device_runtime(toy_bundle, tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("\n".join(LECTURE_WORDS) + "\n")
-    done = run_cli("edge_runtime", "eval-complete", str(toy[1]), "--words", str(words), "--variant", "int16x8")
+    done = run_cli("edge_runtime", "eval-complete", str(toy_bundle), "--words", str(words), "--variant", "int16x8")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "tflite_runtime" and result["positions"] == 50 and result["ksr_words"] == 10
     # the toy's last letters are certain, so the suggestion is right by the third letter at the latest:
     # at most 4 keys (3 letters + Tab) for 4 letters, and Tab must have been used at least once
     assert 0 < result["ksr"] <= 1 and result["keys"] <= 40 and result["accepted"] >= 1
-    done = run_cli("edge_runtime", "bench-complete", str(toy[1]), "--repeats", "1")
+    done = run_cli("edge_runtime", "bench-complete", str(toy_bundle), "--repeats", "1")
     assert done.returncode == 0, done.stderr
     bench = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(bench["variants"]) == {"float32", "int16x8"} and bench["k"] == 3

@@ -11,8 +11,8 @@ def test_the_blocker_really_blocks():
     assert done.returncode != 0 and "torch is blocked" in done.stderr
 
 
-def test_runtime_loads_steps_and_serves_the_cli_without_torch_or_tensorflow(tiny_bundles):
-    run_dir, bundle = tiny_bundles["lstm"]
+def test_runtime_loads_steps_and_serves_the_cli_without_torch_or_tensorflow(fixture_bundles):
+    run_dir, bundle = fixture_bundles["lstm"]
     done = run_isolated(f"""
         import io, json, sys
         import numpy as np
@@ -38,8 +38,8 @@ def test_runtime_loads_steps_and_serves_the_cli_without_torch_or_tensorflow(tiny
     assert result["lines"] == len((run_dir / "test.csv").read_text().splitlines()) - 1
 
 
-def test_state_is_readable_writable_and_resettable(tiny_bundles):
-    _, bundle = tiny_bundles["gru"]
+def test_state_is_readable_writable_and_resettable(fixture_bundles):
+    _, bundle = fixture_bundles["gru"]
     done = run_isolated(f"""
         import json, numpy as np, edge_runtime
         session = edge_runtime.load({str(bundle)!r}).session()

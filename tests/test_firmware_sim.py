@@ -118,13 +118,13 @@ def test_fixed_point_helpers_match_their_exact_definitions():
     assert multiply_by_quantized_multiplier(np.array([15, -15, 25]), m, s).tolist() == [2, -2, 3]  # 1.5 -> 2, 2.5 -> 3
 
 
-def test_an_op_without_a_kernel_is_refused_by_name(tiny_bundles):
-    graph = read_graph((tiny_bundles["lstm"][1] / "model.int8-io.tflite").read_bytes())
+def test_an_op_without_a_kernel_is_refused_by_name(fixture_bundles):
+    graph = read_graph((fixture_bundles["lstm"][1] / "model.int8-io.tflite").read_bytes())
     op = graph.operators[0]
     op.op = "BATCH_MATMUL"
     with pytest.raises(GraphError, match=r"op #0 BATCH_MATMUL .* has no integer kernel"):
         prepare(op, graph)
-    float_graph = read_graph((tiny_bundles["lstm"][1] / "model.float32.tflite").read_bytes())
+    float_graph = read_graph((fixture_bundles["lstm"][1] / "model.float32.tflite").read_bytes())
     fc = next(o for o in float_graph.operators if o.op == "FULLY_CONNECTED")
     with pytest.raises(GraphError, match="integer-only graphs"):
         prepare(fc, float_graph)
@@ -132,9 +132,9 @@ def test_an_op_without_a_kernel_is_refused_by_name(tiny_bundles):
 
 # ---- memory ----
 
-def test_the_arena_plan_never_overlaps_two_live_tensors_and_beats_one_buffer_each(tiny_bundles):
-    for cell in ("lstm", "gru", "rnn"):
-        graph = read_graph((tiny_bundles[cell][1] / "model.int16x8.tflite").read_bytes())
+def test_the_arena_plan_never_overlaps_two_live_tensors_and_beats_one_buffer_each(fixture_bundles):
+    for cell in ("lstm", "gru"):
+        graph = read_graph((fixture_bundles[cell][1] / "model.int16x8.tflite").read_bytes())
         buffers = lifetimes(graph)
         arena = greedy_plan(buffers)
         for i, a in enumerate(buffers):
@@ -203,8 +203,8 @@ def test_a_model_too_big_for_the_cortex_m4_is_reported_with_the_overflow_in_byte
 
 # ---- time ----
 
-def test_a_rate_above_the_sustainable_rate_misses_deadlines_and_one_below_does_not(tiny_bundles):
-    graph = read_graph((tiny_bundles["lstm"][1] / "model.int8-io.tflite").read_bytes())
+def test_a_rate_above_the_sustainable_rate_misses_deadlines_and_one_below_does_not(fixture_bundles):
+    graph = read_graph((fixture_bundles["lstm"][1] / "model.int8-io.tflite").read_bytes())
     for device in ("cortex-m4", "esp32-s3"):
         cost = step_cost(graph, load_profile(device))
         above = schedule(cost, 1.2 * cost.max_rate_hz, 5000, seed=1)

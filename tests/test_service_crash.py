@@ -71,8 +71,8 @@ def _feed(port: int, start_k: int, stop: threading.Event) -> None:
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_resumes_from_a_valid_snapshot(tiny_bundles, tmp_path):
-    _, bundle = tiny_bundles["lstm"]
+def test_kill_9_at_random_moments_resumes_from_a_valid_snapshot(fixture_bundles, tmp_path):
+    _, bundle = fixture_bundles["lstm"]
     reference = _reference(bundle)
     port = free_port()
     snapshot_path = tmp_path / "state" / "snapshot.npz"
