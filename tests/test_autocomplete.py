@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import edge_runtime
-from conftest import IN_PROCESS_BACKEND, ROOT, run_cli, run_isolated
+from conftest import IN_PROCESS_BACKEND, ROOT, python_env, run_cli, run_isolated
 from edge_runtime import BundleError
 from edge_runtime.autocomplete import Autocomplete, CharSession, keystroke_savings, next_symbol_accuracy
 from edge_runtime.vocabulary import Vocabulary
@@ -259,13 +259,16 @@ def test_forecast_bundles_still_read_and_complete_refuses_them(fixture_bundles, 
 class Screen:
     """A program on the slave side of a pty; we type on the master side and read what it draws."""
 
-    def __init__(self, bundle: Path):
+    def __init__(self, bundle: Path, sigint: str = "default"):
         self.master, self.slave = os.openpty()
         self.attrs = termios.tcgetattr(self.slave)
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        # A new session whose controlling terminal is the pty, as in a real terminal: only then does
-        # Ctrl-C reach the program as SIGINT. Opening the tty after setsid makes it the controlling one.
-        become_terminal_owner = ("import os, sys; os.open(sys.argv[1], os.O_RDWR); "
+        env = python_env()
+        # A new session whose controlling terminal is the pty, as in a real terminal (where Ctrl-C would
+        # be SIGINT if the program left the terminal's signal keys on). Opening the tty after setsid
+        # makes it the controlling one.
+        # sigint="ignored": started as a script's background job is (SIG_IGN survives exec)
+        become_terminal_owner = ("import os, signal, sys; os.open(sys.argv[1], os.O_RDWR); "
+                                 f"signal.signal(signal.SIGINT, signal.SIG_{'IGN' if sigint == 'ignored' else 'DFL'}); "
                                  "os.execv(sys.executable, [sys.executable, '-m', 'edge_runtime', 'complete', sys.argv[2]])")
         self.process = subprocess.Popen([sys.executable, "-c", become_terminal_owner, os.ttyname(self.slave), str(bundle)],
                                         stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env,
@@ -275,12 +278,32 @@ class Screen:
     def read_until(self, needle: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while needle not in self.text:
+            if self.process.poll() is not None:  # it has exited: all it wrote is in the pty, read it all
+                self.text += self.drain()
+                if needle in self.text:
+                    break
+                raise AssertionError(f"{needle!r} never appeared before the program exited "
+                                     f"(code {self.process.returncode}); screen:\n{self.text}")
             left = deadline - time.monotonic()
-            if left <= 0 or self.process.poll() is not None and not select.select([self.master], [], [], 0.2)[0]:
-                raise AssertionError(f"{needle!r} never appeared; screen so far:\n{self.text}")
+            if left <= 0:
+                raise AssertionError(f"{needle!r} never appeared in {timeout} s; screen so far:\n{self.text}")
             if select.select([self.master], [], [], min(left, 0.5))[0]:
                 self.text += os.read(self.master, 4096).decode("utf-8", "replace")
         return self.text
+
+    def drain(self) -> str:
+        """Everything the exited program wrote. A non-blocking read of a pty first pushes what the kernel
+        still holds in its buffers, so EAGAIN means there is no more (no wall-clock window)."""
+        os.set_blocking(self.master, False)
+        chunks = []
+        try:
+            while True:
+                chunks.append(os.read(self.master, 4096))
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(self.master, True)
+        return b"".join(chunks).decode("utf-8", "replace")
 
     def type(self, keys: str, then: str) -> str:
         """Type keys; return the screen once `then` is drawn and the redraw after it is complete
@@ -308,8 +331,9 @@ class Screen:
         return code
 
 
-def test_terminal_ui_shows_live_suggestions_accepts_with_tab_and_exits_on_ctrl_c(toy_bundle):
-    screen = Screen(toy_bundle)
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_terminal_ui_shows_live_suggestions_accepts_with_tab_and_exits_on_ctrl_c(toy_bundle, sigint):
+    screen = Screen(toy_bundle, sigint)
     try:
         screen.read_until("Ctrl-C leaves")
         screen.read_until("Tab: ")
@@ -317,7 +341,7 @@ def test_terminal_ui_shows_live_suggestions_accepts_with_tab_and_exits_on_ctrl_c
         assert "Tab: kind" in screen.type("\x7fn", then="> kin\r")  # backspace
         screen.type("\x7fs\t", then="> kiss ")  # Tab accepts the first suggestion, and a space ends it
         assert "Tab: cool" in screen.type("coo", then="> kiss coo")
-        screen.type("\x7f\x7f\x7f\x7f", then="> kiss")  # back over the space reopens "kiss"
+        screen.type("\x7f\x7f\x7f\x7f", then="> kiss\r")  # back over the space reopens "kiss"
         screen.press("\x03", then="bye")  # Ctrl-C
     except BaseException:
         screen.process.kill()
