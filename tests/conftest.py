@@ -8,7 +8,7 @@ this process or in the Python processes it starts; a test that needs them is mar
 
 Why subprocesses: tflite_runtime 2.14 misreads signatures in a process that
 has TensorFlow loaded ("vector::reserve"), and the device never has torch or
-TensorFlow anyway. In this (TensorFlow-loaded) test process, bundles are
+TensorFlow anyway. In this test process (TensorFlow-loaded in the full tier), bundles are
 opened with ai_edge_litert.
 """
 from __future__ import annotations
