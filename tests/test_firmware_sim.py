@@ -75,6 +75,26 @@ def test_integer_kernels_are_bit_exact_with_the_reference_interpreter(request, c
                                                                       steps, internal):
     bundle = (request.getfixturevalue("toy_autocomplete_bundle") if cell == "autocomplete"
               else request.getfixturevalue("tiny_bundles")[cell][1])
+    check_bit_exact(bundle, variant, backend, steps, internal)
+
+
+# The fast tier's share: the committed bundles, fewer steps (the full tier runs up to 10,000 on fresh ones).
+FIXTURE_BIT_EXACT = [
+    ("lstm", "int8-io", "tflite_runtime", 500, False),
+    ("lstm", "int16x8", "ai_edge_litert", 500, True),
+    ("gru", "int16x8", "ai_edge_litert", 500, True),
+    ("autocomplete", "int16x8", "ai_edge_litert", 500, True),
+]
+
+
+@pytest.mark.parametrize("cell,variant,backend,steps,internal", FIXTURE_BIT_EXACT,
+                         ids=[f"{c}-{v}-{b}-{s}" for c, v, b, s, _ in FIXTURE_BIT_EXACT])
+def test_integer_kernels_are_bit_exact_on_the_committed_bundles(fixture_bundles, cell, variant, backend, steps,
+                                                                internal):
+    check_bit_exact(fixture_bundles[cell][1], variant, backend, steps, internal)
+
+
+def check_bit_exact(bundle: Path, variant: str, backend: str, steps: int, internal: bool) -> None:
     result = compare_isolated(bundle, variant, backend, steps, internal=internal)
     assert result["steps"] == steps
     assert result["identical"], result  # outputs and every state tensor, byte for byte, every step
