@@ -25,7 +25,7 @@ def _mqtt_service(tmp_path, bundle, port: int, client_id: str, extra: str = "") 
                           '[sinks.jsonl]\npath = "out.jsonl"\n', extra)
     service = ServiceProcess(config)
     service.wait_running()
-    wait_for(lambda: (service.status() or {}).get("sources", {}).get("mqtt", {}).get("connected"), 20,
+    wait_for(lambda: (service.status() or {}).get("sources", {}).get("mqtt", {}).get("connected"), 60,
              what="the service's MQTT source connected")
     wait_for(lambda: service.log_events("mqtt_subscribed"), 30, what="the broker's SUBACK to the service")
     return service
@@ -190,7 +190,7 @@ def test_a_broker_that_is_not_there_yet_is_waited_for(fixture_bundles, tmp_path)
     service = ServiceProcess(config)
     try:
         service.wait_running()
-        wait_for(lambda: service.log_events("mqtt_unreachable"), 20, what="a logged connection failure")
+        wait_for(lambda: service.log_events("mqtt_unreachable"), 60, what="a logged connection failure")
         assert service.proc.poll() is None
         mosquitto.start()
         wait_for(lambda: service.log_events("mqtt_subscribed"), 30, what="subscribed once the broker is up")
