@@ -281,8 +281,8 @@ def test_stdin_and_a_followed_file(fixture_bundles, tmp_path):
     with open(log_file, "a") as f:
         f.write("f,3,20.2,")  # half a line: waits for the rest
         f.flush()
-        wait_for(lambda: service.status()["sources"]["file"].get("bytes_read") == log_file.stat().st_size, 60,
-                 what="the service to read the half line")
+        wait_for(lambda: (service.status() or {}).get("sources", {}).get("file", {}).get("bytes_read")
+                 == log_file.stat().st_size, 60, what="the service to read the half line")
         f.write("4\nf,4,20.3,4\n")
     wait_for(lambda: service.counters().get("samples") == 4, 60, what="lines appended later")
     assert service.counters()["rejected"]["wrong_channels"] == 0
