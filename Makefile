@@ -46,7 +46,7 @@ demo: setup ## the whole pipeline on built-in data: train, convert, run on the e
 test: setup ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
-test-fast: setup ## the tests not marked slow (skips training-heavy tests and the emulated-Pi deploy)
+test-fast: setup ## under a minute, no torch/TensorFlow: the tests not marked slow, on tests/fixture_bundles
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup ## latency, memory, cold start, scaling vs PyTorch/ONNX Runtime/numpy/Keras -> reports/bench.md

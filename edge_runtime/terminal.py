@@ -1,8 +1,11 @@
 """`python -m edge_runtime complete BUNDLE`: type, and watch the suggestions follow each key.
 
-The terminal goes to cbreak mode (keys arrive one at a time, no echo) and is
-always restored on the way out, Ctrl-C included. Two lines are redrawn on
-every key: what has been typed, and the suggestions for the word being typed.
+The terminal goes to cbreak mode (keys arrive one at a time, no echo) with its
+signal keys off, and is always restored on the way out. Ctrl-C is read as a
+key, not taken as SIGINT: a program started with SIGINT ignored (a background
+job of a script) would otherwise never see it, and the terminal would drop it.
+Two lines are redrawn on every key: what has been typed, and the suggestions
+for the word being typed.
 
     letters        type (upper case is folded to lower case)
     Tab            accept the first suggestion
@@ -99,6 +102,9 @@ def run_terminal(typing: Autocomplete, k: int = 3, fd: int | None = None) -> int
     screen = TypingScreen(typing, k)
     try:
         tty.setcbreak(fd)
+        mode = termios.tcgetattr(fd)
+        mode[3] &= ~termios.ISIG  # lflag: Ctrl-C, Ctrl-Z, Ctrl-\ arrive as keys
+        termios.tcsetattr(fd, termios.TCSANOW, mode)
         screen.write("type a word; Tab accepts the first suggestion, Backspace, space/Enter ends a word, "
                      "Ctrl-C leaves\r\n")
         screen.draw()
@@ -109,7 +115,7 @@ def run_terminal(typing: Autocomplete, k: int = 3, fd: int | None = None) -> int
             if not all(screen.key(c) for c in data.decode("utf-8", "replace")):
                 break
     except KeyboardInterrupt:
-        pass
+        pass  # SIGINT from elsewhere (kill -INT): leave the same way
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
         screen.write("\r\n\x1b[K\r\nbye\r\n")

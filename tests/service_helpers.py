@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from conftest import ROOT
+from conftest import ROOT, python_env
 from pipeline.broker import Mosquitto, free_port, mqtt_client  # noqa: F401 (re-exported for the tests)
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+ENV = python_env()
 
 
 def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
@@ -23,6 +23,15 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.05, what: str
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def subscribe_and_wait(client, topic: str, qos: int = 1, timeout: float = 30.0) -> None:
+    """Subscribe and return once the broker's SUBACK arrived: from then on it routes the topic to us."""
+    acknowledged = threading.Event()
+    client.on_subscribe = lambda client, userdata, mid, reason_codes, properties: acknowledged.set()
+    result, _ = client.subscribe(topic, qos=qos)
+    assert result == 0, f"SUBSCRIBE to {topic} could not be sent (paho code {result})"
+    assert acknowledged.wait(timeout), f"no SUBACK for {topic} within {timeout}s"
 
 
 def write_config(folder: Path, bundle: Path, sources: str, sinks: str, extra: str = "") -> Path:

@@ -162,12 +162,12 @@ def test_calibration_rule_on_known_residuals():
         calibrate(residuals[:10], 1.0)
 
 
-def test_a_malformed_anomaly_section_is_refused_with_its_field_named(tiny_bundles, tmp_path):
+def test_a_malformed_anomaly_section_is_refused_with_its_field_named(fixture_bundles, tmp_path):
     import shutil
 
     from edge_runtime.manifest import BundleError, read_manifest
 
-    _, bundle = tiny_bundles["gru"]
+    _, bundle = fixture_bundles["gru"]
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
     manifest = manifest_of(copy)

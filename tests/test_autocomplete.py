@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import edge_runtime
-from conftest import IN_PROCESS_BACKEND, ROOT, run_cli, run_isolated
+from conftest import IN_PROCESS_BACKEND, ROOT, python_env, run_cli, run_isolated
 from edge_runtime import BundleError
 from edge_eval.autocomplete import keystroke_savings, next_symbol_accuracy
 from edge_runtime.autocomplete import Autocomplete, AutocompleteSession
@@ -50,6 +50,12 @@ def toy(tmp_path_factory):
                              **TOY_TRAIN)
 
 
+@pytest.fixture(scope="module")
+def toy_bundle(fixture_bundles) -> Path:
+    """The same toy, committed (tests/fixture_bundles/lecture4-lstm): for tests of the runtime, not of training."""
+    return fixture_bundles["autocomplete"][1]
+
+
 def typing_session(bundle, variant="float32") -> Autocomplete:
     return Autocomplete.from_bundle(bundle, variant=variant, backend=IN_PROCESS_BACKEND)
 
@@ -78,9 +84,8 @@ def test_lecture_toy_learns_all_ten_fourth_letters_in_torch_and_on_the_device(to
 
 # --- Autocomplete on a real bundle ---
 
-@pytest.mark.slow
-def test_suggestions_complete_the_prefix_with_the_words_the_model_learned(toy):
-    typing = typing_session(toy[1])
+def test_suggestions_complete_the_prefix_with_the_words_the_model_learned(toy_bundle):
+    typing = typing_session(toy_bundle)
     for c in "ki":
         typing.feed(c)
     words = typing.suggest(3)
@@ -93,9 +98,8 @@ def test_suggestions_complete_the_prefix_with_the_words_the_model_learned(toy):
     assert typing.suggest(1)[0][0] == "kiss" and typing.suggest(1)[0][1] > 0.8
 
 
-@pytest.mark.slow
-def test_next_chars_are_ranked_probabilities_of_the_next_letter(toy):
-    typing = typing_session(toy[1])
+def test_next_chars_are_ranked_probabilities_of_the_next_letter(toy_bundle):
+    typing = typing_session(toy_bundle)
     for c in "coo":
         typing.feed(c)
     chars = typing.next_chars(5)
@@ -123,11 +127,16 @@ class CountingPredictor:
         return node.log_probs
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["float32", "int16x8"])
+<<<<<<< HEAD
 def test_backspace_restores_the_exact_state_without_recomputing(toy, variant):
     model = edge_runtime.load(toy[1], variant=variant, backend=IN_PROCESS_BACKEND)
     predictor = CountingPredictor(AutocompleteSession(model))
+=======
+def test_backspace_restores_the_exact_state_without_recomputing(toy_bundle, variant):
+    model = edge_runtime.load(toy_bundle, variant=variant, backend=IN_PROCESS_BACKEND)
+    predictor = CountingPredictor(AutocompleteSession(model))
+>>>>>>> tiers
     typing = Autocomplete(predictor)
     for c in "wo":
         typing.feed(c)
@@ -147,10 +156,16 @@ def test_backspace_restores_the_exact_state_without_recomputing(toy, variant):
     assert set(typing.node.state) == {"h0", "h1", "c0", "c1"}
 
 
+<<<<<<< HEAD
 @pytest.mark.slow
 def test_a_word_longer_than_the_kept_history_still_backspaces_correctly(toy):
     typing = Autocomplete(AutocompleteSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)), history=3)
     reference = Autocomplete(AutocompleteSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)))
+=======
+def test_a_word_longer_than_the_kept_history_still_backspaces_correctly(toy_bundle):
+    typing = Autocomplete(AutocompleteSession(edge_runtime.load(toy_bundle, backend=IN_PROCESS_BACKEND)), history=3)
+    reference = Autocomplete(AutocompleteSession(edge_runtime.load(toy_bundle, backend=IN_PROCESS_BACKEND)))
+>>>>>>> tiers
     for c in "kindwood":
         typing.feed(c)
     for c in "kindwo":
@@ -213,9 +228,9 @@ def test_word_list_keeps_lowercase_words_and_splits_reproducibly(tmp_path):
 # --- manifest refusals ---
 
 @pytest.fixture
-def toy_copy(tmp_path, toy):
+def toy_copy(tmp_path, toy_bundle):
     copy = tmp_path / "bundle"
-    shutil.copytree(toy[1], copy)
+    shutil.copytree(toy_bundle, copy)
     return copy
 
 
@@ -226,7 +241,6 @@ def edit_manifest(bundle: Path, change) -> None:
     path.write_text(json.dumps(manifest))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("change, message", [
     (lambda m: m.pop("vocabulary"), r"an autocomplete bundle needs a 'vocabulary'"),
     (lambda m: m["vocabulary"]["symbols"].__setitem__(3, "a"), r"vocabulary has duplicate symbols \['a'\]"),
@@ -241,17 +255,20 @@ def test_a_broken_vocabulary_is_refused_by_name(toy_copy, change, message):
         edge_runtime.load(toy_copy, backend=IN_PROCESS_BACKEND)
 
 
-@pytest.mark.slow
-def test_forecast_bundles_still_read_and_complete_refuses_them(tiny_bundles, toy):
-    _, forecast = tiny_bundles["lstm"]
+def test_forecast_bundles_still_read_and_complete_refuses_them(fixture_bundles, toy_bundle):
+    _, forecast = fixture_bundles["lstm"]
     model = edge_runtime.load(forecast, backend=IN_PROCESS_BACKEND)
     assert model.manifest.task == "forecast" and model.manifest.vocabulary is None
     assert model.session().step([20.0, 5.0]).shape == (1,)
     done = run_cli("edge_runtime", "complete", str(forecast))
     assert done.returncode == 2 and "a forecast bundle; this command needs an autocomplete bundle" in done.stderr
-    done = run_cli("edge_runtime", "run", str(toy[1]), "--input", "-", stdin="index,x\n0,1\n")
+    done = run_cli("edge_runtime", "run", str(toy_bundle), "--input", "-", stdin="index,x\n0,1\n")
     assert done.returncode == 2 and "an autocomplete bundle; 'run' streams sensor samples" in done.stderr
+<<<<<<< HEAD
     done = run_cli("edge_eval", "eval-complete", str(toy[1]), "--words", str(toy[1] / "nowhere.txt"))
+=======
+    done = run_cli("edge_eval", "eval-complete", str(toy_bundle), "--words", str(toy_bundle / "nowhere.txt"))
+>>>>>>> tiers
     assert done.returncode == 2 and "nowhere.txt" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -275,13 +292,16 @@ def test_serve_refuses_an_autocomplete_bundle_with_one_line_naming_the_task(toy,
 class Screen:
     """A program on the slave side of a pty; we type on the master side and read what it draws."""
 
-    def __init__(self, bundle: Path):
+    def __init__(self, bundle: Path, sigint: str = "default"):
         self.master, self.slave = os.openpty()
         self.attrs = termios.tcgetattr(self.slave)
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
-        # A new session whose controlling terminal is the pty, as in a real terminal: only then does
-        # Ctrl-C reach the program as SIGINT. Opening the tty after setsid makes it the controlling one.
-        become_terminal_owner = ("import os, sys; os.open(sys.argv[1], os.O_RDWR); "
+        env = python_env()
+        # A new session whose controlling terminal is the pty, as in a real terminal (where Ctrl-C would
+        # be SIGINT if the program left the terminal's signal keys on). Opening the tty after setsid
+        # makes it the controlling one.
+        # sigint="ignored": started as a script's background job is (SIG_IGN survives exec)
+        become_terminal_owner = ("import os, signal, sys; os.open(sys.argv[1], os.O_RDWR); "
+                                 f"signal.signal(signal.SIGINT, signal.SIG_{'IGN' if sigint == 'ignored' else 'DFL'}); "
                                  "os.execv(sys.executable, [sys.executable, '-m', 'edge_runtime', 'complete', sys.argv[2]])")
         self.process = subprocess.Popen([sys.executable, "-c", become_terminal_owner, os.ttyname(self.slave), str(bundle)],
                                         stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env,
@@ -291,12 +311,32 @@ class Screen:
     def read_until(self, needle: str, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while needle not in self.text:
+            if self.process.poll() is not None:  # it has exited: all it wrote is in the pty, read it all
+                self.text += self.drain()
+                if needle in self.text:
+                    break
+                raise AssertionError(f"{needle!r} never appeared before the program exited "
+                                     f"(code {self.process.returncode}); screen:\n{self.text}")
             left = deadline - time.monotonic()
-            if left <= 0 or self.process.poll() is not None and not select.select([self.master], [], [], 0.2)[0]:
-                raise AssertionError(f"{needle!r} never appeared; screen so far:\n{self.text}")
+            if left <= 0:
+                raise AssertionError(f"{needle!r} never appeared in {timeout} s; screen so far:\n{self.text}")
             if select.select([self.master], [], [], min(left, 0.5))[0]:
                 self.text += os.read(self.master, 4096).decode("utf-8", "replace")
         return self.text
+
+    def drain(self) -> str:
+        """Everything the exited program wrote. A non-blocking read of a pty first pushes what the kernel
+        still holds in its buffers, so EAGAIN means there is no more (no wall-clock window)."""
+        os.set_blocking(self.master, False)
+        chunks = []
+        try:
+            while True:
+                chunks.append(os.read(self.master, 4096))
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(self.master, True)
+        return b"".join(chunks).decode("utf-8", "replace")
 
     def type(self, keys: str, then: str) -> str:
         """Type keys; return the screen once `then` is drawn and the redraw after it is complete
@@ -324,9 +364,9 @@ class Screen:
         return code
 
 
-@pytest.mark.slow
-def test_terminal_ui_shows_live_suggestions_accepts_with_tab_and_exits_on_ctrl_c(toy):
-    screen = Screen(toy[1])
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_terminal_ui_shows_live_suggestions_accepts_with_tab_and_exits_on_ctrl_c(toy_bundle, sigint):
+    screen = Screen(toy_bundle, sigint)
     try:
         screen.read_until("Ctrl-C leaves")
         screen.read_until("Tab: ")
@@ -334,7 +374,7 @@ def test_terminal_ui_shows_live_suggestions_accepts_with_tab_and_exits_on_ctrl_c
         assert "Tab: kind" in screen.type("\x7fn", then="> kin\r")  # backspace
         screen.type("\x7fs\t", then="> kiss ")  # Tab accepts the first suggestion, and a space ends it
         assert "Tab: cool" in screen.type("coo", then="> kiss coo")
-        screen.type("\x7f\x7f\x7f\x7f", then="> kiss")  # back over the space reopens "kiss"
+        screen.type("\x7f\x7f\x7f\x7f", then="> kiss\r")  # back over the space reopens "kiss"
         screen.press("\x03", then="bye")  # Ctrl-C
     except BaseException:
         screen.process.kill()
@@ -370,18 +410,25 @@ def test_a_bundle_is_self_contained_once_the_word_list_is_gone(tmp_path):
     assert screen.close() == 0
 
 
-@pytest.mark.slow
-def test_eval_and_bench_complete_run_on_the_device_runtime(toy, tmp_path):
+def test_eval_and_bench_complete_run_on_the_device_runtime(toy_bundle, tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("\n".join(LECTURE_WORDS) + "\n")
+<<<<<<< HEAD
     done = run_cli("edge_eval", "eval-complete", str(toy[1]), "--words", str(words), "--variant", "int16x8")
+=======
+    done = run_cli("edge_eval", "eval-complete", str(toy_bundle), "--words", str(words), "--variant", "int16x8")
+>>>>>>> tiers
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "tflite_runtime" and result["positions"] == 50 and result["ksr_words"] == 10
     # the toy's last letters are certain, so the suggestion is right by the third letter at the latest:
     # at most 4 keys (3 letters + Tab) for 4 letters, and Tab must have been used at least once
     assert 0 < result["ksr"] <= 1 and result["keys"] <= 40 and result["accepted"] >= 1
+<<<<<<< HEAD
     done = run_cli("edge_eval", "bench-complete", str(toy[1]), "--repeats", "1")
+=======
+    done = run_cli("edge_eval", "bench-complete", str(toy_bundle), "--repeats", "1")
+>>>>>>> tiers
     assert done.returncode == 0, done.stderr
     bench = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(bench["variants"]) == {"float32", "int16x8"} and bench["k"] == 3

@@ -11,14 +11,16 @@ import pytest
 from pipeline.bench import BENCH_PRESETS, claims, macs, run_bench, write_bench_report
 from pipeline.peers import BUILDERS
 from train.checkpoint import load_checkpoint
-from train.models import ModelConfig
 
 PEER_TOLERANCE = 1e-4  # float32 with different op orders (Keras and ONNX Runtime fuse differently)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_every_peer_computes_the_same_forecasts_from_the_same_weights(tiny_bundles, cell):
     """The comparison is only fair if the peers run the same model: same outputs, step after step."""
+    from train.models import ModelConfig  # imports torch
+
     run_dir, _ = tiny_bundles[cell]
     weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
     config = ModelConfig.from_dict(info["model"])

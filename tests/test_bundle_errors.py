@@ -12,9 +12,9 @@ from edge_runtime import BundleError
 
 
 @pytest.fixture
-def bundle(tmp_path, tiny_bundles):
+def bundle(tmp_path, fixture_bundles):
     copy = tmp_path / "bundle"
-    shutil.copytree(tiny_bundles["lstm"][1], copy)
+    shutil.copytree(fixture_bundles["lstm"][1], copy)
     return copy
 
 

@@ -21,8 +21,8 @@ def lines_of(done) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
-def test_run_prints_one_json_line_per_row_in_sensor_units(tiny_bundles):
-    done = edge_run(tiny_bundles["lstm"][1], GOOD, "--backend", "tflite_runtime")
+def test_run_prints_one_json_line_per_row_in_sensor_units(fixture_bundles):
+    done = edge_run(fixture_bundles["lstm"][1], GOOD, "--backend", "tflite_runtime")
     assert done.returncode == 0, done.stderr
     out = lines_of(done)
     assert [o["index"] for o in out] == ["0", "1", "2", "3"]
@@ -33,10 +33,10 @@ def test_run_prints_one_json_line_per_row_in_sensor_units(tiny_bundles):
     assert out[2]["residual"][0] == pytest.approx(20.25 - out[1]["prediction"][0], abs=1e-5)
 
 
-def test_run_reads_a_file_too(tiny_bundles, tmp_path):
+def test_run_reads_a_file_too(fixture_bundles, tmp_path):
     path = tmp_path / "log.csv"
     path.write_text(GOOD)
-    done = run_cli("edge_runtime", "run", str(tiny_bundles["gru"][1]), "--input", str(path))
+    done = run_cli("edge_runtime", "run", str(fixture_bundles["gru"][1]), "--input", str(path))
     assert done.returncode == 0 and len(lines_of(done)) == 4
 
 
@@ -48,28 +48,28 @@ def test_run_reads_a_file_too(tiny_bundles, tmp_path):
     ("minute,indoor,outdoor\n0,20.1,5.0,9\n", "line 2 has 4 cells, the header has 3"),
     ("minute,indoor,outdoor\n0,nan,5.0\n", "line 2, column 'indoor': 'nan' is not a finite number"),
 ])
-def test_bad_csv_gives_a_clear_error_not_a_traceback(tiny_bundles, text, message):
-    done = edge_run(tiny_bundles["rnn"][1], text)
+def test_bad_csv_gives_a_clear_error_not_a_traceback(fixture_bundles, text, message):
+    done = edge_run(fixture_bundles["gru"][1], text)
     assert done.returncode == 2
     assert message in done.stderr
     assert "Traceback" not in done.stderr
 
 
-def test_missing_input_file_is_named(tiny_bundles, tmp_path):
-    done = run_cli("edge_runtime", "run", str(tiny_bundles["rnn"][1]), "--input", str(tmp_path / "nope.csv"))
+def test_missing_input_file_is_named(fixture_bundles, tmp_path):
+    done = run_cli("edge_runtime", "run", str(fixture_bundles["gru"][1]), "--input", str(tmp_path / "nope.csv"))
     assert done.returncode == 2 and "nope.csv: file not found" in done.stderr
 
 
-def test_skipped_bad_rows_leave_the_state_untouched(tiny_bundles):
+def test_skipped_bad_rows_leave_the_state_untouched(fixture_bundles):
     bad = GOOD.replace("2,20.25,4.9\n", "2,20.25,4.9\n2b,oops,4.9\n")
-    clean, skipping = edge_run(tiny_bundles["lstm"][1], GOOD), edge_run(tiny_bundles["lstm"][1], bad, "--skip-bad-rows")
+    clean, skipping = edge_run(fixture_bundles["lstm"][1], GOOD), edge_run(fixture_bundles["lstm"][1], bad, "--skip-bad-rows")
     assert skipping.returncode == 0
     assert "skipped:" in skipping.stderr and "line 5, column 'indoor': 'oops' is not a number" in skipping.stderr
     assert lines_of(skipping) == lines_of(clean)
 
 
-def test_eval_scores_a_log_as_the_device_runs_it(tiny_bundles):
-    run_dir, bundle = tiny_bundles["lstm"]
+def test_eval_scores_a_log_as_the_device_runs_it(fixture_bundles):
+    run_dir, bundle = fixture_bundles["lstm"]
     done = run_cli("edge_eval", "eval", str(bundle), "--input", str(run_dir / "test.csv"), "--warmup", "256")
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -100,6 +100,7 @@ def test_training_loader_selects_columns_and_target(tmp_path):
         load_csv(path, columns=["z"])
 
 
+@pytest.mark.slow  # `python -m train` imports torch before it reads the CSV
 def test_train_cli_reports_a_bad_csv_without_a_traceback(tmp_path):
     path = tmp_path / "log.csv"
     path.write_text("t,a\n0,1\n1,oops\n")
@@ -108,7 +109,8 @@ def test_train_cli_reports_a_bad_csv_without_a_traceback(tmp_path):
     assert "line 3, column 'a': 'oops' is not a number" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("module", ["train", "convert", "edge_runtime", "pipeline"])
+@pytest.mark.parametrize("module", [pytest.param("train", marks=pytest.mark.slow),  # imports torch first
+                                    "convert", "edge_runtime", "pipeline"])
 def test_every_stage_has_help(module):
     done = run_cli(module, "--help")
     assert done.returncode == 0 and "usage:" in done.stdout

@@ -17,9 +17,9 @@ PI4 = Facts(arch="aarch64", python="3.11", venv=True, systemd=True, free_mb=2000
 
 
 @pytest.fixture(scope="module")
-def release(tiny_bundles, tmp_path_factory):
+def release(fixture_bundles, tmp_path_factory):
     out = tmp_path_factory.mktemp("releases")
-    return build_release([tiny_bundles["lstm"][1], tiny_bundles["gru"][1]], out_root=out, log=lambda m: None)
+    return build_release([fixture_bundles["lstm"][1], fixture_bundles["gru"][1]], out_root=out, log=lambda m: None)
 
 
 def test_release_holds_runtime_wheel_bundles_config_unit_and_pinned_wheelhouse(release):
@@ -42,12 +42,12 @@ def test_release_holds_runtime_wheel_bundles_config_unit_and_pinned_wheelhouse(r
     assert top == {"edge_runtime", "edge_rnn_runtime-0.1.0.dist-info"}
 
 
-def test_same_inputs_same_version_other_config_other_version(release, tiny_bundles, tmp_path):
-    again = build_release([tiny_bundles["lstm"][1], tiny_bundles["gru"][1]], out_root=tmp_path, log=lambda m: None)
+def test_same_inputs_same_version_other_config_other_version(release, fixture_bundles, tmp_path):
+    again = build_release([fixture_bundles["lstm"][1], fixture_bundles["gru"][1]], out_root=tmp_path, log=lambda m: None)
     assert again.version == release.version
     config = tmp_path / "edge.toml"
     config.write_text((release.path / "edge.toml").read_text().replace("7878", "7879"))
-    other = build_release([tiny_bundles["lstm"][1], tiny_bundles["gru"][1]], config, out_root=tmp_path, log=lambda m: None)
+    other = build_release([fixture_bundles["lstm"][1], fixture_bundles["gru"][1]], config, out_root=tmp_path, log=lambda m: None)
     assert other.version != release.version
     # same wheels: the device reuses the venv it already built for the first release
     assert other.info["environment"] == release.info["environment"]
@@ -55,9 +55,9 @@ def test_same_inputs_same_version_other_config_other_version(release, tiny_bundl
                                     "manifest_sha256": release.info["bundles"][0]["manifest_sha256"]}
 
 
-def test_corrupt_bundle_is_refused_before_anything_is_built(tiny_bundles, tmp_path):
+def test_corrupt_bundle_is_refused_before_anything_is_built(fixture_bundles, tmp_path):
     broken = tmp_path / "broken"
-    shutil.copytree(tiny_bundles["lstm"][1], broken)
+    shutil.copytree(fixture_bundles["lstm"][1], broken)
     model = broken / "model.float32.tflite"
     data = bytearray(model.read_bytes())
     data[-1] ^= 0xFF  # same size, other bytes
@@ -67,16 +67,16 @@ def test_corrupt_bundle_is_refused_before_anything_is_built(tiny_bundles, tmp_pa
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_config_naming_a_bundle_not_shipped_or_with_a_typo_is_refused(tiny_bundles, tmp_path):
+def test_config_naming_a_bundle_not_shipped_or_with_a_typo_is_refused(fixture_bundles, tmp_path):
     config = tmp_path / "edge.toml"
     config.write_text('bundle = "bundles/something-else"\nstate_dir = "/var/lib/edge-rnn"\n')
     with pytest.raises(ReleaseError, match="something-else.*not in the release"):
-        build_release([tiny_bundles["lstm"][1]], config, out_root=tmp_path, log=lambda m: None)
+        build_release([fixture_bundles["lstm"][1]], config, out_root=tmp_path, log=lambda m: None)
     # checked with the service's own parser before anything is pushed
     config.write_text('bundle = "bundles/tiny-lstm-level-delta"\nstate_dir = "/var/lib/edge-rnn"\n'
                       '[sources.tcp]\nport = 7878\nbacklog = 5\n[sinks.jsonl]\npath = "p.jsonl"\n')
     with pytest.raises(ReleaseError, match="service config refused.*unknown key 'backlog'"):
-        build_release([tiny_bundles["lstm"][1]], config, out_root=tmp_path, log=lambda m: None)
+        build_release([fixture_bundles["lstm"][1]], config, out_root=tmp_path, log=lambda m: None)
 
 
 def test_wheelhouse_with_a_wrong_version_or_platform_is_refused(tmp_path):

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
-from conftest import run_isolated
+import pytest
+
+from conftest import ROOT, python_env, run_isolated
 
 
 def test_the_blocker_really_blocks():
@@ -11,8 +16,39 @@ def test_the_blocker_really_blocks():
     assert done.returncode != 0 and "torch is blocked" in done.stderr
 
 
-def test_runtime_loads_steps_and_serves_the_cli_without_torch_or_tensorflow(tiny_bundles):
-    run_dir, bundle = tiny_bundles["lstm"]
+LEAKS = {
+    "in_the_test": "def test_leak():\n    import tensorflow\n",
+    "in_a_subprocess": textwrap.dedent("""
+        import subprocess, sys
+        from conftest import python_env
+        def test_leak():
+            done = subprocess.run([sys.executable, "-c", "import torch"], env=python_env(), capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+    """),
+    # loaded as a plugin before the fast tier's blocker is in place: the check at the session's end catches it
+    "before_the_blocker": "def test_nothing():\n    pass\n",
+}
+
+
+@pytest.mark.parametrize("where", sorted(LEAKS))
+def test_the_fast_tier_fails_a_run_that_imports_torch_or_tensorflow(tmp_path, where):
+    """The fast tier's guard (conftest.py) run on a test file that leaks a heavy import: the run must fail."""
+    leak = tmp_path / "test_leak.py"
+    leak.write_text(LEAKS[where])
+    early = ["-p", "torch"] if where == "before_the_blocker" else []
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *early, "-p", "conftest",
+                           "-m", "not slow", str(leak)], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env=python_env(PYTHONPATH=f"{ROOT / 'tests'}:{ROOT}"))
+    assert done.returncode != 0, done.stdout
+    caught = {"in_the_test": ["tensorflow is blocked in the fast test tier"],
+              "in_a_subprocess": ["torch is blocked in the fast test tier"],
+              # blocked at start-up when this run is the fast tier itself, else caught at the end
+              "before_the_blocker": ["is blocked in the fast test tier", "the fast tier imported torch"]}[where]
+    assert any(message in done.stdout + done.stderr for message in caught), done.stdout + done.stderr
+
+
+def test_runtime_loads_steps_and_serves_the_cli_without_torch_or_tensorflow(fixture_bundles):
+    run_dir, bundle = fixture_bundles["lstm"]
     done = run_isolated(f"""
         import io, json, sys
         import numpy as np
@@ -38,8 +74,8 @@ def test_runtime_loads_steps_and_serves_the_cli_without_torch_or_tensorflow(tiny
     assert result["lines"] == len((run_dir / "test.csv").read_text().splitlines()) - 1
 
 
-def test_state_is_readable_writable_and_resettable(tiny_bundles):
-    _, bundle = tiny_bundles["gru"]
+def test_state_is_readable_writable_and_resettable(fixture_bundles):
+    _, bundle = fixture_bundles["gru"]
     done = run_isolated(f"""
         import json, numpy as np, edge_runtime
         session = edge_runtime.load({str(bundle)!r}).session()

@@ -75,6 +75,26 @@ def test_integer_kernels_are_bit_exact_with_the_reference_interpreter(request, c
                                                                       steps, internal):
     bundle = (request.getfixturevalue("toy_autocomplete_bundle") if cell == "autocomplete"
               else request.getfixturevalue("tiny_bundles")[cell][1])
+    check_bit_exact(bundle, variant, backend, steps, internal)
+
+
+# The fast tier's share: the committed bundles, fewer steps (the full tier runs up to 10,000 on fresh ones).
+FIXTURE_BIT_EXACT = [
+    ("lstm", "int8-io", "tflite_runtime", 500, False),
+    ("lstm", "int16x8", "ai_edge_litert", 500, True),
+    ("gru", "int16x8", "ai_edge_litert", 500, True),
+    ("autocomplete", "int16x8", "ai_edge_litert", 500, True),
+]
+
+
+@pytest.mark.parametrize("cell,variant,backend,steps,internal", FIXTURE_BIT_EXACT,
+                         ids=[f"{c}-{v}-{b}-{s}" for c, v, b, s, _ in FIXTURE_BIT_EXACT])
+def test_integer_kernels_are_bit_exact_on_the_committed_bundles(fixture_bundles, cell, variant, backend, steps,
+                                                                internal):
+    check_bit_exact(fixture_bundles[cell][1], variant, backend, steps, internal)
+
+
+def check_bit_exact(bundle: Path, variant: str, backend: str, steps: int, internal: bool) -> None:
     result = compare_isolated(bundle, variant, backend, steps, internal=internal)
     assert result["steps"] == steps
     assert result["identical"], result  # outputs and every state tensor, byte for byte, every step
@@ -118,13 +138,13 @@ def test_fixed_point_helpers_match_their_exact_definitions():
     assert multiply_by_quantized_multiplier(np.array([15, -15, 25]), m, s).tolist() == [2, -2, 3]  # 1.5 -> 2, 2.5 -> 3
 
 
-def test_an_op_without_a_kernel_is_refused_by_name(tiny_bundles):
-    graph = read_graph((tiny_bundles["lstm"][1] / "model.int8-io.tflite").read_bytes())
+def test_an_op_without_a_kernel_is_refused_by_name(fixture_bundles):
+    graph = read_graph((fixture_bundles["lstm"][1] / "model.int8-io.tflite").read_bytes())
     op = graph.operators[0]
     op.op = "BATCH_MATMUL"
     with pytest.raises(GraphError, match=r"op #0 BATCH_MATMUL .* has no integer kernel"):
         prepare(op, graph)
-    float_graph = read_graph((tiny_bundles["lstm"][1] / "model.float32.tflite").read_bytes())
+    float_graph = read_graph((fixture_bundles["lstm"][1] / "model.float32.tflite").read_bytes())
     fc = next(o for o in float_graph.operators if o.op == "FULLY_CONNECTED")
     with pytest.raises(GraphError, match="integer-only graphs"):
         prepare(fc, float_graph)
@@ -132,9 +152,9 @@ def test_an_op_without_a_kernel_is_refused_by_name(tiny_bundles):
 
 # ---- memory ----
 
-def test_the_arena_plan_never_overlaps_two_live_tensors_and_beats_one_buffer_each(tiny_bundles):
-    for cell in ("lstm", "gru", "rnn"):
-        graph = read_graph((tiny_bundles[cell][1] / "model.int16x8.tflite").read_bytes())
+def test_the_arena_plan_never_overlaps_two_live_tensors_and_beats_one_buffer_each(fixture_bundles):
+    for cell in ("lstm", "gru"):
+        graph = read_graph((fixture_bundles[cell][1] / "model.int16x8.tflite").read_bytes())
         buffers = lifetimes(graph)
         arena = greedy_plan(buffers)
         for i, a in enumerate(buffers):
@@ -203,8 +223,8 @@ def test_a_model_too_big_for_the_cortex_m4_is_reported_with_the_overflow_in_byte
 
 # ---- time ----
 
-def test_a_rate_above_the_sustainable_rate_misses_deadlines_and_one_below_does_not(tiny_bundles):
-    graph = read_graph((tiny_bundles["lstm"][1] / "model.int8-io.tflite").read_bytes())
+def test_a_rate_above_the_sustainable_rate_misses_deadlines_and_one_below_does_not(fixture_bundles):
+    graph = read_graph((fixture_bundles["lstm"][1] / "model.int8-io.tflite").read_bytes())
     for device in ("cortex-m4", "esp32-s3"):
         cost = step_cost(graph, load_profile(device))
         above = schedule(cost, 1.2 * cost.max_rate_hz, 5000, seed=1)

@@ -17,6 +17,8 @@ import pytest
 
 from conftest import IN_PROCESS_BACKEND, TINY_CELLS, make_tiny_bundle, run_isolated
 
+pytestmark = pytest.mark.slow  # compares with torch on freshly converted bundles: the full tier only
+
 TORCH_TFLITE_TOLERANCE = 1e-4
 RUNTIME_TOLERANCE = 1e-5
 STEPS = 2000

@@ -11,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -93,10 +92,10 @@ def test_line_splitter_reports_an_oversized_line_once_and_keeps_memory_bounded()
 
 # -- batched step --------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", ["tflite_runtime", "ai_edge_litert"])
-def test_batched_step_equals_one_session_per_stream(tiny_bundles, backend):
+def test_batched_step_equals_one_session_per_stream(fixture_bundles, backend):
     """Tolerance 0: the companion is the same graph and XNNPACK computes each row alike (measured: equal
     bit for bit at 3, 64 and 256 streams under both runtimes). Streams join at different times."""
-    _, bundle = tiny_bundles["lstm"]
+    _, bundle = fixture_bundles["lstm"]
     done = run_isolated(f"""
         import json, numpy as np, edge_runtime
         from edge_runtime.pool import StreamPool
@@ -124,14 +123,14 @@ def test_batched_step_equals_one_session_per_stream(tiny_bundles, backend):
     assert r["steps"] == 60
 
 
-def test_a_bundle_without_batched_model_falls_back_and_a_tampered_one_is_refused(tiny_bundles, tmp_path):
-    _, bundle = tiny_bundles["gru"]
+def test_a_bundle_without_batched_model_falls_back_and_a_tampered_one_is_refused(fixture_bundles, tmp_path):
+    _, bundle = fixture_bundles["gru"]
     copy = tmp_path / "bundle"
     shutil.copytree(bundle, copy)
     manifest = json.loads((copy / "manifest.json").read_text())
     batched_file = manifest["variants"][0]["batched"]["file"]
     (copy / batched_file).write_bytes((copy / batched_file).read_bytes()[:-1] + b"\0")
-    del manifest["variants"][1]["batched"]  # float16 without a companion
+    plain = next(v["name"] for v in manifest["variants"] if "batched" not in v)  # a variant without a companion
     (copy / "manifest.json").write_text(json.dumps(manifest))
     done = run_isolated(f"""
         import edge_runtime
@@ -140,10 +139,10 @@ def test_a_bundle_without_batched_model_falls_back_and_a_tampered_one_is_refused
             StreamPool(edge_runtime.load({str(copy)!r}), 4)
         except edge_runtime.BundleError as e:
             print("refused:", e)
-        pool = StreamPool(edge_runtime.load({str(copy)!r}, variant="float16"), 4)
+        pool = StreamPool(edge_runtime.load({str(copy)!r}, variant={plain!r}), 4)
         print("fallback:", pool.batched is None, len(pool.step_many({{"a": [20, 4], "b": [21, 4]}})))
         try:
-            StreamPool(edge_runtime.load({str(copy)!r}, variant="float16"), 4, batched=True)
+            StreamPool(edge_runtime.load({str(copy)!r}, variant={plain!r}), 4, batched=True)
         except edge_runtime.BundleError as e:
             print("required:", e)
     """)
@@ -160,8 +159,8 @@ def _send_lines(port: int, payloads, chunk: int = 200) -> None:
             s.sendall(b"".join(p + b"\n" for p in payloads[i:i + chunk]))
 
 
-def test_ten_thousand_malformed_lines_over_tcp_every_valid_sample_once(tiny_bundles, tmp_path):
-    _, bundle = tiny_bundles["lstm"]
+def test_ten_thousand_malformed_lines_over_tcp_every_valid_sample_once(fixture_bundles, tmp_path):
+    _, bundle = fixture_bundles["lstm"]
     traffic = mixed_traffic(streams=10, per_stream=300, bad=10500, seed=1)
     config = write_config(tmp_path, bundle, f"[sources.tcp]\nport = {free_port()}\n",
                           '[sinks.jsonl]\npath = "out.jsonl"\n', "[streams]\nmax_streams = 10\n")
@@ -187,15 +186,15 @@ def test_ten_thousand_malformed_lines_over_tcp_every_valid_sample_once(tiny_bund
     assert len(service.log_events("rejected")) > 0  # logged (rate-limited, the rest summarized)
 
 
-def test_serial_port_through_a_pty_pair(tiny_bundles, tmp_path):
-    _, bundle = tiny_bundles["lstm"]
+def test_serial_port_through_a_pty_pair(fixture_bundles, tmp_path):
+    _, bundle = fixture_bundles["lstm"]
     controller, device = os.openpty()
     config = write_config(tmp_path, bundle, f'[sources.serial]\nport = "{os.ttyname(device)}"\nbaudrate = 9600\n',
                           '[sinks.jsonl]\npath = "out.jsonl"\n')
     service = ServiceProcess(config)
     try:
         service.wait_running()
-        wait_for(lambda: service.log_events("serial_opened"), 20, what="serial port opened")
+        wait_for(lambda: service.log_events("serial_opened"), 60, what="serial port opened")
         lines = [f"p1,{100 + k},{sensor_value(0, k)[0]},{sensor_value(0, k)[1]}".encode() for k in range(50)]
         garbage = [b"\x00\x13\xfe\xff" * 8, b"p1,150,20", b"p1,151,hot,4", b"x" * 5000]
         os.write(controller, b"\n".join(lines[:25] + garbage + lines[25:]) + b"\n")
@@ -212,8 +211,8 @@ def test_serial_port_through_a_pty_pair(tiny_bundles, tmp_path):
     assert [r["step"] for r in records] == list(range(1, 51))
 
 
-def test_gaps_reset_order_is_enforced_and_sigusr1_reports(tiny_bundles, tmp_path):
-    _, bundle = tiny_bundles["lstm"]
+def test_gaps_reset_order_is_enforced_and_sigusr1_reports(fixture_bundles, tmp_path):
+    _, bundle = fixture_bundles["lstm"]
     config = write_config(tmp_path, bundle, "[sources.tcp]\nport = 0\n", '[sinks.jsonl]\npath = "out.jsonl"\n',
                           "[streams]\nmax_gap_s = 5.0\nwarmup_steps = 2\n[status]\ninterval_s = 60.0\n")
     service = ServiceProcess(config)
@@ -221,10 +220,10 @@ def test_gaps_reset_order_is_enforced_and_sigusr1_reports(tiny_bundles, tmp_path
     ts = [0, 1, 2, 3, 2.5, 3, 100, 101, 102]  # 2.5 out of order, 3 again a duplicate, 100: a 97 s gap
     _send_lines(port, [f"g,{t},{20 + t / 100},4".encode() for t in ts] + [b'{"id": "g", "reset": true}',
                                                                          b"g,103,21,4"])
-    wait_for(lambda: len(read_jsonl(tmp_path / "out.jsonl")[0]) == 8, 20, what="8 forecasts")
+    wait_for(lambda: len(read_jsonl(tmp_path / "out.jsonl")[0]) == 8, 60, what="8 forecasts")
     before = service.status()["updated_unix"]
     service.proc.send_signal(signal.SIGUSR1)
-    wait_for(lambda: service.log_events("counters"), 10, what="counters logged on SIGUSR1")
+    wait_for(lambda: service.log_events("counters"), 60, what="counters logged on SIGUSR1")
     assert service.status()["updated_unix"] > before  # status.json rewritten at once (interval is 60 s)
     counters = service.log_events("counters")[-1]["counters"]
     assert counters["rejected"]["out_of_order"] == 1 and counters["rejected"]["duplicate"] == 1
@@ -243,8 +242,8 @@ def test_gaps_reset_order_is_enforced_and_sigusr1_reports(tiny_bundles, tmp_path
     assert status["latency_us"]["p50"] > 0 and status["snapshot"]["steps"] == 1  # g: 1 step since its reset
 
 
-def test_another_bundles_snapshot_is_refused_unless_told(tiny_bundles, tmp_path):
-    _, bundle = tiny_bundles["lstm"]
+def test_another_bundles_snapshot_is_refused_unless_told(fixture_bundles, tmp_path):
+    _, bundle = fixture_bundles["lstm"]
     other = tmp_path / "other-bundle"
     shutil.copytree(bundle, other)
     manifest = json.loads((other / "manifest.json").read_text())
@@ -270,21 +269,22 @@ def test_another_bundles_snapshot_is_refused_unless_told(tiny_bundles, tmp_path)
     assert [r["step"] for r in records] == [1, 2, 1]  # the other bundle's run started cold
 
 
-def test_stdin_and_a_followed_file(tiny_bundles, tmp_path):
-    _, bundle = tiny_bundles["rnn"]
+def test_stdin_and_a_followed_file(fixture_bundles, tmp_path):
+    _, bundle = fixture_bundles["gru"]
     log_file = tmp_path / "sensor.log"
     log_file.write_text("f,1,20,4\nf,2,20.1,4\n")
     config = write_config(tmp_path, bundle, '[sources.file]\npath = "sensor.log"\nfollow = true\n',
                           '[sinks.jsonl]\npath = "out.jsonl"\n')
     service = ServiceProcess(config)
     service.wait_running()
-    wait_for(lambda: service.counters().get("samples") == 2, 20, what="2 samples from the file")
+    wait_for(lambda: service.counters().get("samples") == 2, 60, what="2 samples from the file")
     with open(log_file, "a") as f:
         f.write("f,3,20.2,")  # half a line: waits for the rest
         f.flush()
-        time.sleep(0.5)
+        wait_for(lambda: (service.status() or {}).get("sources", {}).get("file", {}).get("bytes_read")
+                 == log_file.stat().st_size, 60, what="the service to read the half line")
         f.write("4\nf,4,20.3,4\n")
-    wait_for(lambda: service.counters().get("samples") == 4, 20, what="lines appended later")
+    wait_for(lambda: service.counters().get("samples") == 4, 60, what="lines appended later")
     assert service.counters()["rejected"]["wrong_channels"] == 0
     assert service.stop() == 0
 
@@ -311,8 +311,8 @@ def test_the_service_imports_nothing_heavy():
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
 
-def test_a_port_in_use_stops_the_start_with_a_message(tiny_bundles, tmp_path):
-    _, bundle = tiny_bundles["rnn"]
+def test_a_port_in_use_stops_the_start_with_a_message(fixture_bundles, tmp_path):
+    _, bundle = fixture_bundles["gru"]
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         service = ServiceProcess(write_config(tmp_path, bundle, f"[sources.tcp]\nport = {port}\n",

@@ -11,6 +11,8 @@ from train.models import Forecaster, ModelConfig, Scales
 from train.scenarios import SCENARIOS, make_stream
 from train.trainer import TrainConfig, normalization, split_stream
 
+pytestmark = pytest.mark.slow  # torch: the full tier only (the fast tier does not even import this file)
+
 
 @pytest.mark.parametrize("name", sorted(SCENARIOS))
 def test_scenarios_are_seeded_and_finite(name):

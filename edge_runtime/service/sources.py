@@ -104,6 +104,7 @@ class FileSource(Source):
             data = handle.read(READ_BYTES) if handle else b""
             if data:
                 self._lines(splitter, data, source)
+                self.info["bytes_read"] = handle.tell()  # in status.json: how far the file has been taken in
                 continue
             if not self.follow:
                 break
@@ -249,6 +250,7 @@ class MqttSource(Source):
         client = Client(CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=MQTTProtocolVersion.MQTTv5,
                         manual_ack=True)
         client.on_connect, client.on_disconnect, client.on_message = self._connected, self._disconnected, self._message
+        client.on_subscribe = self._subscribed
         client.on_connect_fail = lambda client, userdata: log(
             "warning", "mqtt_unreachable", source=self.name, host=c.host, port=c.port, retrying=True)
         client.reconnect_delay_set(1, 5)
@@ -268,8 +270,18 @@ class MqttSource(Source):
             topic=self.config.topic)
         client.subscribe(self.config.topic, qos=self.config.qos)
 
+    def _subscribed(self, client, userdata, mid, reason_codes, properties) -> None:
+        """SUBACK: from here on the broker routes the topic's messages to us (what a caller can wait for)."""
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        self.info["subscribed"] = not refused
+        if refused:
+            log("error", "mqtt_subscribe_refused", source=self.name, topic=self.config.topic, reasons=refused)
+        else:
+            log("info", "mqtt_subscribed", source=self.name, topic=self.config.topic)
+
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         self.info["connected"] = False
+        self.info["subscribed"] = False
         if not self.stop.is_set():
             log("warning", "mqtt_disconnected", source=self.name, reason=str(reason_code), reconnecting=True)
 
