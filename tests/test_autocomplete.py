@@ -128,15 +128,9 @@ class CountingPredictor:
 
 
 @pytest.mark.parametrize("variant", ["float32", "int16x8"])
-<<<<<<< HEAD
-def test_backspace_restores_the_exact_state_without_recomputing(toy, variant):
-    model = edge_runtime.load(toy[1], variant=variant, backend=IN_PROCESS_BACKEND)
-    predictor = CountingPredictor(AutocompleteSession(model))
-=======
 def test_backspace_restores_the_exact_state_without_recomputing(toy_bundle, variant):
     model = edge_runtime.load(toy_bundle, variant=variant, backend=IN_PROCESS_BACKEND)
     predictor = CountingPredictor(AutocompleteSession(model))
->>>>>>> tiers
     typing = Autocomplete(predictor)
     for c in "wo":
         typing.feed(c)
@@ -156,16 +150,9 @@ def test_backspace_restores_the_exact_state_without_recomputing(toy_bundle, vari
     assert set(typing.node.state) == {"h0", "h1", "c0", "c1"}
 
 
-<<<<<<< HEAD
-@pytest.mark.slow
-def test_a_word_longer_than_the_kept_history_still_backspaces_correctly(toy):
-    typing = Autocomplete(AutocompleteSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)), history=3)
-    reference = Autocomplete(AutocompleteSession(edge_runtime.load(toy[1], backend=IN_PROCESS_BACKEND)))
-=======
 def test_a_word_longer_than_the_kept_history_still_backspaces_correctly(toy_bundle):
     typing = Autocomplete(AutocompleteSession(edge_runtime.load(toy_bundle, backend=IN_PROCESS_BACKEND)), history=3)
     reference = Autocomplete(AutocompleteSession(edge_runtime.load(toy_bundle, backend=IN_PROCESS_BACKEND)))
->>>>>>> tiers
     for c in "kindwood":
         typing.feed(c)
     for c in "kindwo":
@@ -264,11 +251,7 @@ def test_forecast_bundles_still_read_and_complete_refuses_them(fixture_bundles, 
     assert done.returncode == 2 and "a forecast bundle; this command needs an autocomplete bundle" in done.stderr
     done = run_cli("edge_runtime", "run", str(toy_bundle), "--input", "-", stdin="index,x\n0,1\n")
     assert done.returncode == 2 and "an autocomplete bundle; 'run' streams sensor samples" in done.stderr
-<<<<<<< HEAD
-    done = run_cli("edge_eval", "eval-complete", str(toy[1]), "--words", str(toy[1] / "nowhere.txt"))
-=======
     done = run_cli("edge_eval", "eval-complete", str(toy_bundle), "--words", str(toy_bundle / "nowhere.txt"))
->>>>>>> tiers
     assert done.returncode == 2 and "nowhere.txt" in done.stderr and "Traceback" not in done.stderr
 
 
@@ -413,22 +396,14 @@ def test_a_bundle_is_self_contained_once_the_word_list_is_gone(tmp_path):
 def test_eval_and_bench_complete_run_on_the_device_runtime(toy_bundle, tmp_path):
     words = tmp_path / "words.txt"
     words.write_text("\n".join(LECTURE_WORDS) + "\n")
-<<<<<<< HEAD
-    done = run_cli("edge_eval", "eval-complete", str(toy[1]), "--words", str(words), "--variant", "int16x8")
-=======
     done = run_cli("edge_eval", "eval-complete", str(toy_bundle), "--words", str(words), "--variant", "int16x8")
->>>>>>> tiers
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["backend"] == "tflite_runtime" and result["positions"] == 50 and result["ksr_words"] == 10
     # the toy's last letters are certain, so the suggestion is right by the third letter at the latest:
     # at most 4 keys (3 letters + Tab) for 4 letters, and Tab must have been used at least once
     assert 0 < result["ksr"] <= 1 and result["keys"] <= 40 and result["accepted"] >= 1
-<<<<<<< HEAD
-    done = run_cli("edge_eval", "bench-complete", str(toy[1]), "--repeats", "1")
-=======
     done = run_cli("edge_eval", "bench-complete", str(toy_bundle), "--repeats", "1")
->>>>>>> tiers
     assert done.returncode == 0, done.stderr
     bench = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(bench["variants"]) == {"float32", "int16x8"} and bench["k"] == 3
