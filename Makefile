@@ -43,8 +43,8 @@ MQTT_PACKAGES := mosquitto
 DEPLOY_PACKAGES := openssh-client rsync
 # the emulated Pi: qemu-user, a rootfs builder (arch-test: its foreign-architecture support), nspawn, sshd in
 # the rootfs, rsync, zstd for the cached rootfs, a C compiler for the CPU wrapper
-PI_EMU_PACKAGES := qemu-user-static binfmt-support mmdebstrap arch-test systemd-container openssh-client \
-	openssh-server rsync zstd gcc libc6-dev
+# (one line: tests/test_deploy_pi.py reads it)
+PI_EMU_PACKAGES := qemu-user-static binfmt-support mmdebstrap arch-test systemd-container openssh-client openssh-server rsync zstd gcc libc6-dev
 # make test runs the MQTT tests and boots the emulated Pi (tests/test_deploy_pi.py)
 TEST_PACKAGES := $(MQTT_PACKAGES) $(PI_EMU_PACKAGES)
 
