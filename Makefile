@@ -29,7 +29,7 @@ AUTOCOMPLETE_BUNDLE ?= words-lstm128
 CONFIG   ?= edge.toml
 DURATION ?= 60
 
-.PHONY: help setup lock lint demo test test-fast bench train convert report run anomalies sim autocomplete complete serve loadgen \
+.PHONY: help setup lock lint mqtt-broker demo test test-fast bench train convert report run anomalies sim autocomplete complete serve loadgen \
 	clean deploy rollback deploy-status pi-emu-up pi-emu-down
 
 help: ## list the targets with what each is for
@@ -47,6 +47,11 @@ DEPLOY_PACKAGES := openssh-client rsync
 PI_EMU_PACKAGES := qemu-user-static binfmt-support mmdebstrap arch-test systemd-container openssh-client openssh-server rsync zstd gcc libc6-dev
 # make test runs the MQTT tests and boots the emulated Pi (tests/test_deploy_pi.py)
 TEST_PACKAGES := $(MQTT_PACKAGES) $(PI_EMU_PACKAGES)
+
+# the targets that start a Mosquitto broker (make test installs it with TEST_PACKAGES)
+test-fast bench loadgen: mqtt-broker
+mqtt-broker:
+	@bash tools/apt-deps.sh $(MQTT_PACKAGES)
 
 setup: $(STAMP) ## create .venv from the lock, hashes checked (once; again when the lock or pyproject.toml changes)
 	@bash tools/apt-deps.sh $(APT_PACKAGES)
@@ -82,11 +87,9 @@ test: setup ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q
 
 test-fast: setup ## the tests not marked slow (skips training-heavy tests and the emulated-Pi deploy)
-	@bash tools/apt-deps.sh $(MQTT_PACKAGES)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup ## latency, memory, cold start, scaling vs PyTorch/ONNX Runtime/numpy/Keras -> reports/bench.md
-	@bash tools/apt-deps.sh $(MQTT_PACKAGES)
 	$(BIN)/python -m pipeline bench
 
 train: setup ## train one model: make train SCENARIO=vibration CELL=gru
@@ -117,7 +120,6 @@ serve: setup ## the long-running edge service: make serve CONFIG=edge.toml (see 
 	$(BIN)/python -m edge_runtime serve --config $(CONFIG)
 
 loadgen: setup ## the service under MQTT load, 100 sensors x 50 Hz: make loadgen NAME=temperature-lstm DURATION=60
-	@bash tools/apt-deps.sh $(MQTT_PACKAGES)
 	$(BIN)/python -m pipeline loadgen artifacts/$(NAME) --duration $(DURATION)
 
 clean: ## remove generated runs, bundles and reports (keeps .venv)

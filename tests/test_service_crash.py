@@ -105,7 +105,7 @@ def test_kill_9_at_random_moments_resumes_from_a_valid_snapshot(tiny_bundles, tm
             assert service.proc.poll() is None, service.logs()[-3000:]
             time.sleep(0.01)
         if last:
-            done = lambda: len({(r["id"], r["t"]) for r in read_jsonl(out)[0]}) + sum(before.values())  # noqa: E731, B023 (used in this iteration only)
+            done = lambda: len({(r["id"], r["t"]) for r in read_jsonl(out)[0]}) + sum(before.values())  # noqa: E731
             deadline = time.monotonic() + 60
             while done() < STREAMS * STEPS and time.monotonic() < deadline:
                 time.sleep(0.1)
