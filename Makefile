@@ -1,11 +1,24 @@
 # edge-rnn: `make demo` runs the whole pipeline, `make test` runs the tests.
-# Every target sets up .venv from the pins in pyproject.toml first (fast when already done).
+# Every target sets up .venv from the hash-checked lock in requirements/ first (fast when already done).
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
 STAMP  := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL := 3
+# uv uses the Python 3.11 given to it and never fetches an interpreter of its own
+export UV_PYTHON_DOWNLOADS := never
+
+# The lock: every package of the dev environment (all extras) with its sha256, for Linux x86_64 CPython 3.11.
+DEV_LOCK := requirements/dev.lock.txt
+# torch's CPU build is not on PyPI (PyPI's torch is the CUDA build with GBs of nvidia-* packages): a folder or
+# index holding torch-2.13.0+cpu. Elsewhere: TORCH_WHEELS=https://download.pytorch.org/whl/cpu/torch/
+TORCH_WHEELS ?= /opt/wheels
+# the device's aarch64 wheelhouse, one lock per interpreter (deploy/release.py downloads with --require-hashes)
+DEVICE_RUNTIMES := tflite-runtime ai-edge-litert
+DEVICE_PLATFORM := aarch64-manylinux_2_34
+LOCK_FLAGS := --generate-hashes --quiet --custom-compile-command "make lock"
 
 # what `make train` / `make run` act on
 SCENARIO ?= temperature
@@ -16,34 +29,61 @@ AUTOCOMPLETE_BUNDLE ?= words-lstm128
 CONFIG   ?= edge.toml
 DURATION ?= 60
 
-.PHONY: help setup demo test test-fast bench train convert report run anomalies sim autocomplete complete serve loadgen \
+.PHONY: help setup lock lint mqtt-broker demo test test-fast bench train convert report run anomalies sim autocomplete complete serve loadgen \
 	clean deploy rollback deploy-status pi-emu-up pi-emu-down
 
 help: ## list the targets with what each is for
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-# Debian packages the demo and tests use: the word list (autocomplete) and the MQTT broker (edge service)
-APT_PACKAGES := wamerican mosquitto
-# host tools for deploying (ssh, rsync) and for the emulated Pi (qemu-user, a rootfs builder, nspawn, a C compiler for the CPU wrapper)
+# Debian packages, per target. make setup (and so make demo): the word list for autocomplete.
+APT_PACKAGES := wamerican
+# the MQTT broker: the service's tests, make bench's service load, make loadgen
+MQTT_PACKAGES := mosquitto
+# host tools for deploying to a Pi (ssh, rsync)
 DEPLOY_PACKAGES := openssh-client rsync
-PI_EMU_PACKAGES := qemu-user-static binfmt-support mmdebstrap systemd-container openssh-client openssh-server rsync zstd gcc libc6-dev
-# the deploy test boots an emulated Pi, so make setup (and with it make test) installs those too
-APT_PACKAGES += $(PI_EMU_PACKAGES)
+# the emulated Pi: qemu-user, a rootfs builder (arch-test: its foreign-architecture support), nspawn, sshd in
+# the rootfs, rsync, zstd for the cached rootfs, a C compiler for the CPU wrapper
+# (one line: tests/test_deploy_pi.py reads it)
+PI_EMU_PACKAGES := qemu-user-static binfmt-support mmdebstrap arch-test systemd-container openssh-client openssh-server rsync zstd gcc libc6-dev
+# make test runs the MQTT tests and boots the emulated Pi (tests/test_deploy_pi.py)
+TEST_PACKAGES := $(MQTT_PACKAGES) $(PI_EMU_PACKAGES)
 
-setup: $(STAMP) ## create .venv with the pinned versions (once; again when pyproject.toml changes)
+# the targets that start a Mosquitto broker (make test installs it with TEST_PACKAGES)
+test-fast bench loadgen: mqtt-broker
+mqtt-broker:
+	@bash tools/apt-deps.sh $(MQTT_PACKAGES)
+
+setup: $(STAMP) ## create .venv from the lock, hashes checked (once; again when the lock or pyproject.toml changes)
 	@bash tools/apt-deps.sh $(APT_PACKAGES)
 
-$(STAMP): pyproject.toml
+$(STAMP): $(DEV_LOCK) requirements/uv.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"edge-rnn needs Python 3.11, found {sys.version.split()[0]} at {sys.executable}"'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[edge,litert,train,convert,dev,bench,sim]"
+	@$(PYTHON) -m venv $(VENV) || { echo "'$(PYTHON) -m venv' failed: on Debian/Ubuntu install python3-venv (apt-get install python3-venv)"; exit 1; }
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.txt
+	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes --find-links $(TORCH_WHEELS) $(DEV_LOCK)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+lock: $(STAMP) ## regenerate the locks in requirements/ from pyproject.toml's pins (then make setup installs them)
+	$(UV) pip compile pyproject.toml --all-extras $(LOCK_FLAGS) --python $(BIN)/python \
+		--python-platform x86_64-manylinux_2_28 --find-links $(TORCH_WHEELS) --no-emit-find-links \
+		--constraint requirements/torch-cpu.txt -o $(DEV_LOCK)
+	@! grep -q '^nvidia-' $(DEV_LOCK) || { echo "$(DEV_LOCK) holds nvidia-* packages: torch resolved to the CUDA build"; exit 1; }
+	for runtime in $(DEVICE_RUNTIMES); do \
+		$(PYTHON) tools/device_requirements.py $$runtime | $(UV) pip compile - $(LOCK_FLAGS) --python-version 3.11 \
+			--python-platform $(DEVICE_PLATFORM) -o requirements/device-aarch64-$$runtime.lock.txt || exit 1; \
+	done
+	$(UV) pip compile requirements/uv.in $(LOCK_FLAGS) --python $(BIN)/python -o requirements/uv.txt
+
+lint: setup ## ruff and the import rules (import-linter contracts in pyproject.toml)
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 demo: setup ## the whole pipeline on built-in data: train, convert, run on the edge runtime, summary table
 	$(BIN)/python -m pipeline demo
 
 test: setup ## the test suite (what CI runs)
+	@bash tools/apt-deps.sh $(TEST_PACKAGES)
 	$(BIN)/python -m pytest -q
 
 test-fast: setup ## under a minute, no torch/TensorFlow: the tests not marked slow, on tests/fixture_bundles

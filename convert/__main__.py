@@ -36,12 +36,18 @@ def convert_main(argv: list[str]) -> int:
     if unknown:
         print(f"error: unknown variant(s) {sorted(unknown)}; choose from {', '.join(VARIANT_NAMES)}", file=sys.stderr)
         return 2
-    for run in args.runs:
-        out = Path(args.out) / Path(run).name
-        manifest = convert_run(Path(run), out, args.parity_steps, args.variants, args.firmware_variant)
-        print(json.dumps({"bundle": str(out), "parity_max_abs_error": manifest["variants"][0]["parity"]["max_abs_error"],
-                          "variants": {v["name"]: {"bytes": v["bytes"], **headline(v["metrics"])}
-                                       for v in manifest["variants"]}}))
+    from convert.quiet import chatter_to
+
+    log = Path(args.out) / "convert.log"
+    with chatter_to(log):  # the converter's C++ lines and TensorFlow's warnings
+        for run in args.runs:
+            out = Path(args.out) / Path(run).name
+            manifest = convert_run(Path(run), out, args.parity_steps, args.variants, args.firmware_variant)
+            print(json.dumps({"bundle": str(out),
+                              "parity_max_abs_error": manifest["variants"][0]["parity"]["max_abs_error"],
+                              "variants": {v["name"]: {"bytes": v["bytes"], **headline(v["metrics"])}
+                                           for v in manifest["variants"]}}))
+    print(f"converter log: {log}", file=sys.stderr)
     return 0
 
 

@@ -16,7 +16,6 @@ import json
 import shlex
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from deploy.release import PLATFORM_TAGS, RUNTIME_PACKAGES, TARGET_PYTHON, Release
 from deploy.target import Target, TargetError

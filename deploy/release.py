@@ -43,6 +43,8 @@ PLATFORM_TAGS = {
 RUNTIME_PACKAGES = {"tflite_runtime": "tflite-runtime", "ai_edge_litert": "ai-edge-litert"}
 RUNTIME_PREFERENCE = ("tflite_runtime", "ai_edge_litert")  # the card's runtime first
 WHEEL_NAME = "edge_rnn_runtime"
+# `make lock`: per interpreter, the device's packages for aarch64 cp311 with every wheel's sha256
+DEVICE_LOCK = ROOT / "requirements" / "device-{arch}-{runtime}.lock.txt"
 
 
 class ReleaseError(ValueError):
@@ -215,8 +217,51 @@ def build_runtime_wheel(out_dir: Path, numpy_pin: str) -> Path:
 
 # ---------------------------------------------------------------- the wheelhouse
 
+@dataclass
+class LockedPackage:
+    version: str
+    hashes: list[str]  # "sha256:..." of every file of that version
+    needed_by: set[str]  # the locked packages that depend on it (uv's "# via" lines)
+
+    def requirement(self, name: str) -> str:
+        return f"{name}=={self.version} " + " ".join(f"--hash={h}" for h in self.hashes)
+
+
+def read_lock(path: Path) -> dict[str, LockedPackage]:
+    """name (normalized) -> its pin, hashes and dependants, from a `uv pip compile --generate-hashes` file."""
+    locked: dict[str, LockedPackage] = {}
+    current = None
+    for line in path.read_text().splitlines():
+        text = line.strip()
+        if m := re.match(r"([A-Za-z0-9_.\-]+)==([^\s\\]+)", line):
+            current = locked.setdefault(normalize(m.group(1)), LockedPackage(m.group(2), [], set()))
+        elif current and text.startswith("--hash="):
+            current.hashes.append(text.removeprefix("--hash=").rstrip(" \\"))
+        elif current and (m := re.match(r"#\s+(?:via\s+)?([A-Za-z0-9_.\-]+)$", text)) and m.group(1) != "via":
+            current.needed_by.add(normalize(m.group(1)))
+    return locked
+
+
+def locked_requirements(wanted: dict[str, str], runtime_package: str, arch: str = "aarch64") -> list[str]:
+    """The wanted packages and everything they pull in, each `name==version --hash=...` from the device lock
+    of this interpreter; refused when the lock and pyproject.toml's pins disagree."""
+    path = Path(str(DEVICE_LOCK).format(arch=arch, runtime=runtime_package))
+    if not path.exists():
+        raise ReleaseError(f"no device lock {path.relative_to(ROOT)}: run `make lock`")
+    locked = read_lock(path)
+    for name, version in wanted.items():
+        if name not in locked or locked[name].version != version:
+            found = locked[name].version if name in locked else "missing"
+            raise ReleaseError(f"{path.name}: {name} is {found}, pyproject.toml pins {version}: run `make lock`")
+    needed = set(wanted)
+    while extra := {name for name, p in locked.items() if name not in needed and p.needed_by & needed}:
+        needed |= extra
+    return [locked[name].requirement(name) for name in sorted(needed)]
+
+
 def wheelhouse(requirements: list[str], arch: str = "aarch64", cache: Path = CACHE_DIR) -> Path:
-    """pip download the target's wheels (binary only, cp311, every platform tag named) into a cache."""
+    """pip download the target's wheels (binary only, cp311, every platform tag named, every file's sha256
+    checked against the requirements' --hash) into a cache."""
     if arch not in PLATFORM_TAGS:
         raise ReleaseError(f"no wheelhouse recipe for {arch}")
     key = hashlib.sha256(json.dumps([sorted(requirements), arch, TARGET_PYTHON]).encode()).hexdigest()[:12]
@@ -225,14 +270,18 @@ def wheelhouse(requirements: list[str], arch: str = "aarch64", cache: Path = CAC
         return folder
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    requirements_file = partial / "requirements.txt"  # --hash is only allowed in a requirements file
+    requirements_file.write_text("\n".join(requirements) + "\n")
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-           "--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
+           "--require-hashes", "--only-binary=:all:", "--python-version", TARGET_PYTHON, "--implementation", "cp",
            "--abi", "cp" + TARGET_PYTHON.replace(".", "")]
     for tag in PLATFORM_TAGS[arch]:
         cmd += ["--platform", tag]
-    result = subprocess.run([*cmd, "-d", str(partial), *requirements], text=True, capture_output=True)
+    result = subprocess.run([*cmd, "-d", str(partial), "-r", str(requirements_file)], text=True, capture_output=True)
     if result.returncode != 0:
         raise ReleaseError(f"pip download for {arch} failed: {result.stderr.strip()[-1500:]}")
+    requirements_file.unlink()
     (partial / ".complete").touch()
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
@@ -317,7 +366,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
         wanted[extra] = pinned[extra]
     log(f"runtime {runtime_package}=={wanted[runtime_package]} (every variant opens in it: "
         f"{', '.join(f'{b.name}/{b.variant}' for b in bundles)})")
-    house = wheelhouse([f"{n}=={v}" for n, v in sorted(wanted.items())], arch)
+    house = wheelhouse(locked_requirements(wanted, runtime_package, arch), arch)
     versions = verify_wheelhouse(house, wanted, arch)
 
     out_root.mkdir(parents=True, exist_ok=True)

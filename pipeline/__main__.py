@@ -51,13 +51,25 @@ def main(argv: list[str] | None = None) -> int:
 
         return loadgen_main((argv if argv is not None else sys.argv[1:])[1:])
     args = p.parse_args(argv)
+    if args.command not in ("demo", "autocomplete", "bench"):  # the commands that load TensorFlow
+        return run_command(args)
+    from convert.quiet import chatter_to
+
+    log = Path(args.reports) / f"{args.command}.log"
+    with chatter_to(log):  # TensorFlow's warnings and C++ lines go to the log, progress bars stay
+        code = run_command(args)
+    print(f"full log (TensorFlow's output included): {log}")
+    return code
+
+
+def run_command(args) -> int:
     if args.command == "bench":
         return bench_main(args)
     if args.command == "anomalies":
         return anomalies_main(args)
     if args.command == "autocomplete":
         return autocomplete_main(args)
-    from pipeline.demo import quantization_table, run_demo, table, write_report
+    from pipeline.demo import PRESETS, quantization_table, run_demo, table, write_report
 
     rows = run_demo(PRESETS[args.preset], Path(args.runs), Path(args.artifacts))
     flagship = next(r for r in rows if r.flagship)

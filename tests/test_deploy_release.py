@@ -10,7 +10,8 @@ import zipfile
 import pytest
 
 from deploy.device import Facts, DeployError, preflight, smoke_csv
-from deploy.release import PLATFORM_TAGS, ReleaseError, build_release, pins, verify_wheelhouse
+from deploy.release import (PLATFORM_TAGS, ReleaseError, build_release, locked_requirements, pins, read_lock,
+                            verify_wheelhouse)
 
 PI4 = Facts(arch="aarch64", python="3.11", venv=True, systemd=True, free_mb=20000, sudo=True,
             glibc=(2, 36), current="", previous="", installed=False)
@@ -92,6 +93,29 @@ def test_wheelhouse_with_a_wrong_version_or_platform_is_refused(tmp_path):
         verify_wheelhouse(tmp_path, {"numpy": "1.26.4", "ai-edge-litert": "2.3.0"})
     assert "manylinux_2_34_aarch64" in PLATFORM_TAGS["aarch64"]  # tflite-runtime 2.14.0's only aarch64 tag
 
+
+def test_wheelhouse_requirements_come_from_the_device_lock_with_hashes_and_agree_with_the_pins():
+    pinned = pins()
+    wanted = {"numpy": pinned["numpy"], "ai-edge-litert": pinned["ai-edge-litert"]}
+    requirements = locked_requirements(wanted, "ai-edge-litert")
+    names = [r.split("==")[0] for r in requirements]
+    # what the interpreter pulls in comes too (pip download --require-hashes refuses an unhashed dependency)
+    assert {"numpy", "ai-edge-litert", "flatbuffers", "ml-dtypes"} <= set(names), names
+    assert "paho-mqtt" not in names, "only what the config needs ships"
+    assert all("--hash=sha256:" in r for r in requirements), requirements
+    with pytest.raises(ReleaseError, match="numpy is 1.26.4, pyproject.toml pins 1.26.3: run `make lock`"):
+        locked_requirements({"numpy": "1.26.3", "tflite-runtime": pinned["tflite-runtime"]}, "tflite-runtime")
+
+
+def test_lock_reader_keeps_every_hash_and_who_needs_each_package(tmp_path):
+    lock = tmp_path / "device.lock.txt"
+    lock.write_text("# make lock\nml-dtypes==0.5.4 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
+                    "    # via ai-edge-litert\nnumpy==1.26.4 \\\n    --hash=sha256:cc\n    # via\n"
+                    "    #   -r -\n    #   ai-edge-litert\n    #   ml-dtypes\n")
+    locked = read_lock(lock)
+    assert locked["ml-dtypes"].hashes == ["sha256:aa", "sha256:bb"]
+    assert locked["numpy"].needed_by == {"ai-edge-litert", "ml-dtypes"}
+    assert locked["numpy"].requirement("numpy") == "numpy==1.26.4 --hash=sha256:cc"
 
 @pytest.mark.parametrize("change, reason", [
     ({"arch": "armv7l"}, "armv7l is not supported: 32-bit ARM: ai-edge-litert publishes no 32-bit ARM wheels"),
