@@ -160,8 +160,9 @@ def provide_machine_setup(rootfs: Path) -> tuple[list[str], dict[str, str]]:
                 shutil.copytree(entry, target, dirs_exist_ok=True)
             else:
                 shutil.copy2(entry, target)
+    # what the fresh root lacks (its own /etc/ssl/certs, say, stays its own)
     binds = [f"--bind-ro={p}" for p in local_paths_named(pip_config_values())
-             if not (rootfs / p.relative_to("/")).exists() or p.is_dir()]
+             if not (rootfs / p.relative_to("/")).exists()]
     return binds, pip_environment()
 
 
