@@ -7,8 +7,9 @@
    bookworm amd64 root file system with mmdebstrap, holding only what a new machine of this kind has
    before the project installs anything (FRESH_PACKAGES), and unpacks a new copy for every run.
 2. Reproduces what this kind of machine provides besides Debian packages: its pip configuration
-   (the config files pip reads, the PIP_* environment) and the local folders that configuration names
-   (find-links wheel folders, file:// indexes, constraint files), bound read-only at the same paths.
+   (the config files pip reads, the PIP_* environment), the files it names (constraints, the CA
+   bundle, with the machine's own CA certificates), and the local folders it names (find-links wheel
+   folders, file:// indexes), bound read-only at the same paths.
 3. Clones the given commit (default: HEAD of this checkout; committed work only) into /root/edge-rnn
    inside and runs `make demo` and then `make test` there as root, like CI, with systemd-nspawn
    (the same tool as the emulated Pi). Nothing is installed by hand: the Makefile must do it.
@@ -51,6 +52,8 @@ RECIPE_VERSION = 1  # bump when the build steps below change what the tarball ho
 # The pip configuration files pip reads for root (global, site-wide XDG, user); copied in when present.
 PIP_CONFIG_FILES = (Path("/etc/pip.conf"), Path("/etc/xdg/pip"), Path.home() / ".config" / "pip",
                     Path.home() / ".pip")
+# CA certificates this machine adds to Debian's (its HTTPS egress to PyPI is signed by one)
+LOCAL_CA_CERTS = Path("/usr/local/share/ca-certificates")
 CLONE_IN_GUEST = "/root/edge-rnn"
 NO_NESTED_PI_ENV = "EDGE_RNN_NO_NESTED_PI"
 LOG_TAIL_LINES = 60
@@ -135,24 +138,28 @@ def pip_config_values() -> list[str]:
     return values
 
 
-def local_paths_named(values: list[str]) -> list[Path]:
-    """Local folders/files named by pip settings: plain absolute paths and file:// URLs. A file:// index
-    (.../simple) is bound with its parent, where its links point."""
-    paths: set[Path] = set()
+def local_paths_named(values: list[str]) -> tuple[list[Path], list[Path]]:
+    """Local (files, folders) named by pip settings: plain absolute paths and file:// URLs. A file://
+    index (.../simple) is bound with its parent, where its links point."""
+    files, folders = set(), set()
     for word in (w for v in values for w in v.split()):
         path = Path(urlparse(word).path) if word.startswith("file://") else Path(word) if word.startswith("/") else None
         if path is None or not path.exists():
             continue
-        if path.name == "simple":
-            path = path.parent
-        paths.add(path.parent if path.is_file() else path)
-    # one bind per top folder: drop paths inside another bound path
-    return sorted(p for p in paths if not any(q != p and q in p.parents for q in paths))
+        if path.is_file():
+            files.add(path)
+        else:
+            folders.add(path.parent if path.name == "simple" else path)
+    # one bind per top folder: drop folders inside another
+    top = sorted(p for p in folders if not any(q != p and q in p.parents for q in folders))
+    return sorted(files), top
 
 
 def provide_machine_setup(rootfs: Path) -> tuple[list[str], dict[str, str]]:
-    """Copy the pip config files in; return nspawn bind options for the folders they name, and the env."""
-    for entry in PIP_CONFIG_FILES:
+    """Copy in the pip config files, the files they name (the CA bundle, constraints) and the local
+    CA certificates; return nspawn bind options for the folders they name, and pip's environment."""
+    files, folders = local_paths_named(pip_config_values())
+    for entry in (*PIP_CONFIG_FILES, *files, LOCAL_CA_CERTS):
         if entry.exists():
             target = rootfs / entry.relative_to("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -160,9 +167,7 @@ def provide_machine_setup(rootfs: Path) -> tuple[list[str], dict[str, str]]:
                 shutil.copytree(entry, target, dirs_exist_ok=True)
             else:
                 shutil.copy2(entry, target)
-    # what the fresh root lacks (its own /etc/ssl/certs, say, stays its own)
-    binds = [f"--bind-ro={p}" for p in local_paths_named(pip_config_values())
-             if not (rootfs / p.relative_to("/")).exists()]
+    binds = [f"--bind-ro={p}" for p in folders if not (rootfs / p.relative_to("/")).exists()]
     return binds, pip_environment()
 
 
