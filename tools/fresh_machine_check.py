@@ -248,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         # the arm64 binfmt handler is the kernel's (read-only inside a container): registered from out here
         pi_emu.register_binfmt(pi_emu.build_wrapper(pi_emu.CACHE_DIR))
         scratch = run_dir / "tmp"
-        scratch.mkdir(mode=0o1777)
+        scratch.mkdir()
+        scratch.chmod(0o1777)  # like /tmp: apt's gpgv runs as the _apt user (mkdir's mode is masked)
         phases.append({"phase": "unpack + machine setup + clone", "seconds": round(time.monotonic() - started, 1)})
     except (CheckError, pi_emu.EmulatorError) as e:
         print(f"error: {e}", file=sys.stderr)
