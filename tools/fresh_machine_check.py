@@ -31,6 +31,7 @@ import configparser
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -57,6 +58,7 @@ LOCAL_CA_CERTS = Path("/usr/local/share/ca-certificates")
 CLONE_IN_GUEST = "/root/edge-rnn"
 NO_NESTED_PI_ENV = "EDGE_RNN_NO_NESTED_PI"
 LOG_TAIL_LINES = 60
+ANSI_COLOR = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class CheckError(RuntimeError):
@@ -215,6 +217,15 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
+def error_lines(path: Path, limit: int = 20) -> list[str]:
+    """pytest's `E   ...` lines, each once, in order: what actually went wrong, without the tracebacks."""
+    seen: dict[str, None] = {}
+    for line in ANSI_COLOR.sub("", path.read_text(errors="replace")).splitlines():
+        if line.startswith("E ") and line[1:].strip():
+            seen.setdefault(line[1:].strip(), None)
+    return list(seen)[:limit]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tools/fresh_machine_check.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--commit", default="HEAD", help="what to clone (default: HEAD of this checkout)")
@@ -224,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "build" / "fresh-check", help="where the logs go")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="per command, seconds")
     p.add_argument("--keep", action="store_true", help="keep the unpacked root afterwards (to look inside)")
+    p.add_argument("--nested-pi", action="store_true",
+                   help=f"boot the emulated Pi nested too (without this, {NO_NESTED_PI_ENV}=1: install path only)")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("error: the fresh-machine check needs root (mmdebstrap, systemd-nspawn)", file=sys.stderr)
@@ -255,7 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     log(f"commit {commit[:12]} cloned into {rootfs}{CLONE_IN_GUEST}; binds: {' '.join(binds) or 'none'}")
-    env = {**env, NO_NESTED_PI_ENV: "1"}
+    env = {**env, "PY_COLORS": "0", "NO_COLOR": "1", "TERM": "dumb"}  # plain logs
+    if not args.nested_pi:
+        env[NO_NESTED_PI_ENV] = "1"
     if args.pytest_addopts:
         env["PYTEST_ADDOPTS"] = args.pytest_addopts
     commands = [c for c in ("demo", "test") if args.only in (None, c)]
@@ -270,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             print(f"---- make {name} failed (exit {code}); last {LOG_TAIL_LINES} lines of {log_path}:\n"
                   f"{tail(log_path)}\n----", flush=True)
+            reasons = error_lines(log_path)
+            phases[-1]["errors"] = reasons
+            if reasons:
+                print("errors raised (pytest's E lines, each once):\n  " + "\n  ".join(reasons), flush=True)
     summary = {"commit": commit, "pytest_addopts": args.pytest_addopts, "phases": phases, "failed": failed}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"fresh-machine check of {commit[:12]}:")
