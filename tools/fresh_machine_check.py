@@ -1,6 +1,6 @@
 """Prove the README's two commands on a fresh machine: `make demo`, then `make test`, from nothing.
 
-    python3 tools/fresh_machine_check.py [--commit REV] [--only demo|test] [--pytest-addopts "..."]
+    python3 tools/fresh_machine_check.py [--commit REV] [--only demo|test] [--pytest-addopts "..."] [--no-nested-pi]
     make fresh-check [COMMIT=REV] [FRESH_PYTEST="..."]
 
 1. Builds once (cached in ~/.cache/edge-rnn/, keyed by a hash of the recipe below) a clean Debian
@@ -16,11 +16,12 @@
 4. Prints each command's exit code and time, and the tail of the log of any that failed. Full logs:
    build/fresh-check/<time>/ (gitignored), summary in summary.json there.
 
-The emulated-Pi tests cannot boot their guest inside the fresh root (systemd-nspawn does not nest
-here, see docs/DESIGN-NOTES.md), so they run with EDGE_RNN_NO_NESTED_PI=1: tests/test_deploy_pi.py
-then proves the emulator's install path instead (the Makefile's PI_EMU_PACKAGES, then the Pi rootfs
-built with mmdebstrap) and skips the boots with that reason. The host registers the arm64 binfmt
-handler first (binfmt_misc is the kernel's, read-only inside a container).
+The emulated-Pi tests run inside too: systemd-nspawn nests (the Pi boots with its own systemd in a
+container inside the fresh root's container; measured, see docs/DESIGN-NOTES.md). The host registers
+the arm64 binfmt handler first: binfmt_misc is the kernel's, and /proc/sys is read-only inside. Where
+nspawn cannot nest, --no-nested-pi sets EDGE_RNN_NO_NESTED_PI=1: tests/test_deploy_pi.py then proves
+the emulator's install path only (the Makefile's PI_EMU_PACKAGES, then the Pi rootfs built with
+mmdebstrap) and skips the boots with that reason.
 
 Needs root, mmdebstrap, systemd-nspawn, zstd, git. Standard library only.
 """
@@ -235,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "build" / "fresh-check", help="where the logs go")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="per command, seconds")
     p.add_argument("--keep", action="store_true", help="keep the unpacked root afterwards (to look inside)")
-    p.add_argument("--nested-pi", action="store_true",
-                   help=f"boot the emulated Pi nested too (without this, {NO_NESTED_PI_ENV}=1: install path only)")
+    p.add_argument("--no-nested-pi", action="store_true",
+                   help=f"where systemd-nspawn cannot nest: {NO_NESTED_PI_ENV}=1, the emulated-Pi tests prove "
+                        "their install path only and skip the boots")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("error: the fresh-machine check needs root (mmdebstrap, systemd-nspawn)", file=sys.stderr)
@@ -269,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log(f"commit {commit[:12]} cloned into {rootfs}{CLONE_IN_GUEST}; binds: {' '.join(binds) or 'none'}")
     env = {**env, "PY_COLORS": "0", "NO_COLOR": "1", "TERM": "dumb"}  # plain logs
-    if not args.nested_pi:
+    if args.no_nested_pi:
         env[NO_NESTED_PI_ENV] = "1"
     if args.pytest_addopts:
         env["PYTEST_ADDOPTS"] = args.pytest_addopts
