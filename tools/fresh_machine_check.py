@@ -33,7 +33,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from deploy import pi_emu  # noqa: E402  (the same cache, host binfmt setup and conventions)
+from deploy import pi_emu  # after the sys.path line: the same cache, binfmt setup and conventions
 
 SUITE = "bookworm"
 # What a new machine of this kind has before the project installs anything: Python 3.11 with pip
@@ -107,7 +106,7 @@ def build_rootfs_tarball(cache: Path = pi_emu.CACHE_DIR) -> Path:
         cmd.append(str(sources))
     log(f"building the clean {SUITE} amd64 root (one time, a few minutes) -> {tarball}")
     started = time.monotonic()
-    result = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    result = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         raise CheckError(f"mmdebstrap failed ({result.returncode}):\n{result.stdout[-4000:]}")
@@ -207,7 +206,7 @@ def run_logged(cmd: list[str], log_path: Path, timeout: float) -> tuple[int, flo
     with open(log_path, "wb") as out:
         try:
             code = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                  timeout=timeout).returncode
+                                  timeout=timeout, check=False).returncode
         except subprocess.TimeoutExpired:
             out.write(f"\n[fresh-check] timed out after {timeout:.0f} s\n".encode())
             code = 124
