@@ -41,8 +41,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from deploy import pi_emu  # after the sys.path line: the same cache, binfmt setup and conventions
+sys.path.insert(0, str(ROOT))  # run as a script: deploy.pi_emu (same cache, binfmt setup) from this checkout
+from deploy import pi_emu
 
 SUITE = "bookworm"
 # What a new machine of this kind has before the project installs anything: Python 3.11 with pip
