@@ -194,6 +194,7 @@ def clone_into(rootfs: Path, commit: str) -> None:
 def nspawn_command(rootfs: Path, binds: list[str], env: dict[str, str], scratch: Path, shell: str) -> list[str]:
     machine = "fresh-" + hashlib.sha256(str(rootfs).encode()).hexdigest()[:8]
     return ["systemd-nspawn", "-D", str(rootfs), "--quiet", "--register=no", "--keep-unit", "--as-pid2",
+            "--console=pipe",  # plain pipes, no pty: logs without colours or pagers, like CI
             f"--machine={machine}", f"--chdir={CLONE_IN_GUEST}",
             # pytest's and the Pi rootfs's temporary files go to disk, not to nspawn's tmpfs /tmp
             f"--bind={scratch}:/tmp", *binds,
@@ -248,25 +249,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     run_dir = args.out / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     run_dir.mkdir(parents=True)
-    phases: list[dict] = []
     rootfs = run_dir / "rootfs"
     try:
         commit = resolve_commit(args.commit)
-        started = time.monotonic()
-        tarball = build_rootfs_tarball()
-        phases.append({"phase": "clean root (cached tarball)", "seconds": round(time.monotonic() - started, 1)})
-        started = time.monotonic()
-        unpack(tarball, rootfs)
-        binds, env = provide_machine_setup(rootfs)
-        clone_into(rootfs, commit)
-        # the arm64 binfmt handler is the kernel's (read-only inside a container): registered from out here
-        pi_emu.register_binfmt(pi_emu.build_wrapper(pi_emu.CACHE_DIR))
-        scratch = run_dir / "tmp"
-        scratch.mkdir()
-        scratch.chmod(0o1777)  # like /tmp: apt's gpgv runs as the _apt user (mkdir's mode is masked)
-        phases.append({"phase": "unpack + machine setup + clone", "seconds": round(time.monotonic() - started, 1)})
+        phases, binds, env = prepare_root(rootfs, commit)
     except (CheckError, pi_emu.EmulatorError) as e:
         print(f"error: {e}", file=sys.stderr)
+        shutil.rmtree(rootfs, ignore_errors=True)
         return 2
     log(f"commit {commit[:12]} cloned into {rootfs}{CLONE_IN_GUEST}; binds: {' '.join(binds) or 'none'}")
     env = {**env, "PY_COLORS": "0", "NO_COLOR": "1", "TERM": "dumb"}  # plain logs
@@ -274,33 +263,59 @@ def main(argv: list[str] | None = None) -> int:
         env[NO_NESTED_PI_ENV] = "1"
     if args.pytest_addopts:
         env["PYTEST_ADDOPTS"] = args.pytest_addopts
-    commands = [c for c in ("demo", "test") if args.only in (None, c)]
-    failed = []
-    for name in commands:
-        log_path = run_dir / f"make-{name}.log"
-        log(f"make {name} ... (log: {log_path})")
-        code, seconds = run_logged(nspawn_command(rootfs, binds, env, scratch, f"make {name}"), log_path, args.timeout)
-        phases.append({"phase": f"make {name}", "exit": code, "seconds": round(seconds, 1), "log": str(log_path)})
-        log(f"make {name}: exit {code} in {seconds / 60:.1f} min")
-        if code != 0:
-            failed.append(name)
-            print(f"---- make {name} failed (exit {code}); last {LOG_TAIL_LINES} lines of {log_path}:\n"
-                  f"{tail(log_path)}\n----", flush=True)
-            reasons = error_lines(log_path)
-            phases[-1]["errors"] = reasons
-            if reasons:
-                print("errors raised (pytest's E lines, each once):\n  " + "\n  ".join(reasons), flush=True)
+    for name in [c for c in ("demo", "test") if args.only in (None, c)]:
+        phases.append(run_make(name, nspawn_command(rootfs, binds, env, run_dir / "tmp", f"make {name}"),
+                               run_dir, args.timeout))
+    failed = [phase["phase"] for phase in phases if phase.get("exit", 0) != 0]
     summary = {"commit": commit, "pytest_addopts": args.pytest_addopts, "phases": phases, "failed": failed}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    print_summary(commit, phases, run_dir)
+    if not args.keep:
+        shutil.rmtree(rootfs, ignore_errors=True)
+    return 1 if failed else 0
+
+
+def prepare_root(rootfs: Path, commit: str) -> tuple[list[dict], list[str], dict[str, str]]:
+    """The clean root (built once), this machine's pip setup and a clone of `commit`, ready to run."""
+    phases = []
+    started = time.monotonic()
+    tarball = build_rootfs_tarball()
+    phases.append({"phase": "clean root (cached tarball)", "seconds": round(time.monotonic() - started, 1)})
+    started = time.monotonic()
+    unpack(tarball, rootfs)
+    binds, env = provide_machine_setup(rootfs)
+    clone_into(rootfs, commit)
+    # the arm64 binfmt handler is the kernel's (read-only inside a container): registered from out here
+    pi_emu.register_binfmt(pi_emu.build_wrapper(pi_emu.CACHE_DIR))
+    scratch = rootfs.parent / "tmp"
+    scratch.mkdir(exist_ok=True)
+    scratch.chmod(0o1777)  # like /tmp: apt's gpgv runs as the _apt user (mkdir's mode is masked)
+    phases.append({"phase": "unpack + machine setup + clone", "seconds": round(time.monotonic() - started, 1)})
+    return phases, binds, env
+
+
+def run_make(name: str, cmd: list[str], run_dir: Path, timeout: float) -> dict:
+    """One `make NAME` inside, logged; on failure print the log's tail and pytest's error lines."""
+    log_path = run_dir / f"make-{name}.log"
+    log(f"make {name} ... (log: {log_path})")
+    code, seconds = run_logged(cmd, log_path, timeout)
+    phase = {"phase": f"make {name}", "exit": code, "seconds": round(seconds, 1), "log": str(log_path)}
+    log(f"make {name}: exit {code} in {seconds / 60:.1f} min")
+    if code != 0:
+        print(f"---- make {name} failed (exit {code}); last {LOG_TAIL_LINES} lines of {log_path}:\n"
+              f"{tail(log_path)}\n----", flush=True)
+        phase["errors"] = error_lines(log_path)
+        if phase["errors"]:
+            print("errors raised (pytest's E lines, each once):\n  " + "\n  ".join(phase["errors"]), flush=True)
+    return phase
+
+
+def print_summary(commit: str, phases: list[dict], run_dir: Path) -> None:
     print(f"fresh-machine check of {commit[:12]}:")
     for phase in phases:
         status = "" if "exit" not in phase else ("  ok" if phase["exit"] == 0 else f"  FAILED (exit {phase['exit']})")
         print(f"  {phase['phase']:<34} {phase['seconds'] / 60:6.1f} min{status}")
     print(f"logs: {run_dir}")
-    if not args.keep:
-        shutil.rmtree(rootfs, ignore_errors=True)
-    return 1 if failed else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
