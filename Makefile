@@ -126,6 +126,6 @@ FRESH_CHECK_PACKAGES := mmdebstrap systemd-container zstd git qemu-user-static g
 COMMIT       ?= HEAD
 FRESH_PYTEST ?=
 
-fresh-check: ## make demo + make test from nothing, in a clean Debian bookworm root (root; 40-60 min): [COMMIT=rev] [FRESH_PYTEST="tests/x.py"]
+fresh-check: ## make demo + make test from nothing, in a clean Debian bookworm root (root; ~25 min): [COMMIT=rev] [FRESH_PYTEST="tests/x.py"]
 	@bash tools/apt-deps.sh $(FRESH_CHECK_PACKAGES)
 	$(PYTHON) tools/fresh_machine_check.py --commit $(COMMIT) $(if $(FRESH_PYTEST),--pytest-addopts "$(FRESH_PYTEST)")
