@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                    help='narrow `make test` (PYTEST_ADDOPTS inside), e.g. "tests/test_deploy_pi.py"')
     p.add_argument("--out", type=Path, default=ROOT / "build" / "fresh-check", help="where the logs go")
     p.add_argument("--timeout", type=float, default=3 * 3600, help="per command, seconds")
-    p.add_argument("--keep", action="store_true", help="keep the unpacked root afterwards (to look inside)")
+    p.add_argument("--keep", action="store_true", help="keep the unpacked root and its /tmp afterwards (to look inside)")
     p.add_argument("--no-nested-pi", action="store_true",
                    help=f"where systemd-nspawn cannot nest: {NO_NESTED_PI_ENV}=1, the emulated-Pi tests prove "
                         "their install path only and skip the boots")
@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     print_summary(commit, phases, run_dir)
     if not args.keep:
-        shutil.rmtree(rootfs, ignore_errors=True)
+        for folder in (rootfs, run_dir / "tmp"):
+            shutil.rmtree(folder, ignore_errors=True)
     return 1 if failed else 0
 
 
