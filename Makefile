@@ -158,3 +158,14 @@ pi-emu-up: ## boot an emulated arm64 Pi on 127.0.0.1 (root; builds its rootfs on
 
 pi-emu-down: ## power the emulated Pi off (add REMOVE=1 to delete its rootfs)
 	$(PYTHON) -m deploy.emulator down --dir $(PI_EMU_DIR) $(if $(REMOVE),--remove)
+
+# ---- the fresh-machine check (README: "Contributing"): make demo + make test in a clean Debian root
+# on the host: the root builder, nspawn, and qemu-user + a C compiler for the arm64 binfmt handler the emulated-Pi step uses
+FRESH_CHECK_PACKAGES := mmdebstrap systemd-container zstd git qemu-user-static gcc libc6-dev
+.PHONY: fresh-check
+COMMIT       ?= HEAD
+FRESH_PYTEST ?=
+
+fresh-check: ## make demo + make test from nothing, in a clean Debian bookworm root (root; ~25 min): [COMMIT=rev] [FRESH_PYTEST="tests/x.py"]
+	@bash tools/apt-deps.sh $(FRESH_CHECK_PACKAGES)
+	$(PYTHON) tools/fresh_machine_check.py --commit $(COMMIT) $(if $(FRESH_PYTEST),--pytest-addopts "$(FRESH_PYTEST)")
