@@ -41,8 +41,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script: deploy.pi_emu (same cache, binfmt setup) from this checkout
-from deploy import pi_emu
+sys.path.insert(0, str(ROOT))  # run as a script: the emulated Pi's helpers (same cache, binfmt setup) from this checkout
+from deploy.emulator import pi as pi_emu  # noqa: E402  (after the path insert above)
 
 SUITE = "bookworm"
 # What a new machine of this kind has before the project installs anything: Python 3.11 with pip
