@@ -104,22 +104,7 @@ def build_rootfs_tarball(cache: Path = pi_emu.CACHE_DIR) -> Path:
            SUITE, str(partial)]
     if sources:
         cmd.append(str(sources))
-    log(f"building the clean {SUITE} amd64 root (one time, a few minutes) -> {tarball}")
-    started = time.monotonic()
-    result = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-    if result.returncode != 0:
-        partial.unlink(missing_ok=True)
-        raise CheckError(f"mmdebstrap failed ({result.returncode}):\n{result.stdout[-4000:]}")
-    partial.rename(tarball)
-    log(f"clean root built in {time.monotonic() - started:.0f} s, {tarball.stat().st_size / 1e6:.0f} MB")
-    return tarball
-
-
-def unpack(tarball: Path, rootfs: Path) -> None:
-    if rootfs.exists():
-        shutil.rmtree(rootfs)
-    rootfs.mkdir(parents=True)
-    pi_emu.run("tar", "--zstd", "-xpf", str(tarball), "-C", str(rootfs), "--numeric-owner")
+    return pi_emu.build_tarball(cmd, partial, tarball, f"the clean {SUITE} amd64 root")
 
 
 # ---------------------------------------------------------------- what this kind of machine provides
@@ -283,7 +268,7 @@ def prepare_root(rootfs: Path, commit: str) -> tuple[list[dict], list[str], dict
     tarball = build_rootfs_tarball()
     phases.append({"phase": "clean root (cached tarball)", "seconds": round(time.monotonic() - started, 1)})
     started = time.monotonic()
-    unpack(tarball, rootfs)
+    pi_emu.unpack_tarball(tarball, rootfs)
     binds, env = provide_machine_setup(rootfs)
     clone_into(rootfs, commit)
     # the arm64 binfmt handler is the kernel's (read-only inside a container): registered from out here

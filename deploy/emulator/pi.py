@@ -164,22 +164,33 @@ def build_rootfs_tarball(cache: Path = CACHE_DIR) -> Path:
            f'--setup-hook=mkdir -p "$1/usr/bin" && cp {QEMU_HOST} "$1{QEMU_IN_GUEST}"',
            *[f"--customize-hook={step}" for step in customize],
            SUITE, str(partial)]
-    log(f"building the {SUITE} arm64 rootfs (one time, a few minutes) -> {tarball}")
+    return build_tarball(cmd, partial, tarball, f"the {SUITE} arm64 rootfs")
+
+
+def build_tarball(cmd: list[str], partial: Path, tarball: Path, what: str) -> Path:
+    """Run an mmdebstrap command that writes `partial`; rename it to `tarball` only when it succeeded,
+    so a cached tarball is always a whole one. Also used by the fresh-machine check."""
+    log(f"building {what} (one time, a few minutes) -> {tarball}")
     started = time.monotonic()
     result = subprocess.run(cmd, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         raise EmulatorError(f"mmdebstrap failed ({result.returncode}):\n{result.stdout[-4000:]}")
     partial.rename(tarball)
-    log(f"rootfs built in {time.monotonic() - started:.0f} s, {tarball.stat().st_size / 1e6:.0f} MB")
+    log(f"{what} built in {time.monotonic() - started:.0f} s, {tarball.stat().st_size / 1e6:.0f} MB")
     return tarball
 
 
-def unpack_rootfs(tarball: Path, rootfs: Path) -> None:
+def unpack_tarball(tarball: Path, rootfs: Path) -> None:
+    """A new copy of a cached root file system (owners and modes kept)."""
     if rootfs.exists():
         shutil.rmtree(rootfs)
     rootfs.mkdir(parents=True)
     run("tar", "--zstd", "-xpf", str(tarball), "-C", str(rootfs), "--numeric-owner")
+
+
+def unpack_rootfs(tarball: Path, rootfs: Path) -> None:
+    unpack_tarball(tarball, rootfs)
     # the binfmt wrapper execs qemu at this path inside the guest; mmdebstrap removes the copy it
     # used while building, so put the host's in place on every unpack
     shutil.copy2(QEMU_HOST, rootfs / QEMU_IN_GUEST.lstrip("/"))
