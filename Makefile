@@ -9,6 +9,9 @@ STAMP  := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL := 3
 # uv uses the Python 3.11 given to it and never fetches an interpreter of its own
 export UV_PYTHON_DOWNLOADS := never
+# uv's own certificate bundle lacks a CA that a TLS-inspecting proxy adds to the system store (this
+# machine kind has one: without this, a fresh machine's uv fails with "invalid peer certificate")
+export UV_SYSTEM_CERTS := 1
 
 # The lock: every package of the dev environment (all extras) with its sha256, for Linux x86_64 CPython 3.11.
 DEV_LOCK := requirements/dev.lock.txt

@@ -91,7 +91,9 @@ def test_the_device_wheel_declares_only_the_device_subcommands(tmp_path):
         assert any(n.endswith(".dist-info/entry_points.txt") for n in zf.namelist())
     code = ("import sys\nfrom edge_runtime.frontdoor import main, discovered_commands\n"
             "print(sorted(discovered_commands()))\nsys.exit(main(['--help']))\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    # -S: no site-packages, so only the wheel is on the path (as on the device), not this checkout's own
+    # editable install, whose entry points declare every stage
+    done = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(site)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == str(sorted(DEVICE_COMMANDS))
