@@ -195,7 +195,7 @@ def summary_table(results: list[SeriesResult]) -> str:
         for n in names:
             v = next((v for v in r.variants if v.variant == n), None)
             if v is None or v.mse is None:
-                cells.append("-")
+                cells.append("left out" if v and (v.why_not or "").startswith("left out") else "-")
                 continue
             flags = ("p" if v.mse >= r.persistence_mse else "") + ("n" if v.deployable is False else "")
             cells.append(f"x{v.mse / f32:.2f}" + (f" {flags}" if flags else ""))
@@ -314,7 +314,8 @@ def write_report(results: list[SeriesResult], settings: BenchSettings, seconds: 
             "## Series", "", series_table(results), "",
             "## Summary", "",
             "Each variant's test MSE as a multiple of float32's (both on the device runtime). "
-            "`p`: not below persistence; `n`: the manifest says not deployable; `-`: no such variant in the bundle.",
+            "`p`: not below persistence; `n`: the manifest says not deployable; `left out`: the converter dropped it "
+            "(why: in the series' table below); `-`: no such variant in the bundle.",
             "", summary_table(results), "", counts_line(results), "",
             "![MSE over float32's](bench-real_ratios.png)", "", "![bytes against error](bench-real_bytes.png)", "",
             "## Per series", ""]
