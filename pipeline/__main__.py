@@ -46,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="seconds of 100 sensors x 50 Hz (200 s reaches 1,000,000 samples)")
     real = sub.add_parser("bench-real", help="real sensor series through the user path (CSV -> train -> convert -> "
                           "device runtime), every variant -> reports/bench-real.md")
-    real.add_argument("--series", action="append", help="this series only (repeat for more; default: all). "
-                      "Names: python -m pipeline.real_series write --help")
+    from pipeline.real_series import SERIES_BY_NAME
+
+    real.add_argument("--series", action="append", choices=list(SERIES_BY_NAME), metavar="NAME",
+                      help=f"this series only (repeat for more; default: all): {', '.join(SERIES_BY_NAME)}")
     real.add_argument("--quick", action="store_true", help="3,000 samples and 3 epochs per series (the tests)")
     real.add_argument("--work", default="runs/bench-real", help="where the logs, runs and bundles are written")
     real.add_argument("--reports", default="reports")

@@ -123,10 +123,28 @@ def score_variants(bundle: Path, test_csv: Path, warmup: int, log) -> list[Varia
             mse = json.loads(done.stdout.strip().splitlines()[-1])["mse"]
         deployable = metrics.get("deployable")
         rows.append(VariantRow(entry["name"], entry["bytes"], entry["bytes"] / float_bytes, mse, backend, deployable,
-                               why_closed or (None if deployable is not False else metrics.get("why_not_deployable"))))
-    for left_out in manifest.get("left_out_variants", []):
-        why = "; ".join(str(w) for w in left_out["why"].values())
-        rows.append(VariantRow(left_out["name"], None, None, None, None, False, f"left out by convert: {why}"))
+                               why_closed or (None if deployable is not False else why_not_deployable(metrics))))
+    return rows + missing_variants(manifest)
+
+
+def why_not_deployable(metrics: dict) -> str:
+    """The manifest's reason (why_not_deployable today; any why* field a later convert writes)."""
+    reasons = [str(v) for k, v in metrics.items() if k.startswith("why") and v]
+    return "; ".join(reasons) or "the manifest gives no reason"
+
+
+def missing_variants(manifest: dict) -> list[VariantRow]:
+    """Variants the converter made but did not ship: every manifest list named *_variants (left_out_variants
+    today), each item a name and a why (text, or runtime -> reason)."""
+    rows = []
+    for key, items in manifest.items():
+        if key == "variants" or not key.endswith("_variants") or not isinstance(items, list):
+            continue
+        for item in items:
+            why = item.get("why", "")
+            why = "; ".join(str(w) for w in why.values() if w) if isinstance(why, dict) else str(why)
+            rows.append(VariantRow(item.get("name", "?"), None, None, None, None, False,
+                                   f"{key.removesuffix('_variants').replace('_', ' ')} by convert: {why}"))
     return rows
 
 
@@ -195,7 +213,7 @@ def summary_table(results: list[SeriesResult]) -> str:
         for n in names:
             v = next((v for v in r.variants if v.variant == n), None)
             if v is None or v.mse is None:
-                cells.append("left out" if v and (v.why_not or "").startswith("left out") else "-")
+                cells.append("left out" if v and v.bytes is None else "-")  # made by convert, not shipped
                 continue
             flags = ("p" if v.mse >= r.persistence_mse else "") + ("n" if v.deployable is False else "")
             cells.append(f"x{v.mse / f32:.2f}" + (f" {flags}" if flags else ""))
