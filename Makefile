@@ -32,7 +32,7 @@ AUTOCOMPLETE_BUNDLE ?= words-lstm128
 CONFIG   ?= edge.toml
 DURATION ?= 60
 
-.PHONY: help setup lock lint mqtt-broker demo test test-fast bench train convert report run anomalies sim autocomplete complete serve loadgen \
+.PHONY: help setup lock lint mqtt-broker demo test test-fast bench bench-real train convert report run anomalies sim autocomplete complete serve loadgen \
 	clean deploy rollback deploy-status pi-emu-up pi-emu-down
 
 help: ## list the targets with what each is for
@@ -94,6 +94,9 @@ test-fast: setup ## under a minute, no torch/TensorFlow: the tests not marked sl
 
 bench: setup ## latency, memory, cold start, scaling vs PyTorch/ONNX Runtime/numpy/Keras -> reports/bench.md
 	$(BIN)/python -m pipeline bench
+
+bench-real: setup ## real sensor series (pinned wheels, fetched once, hash-checked) through CSV/train/convert/device runtime -> reports/bench-real.md
+	$(BIN)/python -m pipeline bench-real $(foreach s,$(SERIES),--series $(s))
 
 train: setup ## train one model: make train SCENARIO=vibration CELL=gru
 	$(BIN)/python -m train --scenario $(SCENARIO) --cell $(CELL)

@@ -44,6 +44,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="instead: the edge service under MQTT load and StreamPool throughput -> reports/service-load.md")
     bench.add_argument("--service-duration", type=float, default=200.0,
                        help="seconds of 100 sensors x 50 Hz (200 s reaches 1,000,000 samples)")
+    real = sub.add_parser("bench-real", help="real sensor series through the user path (CSV -> train -> convert -> "
+                          "device runtime), every variant -> reports/bench-real.md")
+    from pipeline.real_series import SERIES_BY_NAME
+
+    real.add_argument("--series", action="append", choices=list(SERIES_BY_NAME), metavar="NAME",
+                      help=f"this series only (repeat for more; default: all): {', '.join(SERIES_BY_NAME)}")
+    real.add_argument("--quick", action="store_true", help="3,000 samples and 3 epochs per series (the tests)")
+    real.add_argument("--work", default="runs/bench-real", help="where the logs, runs and bundles are written")
+    real.add_argument("--reports", default="reports")
     sub.add_parser("loadgen", add_help=False,
                    help="the edge service under MQTT load (100 sensors x 50 Hz): latency p50/p99, loss, RSS")
     if (argv if argv is not None else sys.argv[1:])[:1] == ["loadgen"]:
@@ -51,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
 
         return loadgen_main((argv if argv is not None else sys.argv[1:])[1:])
     args = p.parse_args(argv)
+    if args.command == "bench-real":  # every step runs in a process of its own, TensorFlow's output to the log
+        from pipeline.real_bench import main as bench_real_main
+        from pipeline.real_series import FetchError
+
+        try:
+            return bench_real_main(args.series, args.quick, Path(args.work), Path(args.reports))
+        except FetchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.command not in ("demo", "autocomplete", "bench"):  # the commands that load TensorFlow
         return run_command(args)
     from convert.quiet import chatter_to

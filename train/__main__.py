@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from edge_runtime.csvrows import CsvError
@@ -12,6 +13,7 @@ from train.data import load_stream
 from train.config import CELL_NAMES as CELLS, FEATURES, ModelConfig
 from train.scenarios import SCENARIOS
 from train.trainer import TrainConfig
+from train.wander import check_level
 
 TASKS = ("forecast", "autocomplete")
 
@@ -31,7 +33,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, default=ModelConfig.hidden)
     p.add_argument("--layers", type=int, default=ModelConfig.layers)
     p.add_argument("--features", nargs="+", choices=FEATURES,
-                   help="per-step inputs (default: level and delta; delta only for a non-stationary scenario)")
+                   help="per-step inputs (default: level and delta; delta only for a non-stationary scenario, "
+                   "or a CSV log whose level wanders: see train/wander.py)")
     for name, default in TrainConfig().to_dict().items():
         if name != "split":
             p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
@@ -57,16 +60,35 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from train.run import train_run  # torch is imported only once the input is known to be good
 
+    train_keys = set(TrainConfig().to_dict()) - {"split"}
+    train_config = TrainConfig.from_dict({k: getattr(args, k) for k in train_keys})
+    extra = {}
+    if args.csv:
+        try:
+            stream, extra["level_check"] = choose_csv_features(stream, args.features, train_config.split)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     features = args.features or (FEATURES if stream.stationary else ("delta",))
     model_config = ModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers,
                                input_size=stream.values.shape[1], target=stream.target, features=features)
-    train_keys = set(TrainConfig().to_dict()) - {"split"}
-    train_config = TrainConfig.from_dict({k: getattr(args, k) for k in train_keys})
     name = args.name or f"{stream.name}-{args.cell}"
-    metrics = train_run(stream, model_config, train_config, Path(args.out) / name, progress=not args.quiet)
+    metrics = train_run(stream, model_config, train_config, Path(args.out) / name, progress=not args.quiet,
+                        extra_metrics=extra)
     print(json.dumps({"run": str(Path(args.out) / name), **{k: metrics[k] for k in (
         "test_mse", "persistence_mse", "ar_mse", "ar_order", "parameters", "train_seconds")}}))
     return 0
+
+
+def choose_csv_features(stream, features: list[str] | None, split: tuple[float, float]):
+    """A CSV log's level check (train/wander.py): a wandering level marks the stream non-stationary, so it is
+    modelled on the change alone unless --features says otherwise. One line on the terminal with the figures."""
+    check = check_level(stream.values, split)
+    chosen = features or (("delta",) if check.wanders else FEATURES)
+    why = "given by --features" if features else ("the level wanders" if check.wanders else "the level is steady")
+    print(f"level check: {check.figures()} -> features: {' + '.join(chosen)} ({why})", file=sys.stderr)
+    record = {**check.to_dict(), "features": list(chosen), "features_given": bool(features)}
+    return replace(stream, stationary=not check.wanders), record
 
 
 def autocomplete_main(argv: list[str]) -> int:

@@ -48,8 +48,10 @@ def write_csv(path: Path, values: np.ndarray, channels: tuple[str, ...], first_i
 
 
 def train_run(stream: Stream, model_config: ModelConfig, train_config: TrainConfig, out_dir: Path,
-              progress: bool = True) -> dict:
-    """Train, evaluate against the baselines on the test split, write the run folder."""
+              progress: bool = True, extra_metrics: dict | None = None) -> dict:
+    """Train, evaluate against the baselines on the test split, write the run folder.
+
+    extra_metrics: recorded in metrics.json as given (e.g. the CSV path's level check)."""
     torch.set_num_threads(1)  # small models: one thread is fastest and keeps runs repeatable
     out_dir = Path(out_dir)
     splits = split_stream(stream.values, train_config)
@@ -68,6 +70,7 @@ def train_run(stream: Stream, model_config: ModelConfig, train_config: TrainConf
         "train_seconds": round(seconds, 2),
         "best_epoch": history["best_epoch"], "epochs_run": history["epochs_run"],
         "units": "mean squared error of the next-sample forecast on the test split, normalized units",
+        **(extra_metrics or {}),
     }
     info = {"model": model_config.to_dict(), "train": train_config.to_dict(), "normalization": norm,
             "stream": stream_info(stream), "metrics": metrics}
