@@ -36,14 +36,15 @@ VARIANTS = (
                 note="per-tensor weight scales: per-channel emits FULLY_CONNECTED v12, which "
                      "tflite-runtime 2.14 cannot open"),
     VariantSpec("int8", "int8", core=True,
-                note="int8 weights (per-tensor scales) and activations, float32 at the signature"),
+                note="int8 weights and activations, float32 at the signature; a forecaster's is its core "
+                     "graph with per-tensor weight scales"),
     VariantSpec("int16x8", "int16x8", core=True,
                 note="int16 activations, int8 weights with per-tensor scales, float32 at the signature; "
                      "per-channel scales and int64 zero points cost 24 KB more on an LSTM-128 (42% of "
                      "float32's bytes instead of 30%) for test MSE x1.002 instead of x1.008"),
     VariantSpec("int8-io", "int8", integer_io=True, core=True,
-                note="int8 weights (per-tensor scales) and activations with int8 tensors at the signature: "
-                     "the firmware form"),
+                note="int8 weights and activations with int8 tensors at the signature: the firmware form; "
+                     "a forecaster's is its core graph with per-tensor weight scales"),
 )
 VARIANT_NAMES = tuple(v.name for v in VARIANTS)
 
