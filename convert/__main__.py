@@ -24,7 +24,13 @@ def convert_main(argv: list[str]) -> int:
     p.add_argument("--parity-steps", type=int, default=2000, help="steps of the torch vs TFLite streaming check")
     p.add_argument("--variants", nargs="+", help="variants to write besides float32 (default: all)")
     p.add_argument("--firmware-variant", default="int8-io", help="variant exported as model_data.h/.cc")
+    p.add_argument("--max-mse-ratio", type=float, default=1.2,
+                   help="a variant is deployable only with test MSE within this multiple of float32's (and below "
+                        "persistence's, and no drift); default %(default)s")
     args = p.parse_args(argv)
+    if not args.max_mse_ratio > 0:
+        print(f"error: --max-mse-ratio must be positive, got {args.max_mse_ratio}", file=sys.stderr)
+        return 2
     missing = [r for r in args.runs if not (Path(r) / "checkpoint.safetensors").is_file()]
     if missing:
         print(f"error: no checkpoint.safetensors in {missing}; train first (python -m train)", file=sys.stderr)
@@ -42,7 +48,8 @@ def convert_main(argv: list[str]) -> int:
     with chatter_to(log):  # the converter's C++ lines and TensorFlow's warnings
         for run in args.runs:
             out = Path(args.out) / Path(run).name
-            manifest = convert_run(Path(run), out, args.parity_steps, args.variants, args.firmware_variant)
+            manifest = convert_run(Path(run), out, args.parity_steps, args.variants, args.firmware_variant,
+                                   args.max_mse_ratio)
             print(json.dumps({"bundle": str(out),
                               "parity_max_abs_error": manifest["variants"][0]["parity"]["max_abs_error"],
                               "variants": {v["name"]: {"bytes": v["bytes"], **headline(v["metrics"])}

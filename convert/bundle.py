@@ -52,6 +52,8 @@ class TaskConversion(Protocol):
     def parity(self, float_model: Model) -> dict: ...
     def add_sections(self, manifest: dict, float_model: Model) -> None: ...  # e.g. the anomaly thresholds
     def calibration(self, float_model: Model) -> list[dict]: ...
+    # optional (a forecaster's): core_graph() -> a convert.core_step.CoreStepGraph the integer variants are
+    # converted from; core_calibration(float32 core bytes) -> its calibration samples
     def score(self, model: Model, entry: dict) -> None: ...  # fills entry["metrics"] (and checks)
 
 
@@ -93,9 +95,9 @@ def write_files_atomically(target: Path, files: dict[str, bytes]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def variant_entry(spec, data: bytes) -> dict:
+def variant_entry(spec, data: bytes, graph: str = "raw") -> dict:
     ops = model_ops(data)
-    return {"name": spec.name, "file": f"model.{spec.name}.tflite", "dtype": spec.dtype,
+    return {"name": spec.name, "file": f"model.{spec.name}.tflite", "dtype": spec.dtype, "graph": graph,
             "integer_io": spec.integer_io, "note": spec.note,
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
             "constant_bytes": constant_bytes(data),  # weights and other constants; the rest is graph
@@ -156,10 +158,17 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
                                f"{float_entry['parity']['max_abs_error']:.2e} > {task.parity_tolerance} "
                                f"({task.parity_units})")
         task.add_sections(manifest, float_model)
-        calibration = task.calibration(float_model)
+        core_graph = task.core_graph() if hasattr(task, "core_graph") else None
+        core_model = save_step_model(core_graph, str(tmp / "saved_model_core")) if core_graph is not None else None
+        calibrations: dict[str, list[dict]] = {}  # graph kind -> samples, made when first needed
         for spec in specs[1:]:
-            data = convert_variant(saved_model, spec, calibration)
-            entry = variant_entry(spec, data)
+            graph = "core" if core_model is not None and spec.core else "raw"
+            if graph not in calibrations and spec.name in ("int8", "int16x8", "int8-io"):
+                calibrations[graph] = (task.calibration(float_model) if graph == "raw" else task.core_calibration(
+                    convert_variant(core_model, specs[0], [], core=True)))
+            data = (convert_variant(core_model, spec, calibrations.get(graph, []), core=True) if graph == "core"
+                    else convert_variant(saved_model, spec, calibrations.get(graph, [])))
+            entry = variant_entry(spec, data, graph)
             if all(entry["compatibility"].values()):
                 print(f"warning: {out_dir.name}: variant {spec.name} left out, no target runtime opens it: "
                       + "; ".join(f"{r}" for r in entry["compatibility"].values()), file=sys.stderr)
@@ -175,12 +184,21 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
             if model.integer_io:
                 entry["io_quantization"] = {name: codec.describe() for name, codec in model.codecs.items()}
             task.score(model, entry)
+            flag_not_deployable(out_dir.name, entry)
     if firmware_variant in files_by_name(manifest):
         files.update(firmware_files(manifest, files, firmware_variant))
     files[schema.MANIFEST_NAME] = json.dumps(manifest, indent=1).encode()
     write_files_atomically(out_dir, files)
     schema.read_manifest(out_dir)  # what we wrote must read back
     return manifest
+
+
+def flag_not_deployable(bundle: str, entry: dict) -> None:
+    """One terminal line for a variant convert flagged, with its figures (sys.stderr is the terminal
+    while TensorFlow's own chatter goes to the log, convert/quiet.py)."""
+    reasons = entry.get("metrics", {}).get("why_not_deployable_all")
+    if reasons:
+        print(f"warning: {bundle}: variant {entry['name']} not deployable: {'; '.join(reasons)}", file=sys.stderr)
 
 
 def files_by_name(manifest: dict) -> dict[str, str]:

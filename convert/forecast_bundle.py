@@ -3,9 +3,11 @@
 - Parity: torch over the validation+test stream at once vs the TFLite step
   model one sample at a time with state fed back (normalized units).
 - Extra section: the anomaly thresholds, from the validation split only.
-- Calibration: (x, state) pairs of the float32 model run over the training split.
+- Calibration: (x, state) pairs of the float32 model run over the training split; for the
+  integer variants, (delta, level, state) of the float32 core graph (convert/core_step.py).
 - Batched companions for the float variants, checked against one Session per stream.
-- Per-variant metrics: test MSE, drift, deployability.
+- Per-variant metrics: test MSE, drift, deployability (within the MSE budget, below
+  persistence, drift check passed; every reason recorded).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 from convert.anomaly import anomaly_section
 from convert.bundle import manifest_head, manifest_provenance
 from convert.parity import DRIFT_LIMIT, parity_stream, streaming_parity, variant_metrics
+from edge_runtime.manifest import DEFAULT_MAX_MSE_RATIO
 from edge_runtime.model import Model
 from train.models import ModelConfig, forecaster_from_weights
 
@@ -81,8 +84,10 @@ class ForecastConversion:
     parity_units = "normalized units"
     batched = True
 
-    def __init__(self, run_dir: Path, weights: dict, info: dict, parity_steps: int = PARITY_STEPS):
+    def __init__(self, run_dir: Path, weights: dict, info: dict, parity_steps: int = PARITY_STEPS,
+                 max_mse_ratio: float = DEFAULT_MAX_MSE_RATIO):
         self.weights, self.info, self.parity_steps = weights, info, parity_steps
+        self.max_mse_ratio = max_mse_ratio
         self.config, self.norm = ModelConfig.from_dict(info["model"]), info["normalization"]
         self.splits = np.load(Path(run_dir) / "splits.npz")
         self.torch_model = forecaster_from_weights(weights, info)
@@ -92,8 +97,16 @@ class ForecastConversion:
 
         return StepGraph(self.weights, self.config, self.norm, batch=batch)
 
+    def core_graph(self):
+        from convert.core_step import CoreStepGraph
+
+        return CoreStepGraph(self.weights, self.config)
+
     def manifest(self, name: str, variants: list[dict]) -> dict:
-        return build_manifest(name, self.config, self.info, variants)
+        manifest = build_manifest(name, self.config, self.info, variants)
+        manifest["deployable_rule"] = {"max_mse_ratio": self.max_mse_ratio, "below_persistence": True,
+                                       "drift_limit": DRIFT_LIMIT}
+        return manifest
 
     def parity(self, float_model: Model) -> dict:
         return streaming_parity(self.torch_model, float_model, parity_stream(self.splits), self.norm,
@@ -109,12 +122,53 @@ class ForecastConversion:
 
         return calibration_samples(float_model, self.splits["train"])
 
+    def core_calibration(self, float_core: bytes) -> list[dict]:
+        from functools import partial
+
+        from convert.quantize import core_calibration_samples
+        from edge_runtime.binding import StepBinding
+        from edge_runtime.manifest import Variant
+
+        manifest = _ManifestView(self.config, self.info)
+        core = Variant("float32-core", "", "float32", "", 0, {"graph": "core"})
+        binding_for = partial(StepBinding, manifest, variant=core)
+        return core_calibration_samples(float_core, binding_for, self.splits["train"])
+
     def score(self, model: Model, entry: dict) -> None:
         if "batched" in entry:
             entry["batched"]["parity"] = batched_parity(model, self.splits)
-        entry["metrics"] = variant_metrics(self.torch_model, model, self.splits, self.norm,
-                                           self.info["metrics"]["test_mse"])
-        drift = entry["metrics"]["drift"]["ratio"]
-        entry["metrics"]["deployable"] = drift <= DRIFT_LIMIT
-        if drift > DRIFT_LIMIT:
-            entry["metrics"]["why_not_deployable"] = f"drift ratio {drift:.2f} > {DRIFT_LIMIT}"
+        metrics = variant_metrics(self.torch_model, model, self.splits, self.norm, self.info["metrics"]["test_mse"])
+        metrics["drift"]["limit"] = DRIFT_LIMIT
+        persistence = self.info["metrics"]["persistence_mse"]
+        metrics["mse_vs_persistence"] = metrics["test_mse"] / persistence
+        reasons = deployable_reasons(metrics, self.max_mse_ratio)
+        metrics["deployable"] = not reasons
+        if reasons:
+            metrics["why_not_deployable"] = "; ".join(reasons)
+            metrics["why_not_deployable_all"] = reasons
+        entry["metrics"] = metrics
+
+
+def deployable_reasons(metrics: dict, max_mse_ratio: float) -> list[str]:
+    """Every reason a variant is not deployable: over the MSE budget, not below persistence, drifting."""
+    reasons = []
+    if not metrics["mse_ratio"] <= max_mse_ratio:  # NaN fails too
+        reasons.append(f"test MSE {metrics['mse_ratio']:.3g}x float32's > {max_mse_ratio:g}")
+    if not metrics["mse_vs_persistence"] < 1.0:
+        reasons.append(f"test MSE {metrics['mse_vs_persistence']:.3g}x persistence's (not below it)")
+    if not metrics["drift"]["ratio"] <= DRIFT_LIMIT:
+        reasons.append(f"drift ratio {metrics['drift']['ratio']:.2f} > {DRIFT_LIMIT}")
+    return reasons
+
+
+class _ManifestView:
+    """What StepBinding reads of a manifest, before the manifest exists (for the core's calibration)."""
+
+    def __init__(self, config: ModelConfig, info: dict):
+        from edge_runtime.manifest import TensorSpec
+
+        self.raw = {"features": list(config.features)}
+        self.normalization, self.target = info["normalization"], tuple(config.target)
+        self.input = TensorSpec("x", (1, config.input_size), "float32")
+        self.output = TensorSpec("y", (1, config.output_size), "float32")
+        self.state = tuple(TensorSpec(n, tuple(s), "float32") for n, s in config.state_shapes(1).items())

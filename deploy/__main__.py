@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.add_argument("--runtime", choices=["tflite_runtime", "ai_edge_litert"],
                             help="interpreter to ship (default: from the manifests' compatibility tables)")
         parser.add_argument("--out", type=Path, default=Path("build/releases"), help="where releases are built")
+        parser.add_argument("--allow-not-deployable", action="store_true",
+                            help="ship a variant convert did not mark deployable (refused by default)")
 
     for name, text in (("deploy", "build, push, install, smoke-test, switch, restart, health-check"),
                        ("preflight", "check that the device can run the release; change nothing")):
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     target = None
     try:
         if args.command in ("deploy", "preflight", "package"):
-            release = build_release(args.bundle, args.config, args.out, args.runtime, variant=args.variant, log=log)
+            release = build_release(args.bundle, args.config, args.out, args.runtime, variant=args.variant, log=log,
+                                    allow_not_deployable=args.allow_not_deployable)
             if args.command == "package":
                 print(release.path)
                 return 0

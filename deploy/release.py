@@ -25,7 +25,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_runtime.manifest import BundleError, read_manifest, verified_model_bytes
+from edge_runtime.manifest import (DEFAULT_MAX_MSE_RATIO, BundleError, read_manifest, verified_model_bytes,
+                                   why_not_deployable)
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT_FILE = Path(__file__).resolve().parent / "edge-rnn.service"
@@ -145,10 +146,20 @@ def check_service_config(text: str, where: Path) -> None:
 
 # ---------------------------------------------------------------- bundles and runtime
 
-def choose_bundle(source: Path, variant: str | None) -> BundleChoice:
-    """Read and verify a bundle as the device will (manifest, size and sha256 of the variant file)."""
+def choose_bundle(source: Path, variant: str | None, allow_not_deployable: bool = False) -> BundleChoice:
+    """Read and verify a bundle as the device will (manifest, size and sha256 of the variant file).
+
+    A variant convert did not mark deployable (over its MSE budget, not below persistence, or
+    drifting: edge_runtime.manifest.why_not_deployable) is refused with every reason, unless
+    allow_not_deployable (`--allow-not-deployable`) says the user knows.
+    """
     manifest = read_manifest(source)
     chosen = manifest.variant(variant)
+    budget = manifest.raw.get("deployable_rule", {}).get("max_mse_ratio", DEFAULT_MAX_MSE_RATIO)
+    reasons = why_not_deployable(manifest, chosen, budget)
+    if reasons and not allow_not_deployable:
+        raise ReleaseError(f"{source}: variant {chosen.name!r} is not deployable: {'; '.join(reasons)} "
+                           "(choose another with --variant or the config's `variant`, or pass --allow-not-deployable)")
     verified_model_bytes(manifest, chosen)
     compat = chosen.raw.get("compatibility", {})
     opens_in = [runtime for runtime in RUNTIME_PREFERENCE if compat.get(runtime, None) is None]
@@ -332,7 +343,7 @@ def default_config(bundles: list[BundleChoice]) -> str:
 
 def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root: Path = ROOT / "build" / "releases",
                   runtime: str | None = None, arch: str = "aarch64", variant: str | None = None,
-                  log=print) -> Release:
+                  log=print, allow_not_deployable: bool = False) -> Release:
     """Verify the inputs, fetch and check the wheelhouse, and write build/releases/<version>/."""
     if not bundle_dirs:
         raise ReleaseError("no bundles given (BUNDLES=artifacts/<name> ...)")
@@ -340,7 +351,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     config_data = read_config(config) if config else {}
     wanted_variant = variant or config_variant(config_data)
     try:
-        bundles = [choose_bundle(Path(b), wanted_variant) for b in bundle_dirs]
+        bundles = [choose_bundle(Path(b), wanted_variant, allow_not_deployable) for b in bundle_dirs]
     except BundleError as e:
         raise ReleaseError(f"bundle refused: {e}") from None
     names = [b.name for b in bundles]

@@ -5,12 +5,26 @@ companion, autocomplete, the firmware simulator's parity check, the
 benchmarks' raw floor) takes its indices from one `StepBinding`, resolved
 once by name (never by position: a converted function's input order is not
 its argument order), and primes x_prev with its one rule.
+
+Two graph kinds (the variant's manifest field "graph"):
+- "raw": x in, y out, raw sensor units; x_prev (normalized) is a state
+  tensor of the graph. The float variants, and every variant of bundles
+  written before the field existed.
+- "core": the forecaster's integer variants (convert/core_step.py): the
+  features `delta` = (x - x_prev) / delta_std and `level` = (x - mean) / std
+  in, `correction` out (in typical changes), the cell state only. x_prev is
+  held outside the model, in normalized units as in a raw graph's state, so
+  a session's named state is the same whatever the variant; the persistence
+  add happens outside too: y = x[target] + correction * delta_std[target].
 """
 from __future__ import annotations
 
 import numpy as np
 
 SIGNATURE = "step"
+GRAPH_KINDS = ("raw", "core")
+CORE_FEATURES = ("delta", "level")  # the core's input tensors, in this order
+CORE_OUTPUT = "correction"
 
 
 def signature_details(interpreter) -> tuple[dict, dict]:
@@ -26,23 +40,78 @@ def indices(details: dict) -> dict[str, int]:
     return {name: int(d["index"]) for name, d in details.items()}
 
 
+def variant_graph(variant) -> str:
+    """A variant's graph kind; bundles written before the field existed are all "raw"."""
+    return "raw" if variant is None else variant.raw.get("graph", "raw")
+
+
+def core_features(manifest) -> list[str]:
+    """The feature tensors a core graph reads, from the forecaster's features."""
+    return [f for f in CORE_FEATURES if f in manifest.raw.get("features", ())]
+
+
+def expected_signature(manifest, variant=None) -> tuple[dict, dict]:
+    """name -> shape of the inputs and outputs the variant's step signature must have."""
+    if variant_graph(variant) == "core":
+        channels = manifest.input.shape
+        held = {s.name: s.shape for s in manifest.state if s.name != "x_prev"}
+        return ({**{f: channels for f in core_features(manifest)}, **held},
+                {CORE_OUTPUT: manifest.output.shape, **held})
+    state = {s.name: s.shape for s in manifest.state}
+    return {manifest.input.name: manifest.input.shape, **state}, {manifest.output.name: manifest.output.shape, **state}
+
+
 class StepBinding:
     """Tensor indices of x, y and every state tensor, from name -> index maps of one interpreter.
 
-    state: [(name, input index, output index)] in the manifest's order.
+    state: [(name, input index, output index)] of the tensors the model carries, in the manifest's
+    order (for a core graph: without x_prev, which the caller holds). features: [(name, input index)]
+    of a core graph (empty for a raw one); y is then the correction's output index and x is None.
     The x_prev rule: a fresh stream's first sample primes x_prev (normalized),
     so the first change the model sees reads 0.
     """
 
-    def __init__(self, manifest, inputs: dict[str, int], outputs: dict[str, int]):
-        self.x = inputs[manifest.input.name]
-        self.y = outputs[manifest.output.name]
-        self.state = [(s.name, inputs[s.name], outputs[s.name]) for s in manifest.state]
+    def __init__(self, manifest, inputs: dict[str, int], outputs: dict[str, int], variant=None):
+        self.graph = variant_graph(variant)
+        self.core = self.graph == "core"
         self.primes_x_prev = any(s.name == "x_prev" for s in manifest.state)
-        if self.primes_x_prev:  # only forecasters with the delta feature carry x_prev
-            self._mean = np.asarray(manifest.normalization["mean"], np.float32)  # (C,)
-            self._std = np.asarray(manifest.normalization["std"], np.float32)  # (C,)
+        self.holds_x_prev = self.core and self.primes_x_prev  # x_prev lives outside the model
+        if self.core:
+            self.x, self.y = None, outputs[CORE_OUTPUT]
+            self.features = [(f, inputs[f]) for f in core_features(manifest)]
+        else:
+            self.x, self.y = inputs[manifest.input.name], outputs[manifest.output.name]
+            self.features = []
+        self.state = [(s.name, inputs[s.name], outputs[s.name]) for s in manifest.state
+                      if not (self.holds_x_prev and s.name == "x_prev")]
+        if self.primes_x_prev or self.core:  # only forecasters carry x_prev or have a core
+            norm = manifest.normalization
+            self._mean = np.asarray(norm["mean"], np.float32)  # (C,)
+            self._std = np.asarray(norm["std"], np.float32)  # (C,)
+            self._mean64, self._std64 = (np.asarray(norm[k], np.float64) for k in ("mean", "std"))  # (C,)
+            self._delta_std = np.asarray(norm["delta_std"], np.float64)  # (C,)
+            self._delta_gain = self._std64 / self._delta_std  # normalized change -> typical changes
+            self._target = list(manifest.target)
 
     def x_prev_from(self, x_raw) -> np.ndarray:
         """(..., C) raw sensor units -> the normalized x_prev a fresh stream starts from."""
         return (np.asarray(x_raw, np.float32) - self._mean) / self._std
+
+    def core_inputs(self, x_raw, x_prev: np.ndarray | None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A core graph's features for one sample, and the x_prev to hold for the next one.
+
+        x_raw (C,) sensor units; x_prev (1, C) normalized, or None on a fresh start (primes it, so
+        the change reads 0). Computed in float64: the level is subtracted before anything is rounded.
+        Returns ({feature: (1, C) float32}, new x_prev (1, C) float32 normalized).
+        """
+        level = (np.asarray(x_raw, np.float64) - self._mean64) / self._std64  # (C,)
+        previous = level if x_prev is None else np.asarray(x_prev, np.float64).reshape(-1)
+        values = {"delta": (level - previous) * self._delta_gain, "level": level}  # each (C,)
+        return ({f: values[f][None].astype(np.float32) for f, _ in self.features},
+                level[None].astype(np.float32))
+
+    def forecast_from(self, x_raw, correction: np.ndarray) -> np.ndarray:
+        """Persistence plus the core's correction: (C,) raw, (O,) typical changes -> (O,) raw float32."""
+        x = np.asarray(x_raw, np.float64)
+        return (x[self._target] + np.asarray(correction, np.float64) * self._delta_std[self._target]).astype(
+            np.float32)

@@ -20,7 +20,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--variant", help="model variant (default: the first in the manifest)")
     run.add_argument("--backend", choices=list(BACKENDS), help="interpreter (default: $EDGE_RNN_BACKEND or the first installed)")
     run.add_argument("--max-mse-ratio", type=float,
-                     help="pick the smallest variant whose test MSE is within this multiple of float32's")
+                     help="pick the smallest deployable variant (test MSE within this multiple of float32's, "
+                          "below persistence's, no drift)")
     run.add_argument("--skip-bad-rows", action="store_true", help="report bad rows on stderr and go on")
     complete = sub.add_parser("complete", help="type in the terminal with live word suggestions (autocomplete bundle)")
     complete.add_argument("bundle")
@@ -65,18 +66,21 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from edge_runtime.manifest import read_manifest
+    from edge_runtime.manifest import DEFAULT_MAX_MSE_RATIO, read_manifest, why_not_deployable
 
     m = read_manifest(args.bundle)
     if m.task == "autocomplete":
         return info_autocomplete(m)
     print(f"{m.name}: {m.task}, {m.cell} x{m.layers} hidden {m.hidden}, channels {list(m.channels)}, "
           f"forecasts {[m.channels[i] for i in m.target]}")
+    budget = m.raw.get("deployable_rule", {}).get("max_mse_ratio", DEFAULT_MAX_MSE_RATIO)
     for v in m.variants:
         metrics = v.raw.get("metrics", {})
         refused = {r: why for r, why in v.raw.get("compatibility", {}).items() if why}
-        print(f"  {v.name:<13} {v.bytes:>8} bytes  MSE x{metrics.get('mse_ratio', float('nan')):.3f} of float32  "
-              f"{'deployable' if metrics.get('deployable', True) else 'NOT deployable'}"
+        reasons = why_not_deployable(m, v, budget)
+        print(f"  {v.name:<13} {v.bytes:>8} bytes  {v.raw.get('graph', 'raw'):<4} graph  "
+              f"MSE x{metrics.get('mse_ratio', float('nan')):.3f} of float32  "
+              + ("deployable" if not reasons else f"NOT deployable ({'; '.join(reasons)})")
               + "".join(f"; not in {r}: {why}" for r, why in refused.items()))
     return 0
 

@@ -17,6 +17,8 @@ SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TASKS = ("forecast", "autocomplete")
 VARIANT_DTYPES = ("float32", "float16", "dynamic-int8", "int8", "int16x8")
+GRAPH_KINDS = ("raw", "core")  # see edge_runtime/binding.py; no field = "raw" (bundles from before it)
+DEFAULT_MAX_MSE_RATIO = 1.2  # the deployable rule's default budget: test MSE within 1.2x float32's
 
 
 class BundleError(ValueError):
@@ -89,6 +91,9 @@ def _parse_variant(d: dict, where: str) -> Variant:
     dtype = _require(d, "dtype", str, where)
     if dtype not in VARIANT_DTYPES:
         raise BundleError(f"{where}: variant {name!r} has unknown dtype {dtype!r}")
+    graph = d.get("graph", "raw")
+    if graph not in GRAPH_KINDS:
+        raise BundleError(f"{where}: variant {name!r} has unknown graph {graph!r} (known: {', '.join(GRAPH_KINDS)})")
     return Variant(name, _require(d, "file", str, where), dtype, _require(d, "sha256", str, where),
                    _require(d, "bytes", int, where), d)
 
@@ -138,6 +143,10 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     variants = tuple(_parse_variant(v, where) for v in _require(d, "variants", list, where))
     if not variants:
         raise BundleError(f"{where}: lists no model variants")
+    for v in variants:
+        if v.raw.get("graph") == "core" and (task != "forecast" or not isinstance(d.get("features"), list)):
+            raise BundleError(f"{where}: variant {v.name!r} is a core graph, which needs a forecast bundle "
+                              "with its 'features'")
     return Manifest(path, _require(d, "name", str, where), task, _require(d, "cell", str, where),
                     _require(d, "layers", int, where), _require(d, "hidden", int, where),
                     input_spec, output_spec, state, channels, target, norm, variants, d, vocabulary)
@@ -170,6 +179,32 @@ def _autocomplete_vocabulary(d: dict, input_spec: TensorSpec, output_spec: Tenso
             raise BundleError(f"{where}: {kind} shape {list(spec.shape)} does not match the vocabulary of "
                               f"{len(vocabulary)} symbols (expected [1, {len(vocabulary)}])")
     return vocabulary
+
+
+def why_not_deployable(manifest: Manifest, variant: Variant,
+                       max_mse_ratio: float = DEFAULT_MAX_MSE_RATIO) -> list[str]:
+    """Every reason the variant is not deployable ([] when it is), from the figures convert recorded.
+
+    The rule (issue 13): test MSE within `max_mse_ratio` x float32's, below persistence's, and
+    the drift check passed. Re-derived here from the recorded metrics as well as convert's verdict,
+    so a budget tighter than convert's, or a manifest edited by hand, is still honoured.
+    A variant without metrics (an autocomplete bundle's) is judged by convert's verdict alone.
+    """
+    metrics = variant.raw.get("metrics", {})
+    reasons = list(metrics.get("why_not_deployable_all", []))
+    if not metrics.get("deployable", True) and not reasons:
+        reasons.append(str(metrics.get("why_not_deployable", "marked not deployable")))
+    ratio, test_mse = metrics.get("mse_ratio"), metrics.get("test_mse")
+    if ratio is not None and ratio > max_mse_ratio:
+        reasons.append(f"test MSE {ratio:.3g}x float32's > {max_mse_ratio:g}")
+    persistence = manifest.raw.get("baselines", {}).get("persistence_mse")
+    if test_mse is not None and persistence and not test_mse < persistence:
+        reasons.append(f"test MSE {test_mse / persistence:.3g}x persistence's (not below it)")
+    drift = metrics.get("drift", {}).get("ratio")
+    limit = metrics.get("drift", {}).get("limit")
+    if drift is not None and limit is not None and drift > limit:
+        reasons.append(f"drift ratio {drift:.2f} > {limit}")
+    return list(dict.fromkeys(reasons))  # each reason once, in order
 
 
 def verified_model_bytes(manifest: Manifest, variant: Variant) -> bytes:

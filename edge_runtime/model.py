@@ -11,8 +11,8 @@ edge_runtime/tasks.py picks the subclass from the manifest's task.
 from __future__ import annotations
 
 from edge_runtime.backends import interpreter_class
-from edge_runtime.binding import SIGNATURE, StepBinding, indices, signature_details
-from edge_runtime.manifest import BundleError, Manifest, Variant, verified_model_bytes
+from edge_runtime.binding import SIGNATURE, StepBinding, expected_signature, indices, signature_details
+from edge_runtime.manifest import BundleError, Manifest, Variant, verified_model_bytes, why_not_deployable
 from edge_runtime.quant import Codec
 
 
@@ -39,13 +39,13 @@ class Model:
         self.codecs = {name: Codec(name, detail) for name, detail in
                        {**self.signature_inputs, **{f"{k}:out": v for k, v in self.signature_outputs.items()}}.items()}
         self.integer_io = any(c.integer for c in self.codecs.values())
-        self.binding = StepBinding(manifest, indices(self.signature_inputs), indices(self.signature_outputs))
+        self.binding = StepBinding(manifest, indices(self.signature_inputs), indices(self.signature_outputs),
+                                   self.variant)
 
     def _check_signature(self) -> None:
         """Every tensor the manifest promises must be in the model, with the same shape."""
-        m, file = self.manifest, self.manifest.path / self.variant.file
-        expected_in = {m.input.name: m.input.shape, **{s.name: s.shape for s in m.state}}
-        expected_out = {m.output.name: m.output.shape, **{s.name: s.shape for s in m.state}}
+        file = self.manifest.path / self.variant.file
+        expected_in, expected_out = expected_signature(self.manifest, self.variant)
         for kind, expected, actual in (("input", expected_in, self.signature_inputs),
                                        ("output", expected_out, self.signature_outputs)):
             for name, shape in expected.items():
@@ -62,18 +62,18 @@ class Model:
 
 
 def choose_variant(manifest: Manifest, backend: str, max_mse_ratio: float) -> Variant:
-    """The smallest variant within the error budget that `backend` opens and that is deployable."""
+    """The smallest variant that `backend` opens and that is deployable within the error budget
+    (edge_runtime.manifest.why_not_deployable: within budget, below persistence, no drift)."""
     fits, rejected = [], []
     for v in manifest.variants:
-        metrics = v.raw.get("metrics", {})
         refusal = v.raw.get("compatibility", {}).get(backend)
-        ratio = metrics.get("mse_ratio")
+        reasons = why_not_deployable(manifest, v, max_mse_ratio)
         if refusal:
             rejected.append(f"{v.name}: {refusal}")
-        elif not metrics.get("deployable", True):
-            rejected.append(f"{v.name}: not deployable ({metrics.get('why_not_deployable')})")
-        elif ratio is None or ratio > max_mse_ratio:
-            rejected.append(f"{v.name}: MSE ratio {ratio}")
+        elif reasons:
+            rejected.append(f"{v.name}: not deployable ({'; '.join(reasons)})")
+        elif v.raw.get("metrics", {}).get("mse_ratio") is None:
+            rejected.append(f"{v.name}: no recorded MSE ratio")
         else:
             fits.append(v)
     if not fits:

@@ -9,6 +9,28 @@ from pathlib import Path
 DEFAULT_VARIANT = "int8-io"
 
 
+def _deployable_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-mse-ratio", type=float, default=None,
+                   help="a variant is used only if deployable within this MSE budget (default: the bundle's, 1.2)")
+    p.add_argument("--allow-not-deployable", action="store_true",
+                   help="simulate a variant convert did not mark deployable (refused by default)")
+
+
+def refusal(bundle: str, variant: str, args) -> str | None:
+    """Why the variant must not be flashed (every reason), or None when it is deployable or allowed."""
+    from edge_runtime.manifest import DEFAULT_MAX_MSE_RATIO, read_manifest, why_not_deployable
+
+    if args.allow_not_deployable:
+        return None
+    manifest = read_manifest(bundle)
+    budget = args.max_mse_ratio or manifest.raw.get("deployable_rule", {}).get("max_mse_ratio", DEFAULT_MAX_MSE_RATIO)
+    reasons = why_not_deployable(manifest, manifest.variant(variant), budget)
+    if not reasons:
+        return None
+    return (f"{bundle}: variant {variant!r} is not deployable: {'; '.join(reasons)} "
+            "(pass --allow-not-deployable to simulate it anyway)")
+
+
 def _faults(text: str) -> tuple[str, ...]:
     from firmware_sim.sensor import FAULT_KINDS
     kinds = tuple(k.strip() for k in text.split(",") if k.strip()) if text else ()
@@ -45,6 +67,10 @@ def cmd_run(args) -> int:
     from firmware_sim.simulate import simulate
 
     profile = load_profile(args.device)
+    why = refusal(args.bundle, args.variant, args)
+    if why:
+        print(f"firmware_sim: {why}", file=sys.stderr)
+        return 2
     model = DeviceModel.load(args.bundle, args.variant)
     stem = Path(args.out) / f"sim-{model.manifest.name}-{args.variant}-{profile.name}"
     memory = memory_report(model.graph, profile, model.state_inputs)
@@ -83,6 +109,10 @@ def cmd_sweep(args) -> int:
         for device in devices:
             profile = load_profile(device)
             try:
+                why = refusal(str(bundle), args.variant, args)
+                if why:  # not deployable: say why in the table, keep going
+                    rows.append((bundle.name, device, f"skipped: {why}", "", "", "", "", "", ""))
+                    break
                 model = DeviceModel.load(str(bundle), args.variant)
             except Exception as e:  # a bundle without the variant: say so in the table, keep going
                 rows.append((bundle.name, device, f"skipped: {e}", "", "", "", "", "", ""))
@@ -130,6 +160,10 @@ def cmd_budget(args) -> int:
     from firmware_sim.report import ESTIMATE_NOTE
     from firmware_sim.timing import macs_per_step, step_cost
 
+    why = refusal(args.bundle, args.variant, args)
+    if why:
+        print(f"firmware_sim: {why}", file=sys.stderr)
+        return 2
     manifest = read_manifest(args.bundle)
     graph = read_graph(verified_model_bytes(manifest, manifest.variant(args.variant)))
     state = [graph.signature_inputs[n] for n in sorted(set(graph.signature_inputs) & set(graph.signature_outputs))]
@@ -181,12 +215,14 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cortex-m4")
     p.add_argument("--no-plot", action="store_true")
     _add_sim_args(p)
+    _deployable_args(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("sweep", help="every bundle on every profile, with a summary table")
     p.add_argument("bundles", nargs="+")
     p.add_argument("--devices", default=None, help="comma list (default: every profile)")
     p.add_argument("--no-plot", action="store_true")
     _add_sim_args(p)
+    _deployable_args(p)
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("bitexact", help="compare the integer kernels with a TFLite interpreter, step by step")
     p.add_argument("bundle")
@@ -202,6 +238,7 @@ def main(argv=None) -> int:
     p.add_argument("bundle")
     p.add_argument("--variant", default=DEFAULT_VARIANT)
     p.add_argument("--devices", default=None, help="comma list (default: every profile)")
+    _deployable_args(p)
     p.set_defaults(func=cmd_budget)
     p = sub.add_parser("profiles", help="list device profiles with the source of every figure")
     p.set_defaults(func=cmd_profiles)

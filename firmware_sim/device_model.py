@@ -5,17 +5,24 @@ kernels: integer-I/O variants are quantized and dequantized here at the
 edge (as the firmware would), float-I/O variants (int16x8) take float32 and
 quantize inside the graph. The state stays in the tensor's own type, which
 is what a snapshot in flash holds.
+
+A core variant (edge_runtime/binding.py) gets its features from an outer
+step: for int8-io the firmware's integer one (firmware_sim/outer_step.py:
+the previous reading in int32 sensor counts, per-channel fixed-point
+multipliers, the persistence add in counts); for a float-I/O core (int8,
+int16x8) the Session's float64 one, from the same StepBinding.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.binding import StepBinding
+from edge_runtime.binding import CORE_OUTPUT, StepBinding
 from edge_runtime.manifest import Manifest, read_manifest, verified_model_bytes
 from firmware_sim.executor import Executor, StepRunner
 from firmware_sim.fixedpoint import round_half_away
 from firmware_sim.graph import Graph, Tensor, read_graph
 from firmware_sim.kernels import DEFAULT_FLAVOUR
+from firmware_sim.outer_step import IntegerOuterStep
 
 
 def encode(t: Tensor, values) -> np.ndarray:
@@ -39,15 +46,31 @@ class DeviceModel:
         self.manifest = manifest
         self.variant = manifest.variant(variant)
         self.graph: Graph = read_graph(verified_model_bytes(manifest, self.variant))
-        self.runner = StepRunner(Executor(self.graph, flavour), manifest.input.name, manifest.output.name)
-        self.x_spec = self.runner.tensor_spec(manifest.input.name)
-        self.y_spec = self.runner.tensor_spec(manifest.output.name, output=True)
         # the step signature by name and the x_prev rule, as edge_runtime's Session uses them
-        self.binding = StepBinding(manifest, self.graph.signature_inputs, self.graph.signature_outputs)
+        self.binding = StepBinding(manifest, self.graph.signature_inputs, self.graph.signature_outputs, self.variant)
+        self.core = self.binding.core
+        output = CORE_OUTPUT if self.core else manifest.output.name
+        self.output_name = output
+        self.runner = StepRunner(Executor(self.graph, flavour), None if self.core else manifest.input.name, output)
+        self.x_spec = None if self.core else self.runner.tensor_spec(manifest.input.name)
+        self.y_spec = self.runner.tensor_spec(output, output=True)
+        self.feature_specs = {name: self.graph.tensors[index] for name, index in self.binding.features}
         norm = manifest.normalization or {}  # an autocomplete bundle has none (one-hot input)
         self.std = np.asarray(norm.get("std", 1.0), np.float32)  # (C,) residual thresholds in sensor units
+        self.outer = None  # the integer outer step of a core int8-io variant
+        if self.core and all(np.dtype(t.dtype).kind == "i" for t in self.feature_specs.values()):
+            from firmware_sim.sensor import Adc
+
+            adc = Adc.around(norm["mean"], norm["std"])  # the simulator's default ADC; use_adc() sets the real one
+            self.outer = IntegerOuterStep(manifest, self.feature_specs, self.y_spec, adc.low, adc.lsb)
+        self.x_prev: np.ndarray | None = None  # (1, C) normalized, a float-I/O core's outer step
         self.steps = 0
         self._zero_state = {k: v.copy() for k, v in self.runner.state.items()}
+
+    def use_adc(self, adc) -> None:
+        """Sensor counts are this ADC's codes (the integer outer step's unit and offset)."""
+        if self.outer is not None:
+            self.outer = IntegerOuterStep(self.manifest, self.feature_specs, self.y_spec, adc.low, adc.lsb)
 
     @classmethod
     def load(cls, bundle: str, variant: str, flavour: str = DEFAULT_FLAVOUR) -> "DeviceModel":
@@ -61,8 +84,24 @@ class DeviceModel:
         self.runner.state = {k: v.copy() for k, v in self._zero_state.items()}
         self.steps = 0
 
+    def core_inputs(self, x_raw) -> dict[str, np.ndarray]:
+        """A core graph's feature tensors for one sample, in their own types; advances the held reading."""
+        if self.outer is not None:
+            if self.steps == 0:
+                self.outer.prev = None  # a fresh start (or a restore) primes the previous reading
+            return self.outer.inputs(self.outer.counts(x_raw))
+        features, self.x_prev = self.binding.core_inputs(x_raw, None if self.steps == 0 else self.x_prev)
+        return {name: encode(self.feature_specs[name], features[name]) for name in self.feature_specs}
+
     def step(self, x_raw) -> np.ndarray:
         """(C,) sensor units -> (O,) forecast of the next sample in sensor units."""
+        if self.core:
+            counts = self.outer.counts(x_raw) if self.outer is not None else None
+            correction = self.runner.run_inputs(self.core_inputs(x_raw))
+            self.steps += 1
+            if self.outer is not None:
+                return self.outer.to_units(self.outer.forecast_counts(counts, correction))
+            return self.binding.forecast_from(x_raw, decode(self.y_spec, correction).reshape(-1))
         if self.steps == 0 and self.binding.primes_x_prev:  # prime x_prev as the Session does
             self.runner.state["x_prev"] = encode(self.runner.tensor_spec("x_prev"), self.binding.x_prev_from(x_raw))
         y = self.runner.run(encode(self.x_spec, x_raw))
@@ -70,8 +109,13 @@ class DeviceModel:
         return decode(self.y_spec, y).reshape(-1)
 
     def snapshot(self) -> dict:
-        return {"steps": self.steps, "state": {k: v.copy() for k, v in self.runner.state.items()}}
+        held = {"prev_counts": None if self.outer is None or self.outer.prev is None else self.outer.prev.copy(),
+                "x_prev": None if self.x_prev is None else self.x_prev.copy()}
+        return {"steps": self.steps, "state": {k: v.copy() for k, v in self.runner.state.items()}, **held}
 
     def restore(self, snap: dict) -> None:
         self.runner.state = {k: v.copy() for k, v in snap["state"].items()}
         self.steps = snap["steps"]
+        if self.outer is not None:
+            self.outer.prev = snap.get("prev_counts")
+        self.x_prev = snap.get("x_prev")

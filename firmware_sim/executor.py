@@ -58,8 +58,13 @@ class StepRunner:
         return g.tensors[(g.signature_outputs if output else g.signature_inputs)[name]]
 
     def run(self, x: np.ndarray) -> np.ndarray:
+        return self.run_inputs({self.input_name: x})
+
+    def run_inputs(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Set every non-state input by name (x; or a core graph's delta and level), step, return the output."""
         g, ex = self.executor.graph, self.executor
-        ex.set_input(g.signature_inputs[self.input_name], x)
+        for name, value in inputs.items():
+            ex.set_input(g.signature_inputs[name], value)
         for name in self.state_names:
             ex.set_input(g.signature_inputs[name], self.state[name])
         ex.invoke()

@@ -73,28 +73,36 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
     g, m = model.graph, model.manifest
     interpreter = _interpreter(backend, verified_model_bytes(m, model.variant), resolver, internal)
     stream = input_stream(model, steps, seed)
-    names = [m.output.name] + model.runner.state_names
+    names = [model.output_name] + model.runner.state_names
     lsb = {n: _lsb_scale(model, n) for n in names}
     max_lsb = {n: 0.0 for n in names}
     state = {n: v.copy() for n, v in model.runner.state.items()}
     first_difference, differing_steps, internal_checked, internal_diff = None, 0, 0, 0
     internal_examples = []  # (step, tensor, ours, theirs) for the first few internal differences
     binding = model.binding  # the same tensor indices in both: one flatbuffer
+    model.reset()
     for step, raw in enumerate(stream):
-        if step == 0 and binding.primes_x_prev:
-            state["x_prev"] = encode(model.runner.tensor_spec("x_prev"), binding.x_prev_from(raw))
-            model.runner.state["x_prev"] = state["x_prev"].copy()
-        x = encode(model.x_spec, raw)
-        ours = model.runner.run(x)
-        interpreter.set_tensor(binding.x, x)
+        if binding.core:  # the same feature tensors into both: the firmware's outer step made them
+            inputs = model.core_inputs(raw)
+            model.steps += 1
+            ours = model.runner.run_inputs(inputs)
+            for n, index in binding.features:
+                interpreter.set_tensor(index, inputs[n])
+        else:
+            if step == 0 and binding.primes_x_prev:
+                state["x_prev"] = encode(model.runner.tensor_spec("x_prev"), binding.x_prev_from(raw))
+                model.runner.state["x_prev"] = state["x_prev"].copy()
+            x = encode(model.x_spec, raw)
+            ours = model.runner.run(x)
+            interpreter.set_tensor(binding.x, x)
         for n, in_index, _ in binding.state:
             interpreter.set_tensor(in_index, state[n])
         interpreter.invoke()
-        theirs = {m.output.name: interpreter.get_tensor(binding.y)}
+        theirs = {model.output_name: interpreter.get_tensor(binding.y)}
         for n, _, out_index in binding.state:
             state[n] = interpreter.get_tensor(out_index).copy()
             theirs[n] = state[n]
-        mine = {m.output.name: ours, **model.runner.state}
+        mine = {model.output_name: ours, **model.runner.state}
         differs = False
         for n in names:
             a, b = mine[n], theirs[n]

@@ -54,6 +54,7 @@ def simulate(model: DeviceModel, profile: Profile, config: SimConfig, cache: dic
         true = sensor.synthetic_stream(m.normalization["mean"], m.normalization["std"], ticks, seed=config.seed)
     adc = sensor.Adc.around(m.normalization["mean"], m.normalization["std"], bits=config.adc_bits,
                             noise_lsb=config.adc_noise_lsb)
+    model.use_adc(adc)  # a core int8-io variant's outer step works in this ADC's counts
     faults = sensor.plan_faults(list(config.faults), ticks, m.normalization["std"], seed=config.seed,
                                 warmup=firmware.COMMISSIONING + 50,
                                 every=max(200, ticks // (4 * max(1, len(config.faults)) + 1)))

@@ -169,7 +169,7 @@ def quantization_table(rows: list[Row]) -> str:
     names = list(rows[0].variants)
     lines = ["| model | " + " | ".join(names) + " | smallest within x1.10 |", "|" + "---|" * (len(names) + 2)]
     for r in rows:
-        cells = [f"{v['of_float32']:.0%}, x{v['mse_ratio']:.2f}" + ("" if v["deployable"] else " (drifts)")
+        cells = [f"{v['of_float32']:.0%}, x{v['mse_ratio']:.2f}" + ("" if v["deployable"] else " (not deployable)")
                  for v in r.variants.values()]
         fits = [(v["bytes"], n) for n, v in r.variants.items()
                 if v["mse_ratio"] <= QUANTIZED_MSE_LIMIT and v["deployable"] and v["opens_in"]]

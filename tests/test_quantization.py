@@ -144,13 +144,16 @@ def test_the_table_is_what_the_runtimes_do(tmp_path, tiny_bundles, big_models):
 
 
 def test_integer_io_is_transparent_and_exactly_what_the_manifest_scales_say(fixture_bundles):
-    """Session over int8-io takes and returns floats; it equals quantizing by hand with the
-    manifest's scales and zero points, driving the raw interpreter."""
+    """Session over the core int8-io takes and returns floats; it equals computing the features
+    by hand (float64), quantizing them with the manifest's scales and zero points, driving the raw
+    interpreter, and adding persistence: y = x[target] + correction * delta_std[target]."""
     _, bundle = fixture_bundles["lstm"]
     manifest = manifest_of(bundle)
     entry = next(v for v in manifest["variants"] if v["name"] == "int8-io")
+    assert entry["graph"] == "core"
     q = entry["io_quantization"]
-    assert q["x"]["dtype"] == "int8" and q["y:out"]["dtype"] == "int8" and q["h0"]["dtype"] == "int8"
+    assert {q[n]["dtype"] for n in ("delta", "level", "correction:out", "h0")} == {"int8"}
+    assert "x" not in q and "x_prev" not in q  # the level and x_prev stay outside the quantized core
 
     model = edge_runtime.load(bundle, variant="int8-io", backend=IN_PROCESS_BACKEND)
     session = model.session()
@@ -158,6 +161,7 @@ def test_integer_io_is_transparent_and_exactly_what_the_manifest_scales_say(fixt
     samples = (np.asarray(manifest["normalization"]["mean"]) + rng.normal(0, 0.5, (40, 2))).astype(np.float32)
     through_session = np.array([session.step(s) for s in samples])
     assert through_session.dtype == np.float32 and session.state["h0"].dtype == np.float32
+    assert sorted(session.state) == sorted(s["name"] for s in manifest["state"])  # x_prev included
 
     def quantize(values, p):
         scaled = np.asarray(values, np.float32) / p["scale"]
@@ -167,18 +171,26 @@ def test_integer_io_is_transparent_and_exactly_what_the_manifest_scales_say(fixt
         return (values.astype(np.float32) - p["zero_point"]) * p["scale"]
 
     interp, ins, outs = model.interpreter, model.signature_inputs, model.signature_outputs
-    norm = manifest["normalization"]
-    state = {s["name"]: np.zeros(s["shape"], np.float32) for s in manifest["state"]}
-    state["x_prev"] = ((samples[:1] - np.asarray(norm["mean"])) / np.asarray(norm["std"])).astype(np.float32)
+    norm = {k: np.asarray(v, np.float64) for k, v in manifest["normalization"].items()}
+    target = manifest["target"]
+    state = {s["name"]: np.zeros(s["shape"], np.float32) for s in manifest["state"] if s["name"] != "x_prev"}
+    previous = samples[0].astype(np.float64)
     by_hand = []
-    for sample in samples:
-        interp.set_tensor(ins["x"]["index"], quantize(sample[None], q["x"]))
+    for sample in samples.astype(np.float64):
+        features = {"delta": (sample - previous) / norm["delta_std"], "level": (sample - norm["mean"]) / norm["std"]}
+        for name, value in features.items():
+            interp.set_tensor(ins[name]["index"], quantize(value[None], q[name]))
         for name in state:
             interp.set_tensor(ins[name]["index"], quantize(state[name], q[name]))
         interp.invoke()
         state = {name: dequantize(interp.get_tensor(outs[name]["index"]), q[f"{name}:out"]) for name in state}
-        by_hand.append(dequantize(interp.get_tensor(outs["y"]["index"]), q["y:out"])[0])
-    np.testing.assert_array_equal(through_session, np.array(by_hand))
+        correction = dequantize(interp.get_tensor(outs["correction"]["index"]), q["correction:out"])[0]
+        by_hand.append(sample[target] + correction * norm["delta_std"][target])
+        previous = sample
+    # float64 vs float32 rounding of the features may move a quantized input by one LSB on a tie:
+    # within a hundredth of a typical change (measured: 0 on this stream)
+    gap = np.abs(through_session - np.array(by_hand)) / norm["delta_std"][target]
+    assert gap.max() <= 0.01, gap.max()
 
 
 def test_variant_choice_by_error_budget(tmp_path, fixture_bundles):
@@ -192,7 +204,7 @@ def test_variant_choice_by_error_budget(tmp_path, fixture_bundles):
     assert exact.variant.raw["metrics"]["mse_ratio"] <= 1.0
     # float32's ratio is 1 up to float rounding (1.0000x or 0.9999x)
     with pytest.raises(BundleError, match=r"no variant within an MSE ratio of 0.5 opens in ai_edge_litert: "
-                                          r"float32: MSE ratio (1\.0|0\.9999)"):
+                                          r"float32: not deployable \(test MSE (1|0\.9999)x float32's > 0\.5\)"):
         edge_runtime.load(bundle, backend=IN_PROCESS_BACKEND, max_mse_ratio=0.5)
     # a variant the manifest says this runtime cannot open is never chosen
     for v in manifest["variants"]:
@@ -210,7 +222,8 @@ def test_every_variant_records_its_streaming_error_and_drift(tiny_bundles):
         for v in variants:
             m = v["metrics"]
             assert m["drift"]["steps"] >= 2000 and m["drift"]["ratio"] > 0
-            assert m["deployable"] == (m["drift"]["ratio"] <= 1.5)
+            reasons = (m["mse_ratio"] > 1.2) + (m["mse_vs_persistence"] >= 1.0) + (m["drift"]["ratio"] > 1.5)
+            assert m["deployable"] == (reasons == 0) and len(m.get("why_not_deployable_all", [])) == reasons
             assert 0 < v["constant_bytes"] < v["bytes"]
 
 
@@ -244,7 +257,7 @@ def test_drift_check_catches_error_that_builds_up_and_passes_a_model_that_forget
     weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
     torch_model, norm = forecaster_from_weights(weights, info), info["normalization"]
     stream = whole_stream(np.load(run_dir / "splits.npz"))[:3000]  # (3000, C) raw
-    for variant in ("float32", "int8"):  # int8: large error (x60-100 MSE here), but it does not build up
+    for variant in ("float32", "int8"):  # int8 (core graph): close to float32 (x1.00 here), and no build-up
         model = edge_runtime.load(bundle, variant=variant, backend=IN_PROCESS_BACKEND)
         steady = drift_check(torch_model, model, stream, norm)
         assert steady["ratio"] == pytest.approx(1.0, abs=0.05), (variant, steady)  # forgets its start

@@ -1,0 +1,82 @@
+"""The quantizable core of a forecaster's step: change (and level) in, correction out.
+
+Why a second step graph: StepGraph takes the raw reading x, keeps x_prev as
+state and adds persistence inside the graph, so a full-integer variant
+carried the level in int8 at its input, its x_prev state and its output. 256
+steps over the level's range are as large as the per-sample change the model
+predicts: int8 came out 10-1,700x float32's MSE on real logs (issue 13).
+Here everything that needs the level's full precision stays outside:
+
+    outside (float64 in Session, wide integers in sensor counts in firmware):
+        delta = (x - x_prev) / delta_std          (1, C) unit variance
+        level = (x - mean) / std                  (1, C) only if the model reads the level
+    core (this graph; the integer variants):
+        h, c = cell(W_delta delta + W_level level + W_hh h + b)
+        correction = head(h)                      (1, O) in typical changes
+    outside again:
+        y = x[target] + correction * delta_std[target]     persistence + correction, raw units
+
+- delta and level are separate input tensors, each with its own scale, and
+  go through separate matmuls (one concatenated tensor would share one scale).
+- Normalization, the delta gain and de-normalization all happen outside, so
+  no MUL by a broadcast per-channel constant is left: StepGraph's output
+  `(level + head) * std` had a rescale factor of 1.34 on a 3-channel model,
+  for which the converter emits MUL version 3, which neither runtime opens.
+- The state is only the cell's (h, c); x_prev lives outside with the level.
+
+The weights are the trained Forecaster's, unchanged: torch's features are
+concat([level, delta]) through W_ih, so W_ih splits into its level and delta
+columns exactly; the head is not folded with the output gain (unit variance out).
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from convert.tf_step import StepGraph
+from edge_runtime.binding import CORE_FEATURES, CORE_OUTPUT
+from train.config import ModelConfig, recurrent_state_names
+
+
+def core_input_names(config: ModelConfig) -> list[str]:
+    """The core's input tensors: the features it reads (delta, level), then the cell state."""
+    return [f for f in CORE_FEATURES if f in config.features] + recurrent_state_names(config.cell, config.layers)
+
+
+class CoreStepGraph(StepGraph):
+    """step(delta?, level?, h0.., c0..) -> {correction, h0.., c0..}; all tensors (B, n)."""
+
+    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, batch: int | None = 1):
+        tf.Module.__init__(self)
+        self.config = config
+        w = {k: v.astype(np.float32).copy() for k, v in weights.items()}  # head not folded: unit variance out
+        c = config.input_size
+        w_ih = w.pop("rnn.weight_ih_l0")  # (G, C * len(features)): columns [level | delta] as torch concats
+        read = [f for f in ("level", "delta") if f in config.features]
+        for i, feature in enumerate(read):
+            w[f"rnn.weight_{feature}_l0"] = np.ascontiguousarray(w_ih[:, i * c:(i + 1) * c])  # (G, C)
+        self.w = w  # assigned whole: tf.Module tracks it, and a tracked dict must not be mutated
+        self._features = [f for f in CORE_FEATURES if f in config.features]
+        names = core_input_names(config)
+        shapes = {"delta": (batch, c), "level": (batch, c), **config.state_shapes(batch)}
+        specs = [tf.TensorSpec(shapes[n], tf.float32, name=n) for n in names]
+        self.step = tf.function(self._named_step(names), input_signature=specs, autograph=False)
+
+    def forward(self, t: dict) -> dict:
+        out = {}
+        self._inputs = t  # the first layer's _gates reads the feature tensors by name
+        top = self.stack(None, t, out)  # (1, H)
+        out[CORE_OUTPUT] = tf.matmul(top, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
+        return out
+
+    def _gates(self, k: int, inp, h):
+        """First layer: one matmul per feature tensor (own scale each); deeper layers as StepGraph."""
+        if k > 0:
+            return super()._gates(k, inp, h)
+        t, first = self._inputs, self._features[0]
+        # the bias rides on the first matmul, so the converter fuses it into that FULLY_CONNECTED
+        gi = tf.matmul(t[first], self._const(f"rnn.weight_{first}_l0", True)) + self._const("rnn.bias_ih_l0")
+        for feature in self._features[1:]:
+            gi = gi + tf.matmul(t[feature], self._const(f"rnn.weight_{feature}_l0", True))  # (1, G)
+        gh = tf.matmul(h, self._const("rnn.weight_hh_l0", True)) + self._const("rnn.bias_hh_l0")
+        return gi, gh
