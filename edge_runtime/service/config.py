@@ -39,6 +39,8 @@ class InputConfig:
     max_line_bytes: int = 4096  # longer lines are rejected (oversized)
     queue_size: int = 20000  # samples waiting for the model; sources block (backpressure) beyond it
     log_rejections_per_s: int = 20  # per reason; the rest are counted and summarized, not each logged
+    value_range_std: float = 1000.0  # a value farther than this many stds from the channel's mean: out_of_range
+    future_horizon_s: float = 86400.0  # t beyond max(wall clock, stream's newest t) + this: future_timestamp
 
 
 @dataclass
@@ -187,6 +189,8 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
         raise ConfigError(f"{where}: snapshot and status interval_s must be positive")
     if config.input.max_line_bytes < 16 or config.input.queue_size < 1:
         raise ConfigError(f"{where} [input]: max_line_bytes >= 16 and queue_size >= 1")
+    if not 0 < config.input.value_range_std < float("inf") or not 0 < config.input.future_horizon_s < float("inf"):
+        raise ConfigError(f"{where} [input]: value_range_std and future_horizon_s must be positive and finite")
     if not config.sources:
         raise ConfigError(f"{where}: no [sources.*] table: nothing would feed the model")
     if not config.sinks:

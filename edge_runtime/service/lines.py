@@ -13,7 +13,9 @@ epoch, but one per stream; a gap or an order is judged on them).
 Checks, in this order, each with its reason: oversized (by the reader),
 binary (not UTF-8, or control characters), malformed (neither form, or a
 field missing), bad_id, bad_timestamp, wrong_channels, non_numeric,
-non_finite. The first that fails names the rejection.
+non_finite, out_of_range (outside the channel's plausible range, see
+edge_runtime/bounds.py). The first that fails names the rejection.
+`parse` never raises: any bytes give a sample, a reset, a rejection or None.
 """
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from edge_runtime.bounds import out_of_range
+
 REASONS = ("oversized", "binary", "malformed", "bad_id", "bad_timestamp", "wrong_channels", "non_numeric",
-           "non_finite", "stream_limit", "duplicate", "out_of_order")
+           "non_finite", "out_of_range", "stream_limit", "duplicate", "out_of_order", "future_timestamp")
 STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # safe inside an MQTT topic and a file name
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -83,14 +87,14 @@ def _timestamp(value) -> float:
         raise _Bad("bad_timestamp", f"timestamp {value!r}")
     try:
         t = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a 401-digit integer
         raise _Bad("bad_timestamp", f"timestamp {str(value)[:40]!r} is not a number") from None
     if not math.isfinite(t):
         raise _Bad("bad_timestamp", f"timestamp {value!r} is not finite")
     return t
 
 
-def _values(raw: list, channels: int, from_json: bool) -> tuple[float, ...]:
+def _values(raw: list, channels: int, from_json: bool, bounds) -> tuple[float, ...]:
     if len(raw) != channels:
         raise _Bad("wrong_channels", f"{len(raw)} values, the model takes {channels}")
     out = []
@@ -104,13 +108,17 @@ def _values(raw: list, channels: int, from_json: bool) -> tuple[float, ...]:
         if not math.isfinite(number):
             raise _Bad("non_finite", f"value {k}: {v!r}")
         out.append(number)
+    if bounds is not None:
+        reason = out_of_range(out, bounds)
+        if reason:
+            raise _Bad("out_of_range", reason)
     return tuple(out)
 
 
-def _from_json(text: str, stream: str | None, channels: int):
+def _from_json(text: str, stream: str | None, channels: int, bounds):
     try:
         d = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # ValueError: also an integer beyond Python's digit limit
         raise _Bad("malformed", f"not valid JSON: {text[:60]!r}") from None
     if not isinstance(d, dict):
         raise _Bad("malformed", f"JSON {type(d).__name__}, expected an object")
@@ -124,10 +132,10 @@ def _from_json(text: str, stream: str | None, channels: int):
         raise _Bad("malformed", f"needs 't' and 'values', has {sorted(d)[:8]}")
     if not isinstance(d["values"], list):
         raise _Bad("malformed", f"'values' should be a list, got {str(d['values'])[:40]!r}")
-    return stream, _timestamp(d["t"]), _values(d["values"], channels, from_json=True)
+    return stream, _timestamp(d["t"]), _values(d["values"], channels, True, bounds)
 
 
-def _from_csv(text: str, stream: str | None, channels: int):
+def _from_csv(text: str, stream: str | None, channels: int, bounds):
     cells = [c.strip() for c in text.split(",")]
     if stream is None:
         if len(cells) < 3:
@@ -135,20 +143,26 @@ def _from_csv(text: str, stream: str | None, channels: int):
         stream, cells = _stream_id(cells[0]), cells[1:]
     elif len(cells) < 2:
         raise _Bad("malformed", f"{len(cells)} fields; expected timestamp, values: {text[:60]!r}")
-    return stream, _timestamp(cells[0]), _values(cells[1:], channels, from_json=False)
+    return stream, _timestamp(cells[0]), _values(cells[1:], channels, False, bounds)
 
 
 def parse(data: bytes, channels: int, source: str, received: float, stream: str | None = None,
-          ack=None) -> Sample | Reset | Rejection | None:
-    """One line (or MQTT payload, with the topic's stream id) -> what it is. None for a blank line."""
+          ack=None, bounds=None) -> Sample | Reset | Rejection | None:
+    """One line (or MQTT payload, with the topic's stream id) -> what it is. None for a blank line.
+
+    bounds: ((low, high), ...) per channel (edge_runtime.bounds.value_bounds), or None for no range check.
+    Never raises: an input that trips an unforeseen error is a `malformed` rejection naming the error.
+    """
     try:
         text = _text(data)
         if not text:
             return None
         parse_form = _from_json if text.startswith("{") else _from_csv
-        stream_id, t, values = parse_form(text, stream, channels)
+        stream_id, t, values = parse_form(text, stream, channels, bounds)
     except _Bad as bad:
         return Rejection(bad.reason, bad.detail, source, ack)
+    except Exception as e:  # a parser bug must cost one line, never the reader thread
+        return Rejection("malformed", f"unparsable ({type(e).__name__}): {data[:40]!r}", source, ack)
     if t is None:
         return Reset(stream_id, source, ack)
     return Sample(stream_id, t, values, source, received, ack)

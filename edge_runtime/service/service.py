@@ -7,6 +7,9 @@ stay in order), advance each round with one `StreamPool.step_many` call,
 hand the records to the sinks, then acknowledge MQTT messages.
 
 Time policy, per stream, on the samples' own timestamps:
+- t more than `future_horizon_s` ahead of both the wall clock and the
+  stream's last accepted t: dropped as `future_timestamp`, never adopted (one
+  t of 1e300 would otherwise make every later sample `out_of_order`).
 - t equal to the stream's last accepted t: dropped as `duplicate`;
   t before it: dropped as `out_of_order`. Neither reaches the model.
 - t more than `max_gap_s` after it: the stream's state is reset (as after a
@@ -14,6 +17,11 @@ Time policy, per stream, on the samples' own timestamps:
   counted in `resets.gap`. The model then re-warms: forecasts flow at once,
   anomaly events wait `warmup_steps` samples (a cold LSTM's first forecasts
   are poor and would raise false alarms).
+- a requested reset ({"reset": true}) also forgets the stream's last t, so a
+  device whose clock restarted can go on.
+Values outside a channel's plausible range (mean +/- value_range_std * std
+of the bundle's normalization) are rejected by the parser as `out_of_range`:
+the state is never fed an absurd value.
 """
 from __future__ import annotations
 
@@ -28,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
+from edge_runtime.bounds import value_bounds
 from edge_runtime.manifest import MANIFEST_NAME
 from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.config import ServiceConfig
@@ -95,6 +104,7 @@ class Service:
         s = config.streams
         self.pool = StreamPool(self.model, s.max_streams, batched=None if s.batched else False, max_batch=s.max_batch)
         self.target = np.asarray(m.target)  # (O,) input channels the model forecasts
+        self.bounds = value_bounds(m.normalization, config.input.value_range_std)  # (C,) of (low, high)
         self.streams: dict[str, StreamInfo] = {}
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +252,8 @@ class Service:
 
     def _admit(self, sample: Sample) -> bool:
         info = self.streams.get(sample.stream)
+        if self._too_far_ahead(sample, info):
+            return False
         if info is None:
             try:
                 self.pool.add(sample.stream)
@@ -267,6 +279,18 @@ class Service:
         info.last_t = sample.t
         return True
 
+    def _too_far_ahead(self, sample: Sample, info: StreamInfo | None) -> bool:
+        """A t far beyond the stream's clock is refused, not adopted: adopted, it would block the stream."""
+        clock = time.time()
+        if info is not None and info.last_t is not None:
+            clock = max(clock, info.last_t)
+        horizon = self.config.input.future_horizon_s
+        if sample.t <= clock + horizon:
+            return False
+        self._reject("future_timestamp", f"stream {sample.stream} t={sample.t!r} is more than {horizon:g}s "
+                     f"ahead of its clock ({clock!r})", sample.source)
+        return True
+
     def _restart_stream(self, stream_id: str, info: StreamInfo) -> None:
         self.pool.reset(stream_id)
         info.since_reset, info.forecast = 0, None
@@ -277,6 +301,7 @@ class Service:
         info = self.streams.get(stream_id)
         if info is not None:
             self._restart_stream(stream_id, info)
+            info.last_t = None  # a requested reset also restarts the stream's clock
             self.counters["resets"]["requested"] += 1
             log("info", "stream_reset", stream=stream_id)
 
@@ -357,7 +382,7 @@ class Service:
         self.write_status()
         self.sinks = open_sinks(self.config.sinks)
         self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
-                                     self.config.input.max_line_bytes, self.stop)
+                                     self.config.input.max_line_bytes, self.stop, self.bounds)
         self._state = "running"
         log("info", "started", bundle=str(self.config.bundle), variant=self.model.variant.name,
             backend=self.model.backend, batched=self.pool.batched is not None, streams=len(self.streams),

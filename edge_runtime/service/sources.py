@@ -28,8 +28,10 @@ class Source:
 
     name = "source"
 
-    def __init__(self, emit: Callable, channels: int, max_line_bytes: int, stop: threading.Event):
+    def __init__(self, emit: Callable, channels: int, max_line_bytes: int, stop: threading.Event, bounds=None):
         self.emit, self.channels, self.max_line_bytes, self.stop = emit, channels, max_line_bytes, stop
+        self.bounds = bounds  # ((low, high), ...) per channel: values outside are rejected (out_of_range)
+        self._failures_logged_at = -1.0  # monotonic second of the last line_failed log (one a second)
         self.finished = threading.Event()
         self.thread = threading.Thread(target=self._run_logged, name=self.name, daemon=True)
         self.info: dict = {}  # shown in status.json (e.g. the bound TCP port)
@@ -64,9 +66,20 @@ class Source:
         if line is None:
             self.emit(Rejection("oversized", f"line longer than {self.max_line_bytes} bytes", source))
             return
-        item = parse(line, self.channels, source, received)
+        item = self._parse(line, source, received)
         if item is not None:
             self.emit(item)
+
+    def _parse(self, data: bytes, source: str, received: float, stream: str | None = None, ack=None):
+        """parse(), and should it ever raise anyway, a counted rejection: one line never stops a reader."""
+        try:
+            return parse(data, self.channels, source, received, stream=stream, ack=ack, bounds=self.bounds)
+        except Exception as e:
+            now = time.monotonic()
+            if now - self._failures_logged_at >= 1.0:  # rate-limited: a flood of such lines is one log a second
+                self._failures_logged_at = now
+                log("error", "line_failed", source=source, error=repr(e)[:200])
+            return Rejection("malformed", f"line failed ({type(e).__name__})", source, ack)
 
 
 class StdinSource(Source):
@@ -301,7 +314,7 @@ class MqttSource(Source):
         if not STREAM_ID.match(stream):
             self.emit(Rejection("bad_id", f"stream id {stream[:80]!r} in topic", source, ack))
             return
-        item = parse(message.payload, self.channels, source, received, stream=stream, ack=ack)
+        item = self._parse(message.payload, source, received, stream=stream, ack=ack)
         self.emit(item if item is not None else Rejection("malformed", "empty payload", source, ack))
 
     def close(self) -> None:
@@ -314,12 +327,12 @@ SOURCES = {"stdin": StdinSource, "file": FileSource, "tcp": TcpSource, "serial":
 
 
 def start_sources(configs: dict, emit: Callable, channels: int, max_line_bytes: int,
-                  stop: threading.Event) -> list[Source]:
+                  stop: threading.Event, bounds=None) -> list[Source]:
     sources = []
     for kind, config in configs.items():
         if kind == "stdin" and not config.enabled:
             continue
-        args = (emit, channels, max_line_bytes, stop)
+        args = (emit, channels, max_line_bytes, stop, bounds)
         sources.append(SOURCES[kind](*args) if kind == "stdin" else SOURCES[kind](config, *args))
     for source in sources:
         source.start()
