@@ -54,7 +54,7 @@ def _parses_to_one_thing(data: bytes, stream) -> None:
 _LINE_TEXT = st.text(alphabet=st.sampled_from(list('{}[]":,.-+eE0123456789 idtvaluesrNnIfy9\\\x00é')), max_size=200)
 _LINES = st.one_of(st.binary(max_size=300), _LINE_TEXT.map(str.encode),
                    st.builds(lambda t, v: json.dumps({"id": "s", "t": t, "values": v}).encode(),
-                             st.one_of(st.integers(), st.floats(), st.text(max_size=5)),
+                             st.one_of(st.integers(), st.integers(10**300, 10**500), st.floats(), st.text(max_size=5)),
                              st.lists(st.one_of(st.integers(), st.floats(), st.booleans()), max_size=3)))
 _STREAMS = st.one_of(st.none(), st.just("s1"))
 
@@ -77,33 +77,43 @@ def _good(stream: str, k: int) -> bytes:
     return f"{stream},{k},{20 + 0.01 * k:.4f},{4 + 0.02 * k:.4f}".encode()
 
 
-def test_tcp_connection_survives_hostile_lines_and_the_stream_is_not_poisoned(fixture_bundles, tmp_path):
-    """Stream p gets a 401-digit t, a 1e308 value and a t of 1e300 among its lines; stream c gets the same
-    good lines only. The connection goes on, and p's forecasts equal c's."""
-    _, bundle = fixture_bundles["lstm"]
+def _serve_tcp(bundle, tmp_path, lines: list[bytes], good: int) -> tuple[ServiceProcess, dict]:
+    """Send `lines` on one TCP connection; wait for `good` samples; stop; (service, rejected counts)."""
     config = write_config(tmp_path, bundle, f"[sources.tcp]\nport = {free_port()}\n",
                           '[sinks.jsonl]\npath = "out.jsonl"\n')
     service = ServiceProcess(config)
     port = service.wait_running()["sources"]["tcp"]["port"]
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"".join(line + b"\n" for line in lines))
+        wait_for(lambda: service.counters().get("samples") == good, 60, what=f"all {good} good samples")
+    rejected = {k: v for k, v in service.counters()["rejected"].items() if v}
+    assert service.stop() == 0
+    return service, rejected
+
+
+def test_a_tcp_connection_goes_on_after_a_401_digit_timestamp(fixture_bundles, tmp_path):
+    lines = [_good("p", 1), _good("p", 2), HUGE_T, _good("p", 3), _good("p", 4)]
+    _, rejected = _serve_tcp(fixture_bundles["lstm"][1], tmp_path, lines, good=4)
+    assert rejected == {"bad_timestamp": 1}
+    records, _ = read_jsonl(tmp_path / "out.jsonl")
+    assert [r["t"] for r in records] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_1e308_and_a_1e300_timestamp_do_not_poison_the_stream(fixture_bundles, tmp_path):
+    """Stream p gets a 1e308 value and a t of 1e300 among its lines; stream c gets the same good lines
+    only. Both are rejected with their reasons, and p's forecasts equal c's (finite, none missing)."""
     lines = []
     for k in range(1, 41):
         lines += [_good("p", k), _good("c", k)]
         if k == 10:
-            lines.append(HUGE_T)
+            lines.append(b'{"id": "p", "t": 10.5, "values": [1e308, 4]}')
         if k == 20:
-            lines.append(b'{"id": "p", "t": 20.5, "values": [1e308, 4]}')
-        if k == 30:
             lines.append(b"p,1e300,20,4")
-    with socket.create_connection(("127.0.0.1", port)) as s:
-        s.sendall(b"".join(line + b"\n" for line in lines))
-        wait_for(lambda: service.counters().get("samples") == 80, 60, what="all 80 good samples")
-    rejected = service.counters()["rejected"]
-    assert {k: v for k, v in rejected.items() if v} == {"bad_timestamp": 1, "out_of_range": 1,
-                                                         "future_timestamp": 1}
-    assert service.stop() == 0
+    _, rejected = _serve_tcp(fixture_bundles["lstm"][1], tmp_path, lines, good=80)
+    assert rejected == {"out_of_range": 1, "future_timestamp": 1}
     records, torn = read_jsonl(tmp_path / "out.jsonl")
     by_stream = {s: {r["t"]: r["prediction"] for r in records if r["id"] == s} for s in ("p", "c")}
-    assert torn == 0 and sorted(by_stream["p"]) == [float(k) for k in range(1, 41)]
+    assert torn == 0 and sorted(by_stream["p"]) == sorted(by_stream["c"]) == [float(k) for k in range(1, 41)]
     for t, forecast in by_stream["c"].items():
         assert by_stream["p"][t] == pytest.approx(forecast, abs=FORECAST_TOLERANCE), t
 
