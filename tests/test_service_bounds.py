@@ -155,3 +155,28 @@ def test_run_never_prints_nan_and_names_the_absurd_row(fixture_bundles):
     assert skipped.returncode == 0 and "skipped" in skipped.stderr and "line 3" in skipped.stderr
     rows = [_strict_json(line) for line in skipped.stdout.splitlines()]
     assert [r["index"] for r in rows] == ["1", "3", "4"]
+
+
+def test_a_poisoned_snapshot_is_healed_on_restore(fixture_bundles, tmp_path):
+    """A snapshot taken before the bounds existed may hold a NaN state and a t of 1e300: on restore that
+    stream restarts (state zeroed, clock forgotten) instead of staying blocked across restarts."""
+    import numpy as np
+
+    from edge_runtime.service.config import read_config
+    from edge_runtime.service.service import Service
+
+    config = write_config(tmp_path, fixture_bundles["gru"][1], "[sources.stdin]\n", '[sinks.jsonl]\npath = "o"\n')
+    service = Service(read_config(config))
+    for stream in ("poisoned", "healthy"):
+        service.pool.add(stream)
+        service.streams[stream] = service._new_stream_info()
+        service.streams[stream].last_t = 5.0
+    service.streams["poisoned"].last_t = 1e300
+    row = service.pool.rows_of(["poisoned"])[0]
+    for array in service.pool.state.values():
+        array[row] = np.nan
+    service.write_snapshot()
+    restored = Service(read_config(config))
+    row = restored.pool.rows_of(["poisoned"])[0]
+    assert all(np.isfinite(array[row]).all() for array in restored.pool.state.values())
+    assert restored.streams["poisoned"].last_t is None and restored.streams["healthy"].last_t == 5.0

@@ -167,9 +167,22 @@ class Service:
             if forecasts is not None and not np.isnan(forecasts[k]).any():
                 info.forecast = forecasts[k].copy()
             self.streams[stream_id] = info
+            self._heal_restored(stream_id, info)
         self.snapshot_info.update(written_unix=meta.get("written_unix"), steps=self._total_steps())
         log("info", "snapshot_restored", path=str(self.snapshot_path), streams=len(self.streams),
             steps={i: self.pool.steps_of(i) for i in list(self.streams)[:50]}, written_unix=meta.get("written_unix"))
+
+    def _heal_restored(self, stream_id: str, info: StreamInfo) -> None:
+        """A snapshot from before the input bounds may hold a NaN state or a t of 1e300: restart that stream
+        (state, or clock) instead of carrying the poison across the restart."""
+        row = self.pool.rows_of([stream_id])[0]
+        if not all(np.isfinite(array[row]).all() for array in self.pool.state.values()) or (
+                info.forecast is not None and not np.isfinite(info.forecast).all()):
+            self._restart_stream(stream_id, info)
+            log("warning", "restored_state_not_finite", stream=stream_id, action="state reset")
+        if info.last_t is not None and not info.last_t <= time.time() + self.config.input.future_horizon_s:
+            log("warning", "restored_clock_in_future", stream=stream_id, last_t=info.last_t, action="clock reset")
+            info.last_t = None
 
     def _new_stream_info(self) -> StreamInfo:
         return StreamInfo(AnomalyTracker(self.spec) if self.spec is not None else None)
