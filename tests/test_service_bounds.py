@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli
+from conftest import IN_PROCESS_BACKEND, run_cli
 from edge_runtime.bounds import value_bounds
 from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample, parse
 from service_helpers import ServiceProcess, free_port, read_jsonl, wait_for, write_config
@@ -165,7 +165,9 @@ def test_a_poisoned_snapshot_is_healed_on_restore(fixture_bundles, tmp_path):
     from edge_runtime.service.config import read_config
     from edge_runtime.service.service import Service
 
-    config = write_config(tmp_path, fixture_bundles["gru"][1], "[sources.stdin]\n", '[sinks.jsonl]\npath = "o"\n')
+    # in this process (the full tier loads TensorFlow, beside which tflite_runtime cannot open a model)
+    config = write_config(tmp_path, fixture_bundles["gru"][1], "[sources.stdin]\n", '[sinks.jsonl]\npath = "o"\n',
+                          extra=f'backend = "{IN_PROCESS_BACKEND}"')
     service = Service(read_config(config))
     for stream in ("poisoned", "healthy"):
         service.pool.add(stream)
