@@ -12,8 +12,9 @@ from pathlib import Path
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 RUNTIMES = ("tflite-runtime", "ai-edge-litert")
-# numpy + the interpreter, and the pure-Python extras a service config may need (MQTT, serial port)
-DEVICE_PACKAGES = ("numpy", "paho-mqtt", "pyserial")
+# numpy + the interpreter, and the extras a service config may need (MQTT, serial port, /metrics,
+# bundle signatures)
+DEVICE_PACKAGES = ("numpy", "paho-mqtt", "pyserial", "prometheus-client", "cryptography")
 
 
 def pinned_requirements() -> dict[str, str]:
