@@ -53,7 +53,7 @@ class TaskConversion(Protocol):
     def add_sections(self, manifest: dict, float_model: Model) -> None: ...  # e.g. the anomaly thresholds
     def calibration(self, float_model: Model) -> list[dict]: ...
     # optional (a forecaster's): core_model(tmp) -> (SavedModel dir of the core graph the integer variants
-    # are converted from, its calibration samples)
+    # are converted from, its calibration samples, the variant entry's cell_scales: state -> units)
     def score(self, model: Model, entry: dict) -> None: ...  # fills entry["metrics"] (and checks)
 
 
@@ -170,6 +170,8 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
                     raw_calibration = task.calibration(float_model)
                 data = convert_variant(saved_model, spec, raw_calibration or [])
             entry = variant_entry(spec, data, graph)
+            if graph == "core" and core[2]:
+                entry["cell_scales"] = core[2]  # the session's named state stays in the trained units
             if all(entry["compatibility"].values()):
                 print(f"warning: {out_dir.name}: variant {spec.name} left out, no target runtime opens it: "
                       + "; ".join(f"{r}" for r in entry["compatibility"].values()), file=sys.stderr)
