@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Callable
 
+from edge_runtime.service.config import is_loopback
 from edge_runtime.service.lines import STREAM_ID, LineSplitter, Rejection, parse
 from edge_runtime.service.log import log
 
@@ -167,6 +168,9 @@ class TcpSource(Source):
             raise OSError(f"[sources.tcp] cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
         self.server.settimeout(0.5)
         self.info = {"host": config.host, "port": self.server.getsockname()[1]}
+        if not is_loopback(config.host):  # allowed by allow_remote = true: say so at every start
+            log("warning", "tcp_open_to_network", host=config.host, port=self.info["port"],
+                risk="the line protocol has no authentication: anyone who can reach this port can feed samples")
 
     def run(self) -> None:
         log("info", "tcp_listening", **self.info)
