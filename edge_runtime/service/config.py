@@ -33,6 +33,9 @@ class StreamsConfig:
     batched: bool = True  # use the bundle's batched companion when the variant has one
     max_gap_s: float = 300.0  # a longer silence between two samples of a stream resets its state
     warmup_steps: int = 16  # after a cold start or reset: forecasts flow, anomaly events wait this many samples
+    idle_evict_s: float = 3600.0  # a stream without an accepted sample this long is evicted (state freed, counted)
+    evict_when_full_after_s: float = 60.0  # with max_streams full, a new id evicts the least recently used
+    #  stream if that one has been silent at least this long (a flood of new ids cannot push out active streams)
 
 
 @dataclass
@@ -200,6 +203,8 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
     _within(f"{where} [streams].max_batch", s.max_batch, 1, MAX_STREAMS)
     _within(f"{where} [streams].max_gap_s", s.max_gap_s, 1e-3, None)
     _within(f"{where} [streams].warmup_steps", s.warmup_steps, 0, None)
+    _within(f"{where} [streams].idle_evict_s", s.idle_evict_s, 1e-3, None)
+    _within(f"{where} [streams].evict_when_full_after_s", s.evict_when_full_after_s, 1e-3, None)
     _within(f"{where} [snapshot].interval_s", config.snapshot.interval_s, 1e-3, MAX_INTERVAL_S)
     _within(f"{where} [status].interval_s", config.status.interval_s, 1e-3, MAX_INTERVAL_S)
     _within(f"{where} [input].max_line_bytes", i.max_line_bytes, 16, MAX_LINE_BYTES)

@@ -19,6 +19,12 @@ Time policy, per stream, on the samples' own timestamps:
   are poor and would raise false alarms).
 - a requested reset ({"reset": true}) also forgets the stream's last t, so a
   device whose clock restarted can go on.
+Stream ids are bounded and expire: a stream without an accepted sample for
+`idle_evict_s` (wall clock) is evicted: its state row is freed, it leaves
+the next snapshot, and one found idle that long in a snapshot is not
+restored. With `max_streams` full, a new id evicts the least recently used
+stream if that one has been silent `evict_when_full_after_s`, else it is
+rejected (`stream_limit`). Both are counted in `counters.evicted`.
 Values outside a channel's plausible range (mean +/- value_range_std * std
 of the bundle's normalization) are rejected by the parser as `out_of_range`:
 the state is never fed an absurd value.
@@ -31,6 +37,7 @@ import queue
 import signal
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -82,9 +89,10 @@ def bundle_identity(bundle: Path) -> str:
 class StreamInfo:
     """What the service keeps per stream besides the model state (which lives in the pool)."""
 
-    __slots__ = ("last_t", "since_reset", "tracker", "forecast")
+    __slots__ = ("last_t", "since_reset", "tracker", "forecast", "last_seen_unix")
 
-    def __init__(self, tracker: AnomalyTracker | None):
+    def __init__(self, tracker: AnomalyTracker | None, seen_unix: float):
+        self.last_seen_unix = seen_unix  # wall clock of the last accepted sample: idle eviction, LRU order
         self.last_t: float | None = None
         self.since_reset = 0  # samples stepped since the last (re)start of the state
         self.tracker = tracker
@@ -105,16 +113,18 @@ class Service:
         self.pool = StreamPool(self.model, s.max_streams, batched=None if s.batched else False, max_batch=s.max_batch)
         self.target = np.asarray(m.target)  # (O,) input channels the model forecasts
         self.bounds = value_bounds(m.normalization, config.input.value_range_std)  # (C,) of (low, high)
-        self.streams: dict[str, StreamInfo] = {}
+        self.streams: OrderedDict[str, StreamInfo] = OrderedDict()  # least recently seen first
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.snapshot_path = self.state_dir / SNAPSHOT_NAME
         self.status_path = self.state_dir / STATUS_NAME
         self.started_unix = time.time()
         self.counters = {"samples": 0, "predictions": 0, "anomalies": 0, "rejected": dict.fromkeys(REASONS, 0),
-                         "resets": {"gap": 0, "requested": 0}, "sink_dropped": 0, "batches": 0}
+                         "resets": {"gap": 0, "requested": 0}, "evicted": {"idle": 0, "full": 0},
+                         "sink_dropped": 0, "batches": 0}
         self.step_latency, self.e2e_latency = Percentiles(), Percentiles()
-        self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "bytes": 0}
+        self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "streams": 0,
+                              "bytes": 0}
         self.queue: queue.Queue = queue.Queue(config.input.queue_size)
         self.stop = threading.Event()
         self.sources: list = []
@@ -157,10 +167,19 @@ class Service:
             raise SnapshotError(f"{self.snapshot_path}: {len(meta['streams'])} streams, the limit is "
                                 f"{self.pool.max_streams}")
         forecasts = arrays.get("forecast")
-        for k, entry in enumerate(meta["streams"]):
+        written = meta.get("written_unix") or time.time()
+        seen = [_seen_unix(entry, written) for entry in meta["streams"]]
+        idle_before = time.time() - self.config.streams.idle_evict_s
+        for k in sorted(range(len(seen)), key=seen.__getitem__):  # least recently seen first, as when running
+            entry = meta["streams"][k]
             stream_id = entry["id"]
+            if seen[k] <= idle_before:  # idle too long while the service was down: not restored
+                self.counters["evicted"]["idle"] += 1
+                log("info", "stream_evicted", stream=stream_id, reason="idle", idle_s=round(time.time() - seen[k], 1),
+                    at="restore")
+                continue
             self.pool.set_state(stream_id, {n: arrays[f"state.{n}"][k] for n in names}, int(entry["steps"]))
-            info = self._new_stream_info()
+            info = self._new_stream_info(seen[k])
             info.last_t, info.since_reset = entry["last_t"], int(entry["since_reset"])
             if info.tracker is not None and entry.get("anomaly"):
                 info.tracker.load_dict(entry["anomaly"])
@@ -168,7 +187,8 @@ class Service:
                 info.forecast = forecasts[k].copy()
             self.streams[stream_id] = info
             self._heal_restored(stream_id, info)
-        self.snapshot_info.update(written_unix=meta.get("written_unix"), steps=self._total_steps())
+        self.snapshot_info.update(written_unix=meta.get("written_unix"), steps=self._total_steps(),
+                                  streams=len(self.streams))
         log("info", "snapshot_restored", path=str(self.snapshot_path), streams=len(self.streams),
             steps={i: self.pool.steps_of(i) for i in list(self.streams)[:50]}, written_unix=meta.get("written_unix"))
 
@@ -184,8 +204,9 @@ class Service:
             log("warning", "restored_clock_in_future", stream=stream_id, last_t=info.last_t, action="clock reset")
             info.last_t = None
 
-    def _new_stream_info(self) -> StreamInfo:
-        return StreamInfo(AnomalyTracker(self.spec) if self.spec is not None else None)
+    def _new_stream_info(self, seen_unix: float | None = None) -> StreamInfo:
+        return StreamInfo(AnomalyTracker(self.spec) if self.spec is not None else None,
+                          time.time() if seen_unix is None else seen_unix)
 
     def _total_steps(self) -> int:
         ids = self.pool.ids()
@@ -202,7 +223,7 @@ class Service:
             if info.forecast is not None:
                 forecast[k] = info.forecast
             entries.append({"id": stream_id, "steps": int(self.pool.steps[rows[k]]), "last_t": info.last_t,
-                            "since_reset": info.since_reset,
+                            "since_reset": info.since_reset, "last_seen_unix": info.last_seen_unix,
                             "anomaly": info.tracker.to_dict() if info.tracker is not None else None})
         arrays = {f"state.{name}": array[rows] for name, array in self.pool.state.items()}
         now = time.time()
@@ -213,7 +234,8 @@ class Service:
         except OSError as e:  # disk full or read-only: keep serving, say so, try again next interval
             log("error", "snapshot_failed", path=str(self.snapshot_path), error=str(e))
             return
-        self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), bytes=size)
+        self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), streams=len(entries),
+                                  bytes=size)
 
     # -- the loop -------------------------------------------------------------
     def emit(self, item) -> None:
@@ -254,7 +276,7 @@ class Service:
             else:
                 if item.stream in batch:  # the stream's previous sample is not stepped yet
                     self._step(batch, records)
-                if self._admit(item):
+                if self._admit(item, batch):
                     batch[item.stream] = item
         if batch:
             self._step(batch, records)
@@ -263,17 +285,21 @@ class Service:
         for ack in acks:  # only now: a crash before this point gets the messages redelivered
             ack()
 
-    def _admit(self, sample: Sample) -> bool:
+    def _admit(self, sample: Sample, batch: dict) -> bool:
         info = self.streams.get(sample.stream)
         if self._too_far_ahead(sample, info):
             return False
+        now = time.time()
         if info is None:
+            if len(self.streams) >= self.pool.max_streams:
+                self._evict_for_room(now, batch)
             try:
                 self.pool.add(sample.stream)
             except StreamLimitError as e:
-                self._reject("stream_limit", str(e), sample.source)
+                self._reject("stream_limit", f"{e}; none silent for {self.config.streams.evict_when_full_after_s:g}s",
+                             sample.source)
                 return False
-            info = self.streams[sample.stream] = self._new_stream_info()
+            info = self.streams[sample.stream] = self._new_stream_info(now)
             log("info", "stream_created", stream=sample.stream, source=sample.source, streams=len(self.streams))
         last = info.last_t
         if last is not None:
@@ -290,7 +316,31 @@ class Service:
                 log("info", "gap_reset", stream=sample.stream, gap_s=round(sample.t - last, 3),
                     max_gap_s=self.config.streams.max_gap_s)
         info.last_t = sample.t
+        info.last_seen_unix = now
+        self.streams.move_to_end(sample.stream)  # most recently seen last: the LRU end is the front
         return True
+
+    def _evict_for_room(self, now: float, batch: dict) -> None:
+        """The pool is full: evict the least recently seen stream if it has been silent long enough."""
+        stream_id, info = next(iter(self.streams.items()))
+        if stream_id not in batch and now - info.last_seen_unix >= self.config.streams.evict_when_full_after_s:
+            self._evict(stream_id, info, "full", now)
+
+    def evict_idle(self, now: float) -> None:
+        """Evict every stream silent for idle_evict_s; the front of the ordered dict is the least recently seen."""
+        limit = now - self.config.streams.idle_evict_s
+        while self.streams:
+            stream_id, info = next(iter(self.streams.items()))
+            if info.last_seen_unix > limit:
+                return
+            self._evict(stream_id, info, "idle", now)
+
+    def _evict(self, stream_id: str, info: StreamInfo, reason: str, now: float) -> None:
+        del self.streams[stream_id]
+        self.pool.remove(stream_id)
+        self.counters["evicted"][reason] += 1
+        log("info", "stream_evicted", stream=stream_id, reason=reason, idle_s=round(now - info.last_seen_unix, 1),
+            streams=len(self.streams))
 
     def _too_far_ahead(self, sample: Sample, info: StreamInfo | None) -> bool:
         """A t far beyond the stream's clock is refused, not adopted: adopted, it would block the stream."""
@@ -406,6 +456,7 @@ class Service:
             items = self._take(0.05)
             if items:
                 self.process(items)
+            self.evict_idle(time.time())
             now = time.monotonic()
             if now >= next_snapshot:
                 self.write_snapshot()
@@ -446,6 +497,12 @@ class Service:
         log("info", "stopped", samples=self.counters["samples"], snapshot=str(self.snapshot_path))
         self.write_status()
         return 0
+
+
+def _seen_unix(entry: dict, written: float) -> float:
+    """A snapshot entry's last_seen_unix; snapshots from before idle eviction: when the snapshot was written."""
+    seen = entry.get("last_seen_unix", written)
+    return float(seen) if isinstance(seen, (int, float)) and np.isfinite(seen) else float(written)
 
 
 def serve(config_path: str, fresh: bool = False) -> int:
