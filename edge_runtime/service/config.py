@@ -52,6 +52,7 @@ class StatusConfig:
 class InputConfig:
     max_line_bytes: int = 4096  # longer lines are rejected (oversized)
     queue_size: int = 20000  # samples waiting for the model; sources block (backpressure) beyond it
+    max_source_restarts: int = 5  # a source failing more often within a minute stops the service (exit 1)
     log_rejections_per_s: int = 20  # per reason; the rest are counted and summarized, not each logged
     value_range_std: float = 1000.0  # a value farther than this many stds from the channel's mean: out_of_range
     future_horizon_s: float = 86400.0  # t beyond max(wall clock, stream's newest t) + this: future_timestamp
@@ -210,6 +211,7 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
     _within(f"{where} [input].max_line_bytes", i.max_line_bytes, 16, MAX_LINE_BYTES)
     _within(f"{where} [input].queue_size", i.queue_size, 1, MAX_QUEUE)
     _within(f"{where} [input].log_rejections_per_s", i.log_rejections_per_s, 0, None)
+    _within(f"{where} [input].max_source_restarts", i.max_source_restarts, 0, 1000)
     _within(f"{where} [input].value_range_std", i.value_range_std, 1e-6, None)
     _within(f"{where} [input].future_horizon_s", i.future_horizon_s, 1e-3, None)
     if config.backend is not None and config.backend not in BACKENDS:

@@ -129,7 +129,8 @@ class Service:
         self.stop = threading.Event()
         self.sources: list = []
         self.sinks: list = []
-        self._state = "starting"
+        self._state = "starting"  # -> running -> stopping -> stopped, or -> failed (with self._error)
+        self._error: str | None = None
         self._signals = {"stop": False, "usr1": False}
         self._log_budget: dict[str, list] = {}  # reason -> [second, logged, suppressed]
         remove_stale_temps(self.state_dir)
@@ -420,7 +421,8 @@ class Service:
     # -- status ---------------------------------------------------------------
     def status(self) -> dict:
         self.counters["sink_dropped"] = sum(getattr(s, "dropped", 0) for s in self.sinks)
-        return {"state": self._state, "pid": os.getpid(), "started_unix": self.started_unix,
+        self.counters["source_restarts"] = {s.name: s.restarts for s in self.sources}
+        return {"state": self._state, "error": self._error, "pid": os.getpid(), "started_unix": self.started_unix,
                 "updated_unix": time.time(),
                 "bundle": {"path": str(self.config.bundle), "name": self.model.manifest.name,
                            "variant": self.model.variant.name, "sha256": self.identity,
@@ -440,12 +442,19 @@ class Service:
         self._signals["usr1" if signum == signal.SIGUSR1 else "stop"] = True
 
     def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, the end of finite inputs (exit 0), or a source that gave up (exit 1)."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signum, self._on_signal)
         self.write_status()
-        self.sinks = open_sinks(self.config.sinks)
-        self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
-                                     self.config.input.max_line_bytes, self.stop, self.bounds)
+        try:
+            self._open_ends()
+        except Exception as e:  # a port in use, a sink that cannot open: status must not say starting/running
+            self._fail(str(e))
+            self.stop.set()
+            for source in self.sources:
+                source.close()
+            self.write_status()
+            raise
         self._state = "running"
         log("info", "started", bundle=str(self.config.bundle), variant=self.model.variant.name,
             backend=self.model.backend, batched=self.pool.batched is not None, streams=len(self.streams),
@@ -467,10 +476,24 @@ class Service:
             if self._signals["usr1"]:
                 self._signals["usr1"] = False
                 log("info", "counters", **{k: v for k, v in self.status().items() if k != "sources"})
+            failed = [s.failed for s in self.sources if s.failed]
+            if failed:  # restarting did not help: stop, so that systemd restarts the whole service
+                self._fail(failed[0])
+                break
             if self._finite_inputs_done():
                 log("info", "inputs_finished")
                 break
         return self.shutdown()
+
+    def _open_ends(self) -> None:
+        self.sinks = open_sinks(self.config.sinks)
+        self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
+                                     self.config.input.max_line_bytes, self.stop, self.bounds,
+                                     self.config.input.max_source_restarts)
+
+    def _fail(self, error: str) -> None:
+        self._state, self._error = "failed", error
+        log("error", "failed", error=error)
 
     def _drain(self) -> None:
         while True:
@@ -484,7 +507,10 @@ class Service:
                 and self.queue.empty())
 
     def shutdown(self) -> int:
-        self._state = "stopping"
+        """Final drain, snapshot and status; 0 after a clean stop, 1 after a failure (systemd restarts us)."""
+        failed = self._state == "failed"
+        if not failed:
+            self._state = "stopping"
         self.write_status()
         self.stop.set()
         self._drain()  # what was read before the stop is still processed (and acknowledged)
@@ -494,9 +520,12 @@ class Service:
         self.write_snapshot()
         for sink in self.sinks:
             sink.close()
-        log("info", "stopped", samples=self.counters["samples"], snapshot=str(self.snapshot_path))
+        if not failed:
+            self._state = "stopped"
+        log("info", "stopped", samples=self.counters["samples"], snapshot=str(self.snapshot_path), state=self._state,
+            error=self._error)
         self.write_status()
-        return 0
+        return 1 if failed else 0
 
 
 def _seen_unix(entry: dict, written: float) -> float:

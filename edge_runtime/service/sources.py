@@ -21,34 +21,60 @@ from edge_runtime.service.lines import STREAM_ID, LineSplitter, Rejection, parse
 from edge_runtime.service.log import log
 
 RETRY_S = 1.0
+RESTART_WINDOW_S = 60.0  # max_restarts counts the failures within this window
 READ_BYTES = 65536
 
 
 class Source:
-    """Base: a named thread; `finished` is set when a finite input (stdin, a file without follow) ends."""
+    """Base: a named thread; `finished` is set when a finite input (stdin, a file without follow) ends.
+
+    A `run()` that raises is restarted after RETRY_S, counted in `restarts`; more than `max_restarts`
+    failures within RESTART_WINDOW_S set `failed` (the error), which the service treats as fatal: it
+    stops and exits non-zero so that systemd restarts it. A source never dies silently.
+    """
 
     name = "source"
 
-    def __init__(self, emit: Callable, channels: int, max_line_bytes: int, stop: threading.Event, bounds=None):
+    def __init__(self, emit: Callable, channels: int, max_line_bytes: int, stop: threading.Event, bounds=None,
+                 max_restarts: int = 5):
         self.emit, self.channels, self.max_line_bytes, self.stop = emit, channels, max_line_bytes, stop
         self.bounds = bounds  # ((low, high), ...) per channel: values outside are rejected (out_of_range)
+        self.max_restarts = max_restarts
         self._failures_logged_at = -1.0  # monotonic second of the last line_failed log (one a second)
         self.finished = threading.Event()
-        self.thread = threading.Thread(target=self._run_logged, name=self.name, daemon=True)
-        self.info: dict = {}  # shown in status.json (e.g. the bound TCP port)
+        self.restarts = 0
+        self.failed: str | None = None  # set (the error) once the source gave up
+        self.thread = threading.Thread(target=self._run_supervised, name=self.name, daemon=True)
+        self.info: dict = {"state": "running"}  # shown in status.json (e.g. the bound TCP port)
 
     def start(self) -> "Source":
         self.thread.start()
         return self
 
-    def _run_logged(self) -> None:
-        try:
-            self.run()
-        except Exception as e:  # a source bug must show, not silently stop feeding
-            log("error", "source_failed", source=self.name, error=repr(e))
-        finally:
-            if self.finite:
-                self.finished.set()
+    def _run_supervised(self) -> None:
+        failures: list[float] = []  # monotonic times of the recent failures
+        while True:
+            try:
+                self.run()
+                break  # a finite input ended, or the service is stopping
+            except Exception as e:  # a source bug must show, and must not silently stop feeding
+                if self.stop.is_set():
+                    break
+                now = time.monotonic()
+                failures = [f for f in failures if now - f < RESTART_WINDOW_S] + [now]
+                if len(failures) > self.max_restarts:
+                    self.failed = f"{self.name} failed {len(failures)} times in {RESTART_WINDOW_S:g}s: {e!r}"[:500]
+                    self.info["state"] = "failed"
+                    log("error", "source_gave_up", source=self.name, error=repr(e)[:300], failures=len(failures))
+                    return  # not `finished`: the service must not mistake this for the end of the input
+                self.restarts += 1
+                self.info.update(state="restarting", restarts=self.restarts)
+                log("error", "source_failed", source=self.name, error=repr(e)[:300], restart_in_s=RETRY_S,
+                    restarts=self.restarts)
+                self.stop.wait(RETRY_S)
+                self.info["state"] = "running"
+        if self.finite:
+            self.finished.set()
 
     finite = False
 
@@ -133,8 +159,7 @@ class FileSource(Source):
                 return open(self.path, "rb")
             except OSError as e:
                 if not self.follow:
-                    log("error", "source_failed", source=source, error=str(e))
-                    return None
+                    raise  # restarted by the supervisor, then fatal: a missing input must not look like an empty one
                 log("warning", "file_missing", source=source, error=str(e), retry_s=RETRY_S)
                 self.stop.wait(RETRY_S)
         return None
@@ -167,13 +192,13 @@ class TcpSource(Source):
         except OSError as e:
             raise OSError(f"[sources.tcp] cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
         self.server.settimeout(0.5)
-        self.info = {"host": config.host, "port": self.server.getsockname()[1]}
+        self.info.update(host=config.host, port=self.server.getsockname()[1])
         if not is_loopback(config.host):  # allowed by allow_remote = true: say so at every start
             log("warning", "tcp_open_to_network", host=config.host, port=self.info["port"],
                 risk="the line protocol has no authentication: anyone who can reach this port can feed samples")
 
     def run(self) -> None:
-        log("info", "tcp_listening", **self.info)
+        log("info", "tcp_listening", host=self.info["host"], port=self.info["port"])
         while not self.stop.is_set():
             try:
                 conn, peer = self.server.accept()
@@ -255,7 +280,7 @@ class MqttSource(Source):
         self.levels = config.topic.split("/")
         self.id_level = self.levels.index("+")
         self.client = None
-        self.info = {"host": config.host, "port": config.port, "topic": config.topic, "connected": False}
+        self.info.update(host=config.host, port=config.port, topic=config.topic, connected=False)
 
     def run(self) -> None:
         from paho.mqtt.client import CallbackAPIVersion, Client
@@ -331,12 +356,12 @@ SOURCES = {"stdin": StdinSource, "file": FileSource, "tcp": TcpSource, "serial":
 
 
 def start_sources(configs: dict, emit: Callable, channels: int, max_line_bytes: int,
-                  stop: threading.Event, bounds=None) -> list[Source]:
+                  stop: threading.Event, bounds=None, max_restarts: int = 5) -> list[Source]:
     sources = []
     for kind, config in configs.items():
         if kind == "stdin" and not config.enabled:
             continue
-        args = (emit, channels, max_line_bytes, stop, bounds)
+        args = (emit, channels, max_line_bytes, stop, bounds, max_restarts)
         sources.append(SOURCES[kind](*args) if kind == "stdin" else SOURCES[kind](config, *args))
     for source in sources:
         source.start()
