@@ -74,6 +74,8 @@ class TcpSource:
     host: str = "127.0.0.1"
     port: int = 7878  # 0: any free port (status.json says which)
     allow_remote: bool = False  # a non-loopback host is refused without it: the line protocol has no authentication
+    max_connections: int = 256  # one more client is accepted and closed at once (counted); well under the fd limit
+    idle_timeout_s: float = 600.0  # a client that sends nothing this long is closed (counted)
 
 
 @dataclass
@@ -249,6 +251,8 @@ def _check_ports(config: ServiceConfig, where: str) -> None:
     tcp = config.sources.get("tcp")
     if tcp is not None:
         _within(f"{where} [sources.tcp].port", tcp.port, 0, 65535)
+        _within(f"{where} [sources.tcp].max_connections", tcp.max_connections, 1, 65535)
+        _within(f"{where} [sources.tcp].idle_timeout_s", tcp.idle_timeout_s, 1e-3, None)
         if not tcp.allow_remote and not is_loopback(tcp.host):
             raise ConfigError(f"{where} [sources.tcp].host: {tcp.host!r} is reachable from other machines and the "
                               "line protocol has no authentication; use 127.0.0.1, or set allow_remote = true "

@@ -52,7 +52,7 @@ from edge_runtime.service.log import log
 from edge_runtime.service.sinks import open_sinks
 from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, read_snapshot, remove_stale_temps,
                                            write_json_atomically, write_snapshot)
-from edge_runtime.service.sources import start_sources
+from edge_runtime.service.sources import check_fd_budget, raise_fd_limit, start_sources
 
 STATUS_NAME = "status.json"
 TAKE_MAX = 4096  # queued items handled per loop turn
@@ -422,6 +422,10 @@ class Service:
     def status(self) -> dict:
         self.counters["sink_dropped"] = sum(getattr(s, "dropped", 0) for s in self.sinks)
         self.counters["source_restarts"] = {s.name: s.restarts for s in self.sources}
+        tcp = next((s for s in self.sources if s.name == "tcp"), None)
+        if tcp is not None:  # written by the TCP thread, summed here: the counters stay in one place
+            self.counters["connections"] = {"open": len(tcp.connections), "refused": tcp.refused,
+                                            "idle_closed": tcp.idle_closed}
         return {"state": self._state, "error": self._error, "pid": os.getpid(), "started_unix": self.started_unix,
                 "updated_unix": time.time(),
                 "bundle": {"path": str(self.config.bundle), "name": self.model.manifest.name,
@@ -486,6 +490,9 @@ class Service:
         return self.shutdown()
 
     def _open_ends(self) -> None:
+        soft, hard = raise_fd_limit()
+        log("info", "fd_limit", soft=soft, hard=hard)
+        check_fd_budget(self.config.sources, soft)
         self.sinks = open_sinks(self.config.sinks)
         self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
                                      self.config.input.max_line_bytes, self.stop, self.bounds,
