@@ -59,6 +59,11 @@ class InputConfig:
 
 
 @dataclass
+class LogConfig:
+    max_per_s: int = 20  # log lines per event and reason per second; the rest are counted in "<event>_suppressed"
+
+
+@dataclass
 class StdinSource:
     enabled: bool = True
 
@@ -129,6 +134,7 @@ class ServiceConfig:
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     sources: dict = field(default_factory=dict)  # kind -> source dataclass
     sinks: dict = field(default_factory=dict)  # kind -> sink dataclass
 
@@ -166,7 +172,7 @@ def _section(kinds: dict, table, where: str) -> dict:
 
 
 TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "status",
-            "input", "sources", "sinks"}
+            "input", "log", "sources", "sinks"}
 
 
 def parse_config(text: str, path: Path) -> ServiceConfig:
@@ -194,6 +200,7 @@ def parse_config(text: str, path: Path) -> ServiceConfig:
         snapshot=_fill(SnapshotConfig, raw.get("snapshot", {}), f"{where} [snapshot]"),
         status=_fill(StatusConfig, raw.get("status", {}), f"{where} [status]"),
         input=_fill(InputConfig, raw.get("input", {}), f"{where} [input]"),
+        log=_fill(LogConfig, raw.get("log", {}), f"{where} [log]"),
         sources=_section(SOURCE_KINDS, raw.get("sources", {}), f"{where} [sources]"),
         sinks=_section(SINK_KINDS, raw.get("sinks", {}), f"{where} [sinks]"))
     _check(config, where, base)
@@ -213,6 +220,7 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
     _within(f"{where} [input].max_line_bytes", i.max_line_bytes, 16, MAX_LINE_BYTES)
     _within(f"{where} [input].queue_size", i.queue_size, 1, MAX_QUEUE)
     _within(f"{where} [input].log_rejections_per_s", i.log_rejections_per_s, 0, None)
+    _within(f"{where} [log].max_per_s", config.log.max_per_s, 1, None)
     _within(f"{where} [input].max_source_restarts", i.max_source_restarts, 0, 1000)
     _within(f"{where} [input].value_range_std", i.value_range_std, 1e-6, None)
     _within(f"{where} [input].future_horizon_s", i.future_horizon_s, 1e-3, None)

@@ -48,7 +48,7 @@ from edge_runtime.manifest import MANIFEST_NAME
 from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample
-from edge_runtime.service.log import log
+from edge_runtime.service.log import flush_suppressed, log, set_rate_limit
 from edge_runtime.service.sinks import open_sinks
 from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, read_snapshot, remove_stale_temps,
                                            write_json_atomically, write_snapshot)
@@ -129,10 +129,11 @@ class Service:
         self.stop = threading.Event()
         self.sources: list = []
         self.sinks: list = []
+        set_rate_limit(config.log.max_per_s)
+        set_rate_limit(config.input.log_rejections_per_s, "rejected")
         self._state = "starting"  # -> running -> stopping -> stopped, or -> failed (with self._error)
         self._error: str | None = None
         self._signals = {"stop": False, "usr1": False}
-        self._log_budget: dict[str, list] = {}  # reason -> [second, logged, suppressed]
         remove_stale_temps(self.state_dir)
         self._restore(fresh)
 
@@ -405,18 +406,8 @@ class Service:
         batch.clear()
 
     def _reject(self, reason: str, detail: str, source: str) -> None:
-        self.counters["rejected"][reason] += 1
-        second = int(time.monotonic())
-        budget = self._log_budget.setdefault(reason, [second, 0, 0])
-        if budget[0] != second:
-            if budget[2]:
-                log("warning", "rejected_suppressed", reason=reason, count=budget[2])
-            budget[:] = [second, 0, 0]
-        if budget[1] < self.config.input.log_rejections_per_s:
-            budget[1] += 1
-            log("warning", "rejected", reason=reason, source=source, detail=detail)
-        else:
-            budget[2] += 1
+        self.counters["rejected"][reason] += 1  # exact; the log line is rate-limited per reason (log.py)
+        log("warning", "rejected", reason=reason, source=source, detail=detail)
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict:
@@ -437,6 +428,7 @@ class Service:
                 "sources": {s.name: s.info for s in self.sources}}
 
     def write_status(self) -> None:
+        flush_suppressed()  # "<event>_suppressed" counts go out at least as often as status.json
         try:
             write_json_atomically(self.status_path, self.status())
         except OSError as e:
