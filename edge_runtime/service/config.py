@@ -103,6 +103,8 @@ class MqttSource:
 @dataclass
 class JsonlSink:
     path: str = "-"  # "-" is stdout
+    rotate_bytes: int = 64 << 20  # a file that would grow past this is renamed to <path>.1 first; 0: never
+    keep: int = 3  # rotated files kept (<path>.1 newest ... <path>.<keep> oldest)
 
 
 @dataclass
@@ -272,6 +274,11 @@ def _check_ports(config: ServiceConfig, where: str) -> None:
             _within(f"{where} [{section}.mqtt].keepalive_s", mqtt.keepalive_s, 1, 65535)
     if "mqtt" in config.sources:
         _within(f"{where} [sources.mqtt].session_expiry_s", config.sources["mqtt"].session_expiry_s, 0, 2**32 - 1)
+    if "jsonl" in config.sinks:
+        jsonl = config.sinks["jsonl"]
+        if jsonl.rotate_bytes:
+            _within(f"{where} [sinks.jsonl].rotate_bytes", jsonl.rotate_bytes, 1024, None)
+        _within(f"{where} [sinks.jsonl].keep", jsonl.keep, 1, 1000)
     if "mqtt" in config.sinks:
         _within(f"{where} [sinks.mqtt].max_queued", config.sinks["mqtt"].max_queued, 0, None)
     if "serial" in config.sources:

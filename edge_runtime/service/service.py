@@ -411,7 +411,8 @@ class Service:
 
     # -- status ---------------------------------------------------------------
     def status(self) -> dict:
-        self.counters["sink_dropped"] = sum(getattr(s, "dropped", 0) for s in self.sinks)
+        self.counters["sink_dropped"] = sum(s.dropped for s in self.sinks)
+        self.counters["sinks"] = {s.name: s.stats() for s in self.sinks}  # written, failures, pending, rotations
         self.counters["source_restarts"] = {s.name: s.restarts for s in self.sources}
         tcp = next((s for s in self.sources if s.name == "tcp"), None)
         if tcp is not None:  # written by the TCP thread, summed here: the counters stay in one place
@@ -455,6 +456,13 @@ class Service:
         log("info", "started", bundle=str(self.config.bundle), variant=self.model.variant.name,
             backend=self.model.backend, batched=self.pool.batched is not None, streams=len(self.streams),
             sources=[s.name for s in self.sources], sinks=list(self.config.sinks), pid=os.getpid())
+        try:
+            self._loop()
+        except Exception as e:  # a bug must stop the service visibly (exit 1), after a final snapshot
+            self._fail(f"{type(e).__name__}: {e}"[:500])
+        return self.shutdown()
+
+    def _loop(self) -> None:
         next_snapshot = time.monotonic() + self.config.snapshot.interval_s
         next_status = 0.0
         while not self._signals["stop"]:
@@ -467,6 +475,8 @@ class Service:
                 self.write_snapshot()
                 next_snapshot = now + self.config.snapshot.interval_s
             if now >= next_status or self._signals["usr1"]:
+                for sink in self.sinks:
+                    sink.write([])  # retries what a sink could not write (a full disk) even when idle
                 self.write_status()
                 next_status = now + self.config.status.interval_s
             if self._signals["usr1"]:
@@ -475,11 +485,10 @@ class Service:
             failed = [s.failed for s in self.sources if s.failed]
             if failed:  # restarting did not help: stop, so that systemd restarts the whole service
                 self._fail(failed[0])
-                break
+                return
             if self._finite_inputs_done():
                 log("info", "inputs_finished")
-                break
-        return self.shutdown()
+                return
 
     def _open_ends(self) -> None:
         soft, hard = raise_fd_limit()
@@ -519,6 +528,11 @@ class Service:
         self.write_snapshot()
         for sink in self.sinks:
             sink.close()
+        unwritten = sum(sink.unwritten for sink in self.sinks)
+        if unwritten:  # an honest exit: forecasts were lost, say how many and why
+            errors = sorted({str(getattr(sink, "last_error", "")) for sink in self.sinks if sink.unwritten})
+            self._fail(f"{unwritten} records could not be written to the sinks: {'; '.join(errors)}")
+            failed = True
         if not failed:
             self._state = "stopped"
         log("info", "stopped", samples=self.counters["samples"], snapshot=str(self.snapshot_path), state=self._state,
