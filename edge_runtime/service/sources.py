@@ -4,8 +4,11 @@ Each source runs in its own daemon thread and calls `emit(item)` for every
 sample, reset or rejection (rejections are counted by the main thread, so
 counters have one writer). `emit` blocks when the queue is full: a fast
 sender is slowed down (TCP backpressure, MQTT's broker queue) instead of
-growing memory. A source that fails (a port that vanished, a broker that
-went away) logs it and retries; it never takes the service down.
+growing memory. An outage a source expects (a serial port unplugged, a
+broker away, a followed file not there yet) is logged and retried inside
+the source. An exception out of `run()` is restarted by the supervisor in
+`Source` and, if it keeps failing, marks the source `failed`: the service
+then stops with exit 1 rather than run on with a dead source.
 """
 from __future__ import annotations
 
