@@ -169,7 +169,8 @@ class Service:
             raise SnapshotError(f"{self.snapshot_path}: {len(meta['streams'])} streams, the limit is "
                                 f"{self.pool.max_streams}")
         forecasts = arrays.get("forecast")
-        written = meta.get("written_unix") or time.time()
+        written = meta.get("written_unix")
+        written = written if isinstance(written, (int, float)) and np.isfinite(written) else time.time()
         seen = [_seen_unix(entry, written) for entry in meta["streams"]]
         idle_before = time.time() - self.config.streams.idle_evict_s
         for k in sorted(range(len(seen)), key=seen.__getitem__):  # least recently seen first, as when running
@@ -426,7 +427,7 @@ class Service:
                 "streams": len(self.streams), "counters": self.counters,
                 "latency_us": self.step_latency.summary(), "e2e_latency_us": self.e2e_latency.summary(),
                 "queue": self.queue.qsize(), "snapshot": self.snapshot_info,
-                "sources": {s.name: s.info for s in self.sources}}
+                "sources": {s.name: dict(s.info) for s in self.sources}}  # a copy: source threads write them
 
     def write_status(self) -> None:
         flush_suppressed()  # "<event>_suppressed" counts go out at least as often as status.json

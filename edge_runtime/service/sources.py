@@ -73,7 +73,9 @@ class Source:
         self.restarts = 0
         self.failed: str | None = None  # set (the error) once the source gave up
         self.thread = threading.Thread(target=self._run_supervised, name=self.name, daemon=True)
-        self.info: dict = {"state": "running"}  # shown in status.json (e.g. the bound TCP port)
+        # shown in status.json (e.g. the bound TCP port); written by this source's thread, copied by the status
+        # writer: set every key here or in the subclass's __init__, so that it never changes size while copied
+        self.info: dict = {"state": "running", "restarts": 0}
 
     def start(self) -> "Source":
         self.thread.start()
@@ -163,6 +165,7 @@ class FileSource(Source):
         super().__init__(*args)
         self.path, self.follow = config.path, config.follow
         self.finite = not self.follow
+        self.info["bytes_read"] = 0
 
     def run(self) -> None:
         splitter = LineSplitter(self.max_line_bytes)
@@ -241,7 +244,7 @@ class TcpSource(Source):
         self.max_connections, self.idle_timeout_s = config.max_connections, config.idle_timeout_s
         self.connections: dict[socket.socket, Connection] = {}
         self.refused = self.idle_closed = 0  # written by this thread only, read by the status writer
-        self.info.update(host=config.host, port=self.server.getsockname()[1])
+        self.info.update(host=config.host, port=self.server.getsockname()[1], connections=0)
         if not is_loopback(config.host):  # allowed by allow_remote = true: say so at every start
             log("warning", "tcp_open_to_network", host=config.host, port=self.info["port"],
                 risk="the line protocol has no authentication: anyone who can reach this port can feed samples")
@@ -369,7 +372,7 @@ class MqttSource(Source):
         self.levels = config.topic.split("/")
         self.id_level = self.levels.index("+")
         self.client = None
-        self.info.update(host=config.host, port=config.port, topic=config.topic, connected=False)
+        self.info.update(host=config.host, port=config.port, topic=config.topic, connected=False, subscribed=False)
 
     def run(self) -> None:
         from paho.mqtt.client import CallbackAPIVersion, Client
