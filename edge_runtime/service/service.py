@@ -411,14 +411,25 @@ class Service:
         log("warning", "rejected", reason=reason, source=source, detail=detail)
 
     # -- status ---------------------------------------------------------------
-    def status(self) -> dict:
-        self.counters["sink_dropped"] = sum(s.dropped for s in self.sinks)
-        self.counters["sinks"] = {s.name: s.stats() for s in self.sinks}  # written, failures, pending, rotations
-        self.counters["source_restarts"] = {s.name: s.restarts for s in self.sources}
+    def refresh_counters(self) -> dict:
+        """self.counters with the counts kept by sinks and source threads copied in: every counter in one dict.
+
+        Kept by the main thread: samples, predictions, anomalies, batches, rejected.<reason>,
+        resets.{gap,requested}, evicted.{idle,full}. Copied here: sink_dropped (all sinks),
+        sinks.<kind>.{written,failures,pending,dropped,rotations}, source_restarts.<source>, and with a TCP
+        source connections.{open,refused,idle_closed}.
+        """
+        c = self.counters
+        c["sink_dropped"] = sum(s.dropped for s in self.sinks)
+        c["sinks"] = {s.name: s.stats() for s in self.sinks}
+        c["source_restarts"] = {s.name: s.restarts for s in self.sources}
         tcp = next((s for s in self.sources if s.name == "tcp"), None)
-        if tcp is not None:  # written by the TCP thread, summed here: the counters stay in one place
-            self.counters["connections"] = {"open": len(tcp.connections), "refused": tcp.refused,
-                                            "idle_closed": tcp.idle_closed}
+        if tcp is not None:  # ints written by the TCP thread; reading them here needs no lock
+            c["connections"] = {"open": len(tcp.connections), "refused": tcp.refused, "idle_closed": tcp.idle_closed}
+        return c
+
+    def status(self) -> dict:
+        self.refresh_counters()
         return {"state": self._state, "error": self._error, "pid": os.getpid(), "started_unix": self.started_unix,
                 "updated_unix": time.time(),
                 "bundle": {"path": str(self.config.bundle), "name": self.model.manifest.name,
