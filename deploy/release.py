@@ -163,8 +163,7 @@ def choose_bundle(source: Path, variant: str | None, allow_not_deployable: bool 
     verified_model_bytes(manifest, chosen)
     compat = chosen.raw.get("compatibility", {})
     opens_in = [runtime for runtime in RUNTIME_PREFERENCE if compat.get(runtime, None) is None]
-    manifest_sha = hashlib.sha256((source / "manifest.json").read_bytes()).hexdigest()
-    return BundleChoice(manifest.name, source, chosen.name, manifest_sha, chosen.sha256, opens_in)
+    return BundleChoice(manifest.name, source, chosen.name, manifest.sha256, chosen.sha256, opens_in)
 
 
 def choose_runtime(bundles: list[BundleChoice], wanted: str | None = None) -> str:

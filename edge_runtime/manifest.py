@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_runtime.bundle_files import (MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, BundleError, check_file_name,
+                                       read_bundle_file)
 from edge_runtime.vocabulary import Vocabulary, VocabularyError
 
 SCHEMA_VERSION = 1
@@ -21,8 +23,7 @@ GRAPH_KINDS = ("raw", "core")  # see edge_runtime/binding.py; no field = "raw" (
 DEFAULT_MAX_MSE_RATIO = 1.2  # the deployable rule's default budget: test MSE within 1.2x float32's
 
 
-class BundleError(ValueError):
-    """A bundle that cannot be trusted; the message names the problem and the file."""
+__all__ = ["BundleError"]  # defined with the file reader (edge_runtime/bundle_files.py), imported from here
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Manifest:
     variants: tuple[Variant, ...]
     raw: dict
     vocabulary: Vocabulary | None = None  # autocomplete: the symbols of the one-hot input and the logits
+    sha256: str = ""  # of the manifest.json bytes parsed: the bundle's identity (they list every file's sha256)
 
     def variant(self, name: str | None = None) -> Variant:
         """The named variant, or the first listed (the most precise) when name is None."""
@@ -94,7 +96,8 @@ def _parse_variant(d: dict, where: str) -> Variant:
     graph = d.get("graph", "raw")
     if graph not in GRAPH_KINDS:
         raise BundleError(f"{where}: variant {name!r} has unknown graph {graph!r} (known: {', '.join(GRAPH_KINDS)})")
-    return Variant(name, _require(d, "file", str, where), dtype, _require(d, "sha256", str, where),
+    file = check_file_name(_require(d, "file", str, where), f"{where} variant {name!r} file")
+    return Variant(name, file, dtype, _require(d, "sha256", str, where),
                    _require(d, "bytes", int, where), d)
 
 
@@ -113,12 +116,15 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     where = str(path / MANIFEST_NAME)
     if not path.is_dir():
         raise BundleError(f"{path}: bundle folder not found")
+    if not (path / MANIFEST_NAME).is_symlink() and not (path / MANIFEST_NAME).exists():
+        raise BundleError(f"{where}: missing (not a bundle folder?)")
+    data = read_bundle_file(path, MANIFEST_NAME, MAX_MANIFEST_BYTES, "manifest")
     try:
-        d = json.loads((path / MANIFEST_NAME).read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{where}: missing (not a bundle folder?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        d = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
         raise BundleError(f"{where}: not valid JSON ({e})") from None
+    except RecursionError:
+        raise BundleError(f"{where}: not valid JSON (nested too deeply)") from None
     if not isinstance(d, dict):
         raise BundleError(f"{where}: top level must be an object")
     version = d.get("schema_version")
@@ -149,7 +155,8 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
                               "with its 'features'")
     return Manifest(path, _require(d, "name", str, where), task, _require(d, "cell", str, where),
                     _require(d, "layers", int, where), _require(d, "hidden", int, where),
-                    input_spec, output_spec, state, channels, target, norm, variants, d, vocabulary)
+                    input_spec, output_spec, state, channels, target, norm, variants, d, vocabulary,
+                    hashlib.sha256(data).hexdigest())
 
 
 def _forecast_fields(d: dict, input_spec: TensorSpec, output_spec: TensorSpec, where: str):
@@ -215,10 +222,7 @@ def verified_model_bytes(manifest: Manifest, variant: Variant) -> bytes:
 def verified_file_bytes(manifest: Manifest, name: str, size: int, sha256: str) -> bytes:
     """Read a file of the bundle and check its size and sha256 against what the manifest says."""
     file = manifest.path / name
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        raise BundleError(f"{file}: model file listed in the manifest is missing") from None
+    data = read_bundle_file(manifest.path, name, MAX_MODEL_BYTES, "model file listed in the manifest")
     if len(data) != size:
         raise BundleError(f"{file}: size {len(data)} bytes, manifest says {size}")
     digest = hashlib.sha256(data).hexdigest()
@@ -243,4 +247,5 @@ def batched_companion(manifest: Manifest, variant: Variant) -> dict | None:
         raise BundleError(f"{where}: should be an object, got {entry!r}")
     for key, kind in (("file", str), ("sha256", str), ("bytes", int)):
         _require(entry, key, kind, where)
+    check_file_name(entry["file"], f"{where} file")
     return entry

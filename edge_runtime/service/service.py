@@ -25,7 +25,6 @@ the state is never fed an absurd value.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import signal
@@ -37,7 +36,6 @@ import numpy as np
 
 from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
 from edge_runtime.bounds import value_bounds
-from edge_runtime.manifest import MANIFEST_NAME
 from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample
@@ -74,11 +72,6 @@ class Percentiles:
         return {"p50": round(float(p50), 1), "p99": round(float(p99), 1)}
 
 
-def bundle_identity(bundle: Path) -> str:
-    """sha256 of manifest.json: it lists every model file's sha256, so it names the whole bundle."""
-    return hashlib.sha256((Path(bundle) / MANIFEST_NAME).read_bytes()).hexdigest()
-
-
 class StreamInfo:
     """What the service keeps per stream besides the model state (which lives in the pool)."""
 
@@ -99,7 +92,7 @@ class Service:
         require_task(config.bundle, "forecast", "serve")  # an autocomplete bundle has no sensor streams
         self.model = load(config.bundle, variant=config.variant, backend=config.backend)
         m = self.model.manifest
-        self.identity = bundle_identity(config.bundle)
+        self.identity = m.sha256  # of the very manifest bytes the model was loaded from
         self.spec = AnomalySpec.from_manifest(m)
         s = config.streams
         self.pool = StreamPool(self.model, s.max_streams, batched=None if s.batched else False, max_batch=s.max_batch)
