@@ -99,3 +99,9 @@ def short(value: object, limit: int = 60) -> str:
     """repr(value) cut to `limit` characters: a one-line message never carries a whole manifest."""
     text = repr(value)
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """A message cut to `limit` characters, on one line."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -79,7 +79,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         refused = {r: why for r, why in v.raw.get("compatibility", {}).items() if why}
         reasons = why_not_deployable(m, v, budget)
         print(f"  {v.name:<13} {v.bytes:>8} bytes  {v.raw.get('graph', 'raw'):<4} graph  "
-              f"MSE x{metrics.get('mse_ratio', float('nan')):.3f} of float32  "
+              f"MSE x{_figure(metrics, 'mse_ratio'):.3f} of float32  "
               + ("deployable" if not reasons else f"NOT deployable ({'; '.join(reasons)})")
               + "".join(f"; not in {r}: {why}" for r, why in refused.items()))
     return 0
@@ -91,9 +91,15 @@ def info_autocomplete(m) -> int:
     for v in m.variants:
         metrics = v.raw.get("metrics", {})
         refused = {r: why for r, why in v.raw.get("compatibility", {}).items() if why}
-        print(f"  {v.name:<13} {v.bytes:>8} bytes  next-letter top-1 {metrics.get('top1', float('nan')):.3f} "
+        print(f"  {v.name:<13} {v.bytes:>8} bytes  next-letter top-1 {_figure(metrics, 'top1'):.3f} "
               f"on {metrics.get('words', '?')} held-out words" + "".join(f"; not in {r}: {why}" for r, why in refused.items()))
     return 0
+
+
+def _figure(metrics: dict, key: str) -> float:
+    """A recorded metric, NaN when absent or null (the manifest reader checked it is a number if present)."""
+    value = metrics.get(key)
+    return float("nan") if value is None else value
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
