@@ -9,6 +9,10 @@ from edge_runtime.csvrows import CsvError
 from edge_runtime.manifest import BundleError
 
 
+TRUSTED_KEY_HELP = ("Ed25519 public key (PEM): refuse the bundle unless its manifest.json is signed with the "
+                    "matching private key (python -m convert keygen / --sign-key)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m edge_runtime", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -23,17 +27,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="pick the smallest deployable variant (test MSE within this multiple of float32's, "
                           "below persistence's, no drift)")
     run.add_argument("--skip-bad-rows", action="store_true", help="report bad rows on stderr and go on")
+    run.add_argument("--trusted-key", help=TRUSTED_KEY_HELP)
     complete = sub.add_parser("complete", help="type in the terminal with live word suggestions (autocomplete bundle)")
     complete.add_argument("bundle")
     complete.add_argument("--variant")
     complete.add_argument("--backend", choices=list(BACKENDS))
     complete.add_argument("-k", type=int, default=3, help="suggestions shown")
+    complete.add_argument("--trusted-key", help=TRUSTED_KEY_HELP)
     serve = sub.add_parser("serve", help="the long-running edge service (many streams, snapshots, MQTT)",
                            description="Run the edge service described by a TOML config (see deploy/edge.example.toml).")
     serve.add_argument("--config", required=True, help="the service's TOML config")
     serve.add_argument("--fresh", action="store_true", help="ignore any snapshot and start every stream cold")
     info = sub.add_parser("info", help="print a bundle's manifest summary")
     info.add_argument("bundle")
+    info.add_argument("--trusted-key", help=TRUSTED_KEY_HELP)
     return p.parse_args(argv)
 
 
@@ -41,7 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from edge_runtime.stream import run_csv
     from edge_runtime.tasks import load
 
-    model = load(args.bundle, variant=args.variant, backend=args.backend, max_mse_ratio=args.max_mse_ratio)
+    model = load(args.bundle, variant=args.variant, backend=args.backend, max_mse_ratio=args.max_mse_ratio,
+                 trusted_key=args.trusted_key)
     print(f"running {model.variant.name} ({model.variant.bytes} bytes) on {model.backend}", file=sys.stderr)
     with open_input(args.input) as f:
         run_csv(model.session(), f, "<stdin>" if args.input == "-" else args.input,
@@ -62,13 +70,13 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from edge_runtime.autocomplete import Autocomplete
     from edge_runtime.terminal import run_terminal
 
-    return run_terminal(Autocomplete.from_bundle(args.bundle, args.variant, args.backend), args.k)
+    return run_terminal(Autocomplete.from_bundle(args.bundle, args.variant, args.backend, args.trusted_key), args.k)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from edge_runtime.manifest import DEFAULT_MAX_MSE_RATIO, read_manifest, why_not_deployable
 
-    m = read_manifest(args.bundle)
+    m = read_manifest(args.bundle, args.trusted_key)
     if m.task == "autocomplete":
         return info_autocomplete(m)
     print(f"{m.name}: {m.task}, {m.cell} x{m.layers} hidden {m.hidden}, channels {list(m.channels)}, "

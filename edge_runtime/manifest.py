@@ -88,10 +88,12 @@ def _require(d: dict, key: str, kind, where: str):
     return value
 
 
-def read_manifest(bundle_dir: str | Path) -> Manifest:
+def read_manifest(bundle_dir: str | Path, trusted_key: str | Path | None = None) -> Manifest:
     """Read manifest.json (through the bundle file reader) and check every value the runtime uses.
 
     No model file is opened here. Any malformed value is a one-line BundleError naming its field.
+    trusted_key: a PEM Ed25519 public key; the manifest's bytes must then carry its signature
+    (edge_runtime/signature.py), checked before they are parsed.
     """
     path = Path(bundle_dir)
     where = str(path / MANIFEST_NAME)
@@ -100,6 +102,10 @@ def read_manifest(bundle_dir: str | Path) -> Manifest:
     if not (path / MANIFEST_NAME).is_symlink() and not (path / MANIFEST_NAME).exists():
         raise BundleError(f"{where}: missing (not a bundle folder?)")
     data = read_bundle_file(path, MANIFEST_NAME, MAX_MANIFEST_BYTES, "manifest")
+    if trusted_key is not None:
+        from edge_runtime.signature import verify_manifest
+
+        verify_manifest(path, data, trusted_key)
     return parse_manifest(data, path)
 
 

@@ -90,7 +90,7 @@ class Service:
 
         self.config = config
         require_task(config.bundle, "forecast", "serve")  # an autocomplete bundle has no sensor streams
-        self.model = load(config.bundle, variant=config.variant, backend=config.backend)
+        self.model = load(config.bundle, variant=config.variant, backend=config.backend, trusted_key=config.trusted_key)
         m = self.model.manifest
         self.identity = m.sha256  # of the very manifest bytes the model was loaded from
         self.spec = AnomalySpec.from_manifest(m)
