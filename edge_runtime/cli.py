@@ -45,11 +45,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge_runtime.probe import load_probed
     from edge_runtime.stream import run_csv
-    from edge_runtime.tasks import load
 
-    model = load(args.bundle, variant=args.variant, backend=args.backend, max_mse_ratio=args.max_mse_ratio,
-                 trusted_key=args.trusted_key)
+    # opened and stepped in a child process first: a model that crashes the interpreter is refused, by signal
+    model = load_probed(args.bundle, variant=args.variant, backend=args.backend, max_mse_ratio=args.max_mse_ratio,
+                        trusted_key=args.trusted_key)
     print(f"running {model.variant.name} ({model.variant.bytes} bytes) on {model.backend}", file=sys.stderr)
     with open_input(args.input) as f:
         run_csv(model.session(), f, "<stdin>" if args.input == "-" else args.input,
@@ -68,9 +69,14 @@ def open_input(path: str):
 
 def cmd_complete(args: argparse.Namespace) -> int:
     from edge_runtime.autocomplete import Autocomplete
+    from edge_runtime.backends import interpreter_class
+    from edge_runtime.probe import PROBE_TIMEOUT_S, probe
     from edge_runtime.terminal import run_terminal
 
-    return run_terminal(Autocomplete.from_bundle(args.bundle, args.variant, args.backend, args.trusted_key), args.k)
+    backend, _ = interpreter_class(args.backend)
+    probe(args.bundle, args.variant, backend, None, args.trusted_key, False, PROBE_TIMEOUT_S)  # a crash is refused
+
+    return run_terminal(Autocomplete.from_bundle(args.bundle, args.variant, backend, args.trusted_key), args.k)
 
 
 def cmd_info(args: argparse.Namespace) -> int:

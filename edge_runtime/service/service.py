@@ -86,15 +86,18 @@ class StreamInfo:
 
 class Service:
     def __init__(self, config: ServiceConfig, fresh: bool = False):
-        from edge_runtime.tasks import load, require_task
+        from edge_runtime.probe import load_probed
+        from edge_runtime.tasks import require_task
 
         self.config = config
         require_task(config.bundle, "forecast", "serve")  # an autocomplete bundle has no sensor streams
-        self.model = load(config.bundle, variant=config.variant, backend=config.backend, trusted_key=config.trusted_key)
+        s = config.streams
+        # opened and stepped in a child process first: a model that crashes the interpreter is refused at start
+        self.model = load_probed(config.bundle, variant=config.variant, backend=config.backend,
+                                 trusted_key=config.trusted_key, batched=None if s.batched else False)
         m = self.model.manifest
         self.identity = m.sha256  # of the very manifest bytes the model was loaded from
         self.spec = AnomalySpec.from_manifest(m)
-        s = config.streams
         self.pool = StreamPool(self.model, s.max_streams, batched=None if s.batched else False, max_batch=s.max_batch)
         self.target = np.asarray(m.target)  # (O,) input channels the model forecasts
         self.bounds = value_bounds(m.normalization, config.input.value_range_std)  # (C,) of (low, high)
