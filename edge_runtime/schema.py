@@ -82,8 +82,17 @@ def number(value, where: str, positive: bool = False, limit: float = MAX_MAGNITU
 
 
 def optional_number(value, where: str) -> float | None:
-    """A recorded figure (a metric): null, or any finite number."""
-    return None if value is None else number(value, where, limit=1e300)
+    """A recorded figure (a metric): null or a number. NaN and Infinity are allowed here (a ratio of two
+    zero errors is NaN; every comparison with it is false, which the deployable rule reads as "no"), but
+    not an integer too large for a float (formatting it would raise)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BundleError(f"{where}: should be a number, got {short(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise BundleError(f"{where}: {short(value)} is too large for a float") from None
 
 
 def numbers(value, where: str, length: int, positive: bool = False) -> tuple[float, ...]:
