@@ -19,7 +19,8 @@ import pytest
 import edge_runtime
 from conftest import IN_PROCESS_BACKEND, ROOT, python_env, run_cli
 from convert.signing import SigningError, generate_keypair, load_private_key, sign_bundle
-from deploy.release import ReleaseError, choose_bundle, extra_packages, locked_requirements, pins, require_signatures
+from deploy.release import (ReleaseError, build_release, choose_bundle, extra_packages, locked_requirements, pins,
+                            require_signatures)
 from edge_runtime import BundleError
 from edge_runtime.signature import SIGNATURE_NAME
 from model_bytes import largest_constant
@@ -149,3 +150,16 @@ def test_deploy_refuses_a_tampered_bundle_and_ships_cryptography_and_the_key(sig
     assert "cryptography==" in shipped and "cffi==" in shipped  # and what cryptography needs
     with pytest.raises(ReleaseError, match="pass --trusted-key"):
         require_signatures(text, config, None)
+
+
+def test_a_release_with_a_trusted_key_ships_the_key_the_signature_and_cryptography(signed, keys, tmp_path):
+    release = build_release([signed], out_root=tmp_path / "releases", log=lambda m: None, trusted_key=keys[1])
+    folder, name = release.path, release.info["bundles"][0]["name"]
+    assert (folder / "trusted_key.pub").read_bytes() == keys[1].read_bytes()
+    assert (folder / "bundles" / name / SIGNATURE_NAME).is_file()
+    assert (folder / "edge.toml").read_text().startswith('trusted_key = "trusted_key.pub"')
+    assert release.info["trusted_key"] == "trusted_key.pub"
+    assert any(w.name.startswith("cryptography-") for w in (folder / "wheels").glob("*.whl"))
+    assert "cryptography==" + pins()["cryptography"] in release.info["install"]
+    # the released bundle verifies against the released key, as the device will check it
+    edge_runtime.read_manifest(folder / "bundles" / name, trusted_key=folder / "trusted_key.pub")
