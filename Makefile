@@ -145,10 +145,10 @@ IS_DRY_RUN     = $(filter 1 yes true,$(DRY_RUN))
 DEPLOY_CONFIG  = $(if $(filter command line environment,$(origin CONFIG)),--config $(CONFIG))
 PI_EMU_DIR      ?= build/pi-emu
 
-deploy: setup ## put the edge service on a Pi: make deploy PI_HOST=pi@raspberrypi.local [BUNDLES=..] [CONFIG=edge.toml] [DRY_RUN=1]
+deploy: setup ## put the edge service on a Pi: make deploy PI_HOST=pi@raspberrypi.local [BUNDLES=..] [CONFIG=edge.toml] [TRUSTED_KEY=key.pub] [DRY_RUN=1]
 	@test -n "$(PI_HOST)" || { echo "usage: make deploy PI_HOST=pi@raspberrypi.local [PI_PORT=22] [BUNDLES=artifacts/NAME ...] [CONFIG=edge.toml] [DRY_RUN=1]"; exit 2; }
 	@bash tools/apt-deps.sh $(DEPLOY_PACKAGES)
-	$(BIN)/python -m deploy deploy $(PI_ARGS) $(foreach b,$(BUNDLES),--bundle $(b)) $(DEPLOY_CONFIG) --keep $(KEEP) --health-timeout $(HEALTH_TIMEOUT) $(if $(IS_DRY_RUN),--dry-run)
+	$(BIN)/python -m deploy deploy $(PI_ARGS) $(foreach b,$(BUNDLES),--bundle $(b)) $(DEPLOY_CONFIG) $(if $(TRUSTED_KEY),--trusted-key $(TRUSTED_KEY)) --keep $(KEEP) --health-timeout $(HEALTH_TIMEOUT) $(if $(IS_DRY_RUN),--dry-run)
 
 rollback: setup ## return the Pi to its previous release: make rollback PI_HOST=...
 	@test -n "$(PI_HOST)" || { echo "usage: make rollback PI_HOST=pi@raspberrypi.local"; exit 2; }

@@ -132,7 +132,7 @@ def write_scratch(tmp: Path, manifest: dict, files: dict[str, bytes]) -> Path:
 
 
 def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: tuple[str, ...] | None = None,
-                 firmware_variant: str = "int8-io") -> dict:
+                 firmware_variant: str = "int8-io", sign_key=None) -> dict:
     """runs/<name>/ -> artifacts/<name>/ with every variant; returns the manifest written.
 
     float32 is checked against torch first (parity), then calibrates the
@@ -191,6 +191,11 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
     if firmware_variant in files_by_name(manifest):
         files.update(firmware_files(manifest, files, firmware_variant))
     files[schema.MANIFEST_NAME] = json.dumps(manifest, indent=1).encode()
+    if sign_key is not None:  # an Ed25519 private key (convert/signing.py): the signature lands with the bundle
+        from convert.signing import signature_for
+        from edge_runtime.signature import SIGNATURE_NAME
+
+        files[SIGNATURE_NAME] = signature_for(files[schema.MANIFEST_NAME], sign_key)
     write_files_atomically(out_dir, files)
     schema.read_manifest(out_dir)  # what we wrote must read back
     return manifest

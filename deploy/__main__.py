@@ -37,6 +37,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.add_argument("--out", type=Path, default=Path("build/releases"), help="where releases are built")
         parser.add_argument("--allow-not-deployable", action="store_true",
                             help="ship a variant convert did not mark deployable (refused by default)")
+        parser.add_argument("--trusted-key", type=Path,
+                            help="Ed25519 public key (PEM): ship only bundles signed with it, and make the "
+                                 "device's service refuse any other")
 
     for name, text in (("deploy", "build, push, install, smoke-test, switch, restart, health-check"),
                        ("preflight", "check that the device can run the release; change nothing")):
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("deploy", "preflight", "package"):
             release = build_release(args.bundle, args.config, args.out, args.runtime, variant=args.variant, log=log,
-                                    allow_not_deployable=args.allow_not_deployable)
+                                    allow_not_deployable=args.allow_not_deployable, trusted_key=args.trusted_key)
             if args.command == "package":
                 print(release.path)
                 return 0

@@ -165,7 +165,8 @@ def smoke(target: Target, release: Release) -> None:
         manifest = json.loads((release.path / "bundles" / b["name"] / "manifest.json").read_text())
         result = target.run(
             f"cd {here} && sudo venv/bin/python -m edge_runtime run bundles/{shlex.quote(b['name'])} "
-            f"--variant {shlex.quote(b['variant'])} --input -",
+            f"--variant {shlex.quote(b['variant'])} --input -"
+            + (f" --trusted-key {shlex.quote(release.info['trusted_key'])}" if release.info.get("trusted_key") else ""),
             changes=True, step=f"smoke step: load {b['name']}/{b['variant']}, step it {SMOKE_ROWS} times",
             stdin=smoke_csv(manifest), check=False, timeout=300)
         if target.dry_run:

@@ -4,7 +4,8 @@
       release.json            version, runtime, package versions, bundle identities, target
       edge.toml               the service config (bundle paths relative to it)
       edge-rnn.service        the systemd unit
-      bundles/<name>/         manifest.json + model files (verified with edge_runtime's own reader)
+      bundles/<name>/         manifest.json (+ manifest.json.sig) + model files (verified with edge_runtime's reader)
+      trusted_key.pub         with --trusted-key: the public key the service requires bundles to be signed with
       wheels/                 edge_rnn_runtime-*.whl (edge_runtime only) + the aarch64 cp311 wheelhouse
 
 The version is edge_runtime's version plus a hash of the release's content, so the same inputs give
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from edge_runtime.manifest import (DEFAULT_MAX_MSE_RATIO, BundleError, read_manifest, verified_model_bytes,
                                    why_not_deployable)
+from edge_runtime.signature import SIGNATURE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT_FILE = Path(__file__).resolve().parent / "edge-rnn.service"
@@ -128,9 +130,33 @@ def config_variant(config: dict) -> str | None:
 
 
 def extra_packages(config: dict) -> list[str]:
-    """Pure-Python extras the configured service needs (paho-mqtt for MQTT, pyserial for a serial port)."""
+    """Extras the configured service needs: paho-mqtt for MQTT, pyserial for a serial port, cryptography
+    to check bundle signatures when the config names a trusted key."""
     used = set(config.get("sources", {})) | set(config.get("sinks", {}))
-    return [package for kind, package in (("mqtt", "paho-mqtt"), ("serial", "pyserial")) if kind in used]
+    if "trusted_key" in config:
+        used.add("trusted_key")
+    return [package for kind, package in (("mqtt", "paho-mqtt"), ("serial", "pyserial"),
+                                          ("trusted_key", "cryptography")) if kind in used]
+
+
+TRUSTED_KEY_NAME = "trusted_key.pub"  # the public key's name in a release, beside edge.toml
+
+
+def require_signatures(config_text: str, config_data: dict, trusted_key: Path | None) -> str:
+    """The config text with `trusted_key = "trusted_key.pub"` when a trusted key is given (the release ships
+    the key under that name). A config that names a key of its own needs --trusted-key to ship it."""
+    named = config_data.get("trusted_key")
+    if trusted_key is None:
+        if named is not None:
+            raise ReleaseError(f"the service config requires signed bundles (trusted_key = {named!r}): pass "
+                               "--trusted-key PUBLIC_KEY (TRUSTED_KEY= for make deploy) so the release ships it")
+        return config_text
+    if named is None:  # top-level keys go before the first table
+        return f'trusted_key = "{TRUSTED_KEY_NAME}"  # bundles must be signed with this key\n' + config_text
+    if named != TRUSTED_KEY_NAME:
+        raise ReleaseError(f"the service config's trusted_key is {named!r}; in a release it must be "
+                           f"{TRUSTED_KEY_NAME!r} (the copy of --trusted-key the release ships)")
+    return config_text
 
 
 def check_service_config(text: str, where: Path) -> None:
@@ -146,14 +172,16 @@ def check_service_config(text: str, where: Path) -> None:
 
 # ---------------------------------------------------------------- bundles and runtime
 
-def choose_bundle(source: Path, variant: str | None, allow_not_deployable: bool = False) -> BundleChoice:
-    """Read and verify a bundle as the device will (manifest, size and sha256 of the variant file).
+def choose_bundle(source: Path, variant: str | None, allow_not_deployable: bool = False,
+                  trusted_key: Path | None = None) -> BundleChoice:
+    """Read and verify a bundle as the device will (manifest, size and sha256 of the variant file, and
+    with trusted_key its signature).
 
     A variant convert did not mark deployable (over its MSE budget, not below persistence, or
     drifting: edge_runtime.manifest.why_not_deployable) is refused with every reason, unless
     allow_not_deployable (`--allow-not-deployable`) says the user knows.
     """
-    manifest = read_manifest(source)
+    manifest = read_manifest(source, trusted_key)
     chosen = manifest.variant(variant)
     budget = manifest.raw.get("deployable_rule", {}).get("max_mse_ratio", DEFAULT_MAX_MSE_RATIO)
     reasons = why_not_deployable(manifest, chosen, budget)
@@ -163,8 +191,7 @@ def choose_bundle(source: Path, variant: str | None, allow_not_deployable: bool 
     verified_model_bytes(manifest, chosen)
     compat = chosen.raw.get("compatibility", {})
     opens_in = [runtime for runtime in RUNTIME_PREFERENCE if compat.get(runtime, None) is None]
-    manifest_sha = hashlib.sha256((source / "manifest.json").read_bytes()).hexdigest()
-    return BundleChoice(manifest.name, source, chosen.name, manifest_sha, chosen.sha256, opens_in)
+    return BundleChoice(manifest.name, source, chosen.name, manifest.sha256, chosen.sha256, opens_in)
 
 
 def choose_runtime(bundles: list[BundleChoice], wanted: str | None = None) -> str:
@@ -343,15 +370,19 @@ def default_config(bundles: list[BundleChoice]) -> str:
 
 def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root: Path = ROOT / "build" / "releases",
                   runtime: str | None = None, arch: str = "aarch64", variant: str | None = None,
-                  log=print, allow_not_deployable: bool = False) -> Release:
-    """Verify the inputs, fetch and check the wheelhouse, and write build/releases/<version>/."""
+                  log=print, allow_not_deployable: bool = False, trusted_key: Path | None = None) -> Release:
+    """Verify the inputs, fetch and check the wheelhouse, and write build/releases/<version>/.
+
+    trusted_key: an Ed25519 public key (PEM). Every bundle must be signed with it (checked here), the
+    release ships it and the service config requires it, and cryptography joins the wheelhouse.
+    """
     if not bundle_dirs:
         raise ReleaseError("no bundles given (BUNDLES=artifacts/<name> ...)")
     config_text = config.read_text() if config else None
     config_data = read_config(config) if config else {}
     wanted_variant = variant or config_variant(config_data)
     try:
-        bundles = [choose_bundle(Path(b), wanted_variant, allow_not_deployable) for b in bundle_dirs]
+        bundles = [choose_bundle(Path(b), wanted_variant, allow_not_deployable, trusted_key) for b in bundle_dirs]
     except BundleError as e:
         raise ReleaseError(f"bundle refused: {e}") from None
     names = [b.name for b in bundles]
@@ -360,6 +391,8 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     if config_text is None:
         config_text = default_config(bundles)
         config_data = tomllib.loads(config_text)
+    config_text = require_signatures(config_text, config_data, trusted_key)
+    config_data = tomllib.loads(config_text)
     if not isinstance(config_data.get("bundle"), str):
         raise ReleaseError(f"{config}: the service config has no top-level 'bundle' (e.g. bundle = \"bundles/{names[0]}\")")
     for path in config_bundle_paths(config_data):
@@ -391,9 +424,11 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
         target = staging / "bundles" / b.name
         target.mkdir(parents=True)
         for file in sorted(b.source.iterdir()):
-            if file.name == "manifest.json" or file.suffix == ".tflite":
+            if file.name in ("manifest.json", SIGNATURE_NAME) or file.suffix == ".tflite":
                 shutil.copy2(file, target / file.name)
     (staging / "edge.toml").write_text(config_text)
+    if trusted_key is not None:
+        shutil.copyfile(trusted_key, staging / TRUSTED_KEY_NAME)
     shutil.copy2(UNIT_FILE, staging / "edge-rnn.service")
 
     environment = hashlib.sha256()  # what the venv is made of: releases with equal wheels share one
@@ -411,6 +446,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
             "bundles": [{"name": b.name, "variant": b.variant, "manifest_sha256": b.manifest_sha256,
                          "variant_sha256": b.variant_sha256, "opens_in": b.opens_in} for b in bundles],
             "serves": served_bundle(config_data, bundles),
+            "trusted_key": TRUSTED_KEY_NAME if trusted_key is not None else None,
             "environment": environment.hexdigest()[:16],
             "config": "edge.toml", "unit": "edge-rnn.service"}
     (staging / "release.json").write_text(json.dumps(info, indent=1) + "\n")

@@ -156,8 +156,9 @@ class Autocomplete:
         self.reset()
 
     @classmethod
-    def from_bundle(cls, bundle, variant: str | None = None, backend: str | None = None, **options) -> "Autocomplete":
-        return cls(AutocompleteSession(AutocompleteModel(read_manifest(bundle), variant, backend)), **options)
+    def from_bundle(cls, bundle, variant: str | None = None, backend: str | None = None, trusted_key=None,
+                    **options) -> "Autocomplete":
+        return cls(AutocompleteSession(AutocompleteModel(read_manifest(bundle, trusted_key), variant, backend)), **options)
 
     @property
     def prefix(self) -> str:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_runtime.manifest import CORE_FEATURES, GRAPH_KINDS  # noqa: F401 (the core reads CORE_FEATURES in order)
+
 SIGNATURE = "step"
-GRAPH_KINDS = ("raw", "core")
-CORE_FEATURES = ("delta", "level")  # the core's input tensors, in this order
 CORE_OUTPUT = "correction"
 
 

@@ -9,6 +9,10 @@ from edge_runtime.csvrows import CsvError
 from edge_runtime.manifest import BundleError
 
 
+TRUSTED_KEY_HELP = ("Ed25519 public key (PEM): refuse the bundle unless its manifest.json is signed with the "
+                    "matching private key (python -m convert keygen / --sign-key)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m edge_runtime", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -23,25 +27,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="pick the smallest deployable variant (test MSE within this multiple of float32's, "
                           "below persistence's, no drift)")
     run.add_argument("--skip-bad-rows", action="store_true", help="report bad rows on stderr and go on")
+    run.add_argument("--trusted-key", help=TRUSTED_KEY_HELP)
     complete = sub.add_parser("complete", help="type in the terminal with live word suggestions (autocomplete bundle)")
     complete.add_argument("bundle")
     complete.add_argument("--variant")
     complete.add_argument("--backend", choices=list(BACKENDS))
     complete.add_argument("-k", type=int, default=3, help="suggestions shown")
+    complete.add_argument("--trusted-key", help=TRUSTED_KEY_HELP)
     serve = sub.add_parser("serve", help="the long-running edge service (many streams, snapshots, MQTT)",
                            description="Run the edge service described by a TOML config (see deploy/edge.example.toml).")
     serve.add_argument("--config", required=True, help="the service's TOML config")
     serve.add_argument("--fresh", action="store_true", help="ignore any snapshot and start every stream cold")
     info = sub.add_parser("info", help="print a bundle's manifest summary")
     info.add_argument("bundle")
+    info.add_argument("--trusted-key", help=TRUSTED_KEY_HELP)
     return p.parse_args(argv)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from edge_runtime.probe import load_probed
     from edge_runtime.stream import run_csv
-    from edge_runtime.tasks import load
 
-    model = load(args.bundle, variant=args.variant, backend=args.backend, max_mse_ratio=args.max_mse_ratio)
+    # opened and stepped in a child process first: a model that crashes the interpreter is refused, by signal
+    model = load_probed(args.bundle, variant=args.variant, backend=args.backend, max_mse_ratio=args.max_mse_ratio,
+                        trusted_key=args.trusted_key)
     print(f"running {model.variant.name} ({model.variant.bytes} bytes) on {model.backend}", file=sys.stderr)
     with open_input(args.input) as f:
         run_csv(model.session(), f, "<stdin>" if args.input == "-" else args.input,
@@ -60,15 +69,20 @@ def open_input(path: str):
 
 def cmd_complete(args: argparse.Namespace) -> int:
     from edge_runtime.autocomplete import Autocomplete
+    from edge_runtime.backends import interpreter_class
+    from edge_runtime.probe import PROBE_TIMEOUT_S, probe
     from edge_runtime.terminal import run_terminal
 
-    return run_terminal(Autocomplete.from_bundle(args.bundle, args.variant, args.backend), args.k)
+    backend, _ = interpreter_class(args.backend)
+    probe(args.bundle, args.variant, backend, None, args.trusted_key, False, PROBE_TIMEOUT_S)  # a crash is refused
+
+    return run_terminal(Autocomplete.from_bundle(args.bundle, args.variant, backend, args.trusted_key), args.k)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
     from edge_runtime.manifest import DEFAULT_MAX_MSE_RATIO, read_manifest, why_not_deployable
 
-    m = read_manifest(args.bundle)
+    m = read_manifest(args.bundle, args.trusted_key)
     if m.task == "autocomplete":
         return info_autocomplete(m)
     print(f"{m.name}: {m.task}, {m.cell} x{m.layers} hidden {m.hidden}, channels {list(m.channels)}, "
@@ -79,7 +93,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         refused = {r: why for r, why in v.raw.get("compatibility", {}).items() if why}
         reasons = why_not_deployable(m, v, budget)
         print(f"  {v.name:<13} {v.bytes:>8} bytes  {v.raw.get('graph', 'raw'):<4} graph  "
-              f"MSE x{metrics.get('mse_ratio', float('nan')):.3f} of float32  "
+              f"MSE x{_figure(metrics, 'mse_ratio'):.3f} of float32  "
               + ("deployable" if not reasons else f"NOT deployable ({'; '.join(reasons)})")
               + "".join(f"; not in {r}: {why}" for r, why in refused.items()))
     return 0
@@ -91,9 +105,15 @@ def info_autocomplete(m) -> int:
     for v in m.variants:
         metrics = v.raw.get("metrics", {})
         refused = {r: why for r, why in v.raw.get("compatibility", {}).items() if why}
-        print(f"  {v.name:<13} {v.bytes:>8} bytes  next-letter top-1 {metrics.get('top1', float('nan')):.3f} "
+        print(f"  {v.name:<13} {v.bytes:>8} bytes  next-letter top-1 {_figure(metrics, 'top1'):.3f} "
               f"on {metrics.get('words', '?')} held-out words" + "".join(f"; not in {r}: {why}" for r, why in refused.items()))
     return 0
+
+
+def _figure(metrics: dict, key: str) -> float:
+    """A recorded metric, NaN when absent or null (the manifest reader checked it is a number if present)."""
+    value = metrics.get(key)
+    return float("nan") if value is None else value
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ assert set(MODELS) == set(TASKS)
 
 
 def load(bundle_dir: str | Path, variant: str | None = None, backend: str | None = None,
-         num_threads: int = 1, max_mse_ratio: float | None = None) -> Model:
+         num_threads: int = 1, max_mse_ratio: float | None = None, trusted_key: str | Path | None = None) -> Model:
     """Read and verify a bundle, open one variant with one interpreter backend.
 
     variant: a name from the manifest; or None with max_mse_ratio: the smallest
@@ -25,8 +25,9 @@ def load(bundle_dir: str | Path, variant: str | None = None, backend: str | None
     float32 model's and which this backend can open; or None: the first (float32).
     The model's class follows the manifest's task, so `model.session()` is a
     forecast `Session` or an `Autocomplete` typing session.
+    trusted_key: a PEM Ed25519 public key; the bundle must then be signed with its private key.
     """
-    manifest = read_manifest(bundle_dir)
+    manifest = read_manifest(bundle_dir, trusted_key)
     return MODELS[manifest.task](manifest, variant, backend, num_threads, max_mse_ratio)
 
 

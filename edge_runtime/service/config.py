@@ -132,6 +132,7 @@ class ServiceConfig:
     variant: str | None = None
     backend: str | None = None
     fresh_start: bool = False  # refuse-or-replace: true starts fresh over another bundle's snapshot
+    trusted_key: Path | None = None  # Ed25519 public key (PEM): the bundle must be signed with it
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
@@ -174,7 +175,7 @@ def _section(kinds: dict, table, where: str) -> dict:
 
 
 TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "status",
-            "input", "log", "sources", "sinks"}
+            "input", "log", "sources", "sinks", "trusted_key"}
 
 
 def parse_config(text: str, path: Path) -> ServiceConfig:
@@ -189,7 +190,7 @@ def parse_config(text: str, path: Path) -> ServiceConfig:
     for key in ("bundle", "state_dir"):
         if not isinstance(raw.get(key), str) or not raw[key]:
             raise ConfigError(f"{where}: {key!r} is required (a folder path)")
-    for key in ("variant", "backend"):
+    for key in ("variant", "backend", "trusted_key"):
         if key in raw and not isinstance(raw[key], str):
             raise ConfigError(f"{where}: {key!r} should be a string")
     if not isinstance(raw.get("fresh_start", False), bool):
@@ -198,6 +199,7 @@ def parse_config(text: str, path: Path) -> ServiceConfig:
     config = ServiceConfig(
         path=path, bundle=(base / raw["bundle"]).resolve(), state_dir=(base / raw["state_dir"]).resolve(),
         variant=raw.get("variant"), backend=raw.get("backend"), fresh_start=raw.get("fresh_start", False),
+        trusted_key=(base / raw["trusted_key"]).resolve() if "trusted_key" in raw else None,
         streams=_fill(StreamsConfig, raw.get("streams", {}), f"{where} [streams]"),
         snapshot=_fill(SnapshotConfig, raw.get("snapshot", {}), f"{where} [snapshot]"),
         status=_fill(StatusConfig, raw.get("status", {}), f"{where} [status]"),

@@ -31,7 +31,6 @@ the state is never fed an absurd value.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import signal
@@ -44,7 +43,6 @@ import numpy as np
 
 from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
 from edge_runtime.bounds import value_bounds
-from edge_runtime.manifest import MANIFEST_NAME
 from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample
@@ -81,11 +79,6 @@ class Percentiles:
         return {"p50": round(float(p50), 1), "p99": round(float(p99), 1)}
 
 
-def bundle_identity(bundle: Path) -> str:
-    """sha256 of manifest.json: it lists every model file's sha256, so it names the whole bundle."""
-    return hashlib.sha256((Path(bundle) / MANIFEST_NAME).read_bytes()).hexdigest()
-
-
 class StreamInfo:
     """What the service keeps per stream besides the model state (which lives in the pool)."""
 
@@ -101,15 +94,18 @@ class StreamInfo:
 
 class Service:
     def __init__(self, config: ServiceConfig, fresh: bool = False):
-        from edge_runtime.tasks import load, require_task
+        from edge_runtime.probe import load_probed
+        from edge_runtime.tasks import require_task
 
         self.config = config
         require_task(config.bundle, "forecast", "serve")  # an autocomplete bundle has no sensor streams
-        self.model = load(config.bundle, variant=config.variant, backend=config.backend)
-        m = self.model.manifest
-        self.identity = bundle_identity(config.bundle)
-        self.spec = AnomalySpec.from_manifest(m)
         s = config.streams
+        # opened and stepped in a child process first: a model that crashes the interpreter is refused at start
+        self.model = load_probed(config.bundle, variant=config.variant, backend=config.backend,
+                                 trusted_key=config.trusted_key, batched=None if s.batched else False)
+        m = self.model.manifest
+        self.identity = m.sha256  # of the very manifest bytes the model was loaded from
+        self.spec = AnomalySpec.from_manifest(m)
         self.pool = StreamPool(self.model, s.max_streams, batched=None if s.batched else False, max_batch=s.max_batch)
         self.target = np.asarray(m.target)  # (O,) input channels the model forecasts
         self.bounds = value_bounds(m.normalization, config.input.value_range_std)  # (C,) of (low, high)
