@@ -158,6 +158,8 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
                                f"{float_entry['parity']['max_abs_error']:.2e} > {task.parity_tolerance} "
                                f"({task.parity_units})")
         task.add_sections(manifest, float_model)
+        if hasattr(task, "extra_files"):  # files beside the models (an autocomplete bundle's lexicon)
+            files.update(task.extra_files(manifest))
         core_graph = task.core_graph() if hasattr(task, "core_graph") else None
         core_model = save_step_model(core_graph, str(tmp / "saved_model_core")) if core_graph is not None else None
         calibrations: dict[str, list[dict]] = {}  # graph kind -> samples, made when first needed

@@ -21,7 +21,7 @@ from edge_runtime import BundleError
 from edge_eval.autocomplete import keystroke_savings, next_symbol_accuracy
 from edge_runtime.autocomplete import Autocomplete, AutocompleteSession
 from edge_runtime.vocabulary import Vocabulary
-from train.ngram import AutocompleteNgram
+from edge_eval.ngram import AutocompleteNgram
 from train.words import LECTURE_WORDS, read_word_list, split_words
 
 TOY_TRAIN = dict(hidden=16, layers=2, epochs=400, batch=10, lr=0.02)  # ~7 s; loss 0.472 of the optimal 0.461
@@ -89,8 +89,9 @@ def test_suggestions_complete_the_prefix_with_the_words_the_model_learned(toy_bu
     for c in "ki":
         typing.feed(c)
     words = typing.suggest(3)
-    assert {w for w, _ in words[:2]} == {"kiss", "kind"}  # the only two words starting with "ki"
-    assert [p for _, p in words] == sorted((p for _, p in words), reverse=True)
+    assert {w for w, _, _ in words[:2]} == {"kiss", "kind"}  # the only two words starting with "ki"
+    assert [s.probability for s in words] == sorted((s.probability for s in words), reverse=True)
+    assert all(s.new for s in words)  # the toy has no lexicon: every word is the model's own
     # P(kiss | ki) + P(kind | ki): the toy's other completions are implausible; 0.9 leaves room for
     # probability on "ki" + other letters that a 16-unit model never drives to exactly 0
     assert words[0][1] + words[1][1] > 0.9
@@ -275,7 +276,7 @@ def test_serve_refuses_an_autocomplete_bundle_with_one_line_naming_the_task(toy,
 class Screen:
     """A program on the slave side of a pty; we type on the master side and read what it draws."""
 
-    def __init__(self, bundle: Path, sigint: str = "default"):
+    def __init__(self, bundle: Path, sigint: str = "default", extra_args: list[str] | None = None):
         self.master, self.slave = os.openpty()
         self.attrs = termios.tcgetattr(self.slave)
         env = python_env()
@@ -285,8 +286,10 @@ class Screen:
         # sigint="ignored": started as a script's background job is (SIG_IGN survives exec)
         become_terminal_owner = ("import os, signal, sys; os.open(sys.argv[1], os.O_RDWR); "
                                  f"signal.signal(signal.SIGINT, signal.SIG_{'IGN' if sigint == 'ignored' else 'DFL'}); "
-                                 "os.execv(sys.executable, [sys.executable, '-m', 'edge_runtime', 'complete', sys.argv[2]])")
-        self.process = subprocess.Popen([sys.executable, "-c", become_terminal_owner, os.ttyname(self.slave), str(bundle)],
+                                 "os.execv(sys.executable, [sys.executable, '-m', 'edge_runtime', 'complete', *sys.argv[2:]])")
+        # no user dictionary unless a test asks for one: a test must not write into the home folder
+        args = [str(bundle), *(extra_args or ["--no-user-words"])]
+        self.process = subprocess.Popen([sys.executable, "-c", become_terminal_owner, os.ttyname(self.slave), *args],
                                         stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env,
                                         cwd=ROOT, start_new_session=True)
         self.text = ""
