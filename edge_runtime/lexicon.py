@@ -1,11 +1,11 @@
 """The bundle's lexicon: the real words suggestions may come from, with how often each is used.
 
-A trie in breadth-first order, stored as three byte arrays of one entry per
+A trie in breadth-first order, stored as three arrays of one entry per
 node (an .npz file, zip-compressed, in the bundle beside the models):
 
     degree  (N,) uint8   how many children the node has
     letter  (N,) uint8   the letter on the edge into the node (an index into `alphabet`)
-    zipf    (N,) uint8   0: no word ends here; else 1 + round(ZIPF_STEPS * Zipf frequency)
+    zipf    (N,) uint16  0: no word ends here; else 1 + round(ZIPF_STEPS * Zipf frequency)
 
 Breadth-first order keeps every node's children next to each other, so the
 children of node i are nodes start[i] .. start[i] + degree[i], with start
@@ -25,7 +25,8 @@ import math
 import numpy as np
 
 LEXICON_FORMAT = 1
-ZIPF_STEPS = 30  # codes per Zipf unit: 0.033 apart, far finer than the frequency source's own precision
+ZIPF_STEPS = 100  # codes per Zipf unit: 0.01, wordfreq's own precision (coarser codes made ties it does not have)
+MAX_CODE = 65535
 LN10 = math.log(10)
 
 
@@ -34,8 +35,8 @@ class LexiconError(ValueError):
 
 
 def zipf_code(zipf: float) -> int:
-    """A Zipf frequency (0-8) -> its stored code, 1-255 (0 means 'not a word')."""
-    return int(min(255, max(1, 1 + round(zipf * ZIPF_STEPS))))
+    """A Zipf frequency (0-8 in practice) -> its stored code, 1 and up (0 means 'not a word')."""
+    return int(min(MAX_CODE, max(1, 1 + round(zipf * ZIPF_STEPS))))
 
 
 class Lexicon:
@@ -90,7 +91,7 @@ class Lexicon:
             letter.append(edge)
             code.append(node.get("", 0))
             queue += [(node[c], index[c]) for c in children]
-        return cls(alphabet, np.array(degree, np.uint8), np.array(letter, np.uint8), np.array(code, np.uint8))
+        return cls(alphabet, np.array(degree, np.uint8), np.array(letter, np.uint8), np.array(code, np.uint16))
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -111,8 +112,10 @@ class Lexicon:
             raise
         except Exception as e:  # a zip, npy or key error: all mean the same to the caller
             raise LexiconError(f"{where}: not a lexicon file ({type(e).__name__}: {e})") from None
-        if any(a.dtype != np.uint8 or a.ndim != 1 for a in arrays.values()):
-            raise LexiconError(f"{where}: lexicon arrays must be one-dimensional uint8")
+        dtypes = {"degree": np.uint8, "letter": np.uint8, "zipf": np.uint16}
+        if any(a.dtype != dtypes[k] or a.ndim != 1 for k, a in arrays.items()):
+            raise LexiconError(f"{where}: lexicon arrays must be one-dimensional: degree and letter uint8, "
+                               "zipf uint16")
         try:
             return cls(alphabet, arrays["degree"], arrays["letter"], arrays["zipf"])
         except LexiconError as e:
