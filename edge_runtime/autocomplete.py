@@ -19,6 +19,13 @@ beam search branches from a node without disturbing it. The n-gram baseline
 (edge_eval/ngram.py) implements the same three calls, so the metrics in
 edge_eval/autocomplete.py score it and the LSTM with the same code. numpy
 and the interpreter only.
+
+Suggestions (issue 15) are real words: the bundle's lexicon (edge_runtime/lexicon.py,
+every word of the list with how often it is used) and the user's own words
+(edge_runtime/userwords.py) form one trie, and `Decoder` searches it, ranking
+by frequency first and letting the model order words of equal frequency. Only
+when the prefix starts no known word does the model propose words of its own,
+marked new.
 """
 from __future__ import annotations
 

@@ -430,6 +430,14 @@ def test_demo_acceptance_rules_can_fail():
     assert acceptance(weak) == {"top-1 >= n-gram + 2 points": False, "KSR above n-gram's (all held-out words)": False,
                                 "int8 or int16x8 within 1 point of float32": False,
                                 "that variant fits a Cortex-M4 (1 MB flash)": False}
+    # issue 15's rules: typing real words against the frequency completer and the best n-gram
+    typing = {"lexicon_bytes": 233_000, "model": {"ksr_weighted_3": 0.25, "top1": 0.465},
+              "frequency_completer": {"ksr_weighted_3": 0.2519}, "ngram": {"order": 6, "top1": 0.470}}
+    good.typing = typing
+    rules = acceptance(good)
+    assert rules["frequency-weighted KSR (3 shown) >= frequency-ranked lexicon completer's"] is False
+    assert rules["next-letter top-1 >= best n-gram's up to order 7 (order 6)"] is False
+    assert rules["a quantized variant + lexicon fits a Cortex-M4 (1 MB flash)"] is True  # 200 KB + 233 KB
 
 
 @pytest.mark.slow
