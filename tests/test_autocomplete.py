@@ -463,4 +463,6 @@ def test_demo_stage_end_to_end_on_a_slice_of_the_word_list(tmp_path):
     report = write_autocomplete_report(result, preset, tmp_path / "reports")
     text = report.read_text()
     assert "| LSTM int16x8 |" in text and "## Acceptance" in text and table(result) in text
+    assert set(result.typing) >= {"model", "frequency_completer", "ngram"}  # issue 15's typing metrics
+    assert "| frequency-ranked lexicon completer |" in text and "frequency-weighted KSR (3 shown)" in text
     assert (report.parent / "autocomplete.png").stat().st_size > 10_000
