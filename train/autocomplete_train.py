@@ -52,6 +52,7 @@ class AutocompleteTrainConfig(StrictConfig):
     # 0: every word alike; e > 0: each epoch draws words (with replacement) in proportion to
     # frequency ** e (wordfreq), so common words are seen more often; 1 is as often as people use them
     frequency_exponent: float = 0.0
+    dropout: float = 0.0  # on the top layer's output, before the head, while training
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -110,7 +111,7 @@ def train_autocomplete_model(config: AutocompleteModelConfig, train_config: Auto
                      vocab: Vocabulary, progress: bool = True, label: str = "") -> tuple[AutocompleteNet, dict]:
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
-    model = AutocompleteNet(config)
+    model = AutocompleteNet(config, train_config.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train_config.epochs, eta_min=train_config.lr / 20)
     stopping = EarlyStopping(train_config.patience)
