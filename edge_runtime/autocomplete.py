@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -72,16 +73,19 @@ def log_softmax(logits: np.ndarray, masked: int) -> np.ndarray:
 class AutocompleteModel(Model):
     """An autocomplete bundle's `Model`: each session is one typing session."""
 
+    @cached_property
+    def lexicon(self) -> "Lexicon | None":
+        """The bundle's lexicon, read and checked once per model (None: an open-vocabulary bundle)."""
+        return read_lexicon(self.manifest)
+
     def session(self, user_words: "str | Path | UserWords | None" = None, **options) -> "Autocomplete":
-        """A typing session with the bundle's lexicon (read once per model) and, when given, the user's
-        dictionary (a UserWords, or the path of its file)."""
-        if not hasattr(self, "_lexicon"):
-            self._lexicon = read_lexicon(self.manifest)
+        """A typing session with the bundle's lexicon and, when given, the user's dictionary
+        (a UserWords, or the path of its file)."""
         if user_words is not None and not isinstance(user_words, UserWords):
             user_words = UserWords(user_words)
-        options.setdefault("prior_weight", lexicon_entry(self.manifest).get("prior_weight", PRIOR_WEIGHT)
-                           if self._lexicon is not None else PRIOR_WEIGHT)
-        return Autocomplete(AutocompleteSession(self), lexicon=self._lexicon, user_words=user_words, **options)
+        if self.lexicon is not None:
+            options.setdefault("prior_weight", lexicon_entry(self.manifest).get("prior_weight", PRIOR_WEIGHT))
+        return Autocomplete(AutocompleteSession(self), lexicon=self.lexicon, user_words=user_words, **options)
 
 
 class AutocompleteSession:
