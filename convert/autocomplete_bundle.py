@@ -15,6 +15,7 @@ of a sensor stream.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -22,17 +23,29 @@ import numpy as np
 import torch
 
 from convert.bundle import manifest_head, manifest_provenance
-from edge_runtime.autocomplete import AutocompleteSession
+from edge_runtime.autocomplete import PRIOR_WEIGHT, AutocompleteSession
+from edge_runtime.lexicon import Lexicon
 from edge_runtime.model import Model
 from edge_runtime.vocabulary import Vocabulary
 from train.autocomplete_model import AutocompleteNet, autocomplete_net_from_weights
 from train.config import AutocompleteModelConfig
+from train.lexicon import build_lexicon, frequency_source
 from train.words import word_batch
 
+LEXICON_FILE = "lexicon.npz"
 PARITY_WORDS = 200
 PARITY_TOLERANCE = 1e-4  # log-probability, float32 torch vs float32 TFLite
 METRIC_WORDS = 400  # held-out words each variant is scored on at conversion
 CALIBRATION_SAMPLES = 1000
+
+
+def lexicon_manifest_entry(data: bytes, words: list[str], source: dict) -> dict:
+    lexicon = Lexicon.from_bytes(data)
+    return {"file": LEXICON_FILE, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+            "words": lexicon.words, "nodes": len(lexicon.degree), "alphabet": lexicon.alphabet,
+            "format": "trie, breadth-first: degree, letter, Zipf code per node (edge_runtime/lexicon.py)",
+            "word_list": {k: source[k] for k in ("path", "sha256", "filter") if k in source},
+            "frequencies": frequency_source(), "prior_weight": PRIOR_WEIGHT}
 
 
 def build_autocomplete_manifest(name: str, config: AutocompleteModelConfig, info: dict, variants: list[dict]) -> dict:
@@ -128,6 +141,8 @@ class AutocompleteConversion:
     parity_units = "log-probability"
     batched = False  # the edge service runs forecasters; a typing session steps one symbol at a time
 
+    with_lexicon_for_toys = False  # the lecture's ten words are not a language: no lexicon
+
     def __init__(self, run_dir: Path, weights: dict, info: dict):
         self.weights, self.info = weights, info
         self.config = AutocompleteModelConfig.from_dict(info["model"])
@@ -151,6 +166,16 @@ class AutocompleteConversion:
 
     def add_sections(self, manifest: dict, float_model: Model) -> None:
         pass  # nothing beyond the vocabulary, which the manifest already has
+
+    def extra_files(self, manifest: dict) -> dict[str, bytes]:
+        """The lexicon: every word of the run's list (train, val and test: the words people type),
+        with wordfreq's frequencies; its entry in the manifest like every file's."""
+        if "builtin" in self.info["data"] and not self.with_lexicon_for_toys:
+            return {}
+        words = self.words["train"] + self.words["val"] + self.words["test"]
+        data = build_lexicon(words, self.vocab.letters).to_bytes()
+        manifest["lexicon"] = lexicon_manifest_entry(data, words, self.info["data"])
+        return {LEXICON_FILE: data}
 
     def calibration(self, float_model: Model) -> list[dict]:
         return autocomplete_calibration(AutocompleteSession(float_model), self.words["train"])

@@ -158,6 +158,8 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
                                f"{float_entry['parity']['max_abs_error']:.2e} > {task.parity_tolerance} "
                                f"({task.parity_units})")
         task.add_sections(manifest, float_model)
+        if hasattr(task, "extra_files"):  # files beside the models (an autocomplete bundle's lexicon)
+            files.update(task.extra_files(manifest))
         core = None  # (the core graph's SavedModel, its calibration samples), made when first needed
         raw_calibration: list[dict] | None = None
         for spec in specs[1:]:

@@ -129,24 +129,47 @@ BENCH_WORDS = ("the", "keyboard", "information", "quickly", "understanding", "te
                "example", "between", "different", "something", "language")
 
 
+class CountingPredictor:
+    """A predictor that counts interpreter steps: what a keystroke's time is made of."""
+
+    def __init__(self, session: AutocompleteSession):
+        self.session, self.vocabulary, self.steps = session, session.vocabulary, 0
+
+    def start(self):
+        return self.session.start()
+
+    def advance(self, node, symbol):
+        self.steps += 1
+        return self.session.advance(node, symbol)
+
+    @staticmethod
+    def log_probs(node):
+        return node.log_probs
+
+
 def bench_complete(bundle, variants: list[str] | None = None, backend: str | None = None,
                    repeats: int = 5, k: int = 3) -> dict:
     """Per-keystroke latency (feed + suggest(k)) per variant, typing BENCH_WORDS letter by letter.
 
-    One thread, one warm-up pass, then `repeats` timed passes; median and
-    spread of the per-keystroke mean of each pass, and the p90 keystroke of
-    the last pass (beam search takes longer where many words are open).
+    What a user runs: the bundle's lexicon and decoder when it has one. One
+    thread, one warm-up pass, then `repeats` timed passes; median and spread of
+    the per-keystroke mean of each pass, the p90 keystroke of the last pass, the
+    interpreter steps per keystroke (feed's one plus the beam search's) and one
+    step's time alone, which together say where a keystroke's time goes.
     """
     manifest = read_manifest(bundle)
     names = variants or [v.name for v in manifest.variants]
     results, used = {}, backend
     for name, model in opened_variants(bundle, names, backend, results):
         used = model.backend
-        typing = Autocomplete(AutocompleteSession(model))
+        predictor = CountingPredictor(AutocompleteSession(model))
+        typing = model.session()
+        typing = Autocomplete(predictor, lexicon=typing.lexicon, prior_weight=typing.decoder.prior_weight)
         words = [w for w in BENCH_WORDS if typing.vocabulary.accepts(w)]
         passes, last = [], []
         for r in range(repeats + 1):
             times = []
+            predictor.steps = 0
             for word in words:
                 typing.reset()
                 for c in word:
@@ -157,9 +180,16 @@ def bench_complete(bundle, variants: list[str] | None = None, backend: str | Non
             if r:  # the first pass warms up
                 passes.append(float(np.mean(times)))
                 last = times
+        node = predictor.start()
+        started = time.perf_counter()
+        for _ in range(200):
+            predictor.session.advance(node, 2)
+        step_us = (time.perf_counter() - started) / 200 * 1e6
         results[name] = {"median_us": float(np.median(passes)), "min_us": min(passes), "max_us": max(passes),
                          "p90_us": float(np.percentile(last, 90)), "keystrokes": len(last),
+                         "steps_per_keystroke": predictor.steps / len(last), "step_us": step_us,
                          "bytes": model.variant.bytes}
     bundle_bytes = sum(f.stat().st_size for f in Path(bundle).iterdir() if f.is_file())
     return {"backend": used, "k": k, "beam_width": BEAM_WIDTH, "repeats": repeats,
+            "lexicon": manifest.raw.get("lexicon") is not None,
             "bundle_bytes": bundle_bytes, "variants": results}

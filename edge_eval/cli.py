@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from edge_runtime.backends import BACKENDS, BackendError
 from edge_runtime.cli import open_input
@@ -46,6 +47,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     evc.add_argument("bundle")
     evc.add_argument("--words", required=True, help="one word per line (the held-out words)")
     evc.add_argument("--ksr-words", type=int, default=500, help="the first N words also measure keystroke savings")
+    evc.add_argument("--typing", action="store_true", help="the metrics that match typing (a bundle with a "
+                     "lexicon): frequency-weighted keystroke savings with 1 and 3 suggestions, against a "
+                     "frequency-ranked lexicon completer (and the best n-gram, with --splits)")
+    evc.add_argument("--splits", help="the run's words.json (train, val, test): also train the best Witten-Bell "
+                     "n-gram up to order 7 on its training words, weighted as the model was")
+    evc.add_argument("--typing-words", type=int, help="type only the first N words (default: all)")
     evc.add_argument("--variant")
     evc.add_argument("--backend", choices=list(BACKENDS))
     bc = sub.add_parser("bench-complete", help="per-keystroke latency (feed + suggest) per variant (JSON)")
@@ -89,8 +96,15 @@ def cmd_eval_complete(args: argparse.Namespace) -> int:
 
     try:
         words = read_words(args.words)
-        result = evaluate_bundle(args.bundle, words, words[:args.ksr_words], args.variant, args.backend)
-    except (OSError, ValueError) as e:
+        if args.typing:
+            from edge_eval.autocomplete import evaluate_typing
+
+            splits = json.loads(Path(args.splits).read_text()) if args.splits else None
+            result = {"typing": evaluate_typing(args.bundle, words, args.variant, args.backend, splits,
+                                                args.typing_words)}
+        else:
+            result = evaluate_bundle(args.bundle, words, words[:args.ksr_words], args.variant, args.backend)
+    except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result))

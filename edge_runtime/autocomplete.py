@@ -16,24 +16,42 @@ Everything here talks to a *predictor*, anything with three calls:
 A node is immutable once made, so a typing session keeps one node per typed
 letter: backspace pops back to the previous node (no recomputation), and
 beam search branches from a node without disturbing it. The n-gram baseline
-(train/ngram.py) implements the same three calls, so the metrics in
+(edge_eval/ngram.py) implements the same three calls, so the metrics in
 edge_eval/autocomplete.py score it and the LSTM with the same code. numpy
 and the interpreter only.
+
+Suggestions (issue 15) are real words: the bundle's lexicon (edge_runtime/lexicon.py,
+every word of the list with how often it is used) and the user's own words
+(edge_runtime/userwords.py) form one trie, and `Decoder` searches it, ranking
+by frequency first and letting the model order words of equal frequency. Only
+when the prefix starts no known word does the model propose words of its own,
+marked new.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from edge_runtime.manifest import read_manifest
+from edge_runtime.lexicon import LN10, Lexicon, LexiconError
+from edge_runtime.manifest import BundleError, Manifest, lexicon_entry, read_manifest, verified_file_bytes
 from edge_runtime.model import Model
+from edge_runtime.userwords import UserWords
 from edge_runtime.vocabulary import Vocabulary
 
 BEAM_WIDTH = 4  # hypotheses kept per step of the beam search
 MAX_COMPLETION = 20  # letters a suggestion may add to the prefix
 HISTORY = 48  # typed letters whose states are kept for backspace; older ones are recomputed
+# How lexicon words are ranked: FREQUENCY_FIRST (-1) ranks by the word's frequency and lets the character
+# model order words of equal frequency; a weight w >= 0 ranks by log P_model(word | prefix) + w ln(frequency).
+# Measured on held-out words (DESIGN-NOTES): frequency first saves the most keys, weighted or not.
+FREQUENCY_FIRST = -1.0
+PRIOR_WEIGHT = FREQUENCY_FIRST
+USER_ZIPF = 4.0  # how often a user's own word is taken to be used: a common word ("keyboard" is 4.3)
 
 
 @dataclass(frozen=True)
@@ -55,8 +73,19 @@ def log_softmax(logits: np.ndarray, masked: int) -> np.ndarray:
 class AutocompleteModel(Model):
     """An autocomplete bundle's `Model`: each session is one typing session."""
 
-    def session(self) -> "Autocomplete":
-        return Autocomplete(AutocompleteSession(self))
+    @cached_property
+    def lexicon(self) -> "Lexicon | None":
+        """The bundle's lexicon, read and checked once per model (None: an open-vocabulary bundle)."""
+        return read_lexicon(self.manifest)
+
+    def session(self, user_words: "str | Path | UserWords | None" = None, **options) -> "Autocomplete":
+        """A typing session with the bundle's lexicon and, when given, the user's dictionary
+        (a UserWords, or the path of its file)."""
+        if user_words is not None and not isinstance(user_words, UserWords):
+            user_words = UserWords(user_words)
+        if self.lexicon is not None:
+            options.setdefault("prior_weight", lexicon_entry(self.manifest).get("prior_weight", PRIOR_WEIGHT))
+        return Autocomplete(AutocompleteSession(self), lexicon=self.lexicon, user_words=user_words, **options)
 
 
 class AutocompleteSession:
@@ -115,9 +144,19 @@ def predictor_vocabulary(predictor) -> Vocabulary:
     return predictor.vocabulary if hasattr(predictor, "vocabulary") else predictor.vocab
 
 
+class Suggestion(NamedTuple):
+    word: str
+    probability: float  # lexicon words: share of the candidates' scores; new words: the model's P(word | prefix)
+    source: str = "new"  # "lexicon", "user" (the user's own words) or "new" (made up by the character model)
+
+    @property
+    def new(self) -> bool:
+        return self.source == "new"
+
+
 def beam_search(predictor, node, prefix: str, k: int = 3, beam_width: int = BEAM_WIDTH,
                 max_length: int = MAX_COMPLETION) -> list[tuple[str, float]]:
-    """The k most likely whole words starting with `prefix`, with P(word | prefix).
+    """Open vocabulary: the k most likely letter strings + end starting with `prefix`, with P(word | prefix).
 
     A word's probability is the product of its letters' and the end symbol's
     probabilities. Hypotheses only lose probability as they grow, so the
@@ -145,20 +184,160 @@ def beam_search(predictor, node, prefix: str, k: int = 3, beam_width: int = BEAM
     return [(word, math.exp(logp)) for logp, word in finished]
 
 
+class WordIndex:
+    """The bundle's lexicon and the user's own words as one trie: a node is a pair (lexicon node, user node),
+    -1 where that side has no such prefix. User words count as Zipf USER_ZIPF (or their lexicon's, if higher)."""
+
+    def __init__(self, lexicon: Lexicon | None, user_words: UserWords | None = None):
+        self.lexicon, self.user_words = lexicon, user_words
+        self.alphabet = lexicon.alphabet if lexicon is not None else ""
+        self._user: Lexicon | None = None
+        self._user_version = -1
+
+    @property
+    def user(self) -> Lexicon | None:
+        """The user's words as a small trie, rebuilt after each change."""
+        words = self.user_words
+        if words is None or not len(words):
+            return None
+        if self._user_version != words.version:
+            alphabet = self.alphabet or "".join(sorted({c for w in words.words for c in w}))
+            self._user = Lexicon.build({w: USER_ZIPF for w in words.words if all(c in alphabet for c in w)}, alphabet)
+            self._user_version = words.version
+        return self._user
+
+    def walk(self, prefix: str) -> tuple[int, int] | None:
+        lex, user = self.lexicon, self.user
+        node = (lex.walk(prefix) if lex is not None else -1, user.walk(prefix) if user is not None else -1)
+        return None if node == (-1, -1) else node
+
+    def word_zipf(self, node: tuple[int, int]) -> tuple[float, str] | None:
+        """(Zipf, source) of the word ending at node, or None."""
+        lex = self.lexicon.zipf_of(node[0]) if node[0] >= 0 else None
+        user = self._user.zipf_of(node[1]) if node[1] >= 0 else None
+        if user is not None and (lex is None or user > lex):
+            return user, "user"
+        return (lex, "lexicon") if lex is not None else None
+
+    def best_zipf(self, node: tuple[int, int]) -> float:
+        return max(self.lexicon.best_zipf(node[0]) if node[0] >= 0 else 0.0,
+                   self._user.best_zipf(node[1]) if node[1] >= 0 else 0.0)
+
+    def children(self, node: tuple[int, int]) -> list[tuple[int, tuple[int, int]]]:
+        """(letter index in the alphabet, child node) for each next letter either side knows."""
+        found: dict[int, list[int]] = {}
+        for side, trie in ((0, self.lexicon), (1, self._user)):
+            if node[side] >= 0:
+                letters, first = trie.children(node[side])
+                for j, letter in enumerate(letters):
+                    found.setdefault(letter, [-1, -1])[side] = first + j
+        return [(letter, (pair[0], pair[1])) for letter, pair in found.items()]
+
+    def __contains__(self, word: str) -> bool:
+        node = self.walk(word)
+        return node is not None and self.word_zipf(node) is not None
+
+
+class Decoder:
+    """Suggestions for a prefix: lexicon (and user) words first, by beam search over the trie, each scored
+
+        prior_weight = FREQUENCY_FIRST:  (Zipf(word), log P_model(word | prefix)), compared in that order
+        prior_weight = w >= 0:           log P_model(word | prefix) + w * ln(10) * Zipf(word)
+
+    (w = 1: the model's probability times the word's frequency). An open hypothesis
+    is ranked by its score so far with its subtree's most frequent word, which no
+    completion can beat, so the search stops as soon as the k-th finished word
+    beats every open bound. When the prefix leaves the lexicon (and the user's
+    words), the character model proposes words of its own, marked new.
+    """
+
+    def __init__(self, predictor, index: WordIndex | None = None, prior_weight: float = PRIOR_WEIGHT,
+                 beam_width: int = BEAM_WIDTH, max_length: int = MAX_COMPLETION):
+        self.predictor, self.index = predictor, index
+        self.prior_weight, self.beam_width, self.max_length = prior_weight, beam_width, max_length
+        vocab = predictor_vocabulary(predictor)
+        self.vocabulary = vocab
+        self._symbol = [vocab.index(c) for c in index.alphabet] if index is not None and index.alphabet else []
+
+    def suggest(self, node, prefix: str, k: int = 3) -> list[Suggestion]:
+        trie_node = self.index.walk(prefix) if self.index is not None else None
+        if trie_node is not None:  # real words complete the prefix: only real words are offered
+            return self.lexicon_search(node, prefix, trie_node, k)
+        return [Suggestion(word, p, "new")
+                for word, p in beam_search(self.predictor, node, prefix, k, self.beam_width, self.max_length)]
+
+    def lexicon_search(self, node, prefix: str, trie_node, k: int) -> list[Suggestion]:
+        predictor, index = self.predictor, self.index
+        first = 1.0 if self.prior_weight == FREQUENCY_FIRST else 0.0  # frequency, then the model, or a blend
+        weight = 0.0 if first else self.prior_weight * LN10
+        end, alphabet, symbol = self.vocabulary.end_index, index.alphabet, self._symbol
+        beams = [(0.0, prefix, node, trie_node)]
+        finished: list[tuple[tuple[float, float], str, str]] = []  # ((frequency key, score), word, source)
+        for _ in range(self.max_length + 1):
+            candidates = []
+            for logp, word, nd, tn in beams:
+                lp = predictor.log_probs(nd)  # (V,)
+                is_word = index.word_zipf(tn)
+                if is_word is not None:
+                    zipf, source = is_word
+                    finished.append(((first * zipf, logp + float(lp[end]) + weight * zipf), word, source))
+                for letter, child in index.children(tn):
+                    score = logp + float(lp[symbol[letter]])
+                    best = index.best_zipf(child)
+                    candidates.append(((first * best, score + weight * best), score, word + alphabet[letter],
+                                       nd, symbol[letter], child))
+            finished = sorted(finished, key=lambda f: f[0], reverse=True)[:k]
+            candidates = sorted(candidates, key=lambda c: c[0], reverse=True)[:self.beam_width]
+            if not candidates or (len(finished) == k and candidates[0][0] <= finished[-1][0]):
+                break
+            beams = [(score, word, predictor.advance(nd, s), child) for _, score, word, nd, s, child in candidates]
+        if not finished:
+            return []
+        # shown probability: each word's share of exp(score) among the words found (frequency-first: the
+        # frequencies' share, the model's probability splitting equal frequencies)
+        scores = [f[0][1] + LN10 * f[0][0] for f in finished]
+        top = max(scores)
+        shares = [math.exp(x - top) for x in scores]
+        return [Suggestion(word, share / sum(shares), source) for (_, word, source), share in zip(finished, shares)]
+
+
+def read_lexicon(manifest: Manifest) -> Lexicon | None:
+    """The bundle's lexicon, size and sha256 checked, or None for a bundle without one."""
+    entry = lexicon_entry(manifest)
+    if entry is None:
+        return None
+    data = verified_file_bytes(manifest, entry["file"], entry["bytes"], entry["sha256"])
+    try:
+        lexicon = Lexicon.from_bytes(data, str(manifest.path / entry["file"]))
+    except LexiconError as e:
+        raise BundleError(str(e)) from None
+    if manifest.vocabulary is not None and not set(lexicon.alphabet) <= set(manifest.vocabulary.letters):
+        raise BundleError(f"{manifest.path / entry['file']}: lexicon alphabet {lexicon.alphabet!r} has letters "
+                          f"outside the vocabulary {manifest.vocabulary.letters!r}")
+    return lexicon
+
+
 class Autocomplete:
-    """One typing session: feed letters, take back letters, ask for letters and words."""
+    """One typing session: feed letters, take back letters, ask for letters and words, accept words."""
 
     def __init__(self, predictor, beam_width: int = BEAM_WIDTH, max_length: int = MAX_COMPLETION,
-                 history: int = HISTORY):
+                 history: int = HISTORY, lexicon: Lexicon | None = None, user_words: UserWords | None = None,
+                 prior_weight: float = PRIOR_WEIGHT):
         self.predictor = predictor
         self.vocabulary = predictor_vocabulary(predictor)
         self.beam_width, self.max_length, self.history = beam_width, max_length, history
+        self.lexicon, self.user_words = lexicon, user_words
+        index = WordIndex(lexicon, user_words) if lexicon is not None or user_words is not None else None
+        self.decoder = Decoder(predictor, index, prior_weight, beam_width, max_length)
         self.reset()
 
     @classmethod
     def from_bundle(cls, bundle, variant: str | None = None, backend: str | None = None, trusted_key=None,
-                    **options) -> "Autocomplete":
-        return cls(AutocompleteSession(AutocompleteModel(read_manifest(bundle, trusted_key), variant, backend)), **options)
+                    user_words: str | Path | UserWords | None = None, **options) -> "Autocomplete":
+        """user_words: a UserWords, or the path of its file (created on the first accepted word);
+        trusted_key: refuse a bundle not signed by it (edge_runtime/signature.py)."""
+        model = AutocompleteModel(read_manifest(bundle, trusted_key), variant, backend)
+        return model.session(user_words, **options)
 
     @property
     def prefix(self) -> str:
@@ -206,6 +385,18 @@ class Autocomplete:
         order = np.argsort(-p, kind="stable")[:k]
         return [(self.vocabulary.symbols[i], float(p[i])) for i in order if p[i] > 0]
 
-    def suggest(self, k: int = 3) -> list[tuple[str, float]]:
-        """The k most likely words completing the prefix, with P(word | prefix), best first."""
-        return beam_search(self.predictor, self.node, self._prefix, k, self.beam_width, self.max_length)
+    def suggest(self, k: int = 3) -> list[Suggestion]:
+        """The k best words completing the prefix, best first: real words (the bundle's lexicon and the
+        user's own) when any completes it, else the character model's, marked new."""
+        return self.decoder.suggest(self.node, self._prefix, k)
+
+    def accept(self, word: str | None = None) -> bool:
+        """The user finished `word` (default: the prefix typed). A word outside the lexicon goes to the
+        user's dictionary (saved at once), so it is suggested from now on; True when it was recorded."""
+        word = self._prefix if word is None else word
+        if self.user_words is None or not self.vocabulary.accepts(word):
+            return False
+        if self.lexicon is not None and word in self.lexicon and word not in self.user_words:
+            return False  # a real word: the lexicon already knows it
+        self.user_words.use(word)
+        return True

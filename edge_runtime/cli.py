@@ -34,6 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     complete.add_argument("--backend", choices=list(BACKENDS))
     complete.add_argument("-k", type=int, default=3, help="suggestions shown")
     complete.add_argument("--trusted-key", help=TRUSTED_KEY_HELP)
+    complete.add_argument("--user-words", help="your own words, learned as you type "
+                          "(default: $XDG_DATA_HOME/edge-rnn/user-words.json, ~/.local/share/... when unset)")
+    complete.add_argument("--no-user-words", action="store_true", help="learn nothing, keep no file")
     serve = sub.add_parser("serve", help="the long-running edge service (many streams, snapshots, MQTT)",
                            description="Run the edge service described by a TOML config (see deploy/edge.example.toml).")
     serve.add_argument("--config", required=True, help="the service's TOML config")
@@ -73,10 +76,17 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from edge_runtime.probe import PROBE_TIMEOUT_S, probe
     from edge_runtime.terminal import run_terminal
 
+    from edge_runtime.userwords import UserWords, UserWordsError, default_path
+
+    try:
+        user_words = None if args.no_user_words else UserWords(args.user_words or default_path())
+    except UserWordsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     backend, _ = interpreter_class(args.backend)
     probe(args.bundle, args.variant, backend, None, args.trusted_key, False, PROBE_TIMEOUT_S)  # a crash is refused
-
-    return run_terminal(Autocomplete.from_bundle(args.bundle, args.variant, backend, args.trusted_key), args.k)
+    return run_terminal(Autocomplete.from_bundle(args.bundle, args.variant, backend, args.trusted_key, user_words),
+                        args.k)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -102,6 +112,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 def info_autocomplete(m) -> int:
     print(f"{m.name}: autocomplete, {m.cell} x{m.layers} hidden {m.hidden}, "
           f"vocabulary {m.vocabulary.letters} + start {m.vocabulary.start!r} + end {m.vocabulary.end!r}")
+    from edge_runtime.manifest import lexicon_entry
+
+    lexicon = lexicon_entry(m)
+    print(f"  lexicon: {lexicon['words']} words, {lexicon['bytes']} bytes ({lexicon['file']}), frequencies: "
+          f"{lexicon.get('frequencies', {}).get('package', '?')}" if lexicon else "  lexicon: none (open vocabulary)")
     for v in m.variants:
         metrics = v.raw.get("metrics", {})
         refused = {r: why for r, why in v.raw.get("compatibility", {}).items() if why}

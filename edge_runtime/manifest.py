@@ -336,3 +336,25 @@ def batched_companion(manifest: Manifest, variant: Variant) -> dict | None:
     _file_entry(schema.obj(entry, f"{manifest.path / MANIFEST_NAME} variant {variant.name!r} batched"),
                 f"{manifest.path / MANIFEST_NAME} variant {variant.name!r} batched")
     return entry
+
+
+def lexicon_entry(manifest: Manifest) -> dict | None:
+    """An autocomplete bundle's lexicon entry (file, sha256, bytes, ...), or None when it has none.
+
+    The lexicon (edge_runtime/lexicon.py) is the list of real words suggestions
+    come from, with their frequencies; like every file of the bundle, its size
+    and sha256 are checked before it is used.
+    """
+    entry = manifest.raw.get("lexicon")
+    if entry is None:
+        return None
+    where = f"{manifest.path / MANIFEST_NAME} lexicon"
+    if not isinstance(entry, dict):
+        raise BundleError(f"{where}: should be an object, got {entry!r}")
+    for key, kind in (("file", str), ("sha256", str), ("bytes", int)):
+        _require(entry, key, kind, where)
+    weight = entry.get("prior_weight", -1.0)
+    if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not (weight == -1 or 0 <= weight <= 100):
+        raise BundleError(f"{where}: prior_weight should be -1 (frequency first) or a number from 0 to 100, "
+                          f"got {weight!r}")
+    return entry

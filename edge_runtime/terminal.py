@@ -9,6 +9,10 @@ for the word being typed.
 
     letters        type (upper case is folded to lower case)
     Tab            accept the first suggestion
+
+A word the user finishes that the bundle's lexicon lacks goes to their own
+dictionary (edge_runtime/userwords.py) and is suggested from then on, also
+after a restart. Suggestions the character model made up are marked (new).
     Backspace      take back a letter (the model's state comes off a stack)
     space, Enter   end the word (Enter also ends the line)
     Ctrl-C, Ctrl-D leave
@@ -66,6 +70,7 @@ class TypingScreen:
     def _end_word(self, word: str) -> None:
         if word:
             self.line += word + " "
+            self.typing.accept(word)
         self.typing.reset()
 
     def _reopen_last_word(self) -> None:
@@ -81,7 +86,7 @@ class TypingScreen:
             return self.message
         words = self.typing.suggest(self.k)
         letters = self.typing.next_chars(3)
-        shown = " | ".join(f"{w} {p:.0%}" for w, p in words) or "-"
+        shown = " | ".join(f"{s.word}{' (new)' if s.new else ''} {s.probability:.0%}" for s in words) or "-"
         end = self.typing.vocabulary.end
         following = " ".join(f"{'<end>' if c == end else c} {p:.0%}" for c, p in letters)
         return f"Tab: {shown}    next: {following}"

@@ -138,7 +138,7 @@ def anomalies_main(args) -> int:
 def autocomplete_main(args) -> int:
     """Train the character LSTM and the n-gram on the word list, convert, score every variant, report."""
     from pipeline.autocomplete_demo import (AUTOCOMPLETE_PRESETS, latency_table, run_autocomplete, summary, table,
-                                            write_autocomplete_report)
+                                            typing_table, write_autocomplete_report)
 
     preset = AUTOCOMPLETE_PRESETS[args.preset]
     words = getattr(args, "words", None)
@@ -146,6 +146,7 @@ def autocomplete_main(args) -> int:
     report = write_autocomplete_report(result, preset, Path(args.reports))
     print(f"\n== autocomplete on held-out words ({result.name}, {result.stage_seconds:.0f} s) ==\n")
     print(table(result))
+    print(typing_table(result))
     print(latency_table(result))
     print(summary(result))
     print(f"report: {report} (plot: {report.parent / 'autocomplete.png'})")

@@ -71,6 +71,7 @@ class AutocompleteResult:
     latency: dict = field(default_factory=dict)  # python -m edge_eval bench-complete
     checks: dict[str, bool] = field(default_factory=dict)
     stage_seconds: float = 0.0
+    typing: dict = field(default_factory=dict)  # eval-complete --typing on float32 (issue 15's metrics)
 
     @property
     def passed(self) -> bool:
@@ -105,6 +106,23 @@ def acceptance(r: AutocompleteResult) -> dict[str, bool]:
     }
 
 
+def typing_targets(r: AutocompleteResult) -> dict[str, bool]:
+    """Issue 15's must-show figures for typing real words: reported, not (yet) gating the demo's exit status
+    (the 2x128 misses the n-gram's next-letter top-1 by half a point, DESIGN-NOTES)."""
+    if not r.typing:
+        return {}
+    model, frequency, ngram = (r.typing[k] for k in ("model", "frequency_completer", "ngram"))
+    quantized = [v for v in ("int8", "int16x8") if v in r.variants
+                 and abs(r.variants[v]["top1"] - r.variants["float32"]["top1"]) <= QUANTIZED_TOP1_TOLERANCE]
+    return {
+        "frequency-weighted KSR (3 shown) >= frequency-ranked lexicon completer's":
+            model["ksr_weighted_3"] >= frequency["ksr_weighted_3"],
+        f"next-letter top-1 >= best n-gram's up to order 7 (order {ngram['order']})": model["top1"] >= ngram["top1"],
+        "a quantized variant + lexicon fits a Cortex-M4 (1 MB flash)":
+            any(fits(r.variants[v]["bytes"] + r.typing["lexicon_bytes"]) for v in quantized),
+    }
+
+
 def run_autocomplete(preset: AutocompletePreset, runs_dir: Path, artifacts_dir: Path, words_path: Path | None = None,
                      progress: bool = True) -> AutocompleteResult:
     from convert.run import convert_run
@@ -132,9 +150,17 @@ def run_autocomplete(preset: AutocompletePreset, runs_dir: Path, artifacts_dir: 
         return eval_variant(artifacts_dir / name, runs_dir / name / "test_words.txt", entry["name"],
                             ksr_words, backend)
 
+    def typing() -> dict:  # the metrics that match typing, float32 against both references
+        return run_json([sys.executable, "-m", "edge_eval", "eval-complete", str(artifacts_dir / name), "--words",
+                         str(runs_dir / name / "test_words.txt"), "--typing", "--splits",
+                         str(runs_dir / name / "words.json"), "--variant", "float32", "--backend", "tflite_runtime"]
+                        )["typing"] if "lexicon" in manifest else {}
+
     # two processes at a time (this machine has two cores); the integer variants take ~4x float32's time
     with ThreadPoolExecutor(max_workers=2) as pool:
+        typed = pool.submit(typing)
         scored = list(pool.map(score, manifest["variants"]))
+        result.typing = typed.result()
     result.variants = {entry["name"]: s for entry, s in zip(manifest["variants"], scored)}
     result.latency = run_json([sys.executable, "-m", "edge_eval", "bench-complete", str(artifacts_dir / name),
                                "--backend", "tflite_runtime", "--repeats", "3"]
@@ -164,6 +190,25 @@ def table(r: AutocompleteResult) -> str:
     return "\n".join(lines)
 
 
+def typing_table(r: AutocompleteResult) -> str:
+    """Issue 15's metrics: frequency-weighted keystroke savings and next-letter accuracy, both references."""
+    t = r.typing
+    if not t:
+        return ""
+    lines = [f"Typing the {t['typing_words']} held-out words (weights: how often each is used, wordfreq):", "",
+             "| completer | bytes | KSR, 1 shown (weighted / each once) | KSR, 3 shown (weighted / each once) | "
+             "next-letter top-1 (each once / weighted) | top-3 (each once / weighted) |", "|---|---|---|---|---|---|"]
+    rows = [(f"LSTM float32 + lexicon ({t['variant']})", t["model"]),
+            ("frequency-ranked lexicon completer", t["frequency_completer"]),
+            (f"Witten-Bell {t['ngram']['order']}-gram + lexicon (best of 4-7)", t["ngram"])]
+    for label, v in rows:
+        letters = (f"{v['top1']:.3f} / {v['top1_weighted']:.3f} | {v['top3']:.3f} / {v['top3_weighted']:.3f}"
+                   if "top1" in v else "- | -")
+        lines.append(f"| {label} | {v['bytes']} | {v['ksr_weighted_1']:.4f} / {v['ksr_1']:.4f} | "
+                     f"{v['ksr_weighted_3']:.4f} / {v['ksr_3']:.4f} | {letters} |")
+    return "\n".join(lines)
+
+
 def latency_table(r: AutocompleteResult) -> str:
     lines = [f"per keystroke (feed + suggest(3)) on {r.latency.get('backend')}, bundle folder "
              f"{r.latency.get('bundle_bytes')} bytes:"]
@@ -174,6 +219,8 @@ def latency_table(r: AutocompleteResult) -> str:
 
 def summary(r: AutocompleteResult) -> str:
     verdicts = [f"- {'PASS' if ok else 'FAIL'}: {rule}" for rule, ok in r.checks.items()]
+    verdicts += [f"- target {'met' if ok else 'NOT met'} (issue 15, reported): {rule}"
+                 for rule, ok in typing_targets(r).items()]
     return "\n".join(verdicts)
 
 
@@ -217,10 +264,15 @@ def write_autocomplete_report(r: AutocompleteResult, preset: AutocompletePreset,
             f"scored on the held-out 10% ({f32['words']} words, {f32['positions']} next-symbol predictions; "
             f"KSR on all of them for float32 and the n-gram, on the first {KSR_SUBSET} for every variant). "
             "Every variant runs step by step on the edge runtime. "
-            f"Not frequency-weighted: the word list has no frequencies (see the design notes).", "",
+            "The first table is open-vocabulary and unweighted (the model alone, as before the lexicon); "
+            "the next one is how typing feels: real words from the bundle's lexicon, weighted by use.", "",
             table(r), "", "Top-1 in parentheses: points against float32. KSR = 1 - keys / letters, where a user "
             "types letters until the top suggestion is the word and accepts it with Tab "
             f"(beam width {f32['beam_width']}).", "",
+            "## Typing real words (issue 15)", "", typing_table(r) or "(the bundle has no lexicon)", "",
+            "Bytes: model file + lexicon; the frequency completer is the lexicon alone; the n-gram's counts "
+            "zip-compressed + lexicon. KSR here: the user types until the word is among the suggestions shown "
+            "and picks it with one key.", "",
             "## Acceptance", "", summary(r), "",
             "## Size against the device profiles", "",
             f"State: {state_bytes} bytes of float32 ({state_bytes // 4} int8 in the firmware form). "

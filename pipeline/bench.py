@@ -183,9 +183,11 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
     results["throughput"] = throughput(bundle, preset.stream_counts)
     done("throughput vs streams")
     keystrokes = autocomplete_bundle(work, *preset.autocomplete)
-    results["autocomplete"] = run_json([py, "-m", "edge_eval", "bench-complete", str(keystrokes), "--backend",
-                                        "tflite_runtime", "--repeats", str(min(preset.repeats, 5))])
-    results["autocomplete"]["bundle"] = keystrokes.name
+    # under both runtimes: integer variants' steps cost ~20x more under tflite-runtime 2.14 (DESIGN-NOTES)
+    for key, runtime in (("autocomplete", "tflite_runtime"), ("autocomplete_litert", "ai_edge_litert")):
+        results[key] = run_json([py, "-m", "edge_eval", "bench-complete", str(keystrokes), "--backend",
+                                 runtime, "--repeats", str(min(preset.repeats, 5))])
+        results[key]["bundle"] = keystrokes.name
     done("autocomplete keystrokes")
     if preset.service_seconds:
         results["service"] = service_load(bundle, preset.service_seconds)
@@ -296,6 +298,8 @@ def markdown(r: dict) -> str:
     else:
         text += ["", "Size and accuracy per variant: run `make demo` first; this run found no demo bundles."]
     text += throughput_section(r["throughput"]) + autocomplete_section(r["autocomplete"])
+    if "autocomplete_litert" in r:
+        text += autocomplete_section(r["autocomplete_litert"])
     if "service" in r:
         from pipeline.loadgen import load_table
 
@@ -322,14 +326,17 @@ def throughput_section(rows: list[dict]) -> list[str]:
 def autocomplete_section(a: dict) -> list[str]:
     text = ["", f"## Autocomplete: per keystroke (feed + suggest(k={a['k']}), beam {a['beam_width']}), "
             f"{a['bundle']}, {a['backend']}", "",
-            f"Bundle on disk: {a['bundle_bytes']:,} bytes (every variant).", "",
-            "| variant | bytes | median us per keystroke | min | max | p90 keystroke |", "|---|---|---|---|---|---|"]
+            f"Bundle on disk: {a['bundle_bytes']:,} bytes (every variant"
+            + (", the lexicon: suggestions are real words)." if a.get("lexicon") else ")."), "",
+            "| variant | bytes | median us per keystroke | min | max | p90 keystroke | interpreter steps per "
+            "keystroke | us per step |", "|---|---|---|---|---|---|---|---|"]
     for name, v in a["variants"].items():
         if "median_us" in v:
             text.append(f"| {name} | {v['bytes']:,} | {v['median_us']:.0f} | {v['min_us']:.0f} | {v['max_us']:.0f} | "
-                        f"{v['p90_us']:.0f} |")
+                        f"{v['p90_us']:.0f} | {v.get('steps_per_keystroke', float('nan')):.1f} | "
+                        f"{v.get('step_us', float('nan')):.0f} |")
         else:
-            text.append(f"| {name} | - | {v['error']} | | | |")
+            text.append(f"| {name} | - | {v['error']} | | | | | |")
     return text
 
 

@@ -110,10 +110,12 @@ def make_tiny_bundle(root: Path, cell: str, features=("level", "delta"), layers:
 def fixture_bundles(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """The committed bundles, copied (tests may not change the originals):
     "lstm"/"gru" -> (a run folder holding only test.csv, bundle): 2 layers, hidden 8, level and delta
-    features, on a 3,000-sample temperature stream; "autocomplete" -> (None, the lecture's ten-word toy)."""
+    features, on a 3,000-sample temperature stream; "autocomplete" -> (None, the lecture's ten-word toy);
+    "words" -> (None, a 2x24 LSTM on wamerican with the real lexicon)."""
     root = tmp_path_factory.mktemp("fixtures")
     shutil.copytree(FIXTURE_BUNDLES, root / "artifacts", ignore=shutil.ignore_patterns("*.csv", "*.md"))
-    bundles: dict[str, tuple[Path | None, Path]] = {"autocomplete": (None, root / "artifacts" / "lecture4-lstm")}
+    bundles: dict[str, tuple[Path | None, Path]] = {"autocomplete": (None, root / "artifacts" / "lecture4-lstm"),
+                                                    "words": (None, root / "artifacts" / "words-lstm24")}
     for cell in ("lstm", "gru"):
         name = f"tiny-{cell}-level-delta"  # the names tiny_bundles gives too
         run = root / "runs" / name

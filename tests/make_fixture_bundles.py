@@ -1,6 +1,7 @@
 """Regenerate the tiny bundles committed in tests/fixture_bundles/ (the fast test tier's models).
 
-    python -m tests.make_fixture_bundles          # from the repository root; ~30 s, needs torch + TensorFlow
+    python -m tests.make_fixture_bundles          # from the repository root; ~1 min, needs torch + TensorFlow
+    python -m tests.make_fixture_bundles words    # only words-lstm24 (forecast, autocomplete: the others)
 
 They go through the real path (train -> convert: parity against torch, calibration,
 manifest with sha256), seeded, but are cut down so the folder stays small:
@@ -22,6 +23,7 @@ NO_FIRMWARE_FILES = "none"  # the C array (model_data.cc) is 7x the model; test_
 # cell -> variants besides float32 (which always comes, with its batched companion)
 FORECAST_VARIANTS = {"lstm": ("int8-io", "int16x8"), "gru": ("int16x8",)}
 AUTOCOMPLETE_VARIANTS = ("int16x8",)
+WORDS_BUNDLE = "words-lstm24"
 
 
 def make_forecast(cell: str, scratch: Path) -> None:
@@ -52,17 +54,38 @@ def make_autocomplete(scratch: Path) -> None:
     convert_run(run, FIXTURES / "lecture4-lstm", variants=AUTOCOMPLETE_VARIANTS, firmware_variant=NO_FIRMWARE_FILES)
 
 
-def main() -> int:
-    shutil.rmtree(FIXTURES / "tiny-lstm-level-delta", ignore_errors=True)
-    shutil.rmtree(FIXTURES / "tiny-gru-level-delta", ignore_errors=True)
-    shutil.rmtree(FIXTURES / "lecture4-lstm", ignore_errors=True)
+def make_words(scratch: Path) -> None:
+    """A small next-letter model on Debian's word list with the bundle's real lexicon (every wamerican
+    a-z word, wordfreq frequencies): what the lexicon, ranking and user-word tests type on."""
+    from convert.run import convert_run
+    from train.autocomplete_train import AutocompleteTrainConfig, train_autocomplete_run
+    from train.config import AutocompleteModelConfig
+    from train.words import load_words
+
+    run = scratch / "runs" / WORDS_BUNDLE
+    train_autocomplete_run(load_words(), AutocompleteModelConfig(hidden=24, layers=2),
+                           AutocompleteTrainConfig(epochs=2, words_per_epoch=12000, patience=2), run,
+                           progress=False, baseline=False)
+    convert_run(run, FIXTURES / WORDS_BUNDLE, variants=("float32",), firmware_variant=NO_FIRMWARE_FILES)
+
+
+def main(argv: list[str]) -> int:
+    """No argument: every fixture; else only those named (forecast, autocomplete, words)."""
+    chosen = set(argv) or {"forecast", "autocomplete", "words"}
     with tempfile.TemporaryDirectory() as name:
-        for cell in FORECAST_VARIANTS:
-            make_forecast(cell, Path(name))
-        make_autocomplete(Path(name))
+        if "forecast" in chosen:
+            for cell in FORECAST_VARIANTS:
+                shutil.rmtree(FIXTURES / f"tiny-{cell}-level-delta", ignore_errors=True)
+                make_forecast(cell, Path(name))
+        if "autocomplete" in chosen:
+            shutil.rmtree(FIXTURES / "lecture4-lstm", ignore_errors=True)
+            make_autocomplete(Path(name))
+        if "words" in chosen:
+            shutil.rmtree(FIXTURES / WORDS_BUNDLE, ignore_errors=True)
+            make_words(Path(name))
     print(f"wrote {FIXTURES}", file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))

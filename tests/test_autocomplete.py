@@ -21,7 +21,7 @@ from edge_runtime import BundleError
 from edge_eval.autocomplete import keystroke_savings, next_symbol_accuracy
 from edge_runtime.autocomplete import Autocomplete, AutocompleteSession
 from edge_runtime.vocabulary import Vocabulary
-from train.ngram import AutocompleteNgram
+from edge_eval.ngram import AutocompleteNgram
 from train.words import LECTURE_WORDS, read_word_list, split_words
 
 TOY_TRAIN = dict(hidden=16, layers=2, epochs=400, batch=10, lr=0.02)  # ~7 s; loss 0.472 of the optimal 0.461
@@ -89,8 +89,9 @@ def test_suggestions_complete_the_prefix_with_the_words_the_model_learned(toy_bu
     for c in "ki":
         typing.feed(c)
     words = typing.suggest(3)
-    assert {w for w, _ in words[:2]} == {"kiss", "kind"}  # the only two words starting with "ki"
-    assert [p for _, p in words] == sorted((p for _, p in words), reverse=True)
+    assert {w for w, _, _ in words[:2]} == {"kiss", "kind"}  # the only two words starting with "ki"
+    assert [s.probability for s in words] == sorted((s.probability for s in words), reverse=True)
+    assert all(s.new for s in words)  # the toy has no lexicon: every word is the model's own
     # P(kiss | ki) + P(kind | ki): the toy's other completions are implausible; 0.9 leaves room for
     # probability on "ki" + other letters that a 16-unit model never drives to exactly 0
     assert words[0][1] + words[1][1] > 0.9
@@ -275,7 +276,7 @@ def test_serve_refuses_an_autocomplete_bundle_with_one_line_naming_the_task(toy,
 class Screen:
     """A program on the slave side of a pty; we type on the master side and read what it draws."""
 
-    def __init__(self, bundle: Path, sigint: str = "default"):
+    def __init__(self, bundle: Path, sigint: str = "default", extra_args: list[str] | None = None):
         self.master, self.slave = os.openpty()
         self.attrs = termios.tcgetattr(self.slave)
         env = python_env()
@@ -285,8 +286,10 @@ class Screen:
         # sigint="ignored": started as a script's background job is (SIG_IGN survives exec)
         become_terminal_owner = ("import os, signal, sys; os.open(sys.argv[1], os.O_RDWR); "
                                  f"signal.signal(signal.SIGINT, signal.SIG_{'IGN' if sigint == 'ignored' else 'DFL'}); "
-                                 "os.execv(sys.executable, [sys.executable, '-m', 'edge_runtime', 'complete', sys.argv[2]])")
-        self.process = subprocess.Popen([sys.executable, "-c", become_terminal_owner, os.ttyname(self.slave), str(bundle)],
+                                 "os.execv(sys.executable, [sys.executable, '-m', 'edge_runtime', 'complete', *sys.argv[2:]])")
+        # no user dictionary unless a test asks for one: a test must not write into the home folder
+        args = [str(bundle), *(extra_args or ["--no-user-words"])]
+        self.process = subprocess.Popen([sys.executable, "-c", become_terminal_owner, os.ttyname(self.slave), *args],
                                         stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env,
                                         cwd=ROOT, start_new_session=True)
         self.text = ""
@@ -412,7 +415,7 @@ def test_eval_and_bench_complete_run_on_the_device_runtime(toy_bundle, tmp_path)
 
 
 def test_demo_acceptance_rules_can_fail():
-    from pipeline.autocomplete_demo import AutocompleteResult, acceptance
+    from pipeline.autocomplete_demo import AutocompleteResult, acceptance, typing_targets
 
     def variant(top1, ksr=0.05, nbytes=200_000):
         return {"top1": top1, "top3": 0.7, "ksr": ksr, "bytes": nbytes}
@@ -427,6 +430,15 @@ def test_demo_acceptance_rules_can_fail():
     assert acceptance(weak) == {"top-1 >= n-gram + 2 points": False, "KSR above n-gram's (all held-out words)": False,
                                 "int8 or int16x8 within 1 point of float32": False,
                                 "that variant fits a Cortex-M4 (1 MB flash)": False}
+    # issue 15's rules: typing real words against the frequency completer and the best n-gram
+    typing = {"lexicon_bytes": 233_000, "model": {"ksr_weighted_3": 0.25, "top1": 0.465},
+              "frequency_completer": {"ksr_weighted_3": 0.2519}, "ngram": {"order": 6, "top1": 0.470}}
+    good.typing = typing
+    assert all(acceptance(good).values())  # reported, not gating
+    rules = typing_targets(good)
+    assert rules["frequency-weighted KSR (3 shown) >= frequency-ranked lexicon completer's"] is False
+    assert rules["next-letter top-1 >= best n-gram's up to order 7 (order 6)"] is False
+    assert rules["a quantized variant + lexicon fits a Cortex-M4 (1 MB flash)"] is True  # 200 KB + 233 KB
 
 
 @pytest.mark.slow
@@ -452,4 +464,6 @@ def test_demo_stage_end_to_end_on_a_slice_of_the_word_list(tmp_path):
     report = write_autocomplete_report(result, preset, tmp_path / "reports")
     text = report.read_text()
     assert "| LSTM int16x8 |" in text and "## Acceptance" in text and table(result) in text
+    assert set(result.typing) >= {"model", "frequency_completer", "ngram"}  # issue 15's typing metrics
+    assert "| frequency-ranked lexicon completer |" in text and "(issue 15, reported)" in text
     assert (report.parent / "autocomplete.png").stat().st_size > 10_000

@@ -54,6 +54,9 @@ def test_tiny_bench_runs_and_writes_its_report(tmp_path):
     keys = results["autocomplete"]
     assert keys["k"] == 3 and keys["bundle_bytes"] > 0 and keys["variants"]["float32"]["keystrokes"] > 10
     assert "| float32 |" in text.split("## Autocomplete")[1]
+    litert = results["autocomplete_litert"]  # the same keystrokes under the other runtime (int8's cost differs)
+    assert litert["backend"] == "ai_edge_litert" and text.count("## Autocomplete") == 2
+    assert all(v["steps_per_keystroke"] >= 1 and v["step_us"] > 0 for v in keys["variants"].values() if "error" not in v)
     for png in ("bench_latency.png", "bench_scaling.png", "bench_throughput.png"):
         assert (tmp_path / "reports" / png).stat().st_size > 5_000
     f32 = results["edge"]["tflite_runtime"]["variants"]["float32"]

@@ -21,10 +21,11 @@ from train.models import CELLS, run_stack
 
 
 class AutocompleteNet(nn.Module):
-    def __init__(self, config: AutocompleteModelConfig):
+    def __init__(self, config: AutocompleteModelConfig, dropout: float = 0.0):
         super().__init__()
         self.config = config
         self.rnn = CELLS[config.cell](config.vocab_size, config.hidden, config.layers, batch_first=True)
+        self.drop = nn.Dropout(dropout)  # training only (identity in eval): no weights, nothing to convert
         self.head = nn.Linear(config.hidden, config.vocab_size)
 
     def initial_state(self, batch: int) -> dict[str, torch.Tensor]:
@@ -36,7 +37,7 @@ class AutocompleteNet(nn.Module):
         state = state if state is not None else self.initial_state(symbols.shape[0])
         x = F.one_hot(symbols, cfg.vocab_size).float()  # (B, T, V): what the device feeds, too
         out, new_state = run_stack(self.rnn, cfg.cell, cfg.layers, x, state)  # out: (B, T, H)
-        return self.head(out), new_state  # (B, T, V)
+        return self.head(self.drop(out)), new_state  # (B, T, V)
 
 
 def autocomplete_net_from_weights(weights: dict, info: dict) -> AutocompleteNet:

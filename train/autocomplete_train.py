@@ -49,6 +49,10 @@ class AutocompleteTrainConfig(StrictConfig):
     grad_clip: float = 1.0
     seed: int = 0
     words_per_epoch: int = 0  # 0: every training word each epoch; else a seeded sample of this many
+    # 0: every word alike; e > 0: each epoch draws words (with replacement) in proportion to
+    # frequency ** e (wordfreq), so common words are seen more often; 1 is as often as people use them
+    frequency_exponent: float = 0.0
+    dropout: float = 0.0  # on the top layer's output, before the head, while training
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,17 +111,25 @@ def train_autocomplete_model(config: AutocompleteModelConfig, train_config: Auto
                      vocab: Vocabulary, progress: bool = True, label: str = "") -> tuple[AutocompleteNet, dict]:
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
-    model = AutocompleteNet(config)
+    model = AutocompleteNet(config, train_config.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train_config.epochs, eta_min=train_config.lr / 20)
     stopping = EarlyStopping(train_config.patience)
     history = []
     bar = tqdm(range(train_config.epochs), desc=label or f"{config.cell} words", disable=not progress,
                leave=False, dynamic_ncols=True)
+    draw = None
+    if train_config.frequency_exponent:
+        from train.lexicon import sampling_weights
+
+        draw = sampling_weights(splits.train, train_config.frequency_exponent)  # (N,)
     for epoch in bar:
         model.train()
         words = splits.train
-        if 0 < train_config.words_per_epoch < len(words):
+        if draw is not None:
+            count = train_config.words_per_epoch or len(words)
+            words = [words[i] for i in rng.choice(len(words), count, replace=True, p=draw)]
+        elif 0 < train_config.words_per_epoch < len(words):
             words = [words[i] for i in rng.choice(len(words), train_config.words_per_epoch, replace=False)]
         total, count = 0.0, 0
         for batch in length_batches(words, train_config.batch, rng):
