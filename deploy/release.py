@@ -424,7 +424,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
         target = staging / "bundles" / b.name
         target.mkdir(parents=True)
         for file in sorted(b.source.iterdir()):
-            if file.name in ("manifest.json", SIGNATURE_NAME) or file.suffix == ".tflite":
+            if file.name in ("manifest.json", SIGNATURE_NAME) or file.suffix in (".tflite", ".npz"):  # npz: a lexicon
                 shutil.copy2(file, target / file.name)
     (staging / "edge.toml").write_text(config_text)
     if trusted_key is not None:
