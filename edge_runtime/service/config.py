@@ -94,6 +94,17 @@ class MqttSink:
     keepalive_s: int = 30
 
 
+@dataclass
+class HttpConfig:
+    """/metrics (Prometheus) and the live page at /; the section absent: no HTTP server at all.
+
+    Unauthenticated: keep host on the loopback (reach it through an ssh tunnel) unless the network is trusted."""
+    host: str = "127.0.0.1"
+    port: int = 9464  # 0: any free port (the bound one is in status.json under "http")
+    max_stream_labels: int = 64  # per-stream metrics keep this many stream labels; the rest count as stream="_other"
+    history: int = 300  # samples per stream the live page can show
+
+
 SOURCE_KINDS = {"stdin": StdinSource, "file": FileSource, "tcp": TcpSource, "serial": SerialSource,
                 "mqtt": MqttSource}
 SINK_KINDS = {"jsonl": JsonlSink, "mqtt": MqttSink}
@@ -113,6 +124,7 @@ class ServiceConfig:
     input: InputConfig = field(default_factory=InputConfig)
     sources: dict = field(default_factory=dict)  # kind -> source dataclass
     sinks: dict = field(default_factory=dict)  # kind -> sink dataclass
+    http: HttpConfig | None = None  # None: no /metrics, no live page
 
 
 def _fill(cls, table: dict, where: str):
@@ -146,7 +158,7 @@ def _section(kinds: dict, table, where: str) -> dict:
 
 
 TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "status",
-            "input", "sources", "sinks"}
+            "input", "sources", "sinks", "http"}
 
 
 def parse_config(text: str, path: Path) -> ServiceConfig:
@@ -175,7 +187,8 @@ def parse_config(text: str, path: Path) -> ServiceConfig:
         status=_fill(StatusConfig, raw.get("status", {}), f"{where} [status]"),
         input=_fill(InputConfig, raw.get("input", {}), f"{where} [input]"),
         sources=_section(SOURCE_KINDS, raw.get("sources", {}), f"{where} [sources]"),
-        sinks=_section(SINK_KINDS, raw.get("sinks", {}), f"{where} [sinks]"))
+        sinks=_section(SINK_KINDS, raw.get("sinks", {}), f"{where} [sinks]"),
+        http=_fill(HttpConfig, raw["http"], f"{where} [http]") if "http" in raw else None)
     _check(config, where, base)
     return config
 
@@ -207,6 +220,9 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
         mqtt = table.get("mqtt")
         if mqtt is not None and mqtt.qos not in (0, 1, 2):
             raise ConfigError(f"{where} [{section}.mqtt]: qos must be 0, 1 or 2")
+    http = config.http
+    if http is not None and (not 0 <= http.port <= 65535 or http.max_stream_labels < 1 or http.history < 2):
+        raise ConfigError(f"{where} [http]: port 0-65535, max_stream_labels >= 1, history >= 2")
     mqtt = config.sources.get("mqtt")
     if mqtt is not None and mqtt.topic.count("+") != 1 or (mqtt is not None and "#" in mqtt.topic):
         raise ConfigError(f"{where} [sources.mqtt]: topic needs exactly one '+' level (the stream id) and no '#'")

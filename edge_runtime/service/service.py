@@ -114,7 +114,8 @@ class Service:
         self.counters = {"samples": 0, "predictions": 0, "anomalies": 0, "rejected": dict.fromkeys(REASONS, 0),
                          "resets": {"gap": 0, "requested": 0}, "sink_dropped": 0, "batches": 0}
         self.step_latency, self.e2e_latency = Percentiles(), Percentiles()
-        self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "bytes": 0}
+        self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "bytes": 0,
+                              "duration_s": None}
         self.queue: queue.Queue = queue.Queue(config.input.queue_size)
         self.stop = threading.Event()
         self.sources: list = []
@@ -122,8 +123,20 @@ class Service:
         self._state = "starting"
         self._signals = {"stop": False, "usr1": False}
         self._log_budget: dict[str, list] = {}  # reason -> [second, logged, suppressed]
+        self.monitor, self.web = self._monitor(config), None  # [http]: /metrics and the live page
         remove_stale_temps(self.state_dir)
         self._restore(fresh)
+
+    def _monitor(self, config: ServiceConfig):
+        if config.http is None:
+            return None
+        try:
+            from edge_runtime.service.metrics import Monitor
+        except ImportError as e:
+            raise ServiceError(f"{config.path} [http] needs prometheus-client ({e}): install it, or remove [http]") from None
+        spec = self.spec
+        return Monitor(self.target, spec and spec.threshold, spec and spec.clear_threshold,
+                       config.http.max_stream_labels, config.http.history)
 
     # -- snapshots ------------------------------------------------------------
     def _restore(self, fresh: bool) -> None:
@@ -205,7 +218,7 @@ class Service:
                             "since_reset": info.since_reset,
                             "anomaly": info.tracker.to_dict() if info.tracker is not None else None})
         arrays = {f"state.{name}": array[rows] for name, array in self.pool.state.items()}
-        now = time.time()
+        started, now = time.perf_counter(), time.time()
         meta = {"bundle_sha256": self.identity, "bundle_name": self.model.manifest.name,
                 "variant": self.model.variant.name, "written_unix": now, "streams": entries}
         try:
@@ -213,7 +226,8 @@ class Service:
         except OSError as e:  # disk full or read-only: keep serving, say so, try again next interval
             log("error", "snapshot_failed", path=str(self.snapshot_path), error=str(e))
             return
-        self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), bytes=size)
+        self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), bytes=size,
+                                  duration_s=round(time.perf_counter() - started, 6))
 
     # -- the loop -------------------------------------------------------------
     def emit(self, item) -> None:
@@ -319,7 +333,7 @@ class Service:
             log("info", "stream_reset", stream=stream_id)
 
     def _step(self, batch: dict[str, Sample], records: list) -> None:
-        start = time.perf_counter()
+        first, start = len(records), time.perf_counter()
         forecasts = self.pool.step_many({i: s.values for i, s in batch.items()})
         done = time.perf_counter()
         call_us = (done - start) * 1e6
@@ -351,6 +365,8 @@ class Service:
             self.e2e_latency.add((done - sample.received) * 1e6)
         c["samples"] += len(batch)
         c["predictions"] += len(batch)
+        if self.monitor is not None:
+            self.monitor.stepped(batch, records[first:], done - start, done)
         batch.clear()
 
     def _reject(self, reason: str, detail: str, source: str) -> None:
@@ -378,7 +394,7 @@ class Service:
                 "streams": len(self.streams), "counters": self.counters,
                 "latency_us": self.step_latency.summary(), "e2e_latency_us": self.e2e_latency.summary(),
                 "queue": self.queue.qsize(), "snapshot": self.snapshot_info,
-                "sources": {s.name: s.info for s in self.sources}}
+                "sources": {s.name: s.info for s in self.sources}, "http": self.web and self.web.info}
 
     def write_status(self) -> None:
         try:
@@ -392,6 +408,9 @@ class Service:
     def run(self) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signum, self._on_signal)
+        if self.monitor is not None:
+            from edge_runtime.service.web import WebServer
+            self.web = WebServer(self, self.monitor, self.config.http.host, self.config.http.port).start()
         self.write_status()
         self.sinks = open_sinks(self.config.sinks)
         self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
@@ -443,6 +462,8 @@ class Service:
         self.write_snapshot()
         for sink in self.sinks:
             sink.close()
+        if self.web is not None:
+            self.web.close()
         log("info", "stopped", samples=self.counters["samples"], snapshot=str(self.snapshot_path))
         self.write_status()
         return 0
