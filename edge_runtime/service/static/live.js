@@ -55,10 +55,11 @@ function draw(live) {
   const sc = $("score"), sctx = sc.getContext("2d"), SH = sc.height;
   sctx.clearRect(0, 0, W, SH);
   const scores = live.score.filter((v) => v !== null);
-  const top = Math.max(live.threshold || 1, ...scores) * 1.1;
+  // scaled to 3x the threshold (a spike's score of 100 would flatten the rest); higher scores are clipped
+  const top = live.threshold !== null ? 3 * live.threshold : Math.max(1, ...scores) * 1.1;
   const ys = scale(0, top, SH - 5, 5);
   spansOn(sctx, spans, x, SH);
-  drawLine(sctx, t, live.score, x, ys, "#2ca02c", false);
+  drawLine(sctx, t, live.score.map((v) => (v === null ? null : Math.min(v, top))), x, ys, "#2ca02c", false);
   if (live.threshold !== null) {
     sctx.setLineDash([6, 4]);
     drawLine(sctx, [tStart, tEnd + step], [live.threshold, live.threshold], x, ys, "#d62728", false);
