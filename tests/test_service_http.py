@@ -135,6 +135,9 @@ def test_live_json_shows_the_stream_forecast_and_the_spike_as_one_anomaly_span(f
     assert start == pytest.approx(spike_t) and end is not None and end > start
     assert max(live["score"]) > live["threshold"]
     assert reply["health"]["samples"] == 400 and reply["health"]["rss_bytes"] > 10e6
+    # the page polls with after=<its newest t> and gets only what is newer
+    newer = json.loads(_get(http_port, f"/api/live?stream=room&n=300&after={live['t'][-3]}"))["live"]
+    assert (newer["full"], newer["t"], newer["value"]) == (False, live["t"][-2:], live["value"][-2:])
     assert _get(http_port, "/").startswith(b"<!doctype html>") and b"setInterval" in _get(http_port, "/live.js")
     assert service.stop() == 0
 

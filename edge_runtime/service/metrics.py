@@ -137,14 +137,20 @@ class Monitor:
     def streams(self) -> list[str]:
         return [label for label in list(self.labelled) if label != OTHER]
 
-    def live(self, stream_id: str, n: int) -> dict | None:
-        """What the page draws for one stream: the last n samples, forecasts, scores and anomaly spans."""
+    def live(self, stream_id: str, n: int, after: float | None = None) -> dict | None:
+        """What the page draws for one stream: the last n samples, forecasts, scores and anomaly spans.
+
+        after: the newest t the caller already has; only newer rows are sent ("full": false), unless the
+        stream's clock went back (a requested reset), when the whole window is sent again ("full": true)."""
         view = self.labelled.get(stream_id)
         if view is None or view.ring is None:
             return None
         rows = view.rows(n)
         t0 = rows[0, 0] if len(rows) else None
-        return {"stream": stream_id, "t": _floats(rows[:, 0]), "value": _floats(rows[:, 1]),
+        full = after is None or not len(rows) or rows[-1, 0] < after
+        if not full:
+            rows = rows[rows[:, 0] > after]
+        return {"stream": stream_id, "full": bool(full), "t": _floats(rows[:, 0]), "value": _floats(rows[:, 1]),
                 "expected": _floats(rows[:, 2]), "score": _floats(rows[:, 3]),
                 "next_forecast": _floats(np.array([view.next_forecast], np.float64))[0] if view.written else None,
                 "threshold": self.threshold, "clear_threshold": self.clear_threshold,

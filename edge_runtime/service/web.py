@@ -2,8 +2,9 @@
 
     /metrics                  Prometheus text format (prometheus_client's exposition)
     /                         the live page (static/index.html + static/live.js: plain canvas, no CDN)
-    /api/live?stream=ID&n=N   what the page polls: the stream's last N samples, forecasts, scores,
-                              anomaly spans, the list of streams, and the service's health
+    /api/live?stream=ID&n=N[&after=T]
+                              what the page polls: the stream's last N samples (only those after t=T when
+                              given), forecasts, scores, anomaly spans, the list of streams, the service's health
 
 Unauthenticated and read-only. It listens on 127.0.0.1 unless [http] host
 says otherwise: reach it from elsewhere through an ssh tunnel. Runs in its own
@@ -61,9 +62,10 @@ class WebServer:
         wanted = query.get("stream", [streams[0] if streams else ""])[0]
         try:
             n = min(max(int(query.get("n", ["300"])[0]), 1), MAX_POINTS)
+            after = float(query["after"][0]) if "after" in query else None
         except ValueError:
-            n = 300
-        return {"streams": streams, "health": health(self.service), "live": self.monitor.live(wanted, n)}
+            n, after = 300, None
+        return {"streams": streams, "health": health(self.service), "live": self.monitor.live(wanted, n, after)}
 
 
 class _Handler(BaseHTTPRequestHandler):

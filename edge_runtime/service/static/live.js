@@ -4,11 +4,13 @@
 const POLL_MS = 500;
 const POINTS = 300;
 const state = { updates: 0, stream: null, points: 0, spans: [], scores: 0, error: null, previous: null };
+// the drawn window; each poll asks only for samples after its newest t and appends them
+const buffer = { stream: null, t: [], value: [], expected: [], score: [] };
 window.liveState = state;
 
 const $ = (id) => document.getElementById(id);
 const select = $("stream");
-select.addEventListener("change", () => { state.stream = select.value; poll(); });
+select.addEventListener("change", () => { state.stream = select.value; buffer.stream = null; poll(); });
 
 function scale(lo, hi, from, to) {
   const span = hi - lo || 1;
@@ -31,6 +33,17 @@ function drawLine(ctx, xs, ys, x, y, color, dots) {
 function spansOn(ctx, spans, x, height) {
   ctx.fillStyle = "rgba(214, 39, 40, 0.2)";
   for (const [a, b] of spans) ctx.fillRect(x(a), 0, Math.max(x(b) - x(a), 3), height);
+}
+
+function merge(live) {
+  const columns = ["t", "value", "expected", "score"];
+  if (live.full || buffer.stream !== live.stream) {
+    buffer.stream = live.stream;
+    for (const c of columns) buffer[c] = live[c];
+  } else {
+    for (const c of columns) buffer[c] = buffer[c].concat(live[c]).slice(-POINTS);
+  }
+  return { ...live, ...Object.fromEntries(columns.map((c) => [c, buffer[c]])) };
 }
 
 function draw(live) {
@@ -102,12 +115,15 @@ function showStreams(streams) {
 
 async function poll() {
   try {
-    const query = state.stream === null ? "" : `stream=${encodeURIComponent(state.stream)}&`;
+    let query = state.stream === null ? "" : `stream=${encodeURIComponent(state.stream)}&`;
+    if (buffer.stream !== null && buffer.stream === state.stream && buffer.t.length) {
+      query += `after=${buffer.t[buffer.t.length - 1]}&`;
+    }
     const reply = await fetch(`api/live?${query}n=${POINTS}`, { cache: "no-store" });
     const data = await reply.json();
     showStreams(data.streams);
     showHealth(data.health);
-    if (data.live) draw(data.live);
+    if (data.live) draw(merge(data.live));
     state.updates += 1;
     state.error = null;
     $("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
