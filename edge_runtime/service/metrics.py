@@ -66,20 +66,15 @@ class Buckets:
 class StreamView:
     """One label's counts and, for a labelled stream, the ring the live page reads."""
 
-    __slots__ = ("samples", "anomalies", "ring", "written", "events", "next_forecast")
+    __slots__ = ("samples", "anomalies", "slot", "ring", "written", "events", "next_forecast")
 
-    def __init__(self, history: int):
+    def __init__(self, slot: int = -1, ring: np.ndarray | None = None):
         self.samples = 0
         self.anomalies = 0
-        self.ring = np.full((history, 4), np.nan) if history else None  # (N, 4): t, value, forecast for t, score
+        self.slot, self.ring = slot, ring  # ring: (N, 4) t, value, forecast for t, score; None for _other
         self.written = 0
         self.events: deque = deque(maxlen=EVENTS_KEPT)  # [start_t, end_t or None]
         self.next_forecast: float | None = None
-
-    def add(self, t: float, value: float, expected: float, score: float, forecast: float) -> None:
-        self.ring[self.written % len(self.ring)] = (t, value, expected, score)
-        self.written += 1
-        self.next_forecast = forecast
 
     def rows(self, n: int) -> np.ndarray:
         """The last n rows, oldest first: (k, 4)."""
@@ -98,7 +93,10 @@ class Monitor:
         self.max_stream_labels, self.history = max_stream_labels, history
         self.views: dict[str, StreamView] = {}  # stream id -> its view, or the shared OTHER view
         self.labelled: dict[str, StreamView] = {}  # label -> view (at most max_stream_labels + 1)
-        self.other = StreamView(0)
+        self.other = StreamView()
+        # every labelled stream's ring in one array, so a round is written with one fancy-indexed assignment
+        # (a numpy row assignment per sample cost more than the rest of the bookkeeping together)
+        self.rings = np.full((max_stream_labels, history, 4), np.nan)  # (L, N, 4)
         self.step_seconds = Buckets()  # one observation per StreamPool.step_many call
         self.e2e_seconds = Buckets()  # one per sample: read by its source -> forecast handed on
 
@@ -106,7 +104,8 @@ class Monitor:
         view = self.views.get(stream_id)
         if view is None:
             if len(self.labelled) < self.max_stream_labels:
-                view = self.labelled[stream_id] = StreamView(self.history)
+                slot = len(self.labelled)
+                view = self.labelled[stream_id] = StreamView(slot, self.rings[slot])
             else:
                 view = self.other
                 self.labelled[OTHER] = view
@@ -117,6 +116,7 @@ class Monitor:
         """One model call's round: batch is stream id -> Sample, records what the round produced."""
         self.step_seconds.add(np.array([call_s]))
         self.e2e_seconds.add(np.fromiter((done - s.received for s in batch.values()), np.float64, len(batch)))
+        slots, positions, rows = [], [], []
         for record in records:
             view = self._view(record["id"])
             if record["type"] == "anomaly":
@@ -131,8 +131,14 @@ class Monitor:
                 continue
             value = batch[record["id"]].values[self.target0]
             residual, score = record["residual"], record["score"]
-            view.add(record["t"], value, math.nan if residual is None else value - residual[0],
-                     math.nan if score is None else score, record["prediction"][0])
+            slots.append(view.slot)
+            positions.append(view.written % self.history)
+            rows.append((record["t"], value, math.nan if residual is None else value - residual[0],
+                         math.nan if score is None else score))
+            view.written += 1
+            view.next_forecast = record["prediction"][0]
+        if rows:  # a stream appears once per round, so no (slot, position) repeats
+            self.rings[slots, positions] = rows
 
     def streams(self) -> list[str]:
         return [label for label in list(self.labelled) if label != OTHER]
