@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import socket
 import urllib.request
@@ -75,11 +76,12 @@ def test_metrics_counters_equal_what_was_sent_and_rejections_by_reason(fixture_b
     _, bundle = fixture_bundles["lstm"]
     traffic = mixed_traffic(streams=6, per_stream=120, bad=400, seed=3)
     service, tcp_port, http_port = _start(tmp_path, bundle, "[http]\nport = 0\nmax_stream_labels = 4\n",
-                                          "[streams]\nmax_streams = 6\n")
+                                          "[streams]\nmax_streams = 6\n[snapshot]\ninterval_s = 0.5\n")
     _send_lines(tcp_port, [p for _, p in traffic.messages])
     wait_for(lambda: service.counters().get("samples") == len(traffic.valid)
              and sum(service.counters()["rejected"].values()) == sum(traffic.expected.values()), 60,
              what="every line counted")
+    wait_for(lambda: service.status()["snapshot"]["written_unix"], 30, what="a snapshot")
     metrics = _scrape(http_port)
 
     per_stream = Counter(stream for stream, _ in traffic.valid)  # s0..s5: 120 each
@@ -104,6 +106,12 @@ def test_metrics_counters_equal_what_was_sent_and_rejections_by_reason(fixture_b
     info = next(dict(labels) for (name, labels), _ in metrics.items() if name == "edge_bundle_info")
     assert info["variant"] == "float32" and len(info["sha256"]) == 64
     assert info["sha256"] == service.status()["bundle"]["sha256"]
+    assert 0 <= metrics[("edge_snapshot_age_seconds", frozenset())] < 60
+    assert 0 < metrics[("edge_snapshot_duration_seconds", frozenset())] < 10
+    # the Grafana dashboard asks only for series this service exports
+    dashboard = (ROOT / "deploy" / "grafana-dashboard.json").read_text()
+    wanted = set(re.findall(r"\b((?:edge|process)_[a-z_]+)", dashboard))
+    assert len(wanted) >= 10 and wanted <= {name for name, _ in metrics}, wanted - {name for name, _ in metrics}
 
     # loopback only by default: the same port on this machine's outside address refuses the connection
     outside = _outside_address()
