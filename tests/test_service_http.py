@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT
+from deploy.device import metrics_lines
 from service_helpers import ServiceProcess, wait_for, write_config
 from traffic import mixed_traffic
 
@@ -108,6 +109,10 @@ def test_metrics_counters_equal_what_was_sent_and_rejections_by_reason(fixture_b
     assert info["sha256"] == service.status()["bundle"]["sha256"]
     assert 0 <= metrics[("edge_snapshot_age_seconds", frozenset())] < 60
     assert 0 < metrics[("edge_snapshot_duration_seconds", frozenset())] < 10
+    # make deploy-status's summary of the same text (deploy/device.py reads it on the device)
+    summary = "\n".join(metrics_lines(_get(http_port, "/metrics").decode(), {"port": http_port}))
+    assert f"edge_samples_total {len(traffic.valid)}" in summary and "edge_streams 6" in summary
+    assert json.loads(summary.split("edge_rejected_total ", 1)[1]) == dict(traffic.expected)
     # the Grafana dashboard asks only for series this service exports
     dashboard = (ROOT / "deploy" / "grafana-dashboard.json").read_text()
     wanted = set(re.findall(r"\b((?:edge|process)_[a-z_]+)", dashboard))
