@@ -98,7 +98,7 @@ class Monitor:
         # (a numpy row assignment per sample cost more than the rest of the bookkeeping together)
         self.rings = np.full((max_stream_labels, history, 4), np.nan)  # (L, N, 4)
         self.step_seconds = Buckets()  # one observation per StreamPool.step_many call
-        self.e2e_seconds = Buckets()  # one per sample: read by its source -> forecast handed on
+        self.e2e_seconds = Buckets()  # one per sample: read by its source -> its forecast computed
 
     def _view(self, stream_id: str) -> StreamView:
         view = self.views.get(stream_id)
@@ -219,7 +219,7 @@ class ServiceCollector(Collector):
                                   value=sum(getattr(sink, "dropped", 0) for sink in list(s.sinks)))
         yield m.step_seconds.family("edge_step_seconds", "Duration of one model call stepping a round of streams")
         yield m.e2e_seconds.family("edge_sample_to_forecast_seconds",
-                                   "From a sample read by its source to its forecast handed to the sinks")
+                                   "From a sample read by its source to its forecast computed")
         yield GaugeMetricFamily("edge_streams", "Streams with state", value=len(s.streams))
         yield GaugeMetricFamily("edge_streams_max", "Stream limit (max_streams)", value=s.pool.max_streams)
         yield GaugeMetricFamily("edge_queue_depth", "Items queued for the model", value=s.queue.qsize())
