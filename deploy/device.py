@@ -414,8 +414,8 @@ def device_metrics(target: Target, http: dict) -> str | None:
 
 def metrics_lines(text: str, http: dict) -> list[str]:
     """A few lines of `make deploy-status` from the /metrics text (the full text: curl it through a tunnel)."""
-    totals: dict[str, float] = {}
-    rejected: dict[str, float] = {}
+    totals = {"edge_samples_total": 0.0, "edge_anomaly_events_total": 0.0}  # no stream yet: no labelled series
+    rejected: dict[str, int] = {}
     for line in text.splitlines():
         if line.startswith("#") or " " not in line:
             continue
