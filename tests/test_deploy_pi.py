@@ -5,12 +5,13 @@ with its own systemd by systemd-nspawn; its sshd listens on 127.0.0.1 with a thr
 for this run. Everything talks to 127.0.0.1 only. The tests run in order and share the guest:
 
   1. first deploy: the service comes up under systemd; its predictions for a fixed stream equal
-     the laptop's (same bundle, same runtime, same service) within PREDICTION_TOLERANCE
+     the laptop's (same bundle, same runtime, same service) within PREDICTION_TOLERANCE; its
+     /metrics, scraped through an ssh tunnel, counts the samples sent
   2. DRY_RUN=1 prints the plan and changes nothing (checksums of /opt/edge-rnn before and after)
   3. a corrupt bundle is refused before anything is pushed; a release whose service cannot start
      is rolled back by the health check; the previous release keeps serving
   4. a second release (another bundle) deploys; `make rollback` returns to the first, and resumes
-     the first bundle's streams from its parked snapshot
+     the first bundle's streams from its parked snapshot; `make deploy-status` shows the metrics
   5. reboot (poweroff + boot): the service starts on boot and restores its streams from the
      snapshot: predictions after the reboot equal the laptop's uninterrupted run
 """
