@@ -52,8 +52,8 @@ class TaskConversion(Protocol):
     def parity(self, float_model: Model) -> dict: ...
     def add_sections(self, manifest: dict, float_model: Model) -> None: ...  # e.g. the anomaly thresholds
     def calibration(self, float_model: Model) -> list[dict]: ...
-    # optional (a forecaster's): core_graph() -> a convert.core_step.CoreStepGraph the integer variants are
-    # converted from; core_calibration(float32 core bytes) -> its calibration samples
+    # optional (a forecaster's): core_model(tmp) -> (SavedModel dir of the core graph the integer variants
+    # are converted from, its calibration samples, the variant entry's cell_scales: state -> units)
     def score(self, model: Model, entry: dict) -> None: ...  # fills entry["metrics"] (and checks)
 
 
@@ -158,17 +158,20 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
                                f"{float_entry['parity']['max_abs_error']:.2e} > {task.parity_tolerance} "
                                f"({task.parity_units})")
         task.add_sections(manifest, float_model)
-        core_graph = task.core_graph() if hasattr(task, "core_graph") else None
-        core_model = save_step_model(core_graph, str(tmp / "saved_model_core")) if core_graph is not None else None
-        calibrations: dict[str, list[dict]] = {}  # graph kind -> samples, made when first needed
+        core = None  # (the core graph's SavedModel, its calibration samples), made when first needed
+        raw_calibration: list[dict] | None = None
         for spec in specs[1:]:
-            graph = "core" if core_model is not None and spec.core else "raw"
-            if graph not in calibrations and spec.name in ("int8", "int16x8", "int8-io"):
-                calibrations[graph] = (task.calibration(float_model) if graph == "raw" else task.core_calibration(
-                    convert_variant(core_model, specs[0], [], core=True)))
-            data = (convert_variant(core_model, spec, calibrations.get(graph, []), core=True) if graph == "core"
-                    else convert_variant(saved_model, spec, calibrations.get(graph, [])))
+            graph = "core" if hasattr(task, "core_model") and spec.core else "raw"
+            if graph == "core":
+                core = core or task.core_model(tmp)
+                data = convert_variant(core[0], spec, core[1], core=True)
+            else:
+                if raw_calibration is None and spec.name in ("int8", "int16x8", "int8-io"):
+                    raw_calibration = task.calibration(float_model)
+                data = convert_variant(saved_model, spec, raw_calibration or [])
             entry = variant_entry(spec, data, graph)
+            if graph == "core" and core[2]:
+                entry["cell_scales"] = core[2]  # the session's named state stays in the trained units
             if all(entry["compatibility"].values()):
                 print(f"warning: {out_dir.name}: variant {spec.name} left out, no target runtime opens it: "
                       + "; ".join(f"{r}" for r in entry["compatibility"].values()), file=sys.stderr)

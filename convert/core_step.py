@@ -23,6 +23,19 @@ Here everything that needs the level's full precision stays outside:
   `(level + head) * std` had a rescale factor of 1.34 on a 3-channel model,
   for which the converter emits MUL version 3, which neither runtime opens.
 - The state is only the cell's (h, c); x_prev lives outside with the level.
+- An LSTM's cell state is carried per unit in its own units (cell_scales):
+  c' = c / s with s the unit's largest |c| on the training split, so every
+  unit spans about [-1, 1] in the one per-tensor int8 scale of the state.
+  One per-tensor scale over c's raw range (-11..+9 on the vibration LSTM,
+  most units within +-3) gave the narrow units steps of 0.08, and with
+  forget gates near 1 that rounding builds up step after step: the vibration
+  LSTM's int8 forms were x1.25 float32's MSE, x1.155 with the scales. The
+  float function is the same (c = s c'): two MULs by (1, H) constants per layer,
+      c'_new = f c' + (i g) / s        h = o tanh(c'_new s)
+  No scale is below 1/8 of the widest, so both constants keep >= 32 of their
+  255 int8 steps (<= 1.6% off): the int8 cell keeps the trained input gain.
+  Powers of two for s (exact constants) were worse, x1.22: rounding s up to
+  the next power wastes up to half of a unit's range.
 
 The weights are the trained Forecaster's, unchanged: torch's features are
 concat([level, delta]) through W_ih, so W_ih splits into its level and delta
@@ -46,9 +59,12 @@ def core_input_names(config: ModelConfig) -> list[str]:
 class CoreStepGraph(StepGraph):
     """step(delta?, level?, h0.., c0..) -> {correction, h0.., c0..}; all tensors (B, n)."""
 
-    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, batch: int | None = 1):
+    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, batch: int | None = 1,
+                 cell_scales: dict[int, np.ndarray] | None = None):
+        """cell_scales: layer -> (H,) an LSTM's cell-state units (cell_state_scales); none: c as trained."""
         tf.Module.__init__(self)
         self.config = config
+        self.cell_scales = {k: np.asarray(v, np.float32)[None] for k, v in (cell_scales or {}).items()}  # (1, H)
         w = {k: v.astype(np.float32).copy() for k, v in weights.items()}  # head not folded: unit variance out
         c = config.input_size
         w_ih = w.pop("rnn.weight_ih_l0")  # (G, C * len(features)): columns [level | delta] as torch concats
@@ -69,6 +85,16 @@ class CoreStepGraph(StepGraph):
         out[CORE_OUTPUT] = tf.matmul(top, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
         return out
 
+    def _lstm(self, k, inp, h, c):
+        """c is in the unit's own scale s (c' = c / s); the same function as StepGraph's cell."""
+        if k not in self.cell_scales:
+            return super()._lstm(k, inp, h, c)
+        scale = tf.constant(self.cell_scales[k])  # (1, H)
+        gi, gh = self._gates(k, inp, h)
+        i, f, g, o = tf.split(gi + gh, 4, axis=1)  # each (1, H)
+        c_new = tf.sigmoid(f) * c + (tf.sigmoid(i) * tf.tanh(g)) * tf.constant(1.0 / self.cell_scales[k])
+        return tf.sigmoid(o) * tf.tanh(c_new * scale), c_new
+
     def _gates(self, k: int, inp, h):
         """First layer: one matmul per feature tensor (own scale each); deeper layers as StepGraph."""
         if k > 0:
@@ -80,3 +106,26 @@ class CoreStepGraph(StepGraph):
             gi = gi + tf.matmul(t[feature], self._const(f"rnn.weight_{feature}_l0", True))  # (1, G)
         gh = tf.matmul(h, self._const("rnn.weight_hh_l0", True)) + self._const("rnn.bias_hh_l0")
         return gi, gh
+
+
+CELL_SCALE_FLOOR = 8  # no unit's scale below 1/8 of the widest's: 1/s keeps >= 32 int8 steps
+
+
+def cell_state_scales(samples: list[dict], config: ModelConfig) -> dict[int, np.ndarray]:
+    """layer -> (H,) each LSTM unit's cell-state scale: its largest |c| over the calibration samples
+    (at least 1/CELL_SCALE_FLOOR of the widest unit's). Empty for a GRU or plain RNN (tanh bounds their state)."""
+    if config.cell != "lstm":
+        return {}
+    scales = {}
+    for k in range(config.layers):
+        largest = np.max(np.abs(np.concatenate([s[f"c{k}"] for s in samples])), axis=0)  # (H,)
+        if not largest.max() > 0:  # a cell that never moved: nothing to rescale
+            continue
+        scales[k] = np.maximum(largest, largest.max() / CELL_SCALE_FLOOR).astype(np.float32)
+    return scales
+
+
+def rescale_cell_states(samples: list[dict], scales: dict[int, np.ndarray]) -> list[dict]:
+    """The same calibration samples with every c_k in its units' scales (c' = c / s), as the scaled core reads it."""
+    return [{**s, **{f"c{k}": (s[f"c{k}"] / scale[None]).astype(np.float32) for k, scale in scales.items()}}
+            for s in samples]

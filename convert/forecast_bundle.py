@@ -97,10 +97,22 @@ class ForecastConversion:
 
         return StepGraph(self.weights, self.config, self.norm, batch=batch)
 
-    def core_graph(self):
-        from convert.core_step import CoreStepGraph
+    def core_model(self, tmp: Path) -> tuple[str, list[dict], dict]:
+        """The core graph the integer variants convert from (an LSTM's cell state per unit in its own
+        scale, convert/core_step.py), its calibration samples (the float32 core over the training split),
+        and the manifest's record of the cell scales ({} for none)."""
+        from convert.core_step import CoreStepGraph, cell_state_scales, rescale_cell_states
+        from convert.quantize import VARIANTS, convert_variant
+        from convert.tf_step import save_step_model
 
-        return CoreStepGraph(self.weights, self.config)
+        plain = save_step_model(CoreStepGraph(self.weights, self.config), str(tmp / "saved_model_core_plain"))
+        samples = self.core_calibration(convert_variant(plain, VARIANTS[0], [], core=True))
+        scales = cell_state_scales(samples, self.config)
+        if not scales:
+            return plain, samples, {}
+        scaled = CoreStepGraph(self.weights, self.config, cell_scales=scales)
+        record = {f"c{k}": [float(v) for v in scale] for k, scale in scales.items()}  # float32 values, exact in JSON
+        return save_step_model(scaled, str(tmp / "saved_model_core")), rescale_cell_states(samples, scales), record
 
     def manifest(self, name: str, variants: list[dict]) -> dict:
         manifest = build_manifest(name, self.config, self.info, variants)

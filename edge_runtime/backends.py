@@ -23,20 +23,27 @@ class BackendError(RuntimeError):
 
 
 def _import(name: str):
+    """The Interpreter class; ImportError also when the module is there without one (TensorFlow 2.20 removed
+    tf.lite.Interpreter in favour of ai_edge_litert)."""
     module = importlib.import_module(BACKENDS[name])
-    return module.Interpreter
+    interpreter = getattr(module, "Interpreter", None)
+    if interpreter is None:
+        raise ImportError(f"{BACKENDS[name]} has no Interpreter in this version")
+    return interpreter
 
 
 def interpreter_class(name: str | None = None) -> tuple[str, type]:
     """Return (backend name, Interpreter class) for `name`, $EDGE_RNN_BACKEND, or the first installed."""
-    name = name or os.environ.get(ENV_VAR) or None
-    if name is not None:
+    origin = "backend"
+    if not name and os.environ.get(ENV_VAR):
+        name, origin = os.environ[ENV_VAR], f"{ENV_VAR}={os.environ[ENV_VAR]}"
+    if name:
         if name not in BACKENDS:
-            raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+            raise BackendError(f"{origin}: unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
         try:
             return name, _import(name)
         except ImportError as e:
-            raise BackendError(f"backend {name!r} is not installed ({e})") from None
+            raise BackendError(f"{origin}: backend {name!r} is not usable ({e})") from None
     for candidate in BACKENDS:
         try:
             return candidate, _import(candidate)

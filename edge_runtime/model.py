@@ -10,6 +10,8 @@ edge_runtime/tasks.py picks the subclass from the manifest's task.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from edge_runtime.backends import interpreter_class
 from edge_runtime.binding import SIGNATURE, StepBinding, expected_signature, indices, signature_details
 from edge_runtime.manifest import BundleError, Manifest, Variant, verified_model_bytes, why_not_deployable
@@ -36,11 +38,25 @@ class Model:
                               f"cannot open it ({e})") from None
         self._check_signature()
         # float32 <-> tensor type at the signature; integer only for integer-I/O variants
-        self.codecs = {name: Codec(name, detail) for name, detail in
+        units = self._state_units()
+        self.codecs = {name: Codec(name, detail, units.get(name.removesuffix(":out"))) for name, detail in
                        {**self.signature_inputs, **{f"{k}:out": v for k, v in self.signature_outputs.items()}}.items()}
         self.integer_io = any(c.integer for c in self.codecs.values())
         self.binding = StepBinding(manifest, indices(self.signature_inputs), indices(self.signature_outputs),
                                    self.variant)
+
+    def _state_units(self) -> dict[str, np.ndarray]:
+        """state name -> (n,) the units its tensor holds the state in (a core LSTM's cell_scales), checked."""
+        units = {}
+        widths = {s.name: s.shape[1] for s in self.manifest.state}
+        for name, values in (self.variant.raw.get("cell_scales") or {}).items():
+            array = np.asarray(values, np.float64) if isinstance(values, list) else np.empty(0)
+            if name not in widths or array.shape != (widths[name],) or not np.all(np.isfinite(array) & (array > 0)):
+                what = f"{widths[name]} finite positive numbers" if name in widths else "a state of the model"
+                raise BundleError(f"{self.manifest.path}: variant {self.variant.name}: cell_scales[{name!r}] "
+                                  f"must be {what}")
+            units[name] = array.astype(np.float32)
+        return units
 
     def _check_signature(self) -> None:
         """Every tensor the manifest promises must be in the model, with the same shape."""

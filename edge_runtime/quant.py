@@ -3,6 +3,10 @@
 Follows TFLite's QUANTIZE/DEQUANTIZE: q = round(v / scale) + zero_point,
 rounded half away from zero and saturated to the integer type;
 v = (q - zero_point) * scale.
+
+A state tensor may also carry units (a core graph's LSTM cell state, per unit in
+its own scale: convert/core_step.py): the session's named state stays in the
+trained model's units, the same for every variant, and the tensor holds value / units.
 """
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import numpy as np
 class Codec:
     """Converts values for one signature tensor; identity for float tensors."""
 
-    def __init__(self, name: str, detail: dict):
+    def __init__(self, name: str, detail: dict, units: np.ndarray | None = None):
         self.name = name
+        self.units = units  # (n,) the tensor holds value / units; None: the value itself
         self.dtype = np.dtype(detail["dtype"])
         self.integer = self.dtype.kind in "iu"
         scale, zero_point = detail["quantization"]
@@ -25,6 +30,8 @@ class Codec:
             self.low, self.high = info.min, info.max
 
     def encode(self, values: np.ndarray) -> np.ndarray:
+        if self.units is not None:
+            values = (values / self.units).astype(np.float32)
         if not self.integer:
             return values
         scaled = values / self.scale
@@ -32,9 +39,11 @@ class Codec:
         return np.clip(rounded + self.zero_point, self.low, self.high).astype(self.dtype)
 
     def decode(self, values: np.ndarray) -> np.ndarray:
-        if not self.integer:
-            return values
-        return ((values.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
+        if self.integer:
+            values = ((values.astype(np.float32) - self.zero_point) * self.scale).astype(np.float32)
+        if self.units is not None:
+            values = (values * self.units).astype(np.float32)
+        return values
 
     def describe(self) -> dict:
         return {"dtype": self.dtype.name, "scale": self.scale, "zero_point": self.zero_point}

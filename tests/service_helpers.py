@@ -45,14 +45,14 @@ def write_config(folder: Path, bundle: Path, sources: str, sinks: str, extra: st
 class ServiceProcess:
     """`python -m edge_runtime serve --config ...` with its stderr (JSON logs) in a file."""
 
-    def __init__(self, config: Path, *args: str, stdin=subprocess.DEVNULL):
+    def __init__(self, config: Path, *args: str, stdin=subprocess.DEVNULL, preexec_fn=None):
         self.config = config
         self.state_dir = config.parent / "state"
         self.log_path = config.parent / f"service-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", "--config", str(config), *args],
                                      stdin=stdin, stdout=subprocess.PIPE if stdin == subprocess.PIPE else
-                                     subprocess.DEVNULL, stderr=self._log, env=ENV, cwd=ROOT)
+                                     subprocess.DEVNULL, stderr=self._log, env=ENV, cwd=ROOT, preexec_fn=preexec_fn)
 
     def status(self) -> dict | None:
         try:

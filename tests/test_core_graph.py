@@ -62,6 +62,17 @@ def test_a_bundle_without_the_graph_field_reads_as_raw_and_an_unknown_kind_is_re
         edge_runtime.load(bundle, variant="float32", backend=IN_PROCESS_BACKEND)
 
 
+@pytest.mark.parametrize("scales", [[-1.0], "wide", None, [float("nan")]])
+def test_malformed_cell_scales_are_refused_with_one_line(fixture_bundles, tmp_path, scales):
+    bundle = copy_bundle(fixture_bundles, tmp_path)
+    width = len(variant_entry(json.loads((bundle / "manifest.json").read_text()), "int8-io")["cell_scales"]["c0"])
+    value = scales * width if isinstance(scales, list) else scales
+    edit_manifest(bundle, lambda m: variant_entry(m, "int8-io")["cell_scales"].update(c0=value))
+    with pytest.raises(BundleError, match=rf"variant int8-io: cell_scales\['c0'\] must be {width} finite "
+                                          r"positive numbers$"):
+        edge_runtime.load(bundle, variant="int8-io", backend=IN_PROCESS_BACKEND)
+
+
 def test_a_core_variant_declared_raw_is_refused_by_its_signature(fixture_bundles, tmp_path):
     bundle = copy_bundle(fixture_bundles, tmp_path)
     edit_manifest(bundle, lambda m: variant_entry(m, "int8-io").update(graph="raw"))
@@ -72,7 +83,7 @@ def test_a_core_variant_declared_raw_is_refused_by_its_signature(fixture_bundles
 def test_the_named_state_is_the_same_for_every_variant_and_restores_exactly(fixture_bundles):
     bundle = fixture_bundles["lstm"][1]
     rows = np.loadtxt(fixture_bundles["lstm"][0] / "test.csv", delimiter=",", skiprows=1)[:200, 1:]  # (200, 2)
-    shapes = {}
+    shapes, states = {}, {}
     for variant in ("float32", "int8-io", "int16x8"):
         session = edge_runtime.load(bundle, variant=variant, backend=IN_PROCESS_BACKEND).session()
         for row in rows[:100]:
@@ -83,12 +94,20 @@ def test_the_named_state_is_the_same_for_every_variant_and_restores_exactly(fixt
         expected = (rows[99] - np.asarray(norm["mean"])) / np.asarray(norm["std"])
         np.testing.assert_allclose(session.get_state("x_prev")[0], expected, atol=1e-5)
         snapshot = {name: session.get_state(name) for name in session.state}
+        states[variant] = snapshot
         ahead = [session.step(row) for row in rows[100:]]
         session.reset()
         for name, value in snapshot.items():
             session.set_state(name, value)
         np.testing.assert_array_equal(ahead, [session.step(row) for row in rows[100:]])
     assert shapes["int8-io"] == shapes["float32"] == shapes["int16x8"]
+    # the same units too: the integer core holds its LSTM cell state per unit in its own scale
+    # (cell_scales), and the session hands out c in the trained model's units, as float32's
+    cell = states["float32"]["c0"]  # (1, H)
+    assert "cell_scales" in edge_runtime.load(bundle, variant="int8-io", backend=IN_PROCESS_BACKEND).variant.raw
+    for variant in ("int8-io", "int16x8"):
+        off = np.max(np.abs(states[variant]["c0"] - cell)) / np.max(np.abs(cell))
+        assert off < 0.1, f"{variant}'s c0 is {off:.2f} of float32's range away (rescaled wrongly?)"
 
 
 def worse_than_persistence(manifest: dict) -> None:
@@ -232,7 +251,7 @@ def test_an_lstm64_int8io_is_at_most_35_percent_of_float32_and_fits_the_cortex_m
     """Bytes do not depend on training: an untrained LSTM-64 through the converter's settings."""
     import tempfile
 
-    from convert.core_step import CoreStepGraph
+    from convert.core_step import CoreStepGraph, cell_state_scales, rescale_cell_states
     from convert.quantize import VARIANTS, convert_variant
     from convert.tf_step import StepGraph, save_step_model
     from firmware_sim.graph import read_graph
@@ -251,10 +270,11 @@ def test_an_lstm64_int8io_is_at_most_35_percent_of_float32_and_fits_the_cortex_m
     spec = {v.name: v for v in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
         raw = save_step_model(StepGraph(weights, config, norm), str(Path(tmp) / "raw"))
-        core = save_step_model(CoreStepGraph(weights, config), str(Path(tmp) / "core"))
+        scales = cell_state_scales(calibration, config)  # as the converter does: the cell state per unit
+        core = save_step_model(CoreStepGraph(weights, config, cell_scales=scales), str(Path(tmp) / "core"))
         float32 = convert_variant(raw, spec["float32"], [])
-        int8_io = convert_variant(core, spec["int8-io"], calibration, core=True)
-    assert len(int8_io) <= 0.35 * len(float32), (len(int8_io), len(float32))  # measured: 32.5%
+        int8_io = convert_variant(core, spec["int8-io"], rescale_cell_states(calibration, scales), core=True)
+    assert len(int8_io) <= 0.35 * len(float32), (len(int8_io), len(float32))  # measured: 33.0%
     graph = read_graph(int8_io)
     state = [graph.signature_inputs[n] for n in ("h0", "c0")]
     assert memory_report(graph, load_profile("cortex-m4"), state).fits

@@ -83,6 +83,7 @@ def test_metrics_counters_equal_what_was_sent_and_rejections_by_reason(fixture_b
              and sum(service.counters()["rejected"].values()) == sum(traffic.expected.values()), 60,
              what="every line counted")
     wait_for(lambda: service.status()["snapshot"]["written_unix"], 30, what="a snapshot")
+    wait_for(lambda: service.counters()["sinks"]["jsonl"]["written"] >= len(traffic.valid), 30, what="the sink")
     metrics = _scrape(http_port)
 
     per_stream = Counter(stream for stream, _ in traffic.valid)  # s0..s5: 120 each
@@ -102,6 +103,10 @@ def test_metrics_counters_equal_what_was_sent_and_rejections_by_reason(fixture_b
     assert metrics[("edge_sample_to_forecast_seconds_bucket", frozenset({("le", "+Inf")}))] == len(traffic.valid)
     assert metrics[("edge_step_seconds_count", frozenset())] >= 120  # at least one call per round of 6 streams
     assert metrics[("edge_streams", frozenset())] == 6
+    # sink and connection counts, copied in by the main thread with each status write
+    assert metrics[("edge_sink_written_total", frozenset({("sink", "jsonl")}))] >= len(traffic.valid)
+    assert metrics[("edge_sink_failures_total", frozenset({("sink", "jsonl")}))] == 0
+    assert metrics[("edge_stream_evictions_total", frozenset({("cause", "idle")}))] == 0
     assert metrics[("edge_queue_depth", frozenset())] == 0
     assert metrics[("process_resident_memory_bytes", frozenset())] > 10e6
     info = next(dict(labels) for (name, labels), _ in metrics.items() if name == "edge_bundle_info")

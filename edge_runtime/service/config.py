@@ -6,9 +6,19 @@ where it is: a typo must not silently fall back to a default.
 """
 from __future__ import annotations
 
+import ipaddress
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from edge_runtime.backends import BACKENDS
+
+# Upper bounds: a typo of a few zeros must be a config error, not a MemoryError or a frozen service.
+MAX_STREAMS = 100_000  # each stream holds a state row (a few KB at most) in arrays preallocated at start
+MAX_QUEUE = 1_000_000
+MAX_LINE_BYTES = 1 << 20
+MAX_INTERVAL_S = 86400.0  # snapshot/status intervals; longer would look like a frozen service
 
 
 class ConfigError(ValueError):
@@ -17,11 +27,15 @@ class ConfigError(ValueError):
 
 @dataclass
 class StreamsConfig:
-    max_streams: int = 256  # new stream ids beyond this are rejected (reason stream_limit)
+    max_streams: int = 256  # when full, a new id takes the slot of the least recently used idle stream
+    #  (see evict_when_full_after_s), else it is rejected (reason stream_limit)
     max_batch: int = 256  # rows per batched interpreter call
     batched: bool = True  # use the bundle's batched companion when the variant has one
     max_gap_s: float = 300.0  # a longer silence between two samples of a stream resets its state
     warmup_steps: int = 16  # after a cold start or reset: forecasts flow, anomaly events wait this many samples
+    idle_evict_s: float = 3600.0  # a stream without an accepted sample this long is evicted (state freed, counted)
+    evict_when_full_after_s: float = 60.0  # with max_streams full, a new id evicts the least recently used
+    #  stream if that one has been silent at least this long (a flood of new ids cannot push out active streams)
 
 
 @dataclass
@@ -38,9 +52,15 @@ class StatusConfig:
 class InputConfig:
     max_line_bytes: int = 4096  # longer lines are rejected (oversized)
     queue_size: int = 20000  # samples waiting for the model; sources block (backpressure) beyond it
+    max_source_restarts: int = 5  # a source failing more often within a minute stops the service (exit 1)
     log_rejections_per_s: int = 20  # per reason; the rest are counted and summarized, not each logged
     value_range_std: float = 1000.0  # a value farther than this many stds from the channel's mean: out_of_range
     future_horizon_s: float = 86400.0  # t beyond max(wall clock, stream's newest t) + this: future_timestamp
+
+
+@dataclass
+class LogConfig:
+    max_per_s: int = 20  # log lines per event and reason per second; the rest are counted in "<event>_suppressed"
 
 
 @dataclass
@@ -57,7 +77,10 @@ class FileSource:
 @dataclass
 class TcpSource:
     host: str = "127.0.0.1"
-    port: int = 7878
+    port: int = 7878  # 0: any free port (status.json says which)
+    allow_remote: bool = False  # a non-loopback host is refused without it: the line protocol has no authentication
+    max_connections: int = 256  # one more client is accepted and closed at once (counted); well under the fd limit
+    idle_timeout_s: float = 600.0  # a client that sends nothing this long is closed (counted)
 
 
 @dataclass
@@ -80,6 +103,8 @@ class MqttSource:
 @dataclass
 class JsonlSink:
     path: str = "-"  # "-" is stdout
+    rotate_bytes: int = 64 << 20  # a file that would grow past this is renamed to <path>.1 first; 0: never
+    keep: int = 3  # rotated files kept (<path>.1 newest ... <path>.<keep> oldest)
 
 
 @dataclass
@@ -122,6 +147,7 @@ class ServiceConfig:
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     sources: dict = field(default_factory=dict)  # kind -> source dataclass
     sinks: dict = field(default_factory=dict)  # kind -> sink dataclass
     http: HttpConfig | None = None  # None: no /metrics, no live page
@@ -142,6 +168,8 @@ def _fill(cls, table: dict, where: str):
             value = float(value)
         if type(value) is not expected:
             raise ConfigError(f"{where}.{key}: should be {expected.__name__}, got {value!r}")
+        if expected is float and not math.isfinite(value):  # TOML has nan and inf literals
+            raise ConfigError(f"{where}.{key}: should be a finite number, got {value!r}")
         values[key] = value
     return cls(**values)
 
@@ -153,12 +181,12 @@ def _section(kinds: dict, table, where: str) -> dict:
     for kind, sub in table.items():
         if kind not in kinds:
             raise ConfigError(f"{where}: unknown kind {kind!r} (known: {', '.join(kinds)})")
-        out[kind] = _fill(kinds[kind], sub, f"{where}.{kind}")
+        out[kind] = _fill(kinds[kind], sub, f"{where[:-1]}.{kind}]")  # "file [sources]" -> "file [sources.tcp]"
     return out
 
 
 TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "status",
-            "input", "sources", "sinks", "http"}
+            "input", "log", "sources", "sinks", "http"}
 
 
 def parse_config(text: str, path: Path) -> ServiceConfig:
@@ -186,6 +214,7 @@ def parse_config(text: str, path: Path) -> ServiceConfig:
         snapshot=_fill(SnapshotConfig, raw.get("snapshot", {}), f"{where} [snapshot]"),
         status=_fill(StatusConfig, raw.get("status", {}), f"{where} [status]"),
         input=_fill(InputConfig, raw.get("input", {}), f"{where} [input]"),
+        log=_fill(LogConfig, raw.get("log", {}), f"{where} [log]"),
         sources=_section(SOURCE_KINDS, raw.get("sources", {}), f"{where} [sources]"),
         sinks=_section(SINK_KINDS, raw.get("sinks", {}), f"{where} [sinks]"),
         http=_fill(HttpConfig, raw["http"], f"{where} [http]") if "http" in raw else None)
@@ -194,16 +223,25 @@ def parse_config(text: str, path: Path) -> ServiceConfig:
 
 
 def _check(config: ServiceConfig, where: str, base: Path) -> None:
-    s = config.streams
-    if s.max_streams < 1 or s.max_batch < 1 or s.max_gap_s <= 0 or s.warmup_steps < 0:
-        raise ConfigError(f"{where} [streams]: max_streams, max_batch and max_gap_s must be positive, "
-                          "warmup_steps >= 0")
-    if config.snapshot.interval_s <= 0 or config.status.interval_s <= 0:
-        raise ConfigError(f"{where}: snapshot and status interval_s must be positive")
-    if config.input.max_line_bytes < 16 or config.input.queue_size < 1:
-        raise ConfigError(f"{where} [input]: max_line_bytes >= 16 and queue_size >= 1")
-    if not 0 < config.input.value_range_std < float("inf") or not 0 < config.input.future_horizon_s < float("inf"):
-        raise ConfigError(f"{where} [input]: value_range_std and future_horizon_s must be positive and finite")
+    s, i = config.streams, config.input
+    _within(f"{where} [streams].max_streams", s.max_streams, 1, MAX_STREAMS)
+    _within(f"{where} [streams].max_batch", s.max_batch, 1, MAX_STREAMS)
+    _within(f"{where} [streams].max_gap_s", s.max_gap_s, 1e-3, None)
+    _within(f"{where} [streams].warmup_steps", s.warmup_steps, 0, None)
+    _within(f"{where} [streams].idle_evict_s", s.idle_evict_s, 1e-3, None)
+    _within(f"{where} [streams].evict_when_full_after_s", s.evict_when_full_after_s, 1e-3, None)
+    _within(f"{where} [snapshot].interval_s", config.snapshot.interval_s, 1e-3, MAX_INTERVAL_S)
+    _within(f"{where} [status].interval_s", config.status.interval_s, 1e-3, MAX_INTERVAL_S)
+    _within(f"{where} [input].max_line_bytes", i.max_line_bytes, 16, MAX_LINE_BYTES)
+    _within(f"{where} [input].queue_size", i.queue_size, 1, MAX_QUEUE)
+    _within(f"{where} [input].log_rejections_per_s", i.log_rejections_per_s, 0, None)
+    _within(f"{where} [log].max_per_s", config.log.max_per_s, 1, None)
+    _within(f"{where} [input].max_source_restarts", i.max_source_restarts, 0, 1000)
+    _within(f"{where} [input].value_range_std", i.value_range_std, 1e-6, None)
+    _within(f"{where} [input].future_horizon_s", i.future_horizon_s, 1e-3, None)
+    if config.backend is not None and config.backend not in BACKENDS:
+        raise ConfigError(f"{where}: 'backend' should be one of {', '.join(BACKENDS)}, got {config.backend!r}")
+    _check_ports(config, where)
     if not config.sources:
         raise ConfigError(f"{where}: no [sources.*] table: nothing would feed the model")
     if not config.sinks:
@@ -226,6 +264,51 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
     mqtt = config.sources.get("mqtt")
     if mqtt is not None and mqtt.topic.count("+") != 1 or (mqtt is not None and "#" in mqtt.topic):
         raise ConfigError(f"{where} [sources.mqtt]: topic needs exactly one '+' level (the stream id) and no '#'")
+
+
+def _within(name: str, value, low, high) -> None:
+    """low <= value <= high (high None: no upper bound), else an error naming the key and the range."""
+    if value < low or (high is not None and value > high):
+        wanted = f"between {low:g} and {high:g}" if high is not None else f"at least {low:g}"
+        raise ConfigError(f"{name}: should be {wanted}, got {value!r}")
+
+
+def _check_ports(config: ServiceConfig, where: str) -> None:
+    tcp = config.sources.get("tcp")
+    if tcp is not None:
+        _within(f"{where} [sources.tcp].port", tcp.port, 0, 65535)
+        _within(f"{where} [sources.tcp].max_connections", tcp.max_connections, 1, 65535)
+        _within(f"{where} [sources.tcp].idle_timeout_s", tcp.idle_timeout_s, 1e-3, None)
+        if not tcp.allow_remote and not is_loopback(tcp.host):
+            raise ConfigError(f"{where} [sources.tcp].host: {tcp.host!r} is reachable from other machines and the "
+                              "line protocol has no authentication; use 127.0.0.1, or set allow_remote = true "
+                              "on a network you trust")
+    for section, table in (("sources", config.sources), ("sinks", config.sinks)):
+        mqtt = table.get("mqtt")
+        if mqtt is not None:
+            _within(f"{where} [{section}.mqtt].port", mqtt.port, 1, 65535)
+            _within(f"{where} [{section}.mqtt].keepalive_s", mqtt.keepalive_s, 1, 65535)
+    if "mqtt" in config.sources:
+        _within(f"{where} [sources.mqtt].session_expiry_s", config.sources["mqtt"].session_expiry_s, 0, 2**32 - 1)
+    if "jsonl" in config.sinks:
+        jsonl = config.sinks["jsonl"]
+        if jsonl.rotate_bytes:
+            _within(f"{where} [sinks.jsonl].rotate_bytes", jsonl.rotate_bytes, 1024, None)
+        _within(f"{where} [sinks.jsonl].keep", jsonl.keep, 1, 1000)
+    if "mqtt" in config.sinks:
+        _within(f"{where} [sinks.mqtt].max_queued", config.sinks["mqtt"].max_queued, 0, None)
+    if "serial" in config.sources:
+        _within(f"{where} [sources.serial].baudrate", config.sources["serial"].baudrate, 1, 10_000_000)
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect: localhost or a loopback address ("" and 0.0.0.0 mean every interface)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve to any interface
 
 
 def read_config(path: str | Path) -> ServiceConfig:

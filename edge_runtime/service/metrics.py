@@ -91,8 +91,9 @@ class Monitor:
         self.target0 = int(target[0])  # the page plots the first forecast channel
         self.threshold, self.clear_threshold = threshold, clear_threshold
         self.max_stream_labels, self.history = max_stream_labels, history
-        self.views: dict[str, StreamView] = {}  # stream id -> its view, or the shared OTHER view
-        self.labelled: dict[str, StreamView] = {}  # label -> view (at most max_stream_labels + 1)
+        # stream id -> its view, for the first max_stream_labels ids only: ids beyond (which may churn without
+        # end, with idle eviction) are not remembered, they all land in self.other
+        self.labelled: dict[str, StreamView] = {}
         self.other = StreamView()
         # every labelled stream's ring in one array, so a round is written with one fancy-indexed assignment
         # (a numpy row assignment per sample cost more than the rest of the bookkeeping together)
@@ -101,16 +102,17 @@ class Monitor:
         self.e2e_seconds = Buckets()  # one per sample: read by its source -> its forecast computed
 
     def _view(self, stream_id: str) -> StreamView:
-        view = self.views.get(stream_id)
+        view = self.labelled.get(stream_id)
         if view is None:
-            if len(self.labelled) < self.max_stream_labels:
-                slot = len(self.labelled)
-                view = self.labelled[stream_id] = StreamView(slot, self.rings[slot])
-            else:
-                view = self.other
-                self.labelled[OTHER] = view
-            self.views[stream_id] = view
+            if len(self.labelled) >= self.max_stream_labels or stream_id == OTHER:
+                return self.other
+            slot = len(self.labelled)
+            view = self.labelled[stream_id] = StreamView(slot, self.rings[slot])
         return view
+
+    def labels(self) -> list[tuple[str, StreamView]]:
+        """(label, view) of every series to export: the labelled streams, and _other once it counted any."""
+        return list(self.labelled.items()) + [(OTHER, self.other)] * bool(self.other.samples)
 
     def stepped(self, batch: dict, records: list[dict], call_s: float, done: float) -> None:
         """One model call's round: batch is stream id -> Sample, records what the round produced."""
@@ -141,7 +143,7 @@ class Monitor:
             self.rings[slots, positions] = rows
 
     def streams(self) -> list[str]:
-        return [label for label in list(self.labelled) if label != OTHER]
+        return list(self.labelled)
 
     def live(self, stream_id: str, n: int, after: float | None = None) -> dict | None:
         """What the page draws for one stream: the last n samples, forecasts, scores and anomaly spans.
@@ -198,7 +200,7 @@ class ServiceCollector(Collector):
     def collect(self):
         s, m = self.service, self.monitor
         c = s.counters
-        views = list(m.labelled.items())
+        views = m.labels()
         for name, attribute, documentation in (
                 ("edge_samples", "samples", "Samples accepted and stepped, per stream"),
                 ("edge_predictions", "samples", "One-step forecasts made, per stream (one per stepped sample)"),
@@ -211,12 +213,26 @@ class ServiceCollector(Collector):
         for reason in REASONS:
             rejected.add_metric([reason], c["rejected"][reason])
         yield rejected
-        resets = CounterMetricFamily("edge_stream_resets", "Stream state resets, by cause", labels=["cause"])
-        for cause, count in dict(c["resets"]).items():
-            resets.add_metric([cause], count)
-        yield resets
-        yield CounterMetricFamily("edge_sink_dropped", "Records a sink dropped (e.g. MQTT queue full)",
-                                  value=sum(getattr(sink, "dropped", 0) for sink in list(s.sinks)))
+        yield _labelled(CounterMetricFamily("edge_stream_resets", "Stream state resets, by cause", labels=["cause"]),
+                        c["resets"])
+        yield _labelled(CounterMetricFamily("edge_stream_evictions", "Streams evicted (idle, or the stream table "
+                                            "full), by cause", labels=["cause"]), c.get("evicted", {}))
+        # copied in by the main thread's refresh_counters() with every status write (status interval_s)
+        sinks = dict(c.get("sinks", {}))
+        for key, documentation in (("written", "Records a sink wrote"), ("failures", "Failed sink writes"),
+                                   ("dropped", "Records a sink dropped (its queue full)")):
+            yield _labelled(CounterMetricFamily(f"edge_sink_{key}", documentation, labels=["sink"]),
+                            {kind: stats[key] for kind, stats in sinks.items() if key in stats})
+        yield _labelled(GaugeMetricFamily("edge_sink_pending", "Records waiting for a sink", labels=["sink"]),
+                        {kind: stats["pending"] for kind, stats in sinks.items() if "pending" in stats})
+        yield _labelled(CounterMetricFamily("edge_source_restarts", "Source threads restarted after a failure",
+                                            labels=["source"]), c.get("source_restarts", {}))
+        connections = dict(c.get("connections", {}))
+        if connections:
+            yield GaugeMetricFamily("edge_tcp_connections", "Open TCP source connections", value=connections["open"])
+            yield _labelled(CounterMetricFamily("edge_tcp_connections_closed", "TCP connections refused (cap) or "
+                                                "closed idle", labels=["cause"]),
+                            {"refused": connections["refused"], "idle": connections["idle_closed"]})
         yield m.step_seconds.family("edge_step_seconds", "Duration of one model call stepping a round of streams")
         yield m.e2e_seconds.family("edge_sample_to_forecast_seconds",
                                    "From a sample read by its source to its forecast computed")
@@ -236,6 +252,13 @@ class ServiceCollector(Collector):
         info.add_metric([], {"name": s.model.manifest.name, "sha256": s.identity, "variant": s.model.variant.name,
                              "backend": str(s.model.backend), "batched": str(s.pool.batched is not None).lower()})
         yield info
+
+
+def _labelled(family, values: dict):
+    """One sample per (label value, count); dict() first: another thread may replace the dict meanwhile."""
+    for label, value in dict(values).items():
+        family.add_metric([label], value)
+    return family
 
 
 def registry_for(service, monitor: Monitor) -> CollectorRegistry:

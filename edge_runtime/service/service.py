@@ -19,6 +19,12 @@ Time policy, per stream, on the samples' own timestamps:
   are poor and would raise false alarms).
 - a requested reset ({"reset": true}) also forgets the stream's last t, so a
   device whose clock restarted can go on.
+Stream ids are bounded and expire: a stream without an accepted sample for
+`idle_evict_s` (wall clock) is evicted: its state row is freed, it leaves
+the next snapshot, and one found idle that long in a snapshot is not
+restored. With `max_streams` full, a new id evicts the least recently used
+stream if that one has been silent `evict_when_full_after_s`, else it is
+rejected (`stream_limit`). Both are counted in `counters.evicted`.
 Values outside a channel's plausible range (mean +/- value_range_std * std
 of the bundle's normalization) are rejected by the parser as `out_of_range`:
 the state is never fed an absurd value.
@@ -31,6 +37,7 @@ import queue
 import signal
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +48,11 @@ from edge_runtime.manifest import MANIFEST_NAME
 from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample
-from edge_runtime.service.log import log
+from edge_runtime.service.log import flush_suppressed, log, set_rate_limit
 from edge_runtime.service.sinks import open_sinks
 from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, read_snapshot, remove_stale_temps,
                                            write_json_atomically, write_snapshot)
-from edge_runtime.service.sources import start_sources
+from edge_runtime.service.sources import check_fd_budget, raise_fd_limit, start_sources
 
 STATUS_NAME = "status.json"
 TAKE_MAX = 4096  # queued items handled per loop turn
@@ -82,9 +89,10 @@ def bundle_identity(bundle: Path) -> str:
 class StreamInfo:
     """What the service keeps per stream besides the model state (which lives in the pool)."""
 
-    __slots__ = ("last_t", "since_reset", "tracker", "forecast")
+    __slots__ = ("last_t", "since_reset", "tracker", "forecast", "last_seen_unix")
 
-    def __init__(self, tracker: AnomalyTracker | None):
+    def __init__(self, tracker: AnomalyTracker | None, seen_unix: float):
+        self.last_seen_unix = seen_unix  # wall clock of the last accepted sample: idle eviction, LRU order
         self.last_t: float | None = None
         self.since_reset = 0  # samples stepped since the last (re)start of the state
         self.tracker = tracker
@@ -105,24 +113,27 @@ class Service:
         self.pool = StreamPool(self.model, s.max_streams, batched=None if s.batched else False, max_batch=s.max_batch)
         self.target = np.asarray(m.target)  # (O,) input channels the model forecasts
         self.bounds = value_bounds(m.normalization, config.input.value_range_std)  # (C,) of (low, high)
-        self.streams: dict[str, StreamInfo] = {}
+        self.streams: OrderedDict[str, StreamInfo] = OrderedDict()  # least recently seen first
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.snapshot_path = self.state_dir / SNAPSHOT_NAME
         self.status_path = self.state_dir / STATUS_NAME
         self.started_unix = time.time()
         self.counters = {"samples": 0, "predictions": 0, "anomalies": 0, "rejected": dict.fromkeys(REASONS, 0),
-                         "resets": {"gap": 0, "requested": 0}, "sink_dropped": 0, "batches": 0}
+                         "resets": {"gap": 0, "requested": 0}, "evicted": {"idle": 0, "full": 0},
+                         "sink_dropped": 0, "batches": 0}
         self.step_latency, self.e2e_latency = Percentiles(), Percentiles()
-        self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "bytes": 0,
-                              "duration_s": None}
+        self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "streams": 0,
+                              "bytes": 0, "duration_s": None}
         self.queue: queue.Queue = queue.Queue(config.input.queue_size)
         self.stop = threading.Event()
         self.sources: list = []
         self.sinks: list = []
-        self._state = "starting"
+        set_rate_limit(config.log.max_per_s)
+        set_rate_limit(config.input.log_rejections_per_s, "rejected")
+        self._state = "starting"  # -> running -> stopping -> stopped, or -> failed (with self._error)
+        self._error: str | None = None
         self._signals = {"stop": False, "usr1": False}
-        self._log_budget: dict[str, list] = {}  # reason -> [second, logged, suppressed]
         self.monitor, self.web = self._monitor(config), None  # [http]: /metrics and the live page
         remove_stale_temps(self.state_dir)
         self._restore(fresh)
@@ -170,10 +181,20 @@ class Service:
             raise SnapshotError(f"{self.snapshot_path}: {len(meta['streams'])} streams, the limit is "
                                 f"{self.pool.max_streams}")
         forecasts = arrays.get("forecast")
-        for k, entry in enumerate(meta["streams"]):
+        written = meta.get("written_unix")
+        written = written if isinstance(written, (int, float)) and np.isfinite(written) else time.time()
+        seen = [_seen_unix(entry, written) for entry in meta["streams"]]
+        idle_before = time.time() - self.config.streams.idle_evict_s
+        for k in sorted(range(len(seen)), key=seen.__getitem__):  # least recently seen first, as when running
+            entry = meta["streams"][k]
             stream_id = entry["id"]
+            if seen[k] <= idle_before:  # idle too long while the service was down: not restored
+                self.counters["evicted"]["idle"] += 1
+                log("info", "stream_evicted", stream=stream_id, reason="idle", idle_s=round(time.time() - seen[k], 1),
+                    at="restore")
+                continue
             self.pool.set_state(stream_id, {n: arrays[f"state.{n}"][k] for n in names}, int(entry["steps"]))
-            info = self._new_stream_info()
+            info = self._new_stream_info(seen[k])
             info.last_t, info.since_reset = entry["last_t"], int(entry["since_reset"])
             if info.tracker is not None and entry.get("anomaly"):
                 info.tracker.load_dict(entry["anomaly"])
@@ -181,7 +202,8 @@ class Service:
                 info.forecast = forecasts[k].copy()
             self.streams[stream_id] = info
             self._heal_restored(stream_id, info)
-        self.snapshot_info.update(written_unix=meta.get("written_unix"), steps=self._total_steps())
+        self.snapshot_info.update(written_unix=meta.get("written_unix"), steps=self._total_steps(),
+                                  streams=len(self.streams))
         log("info", "snapshot_restored", path=str(self.snapshot_path), streams=len(self.streams),
             steps={i: self.pool.steps_of(i) for i in list(self.streams)[:50]}, written_unix=meta.get("written_unix"))
 
@@ -197,8 +219,9 @@ class Service:
             log("warning", "restored_clock_in_future", stream=stream_id, last_t=info.last_t, action="clock reset")
             info.last_t = None
 
-    def _new_stream_info(self) -> StreamInfo:
-        return StreamInfo(AnomalyTracker(self.spec) if self.spec is not None else None)
+    def _new_stream_info(self, seen_unix: float | None = None) -> StreamInfo:
+        return StreamInfo(AnomalyTracker(self.spec) if self.spec is not None else None,
+                          time.time() if seen_unix is None else seen_unix)
 
     def _total_steps(self) -> int:
         ids = self.pool.ids()
@@ -215,7 +238,7 @@ class Service:
             if info.forecast is not None:
                 forecast[k] = info.forecast
             entries.append({"id": stream_id, "steps": int(self.pool.steps[rows[k]]), "last_t": info.last_t,
-                            "since_reset": info.since_reset,
+                            "since_reset": info.since_reset, "last_seen_unix": info.last_seen_unix,
                             "anomaly": info.tracker.to_dict() if info.tracker is not None else None})
         arrays = {f"state.{name}": array[rows] for name, array in self.pool.state.items()}
         started, now = time.perf_counter(), time.time()
@@ -226,8 +249,8 @@ class Service:
         except OSError as e:  # disk full or read-only: keep serving, say so, try again next interval
             log("error", "snapshot_failed", path=str(self.snapshot_path), error=str(e))
             return
-        self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), bytes=size,
-                                  duration_s=round(time.perf_counter() - started, 6))
+        self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), streams=len(entries),
+                                  bytes=size, duration_s=round(time.perf_counter() - started, 6))
 
     # -- the loop -------------------------------------------------------------
     def emit(self, item) -> None:
@@ -268,7 +291,7 @@ class Service:
             else:
                 if item.stream in batch:  # the stream's previous sample is not stepped yet
                     self._step(batch, records)
-                if self._admit(item):
+                if self._admit(item, batch):
                     batch[item.stream] = item
         if batch:
             self._step(batch, records)
@@ -277,17 +300,21 @@ class Service:
         for ack in acks:  # only now: a crash before this point gets the messages redelivered
             ack()
 
-    def _admit(self, sample: Sample) -> bool:
+    def _admit(self, sample: Sample, batch: dict) -> bool:
         info = self.streams.get(sample.stream)
         if self._too_far_ahead(sample, info):
             return False
+        now = time.time()
         if info is None:
+            if len(self.streams) >= self.pool.max_streams:
+                self._evict_for_room(now, batch)
             try:
                 self.pool.add(sample.stream)
             except StreamLimitError as e:
-                self._reject("stream_limit", str(e), sample.source)
+                self._reject("stream_limit", f"{e}; none silent for {self.config.streams.evict_when_full_after_s:g}s",
+                             sample.source)
                 return False
-            info = self.streams[sample.stream] = self._new_stream_info()
+            info = self.streams[sample.stream] = self._new_stream_info(now)
             log("info", "stream_created", stream=sample.stream, source=sample.source, streams=len(self.streams))
         last = info.last_t
         if last is not None:
@@ -304,7 +331,31 @@ class Service:
                 log("info", "gap_reset", stream=sample.stream, gap_s=round(sample.t - last, 3),
                     max_gap_s=self.config.streams.max_gap_s)
         info.last_t = sample.t
+        info.last_seen_unix = now
+        self.streams.move_to_end(sample.stream)  # most recently seen last: the LRU end is the front
         return True
+
+    def _evict_for_room(self, now: float, batch: dict) -> None:
+        """The pool is full: evict the least recently seen stream if it has been silent long enough."""
+        stream_id, info = next(iter(self.streams.items()))
+        if stream_id not in batch and now - info.last_seen_unix >= self.config.streams.evict_when_full_after_s:
+            self._evict(stream_id, info, "full", now)
+
+    def evict_idle(self, now: float) -> None:
+        """Evict every stream silent for idle_evict_s; the front of the ordered dict is the least recently seen."""
+        limit = now - self.config.streams.idle_evict_s
+        while self.streams:
+            stream_id, info = next(iter(self.streams.items()))
+            if info.last_seen_unix > limit:
+                return
+            self._evict(stream_id, info, "idle", now)
+
+    def _evict(self, stream_id: str, info: StreamInfo, reason: str, now: float) -> None:
+        del self.streams[stream_id]
+        self.pool.remove(stream_id)
+        self.counters["evicted"][reason] += 1
+        log("info", "stream_evicted", stream=stream_id, reason=reason, idle_s=round(now - info.last_seen_unix, 1),
+            streams=len(self.streams))
 
     def _too_far_ahead(self, sample: Sample, info: StreamInfo | None) -> bool:
         """A t far beyond the stream's clock is refused, not adopted: adopted, it would block the stream."""
@@ -370,23 +421,30 @@ class Service:
         batch.clear()
 
     def _reject(self, reason: str, detail: str, source: str) -> None:
-        self.counters["rejected"][reason] += 1
-        second = int(time.monotonic())
-        budget = self._log_budget.setdefault(reason, [second, 0, 0])
-        if budget[0] != second:
-            if budget[2]:
-                log("warning", "rejected_suppressed", reason=reason, count=budget[2])
-            budget[:] = [second, 0, 0]
-        if budget[1] < self.config.input.log_rejections_per_s:
-            budget[1] += 1
-            log("warning", "rejected", reason=reason, source=source, detail=detail)
-        else:
-            budget[2] += 1
+        self.counters["rejected"][reason] += 1  # exact; the log line is rate-limited per reason (log.py)
+        log("warning", "rejected", reason=reason, source=source, detail=detail)
 
     # -- status ---------------------------------------------------------------
+    def refresh_counters(self) -> dict:
+        """self.counters with the counts kept by sinks and source threads copied in: every counter in one dict.
+
+        Kept by the main thread: samples, predictions, anomalies, batches, rejected.<reason>,
+        resets.{gap,requested}, evicted.{idle,full}. Copied here: sink_dropped (all sinks),
+        sinks.<kind>.{written,failures,pending,dropped,rotations}, source_restarts.<source>, and with a TCP
+        source connections.{open,refused,idle_closed}.
+        """
+        c = self.counters
+        c["sink_dropped"] = sum(s.dropped for s in self.sinks)
+        c["sinks"] = {s.name: s.stats() for s in self.sinks}
+        c["source_restarts"] = {s.name: s.restarts for s in self.sources}
+        tcp = next((s for s in self.sources if s.name == "tcp"), None)
+        if tcp is not None:  # ints written by the TCP thread; reading them here needs no lock
+            c["connections"] = {"open": len(tcp.connections), "refused": tcp.refused, "idle_closed": tcp.idle_closed}
+        return c
+
     def status(self) -> dict:
-        self.counters["sink_dropped"] = sum(getattr(s, "dropped", 0) for s in self.sinks)
-        return {"state": self._state, "pid": os.getpid(), "started_unix": self.started_unix,
+        self.refresh_counters()
+        return {"state": self._state, "error": self._error, "pid": os.getpid(), "started_unix": self.started_unix,
                 "updated_unix": time.time(),
                 "bundle": {"path": str(self.config.bundle), "name": self.model.manifest.name,
                            "variant": self.model.variant.name, "sha256": self.identity,
@@ -394,9 +452,11 @@ class Service:
                 "streams": len(self.streams), "counters": self.counters,
                 "latency_us": self.step_latency.summary(), "e2e_latency_us": self.e2e_latency.summary(),
                 "queue": self.queue.qsize(), "snapshot": self.snapshot_info,
-                "sources": {s.name: s.info for s in self.sources}, "http": self.web and self.web.info}
+                "sources": {s.name: dict(s.info) for s in self.sources},  # a copy: source threads write them
+                "http": self.web and self.web.info}
 
     def write_status(self) -> None:
+        flush_suppressed()  # "<event>_suppressed" counts go out at least as often as status.json
         try:
             write_json_atomically(self.status_path, self.status())
         except OSError as e:
@@ -406,39 +466,72 @@ class Service:
         self._signals["usr1" if signum == signal.SIGUSR1 else "stop"] = True
 
     def run(self) -> int:
+        """Serve until SIGTERM/SIGINT, the end of finite inputs (exit 0), or a source that gave up (exit 1)."""
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signum, self._on_signal)
-        if self.monitor is not None:
-            from edge_runtime.service.web import WebServer
-            self.web = WebServer(self, self.monitor, self.config.http.host, self.config.http.port).start()
         self.write_status()
-        self.sinks = open_sinks(self.config.sinks)
-        self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
-                                     self.config.input.max_line_bytes, self.stop, self.bounds)
+        try:
+            if self.monitor is not None:
+                from edge_runtime.service.web import WebServer
+                self.web = WebServer(self, self.monitor, self.config.http.host, self.config.http.port).start()
+            self._open_ends()
+        except Exception as e:  # a port in use, a sink that cannot open: status must not say starting/running
+            self._fail(str(e))
+            self.stop.set()
+            for source in self.sources:
+                source.close()
+            self.write_status()
+            raise
         self._state = "running"
         log("info", "started", bundle=str(self.config.bundle), variant=self.model.variant.name,
             backend=self.model.backend, batched=self.pool.batched is not None, streams=len(self.streams),
             sources=[s.name for s in self.sources], sinks=list(self.config.sinks), pid=os.getpid())
+        try:
+            self._loop()
+        except Exception as e:  # a bug must stop the service visibly (exit 1), after a final snapshot
+            self._fail(f"{type(e).__name__}: {e}"[:500])
+        return self.shutdown()
+
+    def _loop(self) -> None:
         next_snapshot = time.monotonic() + self.config.snapshot.interval_s
         next_status = 0.0
         while not self._signals["stop"]:
             items = self._take(0.05)
             if items:
                 self.process(items)
+            self.evict_idle(time.time())
             now = time.monotonic()
             if now >= next_snapshot:
                 self.write_snapshot()
                 next_snapshot = now + self.config.snapshot.interval_s
             if now >= next_status or self._signals["usr1"]:
+                for sink in self.sinks:
+                    sink.write([])  # retries what a sink could not write (a full disk) even when idle
                 self.write_status()
                 next_status = now + self.config.status.interval_s
             if self._signals["usr1"]:
                 self._signals["usr1"] = False
                 log("info", "counters", **{k: v for k, v in self.status().items() if k != "sources"})
+            failed = [s.failed for s in self.sources if s.failed]
+            if failed:  # restarting did not help: stop, so that systemd restarts the whole service
+                self._fail(failed[0])
+                return
             if self._finite_inputs_done():
                 log("info", "inputs_finished")
-                break
-        return self.shutdown()
+                return
+
+    def _open_ends(self) -> None:
+        soft, hard = raise_fd_limit()
+        log("info", "fd_limit", soft=soft, hard=hard)
+        check_fd_budget(self.config.sources, soft)
+        self.sinks = open_sinks(self.config.sinks)
+        self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
+                                     self.config.input.max_line_bytes, self.stop, self.bounds,
+                                     self.config.input.max_source_restarts)
+
+    def _fail(self, error: str) -> None:
+        self._state, self._error = "failed", error
+        log("error", "failed", error=error)
 
     def _drain(self) -> None:
         while True:
@@ -452,7 +545,10 @@ class Service:
                 and self.queue.empty())
 
     def shutdown(self) -> int:
-        self._state = "stopping"
+        """Final drain, snapshot and status; 0 after a clean stop, 1 after a failure (systemd restarts us)."""
+        failed = self._state == "failed"
+        if not failed:
+            self._state = "stopping"
         self.write_status()
         self.stop.set()
         self._drain()  # what was read before the stop is still processed (and acknowledged)
@@ -464,9 +560,23 @@ class Service:
             sink.close()
         if self.web is not None:
             self.web.close()
-        log("info", "stopped", samples=self.counters["samples"], snapshot=str(self.snapshot_path))
+        unwritten = sum(sink.unwritten for sink in self.sinks)
+        if unwritten:  # an honest exit: forecasts were lost, say how many and why
+            errors = sorted({str(getattr(sink, "last_error", "")) for sink in self.sinks if sink.unwritten})
+            self._fail(f"{unwritten} records could not be written to the sinks: {'; '.join(errors)}")
+            failed = True
+        if not failed:
+            self._state = "stopped"
+        log("info", "stopped", samples=self.counters["samples"], snapshot=str(self.snapshot_path), state=self._state,
+            error=self._error)
         self.write_status()
-        return 0
+        return 1 if failed else 0
+
+
+def _seen_unix(entry: dict, written: float) -> float:
+    """A snapshot entry's last_seen_unix; snapshots from before idle eviction: when the snapshot was written."""
+    seen = entry.get("last_seen_unix", written)
+    return float(seen) if isinstance(seen, (int, float)) and np.isfinite(seen) else float(written)
 
 
 def serve(config_path: str, fresh: bool = False) -> int:

@@ -7,36 +7,119 @@ A record is a dict: a forecast {"id", "t", "step", "prediction", "residual",
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 
 from edge_runtime.service.log import log
 
+MAX_PENDING = 100_000  # lines held while the sink cannot write (a full disk); beyond, the oldest are dropped
+CHUNK_BYTES = 1 << 20  # one os.write at most this large
+
 
 class JsonlSink:
-    """JSON lines to stdout or a file (appended; one write and flush per batch)."""
+    """JSON lines appended to a file (or stdout for "-"), each line whole, rotated by size.
+
+    Lines are written with os.write in chunks that each end on a line; a chunk that fails part-way (disk
+    full) is truncated back, so the file never holds a torn line. What could not be written stays pending
+    (at most MAX_PENDING lines; beyond, the oldest are dropped and counted) and is retried at the next
+    write and at every status tick; `unwritten` counts what was still pending at close. With rotate_bytes,
+    a file that would grow past it is renamed to <path>.1 (and .1 to .2, ... up to `keep`) first.
+    """
+
+    name = "jsonl"
 
     def __init__(self, config):
         self.path = config.path
-        self.stream = sys.stdout if config.path == "-" else open(config.path, "a", buffering=1 << 16)
-        self.dropped = 0
-        if self.stream is not sys.stdout and _ends_mid_line(config.path):
-            self.stream.write("\n")  # a power cut tore the last line: keep it from merging with the next
+        self.rotate_bytes, self.keep = config.rotate_bytes, config.keep
+        self.to_file = config.path != "-"
+        self.written = self.failures = self.rotations = self.dropped = self.unwritten = 0
+        self.pending: list[bytes] = []  # encoded lines not yet written, oldest first
+        self.last_error: str | None = None
+        self.fd: int | None = None
+        self.size = 0
+        if self.to_file:
+            self._open()
+            if _ends_mid_line(self.path):  # a power cut tore the last line: keep it from merging with the next
+                self._write_whole(b"\n")
+        else:
+            self.fd = sys.stdout.fileno()
+
+    def stats(self) -> dict:
+        return {"written": self.written, "failures": self.failures, "pending": len(self.pending),
+                "dropped": self.dropped, "rotations": self.rotations}
 
     def write(self, records: list[dict]) -> None:
-        if not records:
+        """Queue the records' lines behind any pending ones and write what the file takes (never raises)."""
+        self.pending.extend((json.dumps(r, separators=(",", ":")) + "\n").encode() for r in records)
+        if len(self.pending) > MAX_PENDING:
+            overflow = len(self.pending) - MAX_PENDING
+            del self.pending[:overflow]
+            self.dropped += overflow
+        if not self.pending:
             return
-        text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in records)
         try:
-            self.stream.write(text)
-            self.stream.flush()
-        except (OSError, ValueError) as e:  # disk full, closed stdout: count and keep serving
-            self.dropped += len(records)
-            log("error", "sink_write_failed", sink="jsonl", path=self.path, error=str(e), records=len(records))
+            self._write_pending()
+        except OSError as e:  # disk full, closed stdout: count, keep the lines, try again later
+            self.failures += 1
+            self.last_error = str(e)
+            log("error", "sink_write_failed", sink="jsonl", path=self.path, error=str(e), pending=len(self.pending))
+
+    def _write_pending(self) -> None:
+        while self.pending:
+            if self.fd is None:
+                self._open()  # a rotation closed the file and could not open the new one
+            room = self.rotate_bytes - self.size if self.to_file and self.rotate_bytes else CHUNK_BYTES
+            count, size = 0, 0
+            for line in self.pending:
+                if count and (size + len(line) > min(room, CHUNK_BYTES)):
+                    break
+                count, size = count + 1, size + len(line)
+            if self.to_file and self.rotate_bytes and self.size and size > room:
+                self._rotate()
+                continue
+            self._write_whole(b"".join(self.pending[:count]))
+            del self.pending[:count]
+            self.written += count
+
+    def _write_whole(self, data: bytes) -> None:
+        """All of data or nothing: a partial write to the file is truncated back (no torn line)."""
+        done = 0
+        try:
+            while done < len(data):
+                done += os.write(self.fd, data[done:])
+        except OSError:
+            if done and self.to_file:
+                os.ftruncate(self.fd, self.size)
+            raise
+        self.size += len(data)
+
+    def _open(self) -> None:
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.size = os.fstat(self.fd).st_size
+
+    def _rotate(self) -> None:
+        os.close(self.fd)
+        self.fd = None
+        for k in range(self.keep - 1, 0, -1):  # .1 -> .2, ...: the oldest (.keep) is replaced
+            if os.path.exists(f"{self.path}.{k}"):
+                os.replace(f"{self.path}.{k}", f"{self.path}.{k + 1}")
+        os.replace(self.path, f"{self.path}.1")
+        self.rotations += 1
+        log("info", "sink_rotated", sink="jsonl", path=self.path, keep=self.keep)
+        self._open()
 
     def close(self) -> None:
-        if self.stream is not sys.stdout:
-            self.stream.close()
+        """A last try for the pending lines; what is left is counted in `unwritten` (the service says so)."""
+        if self.pending:
+            self.write([])
+        self.unwritten = len(self.pending)
+        if self.unwritten:
+            log("error", "sink_unwritten", sink="jsonl", path=self.path, records=self.unwritten,
+                error=self.last_error)
+        if self.to_file and self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 def _ends_mid_line(path: str) -> bool:
@@ -54,6 +137,9 @@ class MqttSink:
     While the broker is away, paho holds up to max_queued messages and sends
     them on reconnect; beyond that a message is dropped and counted.
     """
+
+    name = "mqtt"
+    unwritten = 0
 
     def __init__(self, config):
         from paho.mqtt.client import CallbackAPIVersion, Client
@@ -86,6 +172,9 @@ class MqttSink:
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         log("warning", "mqtt_disconnected", sink="mqtt", reason=str(reason_code), reconnecting=True)
+
+    def stats(self) -> dict:
+        return {"dropped": self.dropped}
 
     def write(self, records: list[dict]) -> None:
         from paho.mqtt.client import MQTT_ERR_NO_CONN, MQTT_ERR_SUCCESS

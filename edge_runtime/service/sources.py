@@ -4,50 +4,107 @@ Each source runs in its own daemon thread and calls `emit(item)` for every
 sample, reset or rejection (rejections are counted by the main thread, so
 counters have one writer). `emit` blocks when the queue is full: a fast
 sender is slowed down (TCP backpressure, MQTT's broker queue) instead of
-growing memory. A source that fails (a port that vanished, a broker that
-went away) logs it and retries; it never takes the service down.
+growing memory. An outage a source expects (a serial port unplugged, a
+broker away, a followed file not there yet) is logged and retried inside
+the source. An exception out of `run()` is restarted by the supervisor in
+`Source` and, if it keeps failing, marks the source `failed`: the service
+then stops with exit 1 rather than run on with a dead source.
 """
 from __future__ import annotations
 
 import os
+import resource
+import selectors
 import socket
 import sys
 import threading
 import time
 from typing import Callable
 
+from edge_runtime.service.config import is_loopback
 from edge_runtime.service.lines import STREAM_ID, LineSplitter, Rejection, parse
 from edge_runtime.service.log import log
 
 RETRY_S = 1.0
+RESTART_WINDOW_S = 60.0  # max_restarts counts the failures within this window
 READ_BYTES = 65536
+LISTEN_BACKLOG = socket.SOMAXCONN  # pending connections cost no descriptor; a short backlog drops SYNs (1 s retries)
+ACCEPTS_PER_WAKE = 64
+FD_RESERVE = 64  # file descriptors kept beyond max_connections: snapshot, status, sinks, logs, the model
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Soft RLIMIT_NOFILE up to the hard one (systemd's LimitNOFILE); returns (soft, hard) after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass  # keep the soft limit; check_fd_budget says whether it is enough
+    return soft, hard
+
+
+def check_fd_budget(configs: dict, soft_limit: int) -> None:
+    """max_connections must leave FD_RESERVE descriptors free, or a flood would starve snapshot writes."""
+    tcp = configs.get("tcp")
+    if tcp is not None and tcp.max_connections + FD_RESERVE > soft_limit:
+        raise OSError(f"[sources.tcp].max_connections = {tcp.max_connections} needs {tcp.max_connections + FD_RESERVE}"
+                      f" file descriptors, the limit is {soft_limit}: lower it or raise LimitNOFILE")
 
 
 class Source:
-    """Base: a named thread; `finished` is set when a finite input (stdin, a file without follow) ends."""
+    """Base: a named thread; `finished` is set when a finite input (stdin, a file without follow) ends.
+
+    A `run()` that raises is restarted after RETRY_S, counted in `restarts`; more than `max_restarts`
+    failures within RESTART_WINDOW_S set `failed` (the error), which the service treats as fatal: it
+    stops and exits non-zero so that systemd restarts it. A source never dies silently.
+    """
 
     name = "source"
 
-    def __init__(self, emit: Callable, channels: int, max_line_bytes: int, stop: threading.Event, bounds=None):
+    def __init__(self, emit: Callable, channels: int, max_line_bytes: int, stop: threading.Event, bounds=None,
+                 max_restarts: int = 5):
         self.emit, self.channels, self.max_line_bytes, self.stop = emit, channels, max_line_bytes, stop
         self.bounds = bounds  # ((low, high), ...) per channel: values outside are rejected (out_of_range)
+        self.max_restarts = max_restarts
         self._failures_logged_at = -1.0  # monotonic second of the last line_failed log (one a second)
         self.finished = threading.Event()
-        self.thread = threading.Thread(target=self._run_logged, name=self.name, daemon=True)
-        self.info: dict = {}  # shown in status.json (e.g. the bound TCP port)
+        self.restarts = 0
+        self.failed: str | None = None  # set (the error) once the source gave up
+        self.thread = threading.Thread(target=self._run_supervised, name=self.name, daemon=True)
+        # shown in status.json (e.g. the bound TCP port); written by this source's thread, copied by the status
+        # writer: set every key here or in the subclass's __init__, so that it never changes size while copied
+        self.info: dict = {"state": "running", "restarts": 0}
 
     def start(self) -> "Source":
         self.thread.start()
         return self
 
-    def _run_logged(self) -> None:
-        try:
-            self.run()
-        except Exception as e:  # a source bug must show, not silently stop feeding
-            log("error", "source_failed", source=self.name, error=repr(e))
-        finally:
-            if self.finite:
-                self.finished.set()
+    def _run_supervised(self) -> None:
+        failures: list[float] = []  # monotonic times of the recent failures
+        while True:
+            try:
+                self.run()
+                break  # a finite input ended, or the service is stopping
+            except Exception as e:  # a source bug must show, and must not silently stop feeding
+                if self.stop.is_set():
+                    break
+                now = time.monotonic()
+                failures = [f for f in failures if now - f < RESTART_WINDOW_S] + [now]
+                if len(failures) > self.max_restarts:
+                    self.failed = f"{self.name} failed {len(failures)} times in {RESTART_WINDOW_S:g}s: {e!r}"[:500]
+                    self.info["state"] = "failed"
+                    log("error", "source_gave_up", source=self.name, error=repr(e)[:300], failures=len(failures))
+                    return  # not `finished`: the service must not mistake this for the end of the input
+                self.restarts += 1
+                self.info.update(state="restarting", restarts=self.restarts)
+                log("error", "source_failed", source=self.name, error=repr(e)[:300], restart_in_s=RETRY_S,
+                    restarts=self.restarts)
+                self.stop.wait(RETRY_S)
+                self.info["state"] = "running"
+        if self.finite:
+            self.finished.set()
 
     finite = False
 
@@ -108,6 +165,7 @@ class FileSource(Source):
         super().__init__(*args)
         self.path, self.follow = config.path, config.follow
         self.finite = not self.follow
+        self.info["bytes_read"] = 0
 
     def run(self) -> None:
         splitter = LineSplitter(self.max_line_bytes)
@@ -132,8 +190,7 @@ class FileSource(Source):
                 return open(self.path, "rb")
             except OSError as e:
                 if not self.follow:
-                    log("error", "source_failed", source=source, error=str(e))
-                    return None
+                    raise  # restarted by the supervisor, then fatal: a missing input must not look like an empty one
                 log("warning", "file_missing", source=source, error=str(e), retry_s=RETRY_S)
                 self.stop.wait(RETRY_S)
         return None
@@ -154,53 +211,117 @@ class FileSource(Source):
         return handle
 
 
+class Connection:
+    """One TCP client of the selector loop: its partial line and when it last sent something."""
+
+    __slots__ = ("splitter", "source", "last_active")
+
+    def __init__(self, max_line_bytes: int, source: str):
+        self.splitter = LineSplitter(max_line_bytes)
+        self.source = source
+        self.last_active = time.monotonic()
+
+
 class TcpSource(Source):
-    """A line server: one thread per connection; binary garbage or a flood only costs that connection."""
+    """A line server: one thread, one selector for the listening socket and every connection.
+
+    At most `max_connections` clients: one more is accepted and closed at once (counted in `refused`), so
+    a flood of idle connections can neither exhaust file descriptors (snapshot and status writes need
+    some) nor threads. A client silent for `idle_timeout_s` is closed (counted in `idle_closed`). Binary
+    garbage or a flood only costs that connection its lines; a full queue slows every client (backpressure).
+    """
 
     name = "tcp"
 
     def __init__(self, config, *args):
         super().__init__(*args)
         try:
-            self.server = socket.create_server((config.host, config.port))
-        except OSError as e:
-            raise OSError(f"[sources.tcp] cannot listen on {config.host}:{config.port}: {e.strerror or e}") from None
-        self.server.settimeout(0.5)
-        self.info = {"host": config.host, "port": self.server.getsockname()[1]}
+            self.server = socket.create_server((config.host, config.port), backlog=LISTEN_BACKLOG)
+        except (OSError, OverflowError) as e:
+            error = getattr(e, "strerror", None) or e
+            raise OSError(f"[sources.tcp] cannot listen on {config.host}:{config.port}: {error}") from None
+        self.server.setblocking(False)
+        self.max_connections, self.idle_timeout_s = config.max_connections, config.idle_timeout_s
+        self.connections: dict[socket.socket, Connection] = {}
+        self.refused = self.idle_closed = 0  # written by this thread only, read by the status writer
+        self.info.update(host=config.host, port=self.server.getsockname()[1], connections=0)
+        if not is_loopback(config.host):  # allowed by allow_remote = true: say so at every start
+            log("warning", "tcp_open_to_network", host=config.host, port=self.info["port"],
+                risk="the line protocol has no authentication: anyone who can reach this port can feed samples")
 
     def run(self) -> None:
-        log("info", "tcp_listening", **self.info)
-        while not self.stop.is_set():
+        log("info", "tcp_listening", host=self.info["host"], port=self.info["port"],
+            max_connections=self.max_connections)
+        selector = selectors.DefaultSelector()
+        selector.register(self.server, selectors.EVENT_READ)
+        next_idle_check = time.monotonic() + 1.0
+        try:
+            while not self.stop.is_set():
+                for key, _ in selector.select(timeout=0.5):
+                    if key.fileobj is self.server:
+                        self._accept(selector)
+                    else:
+                        self._read(selector, key.fileobj)
+                if time.monotonic() >= next_idle_check:
+                    self._close_idle(selector)
+                    next_idle_check = time.monotonic() + 1.0
+        finally:
+            for conn in list(self.connections):
+                self._drop(selector, conn, "stopping")
+            selector.close()
+
+    def _accept(self, selector) -> None:
+        for _ in range(ACCEPTS_PER_WAKE):  # bounded: reading the open connections must not starve
             try:
                 conn, peer = self.server.accept()
-            except TimeoutError:
+            except BlockingIOError:
+                return
+            except OSError as e:  # EMFILE and the like: the listening socket stays readable, so wait a little
+                log("error", "tcp_accept_failed", error=str(e))
+                self.stop.wait(0.1)
+                return
+            source = f"tcp:{peer[0]}:{peer[1]}"
+            if len(self.connections) >= self.max_connections:
+                conn.close()
+                self.refused += 1
+                log("warning", "tcp_refused", reason="max_connections", source=source,
+                    max_connections=self.max_connections)
                 continue
-            except OSError as e:
-                if not self.stop.is_set():
-                    log("error", "tcp_accept_failed", error=str(e))
-                    self.stop.wait(RETRY_S)
-                continue
-            threading.Thread(target=self._serve, args=(conn, f"tcp:{peer[0]}:{peer[1]}"), daemon=True).start()
+            conn.setblocking(False)
+            self.connections[conn] = Connection(self.max_line_bytes, source)
+            selector.register(conn, selectors.EVENT_READ)
+            self.info["connections"] = len(self.connections)
+            log("info", "tcp_connected", source=source, connections=len(self.connections))
 
-    def _serve(self, conn: socket.socket, source: str) -> None:
-        log("info", "tcp_connected", source=source)
-        splitter = LineSplitter(self.max_line_bytes)
-        conn.settimeout(0.5)
-        with conn:
-            while not self.stop.is_set():
-                try:
-                    data = conn.recv(READ_BYTES)
-                except TimeoutError:
-                    continue
-                except OSError as e:
-                    log("warning", "tcp_error", source=source, error=str(e))
-                    break
-                if not data:
-                    break
-                self._lines(splitter, data, source)
-            for line in splitter.flush():
-                self._line(line, source, time.perf_counter())
-        log("info", "tcp_closed", source=source)
+    def _read(self, selector, conn: socket.socket) -> None:
+        state = self.connections[conn]
+        try:
+            data = conn.recv(READ_BYTES)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            log("warning", "tcp_error", source=state.source, error=str(e))
+            data = b""
+        if not data:
+            self._drop(selector, conn, "closed by peer")
+            return
+        state.last_active = time.monotonic()
+        self._lines(state.splitter, data, state.source)
+
+    def _close_idle(self, selector) -> None:
+        oldest = time.monotonic() - self.idle_timeout_s
+        for conn in [c for c, state in self.connections.items() if state.last_active < oldest]:
+            self.idle_closed += 1
+            self._drop(selector, conn, f"idle for {self.idle_timeout_s:g}s")
+
+    def _drop(self, selector, conn: socket.socket, why: str) -> None:
+        state = self.connections.pop(conn)
+        selector.unregister(conn)
+        conn.close()
+        self.info["connections"] = len(self.connections)
+        for line in state.splitter.flush():
+            self._line(line, state.source, time.perf_counter())
+        log("info", "tcp_closed", source=state.source, reason=why)
 
     def close(self) -> None:
         self.server.close()
@@ -251,7 +372,7 @@ class MqttSource(Source):
         self.levels = config.topic.split("/")
         self.id_level = self.levels.index("+")
         self.client = None
-        self.info = {"host": config.host, "port": config.port, "topic": config.topic, "connected": False}
+        self.info.update(host=config.host, port=config.port, topic=config.topic, connected=False, subscribed=False)
 
     def run(self) -> None:
         from paho.mqtt.client import CallbackAPIVersion, Client
@@ -327,12 +448,12 @@ SOURCES = {"stdin": StdinSource, "file": FileSource, "tcp": TcpSource, "serial":
 
 
 def start_sources(configs: dict, emit: Callable, channels: int, max_line_bytes: int,
-                  stop: threading.Event, bounds=None) -> list[Source]:
+                  stop: threading.Event, bounds=None, max_restarts: int = 5) -> list[Source]:
     sources = []
     for kind, config in configs.items():
         if kind == "stdin" and not config.enabled:
             continue
-        args = (emit, channels, max_line_bytes, stop, bounds)
+        args = (emit, channels, max_line_bytes, stop, bounds, max_restarts)
         sources.append(SOURCES[kind](*args) if kind == "stdin" else SOURCES[kind](config, *args))
     for source in sources:
         source.start()
