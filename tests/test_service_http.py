@@ -212,3 +212,15 @@ def test_the_live_page_in_headless_chromium_draws_the_stream_and_shades_the_spik
             browser.close()
     assert shot.stat().st_size > 10_000
     assert service.stop() == 0
+
+
+def test_an_http_port_in_use_stops_the_start_with_a_message(fixture_bundles, tmp_path):
+    _, bundle = fixture_bundles["gru"]
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = write_config(tmp_path, bundle, "[sources.tcp]\nport = 0\n", '[sinks.jsonl]\npath = "out.jsonl"\n',
+                              f"[http]\nport = {port}\n")
+        service = ServiceProcess(config)
+        assert service.proc.wait(60) == 2
+    assert f"[http] cannot listen on 127.0.0.1:{port}: Address already in use" in service.logs()
+    assert service.status()["state"] == "failed"
