@@ -397,4 +397,37 @@ def status_report(target: Target) -> tuple[str, dict]:
         lines.append(f"snapshot  {json.dumps(status.get('snapshot', {}))}")
     else:
         lines.append(f"service   no {STATE_DIR}/status.json")
-    return "\n".join(lines), {"status": status, "release": release, **{k: v for k, v in kv.items() if k != "status"}}
+    metrics = device_metrics(target, status.get("http")) if status.get("http") else None
+    if metrics is not None:
+        lines += metrics_lines(metrics, status["http"])
+    return "\n".join(lines), {"status": status, "release": release, "metrics": metrics,
+                              **{k: v for k, v in kv.items() if k != "status"}}
+
+
+def device_metrics(target: Target, http: dict) -> str | None:
+    """The service's /metrics text, fetched on the device (it listens on the device's loopback)."""
+    host = "127.0.0.1" if http.get("host") in ("0.0.0.0", "::", "", None) else http["host"]
+    url = f"http://{host}:{int(http['port'])}/metrics"
+    script = f"import urllib.request, sys; sys.stdout.write(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
+    text = target.read(f"python3 -c {shlex.quote(script)}", check=False)
+    return text if text.startswith("# HELP") else None
+
+
+def metrics_lines(text: str, http: dict) -> list[str]:
+    """A few lines of `make deploy-status` from the /metrics text (the full text: curl it through a tunnel)."""
+    totals = {"edge_samples_total": 0.0, "edge_anomaly_events_total": 0.0}  # no stream yet: no labelled series
+    rejected: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        metric = name.split("{", 1)[0]
+        if metric == "edge_rejected_total" and float(value):
+            rejected[name.split('reason="', 1)[1].split('"', 1)[0]] = int(float(value))
+        elif metric in ("edge_samples_total", "edge_anomaly_events_total", "edge_streams", "edge_queue_depth",
+                        "edge_snapshot_age_seconds", "process_resident_memory_bytes"):
+            totals[metric] = totals.get(metric, 0.0) + float(value)
+    shown = ", ".join(f"{k} {v:g}" for k, v in totals.items())
+    return [f"metrics   http://127.0.0.1:{http['port']}/metrics on the device (tunnel: ssh -L "
+            f"{http['port']}:127.0.0.1:{http['port']} ...; the live page at /)",
+            f"          {shown}", f"          edge_rejected_total {json.dumps(rejected)}"]

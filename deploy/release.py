@@ -131,12 +131,13 @@ def config_variant(config: dict) -> str | None:
 
 def extra_packages(config: dict) -> list[str]:
     """Extras the configured service needs: paho-mqtt for MQTT, pyserial for a serial port, cryptography
-    to check bundle signatures when the config names a trusted key."""
+    to check bundle signatures when the config names a trusted key, prometheus-client for [http]
+    (/metrics and the live page are off unless the config has that section)."""
     used = set(config.get("sources", {})) | set(config.get("sinks", {}))
-    if "trusted_key" in config:
-        used.add("trusted_key")
+    used |= {key for key in ("trusted_key", "http") if key in config}
     return [package for kind, package in (("mqtt", "paho-mqtt"), ("serial", "pyserial"),
-                                          ("trusted_key", "cryptography")) if kind in used]
+                                          ("trusted_key", "cryptography"), ("http", "prometheus-client"))
+            if kind in used]
 
 
 TRUSTED_KEY_NAME = "trusted_key.pub"  # the public key's name in a release, beside edge.toml
@@ -221,6 +222,9 @@ info = edge_runtime.cli:info_main
 """
 
 
+RUNTIME_SUFFIXES = (".py", ".html", ".js")
+
+
 def build_runtime_wheel(out_dir: Path, numpy_pin: str) -> Path:
     """A wheel holding only edge_runtime/ (what the device needs), written deterministically."""
     import edge_runtime
@@ -229,7 +233,8 @@ def build_runtime_wheel(out_dir: Path, numpy_pin: str) -> Path:
     dist_info = f"{WHEEL_NAME}-{version}.dist-info"
     files: dict[str, bytes] = {}
     package = ROOT / "edge_runtime"
-    for path in sorted(package.rglob("*.py")):
+    # the code, and the live page's static files (edge_runtime/service/static/)
+    for path in sorted(p for p in package.rglob("*") if p.suffix in RUNTIME_SUFFIXES and "__pycache__" not in p.parts):
         files[f"edge_runtime/{path.relative_to(package).as_posix()}"] = path.read_bytes()
     files[f"{dist_info}/METADATA"] = (
         f"Metadata-Version: 2.1\nName: edge-rnn-runtime\nVersion: {version}\n"

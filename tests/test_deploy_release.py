@@ -10,8 +10,8 @@ import zipfile
 import pytest
 
 from deploy.device import Facts, DeployError, preflight, smoke_csv
-from deploy.release import (PLATFORM_TAGS, ReleaseError, build_release, locked_requirements, pins, read_lock,
-                            verify_wheelhouse)
+from deploy.release import (PLATFORM_TAGS, ReleaseError, build_release, extra_packages, locked_requirements, pins,
+                            read_lock, verify_wheelhouse)
 
 PI4 = Facts(arch="aarch64", python="3.11", venv=True, systemd=True, free_mb=20000, sudo=True,
             glibc=(2, 36), current="", previous="", installed=False)
@@ -41,6 +41,10 @@ def test_release_holds_runtime_wheel_bundles_config_unit_and_pinned_wheelhouse(r
     with zipfile.ZipFile(release.path / "wheels" / info["edge_runtime_wheel"]) as zf:
         top = {name.split("/")[0] for name in zf.namelist()}
     assert top == {"edge_runtime", "edge_rnn_runtime-0.1.0.dist-info"}
+    with zipfile.ZipFile(release.path / "wheels" / info["edge_runtime_wheel"]) as zf:
+        names = set(zf.namelist())
+    assert {"edge_runtime/service/static/index.html", "edge_runtime/service/static/live.js"} <= names  # the page
+    assert "prometheus-client" not in info["packages"], "no [http] in the default config: /metrics is off"
 
 
 def test_same_inputs_same_version_other_config_other_version(release, fixture_bundles, tmp_path):
@@ -105,6 +109,16 @@ def test_wheelhouse_requirements_come_from_the_device_lock_with_hashes_and_agree
     assert all("--hash=sha256:" in r for r in requirements), requirements
     with pytest.raises(ReleaseError, match="numpy is 1.26.4, pyproject.toml pins 1.26.3: run `make lock`"):
         locked_requirements({"numpy": "1.26.3", "tflite-runtime": pinned["tflite-runtime"]}, "tflite-runtime")
+
+
+def test_prometheus_client_ships_only_with_an_http_section():
+    assert extra_packages({"sources": {"tcp": {}}, "sinks": {"jsonl": {}}}) == []
+    assert extra_packages({"sources": {"mqtt": {}}, "sinks": {"jsonl": {}}, "http": {}}) == ["paho-mqtt",
+                                                                                            "prometheus-client"]
+    pinned = pins()
+    requirements = locked_requirements({"numpy": pinned["numpy"], "tflite-runtime": pinned["tflite-runtime"],
+                                        "prometheus-client": pinned["prometheus-client"]}, "tflite-runtime")
+    assert any(r.startswith("prometheus-client==0.26.0 --hash=sha256:") for r in requirements), requirements
 
 
 def test_lock_reader_keeps_every_hash_and_who_needs_each_package(tmp_path):

@@ -120,7 +120,7 @@ class Service:
                          "sink_dropped": 0, "batches": 0}
         self.step_latency, self.e2e_latency = Percentiles(), Percentiles()
         self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "streams": 0,
-                              "bytes": 0}
+                              "bytes": 0, "duration_s": None}
         self.queue: queue.Queue = queue.Queue(config.input.queue_size)
         self.stop = threading.Event()
         self.sources: list = []
@@ -130,8 +130,20 @@ class Service:
         self._state = "starting"  # -> running -> stopping -> stopped, or -> failed (with self._error)
         self._error: str | None = None
         self._signals = {"stop": False, "usr1": False}
+        self.monitor, self.web = self._monitor(config), None  # [http]: /metrics and the live page
         remove_stale_temps(self.state_dir)
         self._restore(fresh)
+
+    def _monitor(self, config: ServiceConfig):
+        if config.http is None:
+            return None
+        try:
+            from edge_runtime.service.metrics import Monitor
+        except ImportError as e:
+            raise ServiceError(f"{config.path} [http] needs prometheus-client ({e}): install it, or remove [http]") from None
+        spec = self.spec
+        return Monitor(self.target, spec and spec.threshold, spec and spec.clear_threshold,
+                       config.http.max_stream_labels, config.http.history)
 
     # -- snapshots ------------------------------------------------------------
     def _restore(self, fresh: bool) -> None:
@@ -225,7 +237,7 @@ class Service:
                             "since_reset": info.since_reset, "last_seen_unix": info.last_seen_unix,
                             "anomaly": info.tracker.to_dict() if info.tracker is not None else None})
         arrays = {f"state.{name}": array[rows] for name, array in self.pool.state.items()}
-        now = time.time()
+        started, now = time.perf_counter(), time.time()
         meta = {"bundle_sha256": self.identity, "bundle_name": self.model.manifest.name,
                 "variant": self.model.variant.name, "written_unix": now, "streams": entries}
         try:
@@ -234,7 +246,7 @@ class Service:
             log("error", "snapshot_failed", path=str(self.snapshot_path), error=str(e))
             return
         self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), streams=len(entries),
-                                  bytes=size)
+                                  bytes=size, duration_s=round(time.perf_counter() - started, 6))
 
     # -- the loop -------------------------------------------------------------
     def emit(self, item) -> None:
@@ -368,7 +380,7 @@ class Service:
             log("info", "stream_reset", stream=stream_id)
 
     def _step(self, batch: dict[str, Sample], records: list) -> None:
-        start = time.perf_counter()
+        first, start = len(records), time.perf_counter()
         forecasts = self.pool.step_many({i: s.values for i, s in batch.items()})
         done = time.perf_counter()
         call_us = (done - start) * 1e6
@@ -400,6 +412,8 @@ class Service:
             self.e2e_latency.add((done - sample.received) * 1e6)
         c["samples"] += len(batch)
         c["predictions"] += len(batch)
+        if self.monitor is not None:
+            self.monitor.stepped(batch, records[first:], done - start, done)
         batch.clear()
 
     def _reject(self, reason: str, detail: str, source: str) -> None:
@@ -434,7 +448,8 @@ class Service:
                 "streams": len(self.streams), "counters": self.counters,
                 "latency_us": self.step_latency.summary(), "e2e_latency_us": self.e2e_latency.summary(),
                 "queue": self.queue.qsize(), "snapshot": self.snapshot_info,
-                "sources": {s.name: dict(s.info) for s in self.sources}}  # a copy: source threads write them
+                "sources": {s.name: dict(s.info) for s in self.sources},  # a copy: source threads write them
+                "http": self.web and self.web.info}
 
     def write_status(self) -> None:
         flush_suppressed()  # "<event>_suppressed" counts go out at least as often as status.json
@@ -452,6 +467,9 @@ class Service:
             signal.signal(signum, self._on_signal)
         self.write_status()
         try:
+            if self.monitor is not None:
+                from edge_runtime.service.web import WebServer
+                self.web = WebServer(self, self.monitor, self.config.http.host, self.config.http.port).start()
             self._open_ends()
         except Exception as e:  # a port in use, a sink that cannot open: status must not say starting/running
             self._fail(str(e))
@@ -536,6 +554,8 @@ class Service:
         self.write_snapshot()
         for sink in self.sinks:
             sink.close()
+        if self.web is not None:
+            self.web.close()
         unwritten = sum(sink.unwritten for sink in self.sinks)
         if unwritten:  # an honest exit: forecasts were lost, say how many and why
             errors = sorted({str(getattr(sink, "last_error", "")) for sink in self.sinks if sink.unwritten})
