@@ -169,8 +169,12 @@ def test_http_off_unless_configured_and_bad_keys_refused(fixture_bundles, tmp_pa
     assert parse_config(base, Path("/srv/edge.toml")).http is None
     http = parse_config(base + "[http]\n", Path("/srv/edge.toml")).http
     assert (http.host, http.port, http.max_stream_labels) == ("127.0.0.1", 9464, 64)
+    assert parse_config(base + '[http]\nhost = "0.0.0.0"\nallow_remote = true\n', Path("/srv/edge.toml")).http
     for bad, message in (("port = 70000", "port 0-65535"), ("listen = 1", "unknown key 'listen'"),
-                         ("max_stream_labels = 0", "max_stream_labels >= 1")):
+                         ("max_stream_labels = 0", "max_stream_labels >= 1"),
+                         ('host = "0.0.0.0"', r"\[http\].host: '0.0.0.0' is reachable from other machines and "
+                                              r"/metrics and the live page have no authentication"),
+                         ('host = "::"', "reachable from other machines")):
         with pytest.raises(ConfigError, match=message):
             parse_config(base + f"[http]\n{bad}\n", Path("/srv/edge.toml"))
 

@@ -128,6 +128,7 @@ class HttpConfig:
     port: int = 9464  # 0: any free port (the bound one is in status.json under "http")
     max_stream_labels: int = 64  # per-stream metrics keep this many stream labels; the rest count as stream="_other"
     history: int = 300  # samples per stream the live page can show
+    allow_remote: bool = False  # a non-loopback host is refused without it: nothing here asks who is looking
 
 
 SOURCE_KINDS = {"stdin": StdinSource, "file": FileSource, "tcp": TcpSource, "serial": SerialSource,
@@ -263,6 +264,10 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
     http = config.http
     if http is not None and (not 0 <= http.port <= 65535 or http.max_stream_labels < 1 or http.history < 2):
         raise ConfigError(f"{where} [http]: port 0-65535, max_stream_labels >= 1, history >= 2")
+    if http is not None and not http.allow_remote and not is_loopback(http.host):
+        raise ConfigError(f"{where} [http].host: {http.host!r} is reachable from other machines and /metrics and "
+                          "the live page have no authentication; use 127.0.0.1 (an ssh tunnel reaches it), or set "
+                          "allow_remote = true on a network you trust")
     mqtt = config.sources.get("mqtt")
     if mqtt is not None and mqtt.topic.count("+") != 1 or (mqtt is not None and "#" in mqtt.topic):
         raise ConfigError(f"{where} [sources.mqtt]: topic needs exactly one '+' level (the stream id) and no '#'")

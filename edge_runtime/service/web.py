@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from edge_runtime.service.config import is_loopback
 from edge_runtime.service.log import log
 from edge_runtime.service.metrics import Monitor, health, registry_for
 
@@ -51,6 +52,9 @@ class WebServer:
     def start(self) -> "WebServer":
         self.thread.start()
         log("info", "http_listening", **self.info)
+        if not is_loopback(self.info["host"]):  # allowed by [http] allow_remote = true: say so at every start
+            log("warning", "http_open_to_network", **self.info,
+                why="no authentication: anyone who reaches this address reads the metrics and the streams")
         return self
 
     def close(self) -> None:
