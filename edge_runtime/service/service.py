@@ -20,9 +20,10 @@ Time policy, per stream, on the samples' own timestamps:
 - a requested reset ({"reset": true}) also forgets the stream's last t, so a
   device whose clock restarted can go on.
 Stream ids are bounded and expire: a stream without an accepted sample for
-`idle_evict_s` (wall clock) is evicted: its state row is freed, it leaves
-the next snapshot, and one found idle that long in a snapshot is not
-restored. With `max_streams` full, a new id evicts the least recently used
+`idle_evict_s` (wall clock, while the service runs) is evicted: its state
+row is freed and it leaves the next snapshot. Time the service is down does
+not count (a power cut must not cost every stream its state): a restored
+stream keeps the idle time it had when the snapshot was written. With `max_streams` full, a new id evicts the least recently used
 stream if that one has been silent `evict_when_full_after_s`, else it is
 rejected (`stream_limit`). Both are counted in `counters.evicted`.
 Values outside a channel's plausible range (mean +/- value_range_std * std
@@ -179,18 +180,20 @@ class Service:
         forecasts = arrays.get("forecast")
         written = meta.get("written_unix")
         written = written if isinstance(written, (int, float)) and np.isfinite(written) else time.time()
-        seen = [_seen_unix(entry, written) for entry in meta["streams"]]
-        idle_before = time.time() - self.config.streams.idle_evict_s
-        for k in sorted(range(len(seen)), key=seen.__getitem__):  # least recently seen first, as when running
+        # idle time counts while the service runs, not while it is down: a power cut longer than idle_evict_s
+        # must not cost every stream its state. A stream's idle time at the snapshot carries over.
+        idle = [max(0.0, written - _seen_unix(entry, written)) for entry in meta["streams"]]
+        now = time.time()
+        for k in sorted(range(len(idle)), key=idle.__getitem__, reverse=True):  # least recently seen first
             entry = meta["streams"][k]
             stream_id = entry["id"]
-            if seen[k] <= idle_before:  # idle too long while the service was down: not restored
+            if idle[k] >= self.config.streams.idle_evict_s:  # already idle that long when the snapshot was taken
                 self.counters["evicted"]["idle"] += 1
-                log("info", "stream_evicted", stream=stream_id, reason="idle", idle_s=round(time.time() - seen[k], 1),
+                log("info", "stream_evicted", stream=stream_id, reason="idle", idle_s=round(idle[k], 1),
                     at="restore")
                 continue
             self.pool.set_state(stream_id, {n: arrays[f"state.{n}"][k] for n in names}, int(entry["steps"]))
-            info = self._new_stream_info(seen[k])
+            info = self._new_stream_info(now - idle[k])
             info.last_t, info.since_reset = entry["last_t"], int(entry["since_reset"])
             if info.tracker is not None and entry.get("anomaly"):
                 info.tracker.load_dict(entry["anomaly"])
