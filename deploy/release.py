@@ -53,6 +53,27 @@ DEVICE_LOCK = ROOT / "requirements" / "device-{arch}-{runtime}.lock.txt"
 class ReleaseError(ValueError):
     """A release that must not be built or shipped; the message says why."""
 
+    exit_code = 1
+
+
+class BundleRefused(ReleaseError):
+    """A bundle that is malformed or unsafe to ship (exit 2, as `run`/`serve` give for a malformed manifest)."""
+
+    exit_code = 2
+
+
+# A bundle's name becomes the folder build/releases/<v>/bundles/<name> here and on the device: one plain
+# path component, so it cannot leave bundles/ ('..', '/', an absolute path) or hide ('.x').
+BUNDLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def check_bundle_name(name: str, source: Path) -> str:
+    if not BUNDLE_NAME.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise BundleRefused(f"bundle refused: {source}: name {shown!r} in manifest.json is not a plain folder name "
+                            "(1-128 letters, digits, '.', '_', '-', not starting with '.'; no '/')")
+    return name
+
 
 @dataclass
 class BundleChoice:
@@ -182,6 +203,7 @@ def choose_bundle(source: Path, variant: str | None, allow_not_deployable: bool 
     allow_not_deployable (`--allow-not-deployable`) says the user knows.
     """
     manifest = read_manifest(source, trusted_key)
+    check_bundle_name(manifest.name, source)
     chosen = manifest.variant(variant)
     budget = manifest.raw.get("deployable_rule", {}).get("max_mse_ratio", DEFAULT_MAX_MSE_RATIO)
     reasons = why_not_deployable(manifest, chosen, budget)
@@ -384,7 +406,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     try:
         bundles = [choose_bundle(Path(b), wanted_variant, allow_not_deployable, trusted_key) for b in bundle_dirs]
     except BundleError as e:
-        raise ReleaseError(f"bundle refused: {e}") from None
+        raise BundleRefused(f"bundle refused: {e}") from None
     names = [b.name for b in bundles]
     if len(set(names)) != len(names):
         raise ReleaseError(f"two bundles share a name: {names}")
