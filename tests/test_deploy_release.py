@@ -161,3 +161,20 @@ def test_deploy_imports_neither_torch_nor_tensorflow():
 
     result = run_isolated("import deploy.__main__, deploy.emulator.pi, deploy.device, deploy.release; print('ok')")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "{tmp}/escaped", "a/b", ".", "..", ".hidden", "bell\x07",
+                                  "new\nline", "-" * 129])
+def test_a_bundle_name_that_would_leave_the_release_folder_is_refused_with_exit_2(fixture_bundles, tmp_path, name):
+    from conftest import run_cli
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(fixture_bundles["lstm"][1], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["name"] = name.format(tmp=tmp_path)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "deep" / "er" / "releases"
+    result = run_cli("deploy", "package", "--bundle", str(bundle), "--out", str(out))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: bundle") and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep").exists()
