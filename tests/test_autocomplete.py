@@ -392,7 +392,7 @@ def test_eval_and_bench_complete_run_on_the_device_runtime(toy_bundle, tmp_path)
 
 
 def test_demo_acceptance_rules_can_fail():
-    from pipeline.autocomplete_demo import AutocompleteResult, acceptance, typing_targets
+    from pipeline.autocomplete_demo import AutocompleteResult, acceptance, typing_checks, typing_targets
 
     def variant(top1, ksr=0.05, nbytes=200_000):
         return {"top1": top1, "top3": 0.7, "ksr": ksr, "bytes": nbytes}
@@ -408,12 +408,16 @@ def test_demo_acceptance_rules_can_fail():
                                 "int8 or int16x8 within 1 point of float32": False,
                                 "that variant fits a Cortex-M4 (1 MB flash)": False}
     # issue 15's rules: typing real words against the frequency completer and the best n-gram
-    typing = {"lexicon_bytes": 233_000, "model": {"ksr_weighted_3": 0.25, "top1": 0.465},
+    common = {"words": 20, "typed": 4, "shown": 3, "found": 17, "misses": ["someone", "company", "looking"]}
+    typing = {"lexicon_bytes": 233_000, "model": {"ksr_weighted_3": 0.25, "top1": 0.465, "common_words": common},
               "frequency_completer": {"ksr_weighted_3": 0.2519}, "ngram": {"order": 6, "top1": 0.470}}
     good.typing = typing
-    assert all(acceptance(good).values())  # reported, not gating
-    rules = typing_targets(good)
-    assert rules["frequency-weighted KSR (3 shown) >= frequency-ranked lexicon completer's"] is False
+    gating = typing_checks(good)  # by design (frequency first, ties as the completer): these gate the demo
+    assert gating == {"the 20 most used words of 7+ letters, typed to 4: >= 18 in the top 3 (found 17)": False,
+                      "frequency-weighted KSR (3 shown) >= frequency-ranked lexicon completer's": False}
+    typing["model"].update(ksr_weighted_3=0.2519, common_words={**common, "found": 20, "misses": []})
+    assert all(typing_checks(good).values())
+    rules = typing_targets(good)  # reported, not gating
     assert rules["next-letter top-1 >= best n-gram's up to order 7 (order 6)"] is False
     assert rules["a quantized variant + lexicon fits a Cortex-M4 (1 MB flash)"] is True  # 200 KB + 233 KB
 
