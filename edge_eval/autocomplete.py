@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_eval.ngram import BEST_ORDERS, NGRAM_ORDERS, AutocompleteNgram
-from edge_runtime.autocomplete import (BEAM_WIDTH, PRIOR_WEIGHT, TIE_BREAK, AutocompleteModel, AutocompleteSession, Decoder,
-                                       WordIndex, beam_search, predictor_vocabulary, read_lexicon)
+from edge_runtime.autocomplete import (BEAM_WIDTH, PRIOR_WEIGHT, TIE_BREAK, AutocompleteModel, AutocompleteSession,
+                                       Decoder, WordIndex, beam_search, predictor_vocabulary, read_lexicon)
 from edge_runtime.lexicon import Lexicon
 from edge_runtime.manifest import lexicon_entry, read_manifest
 from edge_runtime.vocabulary import Vocabulary

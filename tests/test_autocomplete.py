@@ -448,3 +448,31 @@ def test_demo_stage_end_to_end_on_a_slice_of_the_word_list(tmp_path):
     assert set(result.typing) >= {"model", "frequency_completer", "ngram"}  # issue 15's typing metrics
     assert "| frequency-ranked lexicon completer |" in text and "(issue 15, reported)" in text
     assert (report.parent / "autocomplete.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_training_regularizers_are_wired_and_off_by_default():
+    """--layer-dropout reaches torch's stacked LSTM (and only a stack), --label-smoothing the loss, exactly:
+    (1 - e) * cross-entropy + e * the mean over symbols of -log p (masked positions only)."""
+    import torch
+    from torch.nn import functional as F
+
+    from train.autocomplete_model import AutocompleteNet
+    from train.autocomplete_train import AutocompleteTrainConfig, masked_loss
+    from train.config import AutocompleteModelConfig
+    from train.words import word_batch
+
+    defaults = AutocompleteTrainConfig()
+    assert defaults.layer_dropout == 0 and defaults.label_smoothing == 0
+    assert AutocompleteNet(AutocompleteModelConfig(hidden=8, layers=2), layer_dropout=0.3).rnn.dropout == 0.3
+    assert AutocompleteNet(AutocompleteModelConfig(hidden=8, layers=1), layer_dropout=0.3).rnn.dropout == 0
+    torch.manual_seed(0)
+    model = AutocompleteNet(AutocompleteModelConfig(hidden=8, layers=2)).eval()
+    vocab, words, e = Vocabulary.lowercase(), ["between", "be"], 0.1
+    plain, count = masked_loss(model, words, vocab)
+    smoothed, _ = masked_loss(model, words, vocab, label_smoothing=e)
+    inputs, _, mask = (torch.from_numpy(a) for a in word_batch(words, vocab))
+    with torch.no_grad():
+        log_p = F.log_softmax(model(inputs)[0], -1)  # (B, T, V)
+    uniform = float((-log_p.mean(-1) * mask).sum()) / count
+    assert count == 8 + 3 and smoothed.item() == pytest.approx((1 - e) * plain.item() + e * uniform, rel=1e-5)
