@@ -136,7 +136,8 @@ def typing_checks(r: AutocompleteResult) -> dict[str, bool]:
 
 def typing_targets(r: AutocompleteResult) -> dict[str, bool]:
     """Issue 15's must-shows that depend on training: reported, not gating the demo's exit status
-    (the 2x128 misses the n-gram's next-letter top-1 by half a point, DESIGN-NOTES)."""
+    (the 2x192 passes the n-gram's next-letter top-1 by about a point, the 2x128 missed it by half a
+    point; one training run's noise is not a reason to fail the demo, DESIGN-NOTES)."""
     if not r.typing:
         return {}
     model, ngram = r.typing["model"], r.typing["ngram"]
