@@ -27,7 +27,7 @@ LOCK_FLAGS := --generate-hashes --quiet --custom-compile-command "make lock"
 SCENARIO ?= temperature
 CELL     ?= lstm
 NAME     ?= $(SCENARIO)-$(CELL)
-AUTOCOMPLETE_BUNDLE ?= words-lstm128
+AUTOCOMPLETE_BUNDLE ?= words-lstm192
 
 CONFIG   ?= edge.toml
 DURATION ?= 60

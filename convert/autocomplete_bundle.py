@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from convert.bundle import manifest_head, manifest_provenance
-from edge_runtime.autocomplete import PRIOR_WEIGHT, AutocompleteSession
+from edge_runtime.autocomplete import PRIOR_WEIGHT, TIE_BREAK, AutocompleteSession
 from edge_runtime.lexicon import Lexicon
 from edge_runtime.model import Model
 from edge_runtime.vocabulary import Vocabulary
@@ -45,7 +45,8 @@ def lexicon_manifest_entry(data: bytes, words: list[str], source: dict) -> dict:
             "words": lexicon.words, "nodes": len(lexicon.degree), "alphabet": lexicon.alphabet,
             "format": "trie, breadth-first: degree, letter, Zipf code per node (edge_runtime/lexicon.py)",
             "word_list": {k: source[k] for k in ("path", "sha256", "filter") if k in source},
-            "frequencies": frequency_source(), "prior_weight": PRIOR_WEIGHT}
+            "frequencies": frequency_source(), "prior_weight": PRIOR_WEIGHT,
+            "tie_break": TIE_BREAK}
 
 
 def build_autocomplete_manifest(name: str, config: AutocompleteModelConfig, info: dict, variants: list[dict]) -> dict:

@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_eval.ngram import BEST_ORDERS, NGRAM_ORDERS, AutocompleteNgram
-from edge_runtime.autocomplete import (BEAM_WIDTH, PRIOR_WEIGHT, AutocompleteModel, AutocompleteSession, Decoder,
-                                       WordIndex, beam_search, predictor_vocabulary, read_lexicon)
+from edge_runtime.autocomplete import (BEAM_WIDTH, PRIOR_WEIGHT, TIE_BREAK, AutocompleteModel, AutocompleteSession,
+                                       Decoder, WordIndex, beam_search, predictor_vocabulary, read_lexicon)
 from edge_runtime.lexicon import Lexicon
 from edge_runtime.manifest import lexicon_entry, read_manifest
 from edge_runtime.vocabulary import Vocabulary
@@ -140,9 +140,9 @@ class FrequencyCompleter:
 class ModelCompleter:
     """A predictor behind the device's decoder (lexicon beam search + frequency prior)."""
 
-    def __init__(self, predictor, lexicon: Lexicon, prior_weight: float = PRIOR_WEIGHT):
+    def __init__(self, predictor, lexicon: Lexicon, prior_weight: float = PRIOR_WEIGHT, tie_break: str = TIE_BREAK):
         self.predictor = predictor
-        self.decoder = Decoder(predictor, WordIndex(lexicon), prior_weight)
+        self.decoder = Decoder(predictor, WordIndex(lexicon), prior_weight, tie_break=tie_break)
 
     def suggest(self, node, prefix: str, k: int) -> list[str]:
         return [s.word for s in self.decoder.suggest(node, prefix, k)]
@@ -183,6 +183,29 @@ def typing_savings(completer, predictor, words: list[str], weights, shown=(1, 3)
     return result
 
 
+COMMON_WORDS, COMMON_MIN_LETTERS, COMMON_TYPED = 20, 7, 4  # issue 15: the 20 most used words of 7+ letters, 4 typed
+
+
+def common_long_words(lexicon: Lexicon, count: int = COMMON_WORDS, min_letters: int = COMMON_MIN_LETTERS) -> list[str]:
+    """The `count` most frequent lexicon words of at least `min_letters` letters (by the lexicon's Zipf
+    frequencies, which are the frequency source's; ties alphabetical)."""
+    long_words = [(-zipf, word) for word, zipf in lexicon.iter_words() if len(word) >= min_letters]
+    return [word for _, word in sorted(long_words)[:count]]
+
+
+def common_words_after_prefix(completer, predictor, words: list[str], typed: int = COMMON_TYPED, k: int = 3) -> dict:
+    """How many of `words`, typed to their `typed`-th letter, are among the first k suggestions."""
+    vocab = predictor_vocabulary(predictor) if predictor is not None else None
+    misses = []
+    for word in words:
+        node = predictor.start() if predictor is not None else None
+        for c in word[:typed] if predictor is not None else "":
+            node = predictor.advance(node, vocab.index(c))
+        if word not in completer.suggest(node, word[:typed], k)[:k]:
+            misses.append(word)
+    return {"words": len(words), "typed": typed, "shown": k, "found": len(words) - len(misses), "misses": misses}
+
+
 def usage_weights(lexicon: Lexicon, words: list[str]) -> np.ndarray:
     """(N,) how often each word is used, relative: 10 ** Zipf from the lexicon (Zipf 0 if not in it)."""
     return np.array([10.0 ** (lexicon.zipf_of(lexicon.walk(w)) or 0.0) for w in words])
@@ -194,11 +217,12 @@ def training_weights(lexicon: Lexicon, words: list[str], exponent: float) -> np.
 
 
 def evaluate_typing(bundle, words: list[str], variant: str | None = None, backend: str | None = None,
-                    splits: dict | None = None, typing_words: int | None = None) -> dict:
+                    splits: dict | None = None, typing_words: int | None = None, tie_break: str | None = None) -> dict:
     """The metrics that match typing (module docstring), for a bundle with a lexicon.
 
     splits (a run's words.json: train, val, test) adds the best n-gram up to order 7,
-    trained on the same words with the same weighting as the model."""
+    trained on the same words with the same weighting as the model; tie_break overrides
+    the bundle's order for words of equal frequency (to measure the choices)."""
     manifest = read_manifest(bundle)
     lexicon = read_lexicon(manifest)
     if lexicon is None:
@@ -213,11 +237,16 @@ def evaluate_typing(bundle, words: list[str], variant: str | None = None, backen
     result = {"variant": model.variant.name, "backend": model.backend, "held_out_words": len(words),
               "typing_words": len(typed), "weights": "10 ** Zipf frequency of the word (wordfreq, in the lexicon)",
               "lexicon_bytes": entry["bytes"], "model_bytes": model.variant.bytes,
-              "prior_weight": entry.get("prior_weight", PRIOR_WEIGHT)}
-    result["model"] = {**typing_savings(ModelCompleter(session, lexicon, result["prior_weight"]), session, typed,
-                                        typed_weights),
+              "prior_weight": entry.get("prior_weight", PRIOR_WEIGHT),
+              "tie_break": tie_break or entry.get("tie_break", TIE_BREAK)}
+    completer = ModelCompleter(session, lexicon, result["prior_weight"], result["tie_break"])
+    result["model"] = {**typing_savings(completer, session, typed, typed_weights),
+                       "common_words": common_words_after_prefix(completer, session, common_long_words(lexicon)),
                        **next_symbol_accuracy(session, words, weights), "bytes": model.variant.bytes + entry["bytes"]}
-    result["frequency_completer"] = {**typing_savings(FrequencyCompleter(lexicon), None, typed, typed_weights),
+    frequency = FrequencyCompleter(lexicon)
+    result["frequency_completer"] = {**typing_savings(frequency, None, typed, typed_weights),
+                                     "common_words": common_words_after_prefix(frequency, None,
+                                                                               common_long_words(lexicon)),
                                      "bytes": entry["bytes"]}
     if splits is not None:
         exponent = float(manifest.raw.get("train_config", {}).get("frequency_exponent", 0.0))
@@ -225,8 +254,8 @@ def evaluate_typing(bundle, words: list[str], variant: str | None = None, backen
         ngram, val_top1 = choose_order(train, splits["val"], session.vocabulary, BEST_ORDERS,
                                        training_weights(lexicon, train, exponent))
         result["ngram"] = {"order": ngram.order, "val_top1_by_order": val_top1, "training_frequency_exponent": exponent,
-                           **typing_savings(ModelCompleter(ngram, lexicon, result["prior_weight"]), ngram, typed,
-                                            typed_weights),
+                           **typing_savings(ModelCompleter(ngram, lexicon, result["prior_weight"], result["tie_break"]),
+                                            ngram, typed, typed_weights),
                            **next_symbol_accuracy(ngram, words, weights),
                            "bytes": ngram.serialized_bytes() + entry["bytes"],
                            "ngram_bytes": ngram.serialized_bytes()}

@@ -164,7 +164,8 @@ def bench_complete(bundle, variants: list[str] | None = None, backend: str | Non
         used = model.backend
         predictor = CountingPredictor(AutocompleteSession(model))
         typing = model.session()
-        typing = Autocomplete(predictor, lexicon=typing.lexicon, prior_weight=typing.decoder.prior_weight)
+        typing = Autocomplete(predictor, lexicon=typing.lexicon, prior_weight=typing.decoder.prior_weight,
+                              tie_break=typing.decoder.tie_break)
         words = [w for w in BENCH_WORDS if typing.vocabulary.accepts(w)]
         passes, last = [], []
         for r in range(repeats + 1):

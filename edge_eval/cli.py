@@ -9,7 +9,7 @@ from pathlib import Path
 from edge_runtime.backends import BACKENDS, BackendError
 from edge_runtime.cli import open_input
 from edge_runtime.csvrows import CsvError
-from edge_runtime.manifest import BundleError
+from edge_runtime.manifest import TIE_BREAKS, BundleError
 from edge_runtime.tasks import require_task
 
 
@@ -53,6 +53,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     evc.add_argument("--splits", help="the run's words.json (train, val, test): also train the best Witten-Bell "
                      "n-gram up to order 7 on its training words, weighted as the model was")
     evc.add_argument("--typing-words", type=int, help="type only the first N words (default: all)")
+    evc.add_argument("--tie-break", choices=TIE_BREAKS, help="how words of equal frequency are ordered "
+                     "(default: the bundle's)")
     evc.add_argument("--variant")
     evc.add_argument("--backend", choices=list(BACKENDS))
     bc = sub.add_parser("bench-complete", help="per-keystroke latency (feed + suggest) per variant (JSON)")
@@ -101,7 +103,7 @@ def cmd_eval_complete(args: argparse.Namespace) -> int:
 
             splits = json.loads(Path(args.splits).read_text()) if args.splits else None
             result = {"typing": evaluate_typing(args.bundle, words, args.variant, args.backend, splits,
-                                                args.typing_words)}
+                                                args.typing_words, args.tie_break)}
         else:
             result = evaluate_bundle(args.bundle, words, words[:args.ksr_words], args.variant, args.backend)
     except (OSError, ValueError, KeyError) as e:

@@ -9,7 +9,7 @@ Measuring (benchmarks, evaluation) lives in edge_eval/, which does not ship.
     session = model.session()
     forecast = session.step([20.5, 4.0])   # raw sensor units in and out
 
-    typing = edge_runtime.load("artifacts/words-lstm128").session()   # an autocomplete bundle
+    typing = edge_runtime.load("artifacts/words-lstm192").session()   # an autocomplete bundle
     typing.feed("q"); typing.suggest(3)          # real words from the bundle's lexicon, ranked by use
 
 The names below load on first use, so `import edge_runtime.frontdoor` (the

@@ -38,7 +38,8 @@ from typing import NamedTuple
 import numpy as np
 
 from edge_runtime.lexicon import LN10, Lexicon, LexiconError
-from edge_runtime.manifest import BundleError, Manifest, lexicon_entry, read_manifest, verified_file_bytes
+from edge_runtime.manifest import (TIE_BREAKS, BundleError, Manifest, lexicon_entry, read_manifest,
+                                   verified_file_bytes)
 from edge_runtime.model import Model
 from edge_runtime.userwords import UserWords
 from edge_runtime.vocabulary import Vocabulary
@@ -51,6 +52,8 @@ HISTORY = 48  # typed letters whose states are kept for backspace; older ones ar
 # Measured on held-out words (DESIGN-NOTES): frequency first saves the most keys, weighted or not.
 FREQUENCY_FIRST = -1.0
 PRIOR_WEIGHT = FREQUENCY_FIRST
+# Frequency first, the order of words of equal frequency (Decoder): measured on validation words, DESIGN-NOTES.
+TIE_BREAK = TIE_BREAKS[0]
 USER_ZIPF = 4.0  # how often a user's own word is taken to be used: a common word ("keyboard" is 4.3)
 
 
@@ -84,7 +87,9 @@ class AutocompleteModel(Model):
         if user_words is not None and not isinstance(user_words, UserWords):
             user_words = UserWords(user_words)
         if self.lexicon is not None:
-            options.setdefault("prior_weight", lexicon_entry(self.manifest).get("prior_weight", PRIOR_WEIGHT))
+            entry = lexicon_entry(self.manifest)
+            options.setdefault("prior_weight", entry.get("prior_weight", PRIOR_WEIGHT))
+            options.setdefault("tie_break", entry.get("tie_break", TIE_BREAK))
         return Autocomplete(AutocompleteSession(self), lexicon=self.lexicon, user_words=user_words, **options)
 
 
@@ -241,20 +246,36 @@ class WordIndex:
 class Decoder:
     """Suggestions for a prefix: lexicon (and user) words first, by beam search over the trie, each scored
 
-        prior_weight = FREQUENCY_FIRST:  (Zipf(word), log P_model(word | prefix)), compared in that order
+        prior_weight = FREQUENCY_FIRST:  Zipf(word) first; words of equal Zipf in `tie_break` order
         prior_weight = w >= 0:           log P_model(word | prefix) + w * ln(10) * Zipf(word)
 
-    (w = 1: the model's probability times the word's frequency). An open hypothesis
-    is ranked by its score so far with its subtree's most frequent word, which no
-    completion can beat, so the search stops as soon as the k-th finished word
-    beats every open bound. When the prefix leaves the lexicon (and the user's
-    words), the character model proposes words of its own, marked new.
+    (w = 1: the model's probability times the word's frequency). Every ranking is a
+    sort key, smallest first, and an open hypothesis's key is the best any word of
+    its subtree can reach (its most frequent word; its score so far, which only
+    falls as letters are added; its prefix, which every completion sorts after), so
+    the search stops as soon as the k-th finished word's key is below every open
+    bound. Frequency first, the beam keeps 4 of the subtrees with the most frequent
+    words: a word is pruned only when 4 other disjoint subtrees each hold a word
+    ranked above it, so it could not have been among the first 3 anyway.
+
+    tie_break (frequency first) for words of equal Zipf:
+        "alphabetical"  the frequency-ranked completer's order (Lexicon.most_frequent), so the
+                        ranking equals it by construction, and no interpreter step is needed
+        "model"         the model's P(word | prefix)
+        "model-unknown" the model's only among words the frequency source never saw (Zipf 0:
+                        the largest tie), alphabetical among words it knows
+
+    When the prefix leaves the lexicon (and the user's words), the character model
+    proposes words of its own, marked new.
     """
 
     def __init__(self, predictor, index: WordIndex | None = None, prior_weight: float = PRIOR_WEIGHT,
-                 beam_width: int = BEAM_WIDTH, max_length: int = MAX_COMPLETION):
+                 beam_width: int = BEAM_WIDTH, max_length: int = MAX_COMPLETION, tie_break: str = TIE_BREAK):
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"tie_break should be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
         self.predictor, self.index = predictor, index
         self.prior_weight, self.beam_width, self.max_length = prior_weight, beam_width, max_length
+        self.tie_break = tie_break
         vocab = predictor_vocabulary(predictor)
         self.vocabulary = vocab
         self._symbol = [vocab.index(c) for c in index.alphabet] if index is not None and index.alphabet else []
@@ -266,39 +287,57 @@ class Decoder:
         return [Suggestion(word, p, "new")
                 for word, p in beam_search(self.predictor, node, prefix, k, self.beam_width, self.max_length)]
 
+    @property
+    def uses_model(self) -> bool:
+        """False when the model cannot change the ranking of lexicon words (no interpreter step needed)."""
+        return not (self.prior_weight == FREQUENCY_FIRST and self.tie_break == "alphabetical")
+
+    def sort_key(self, zipf: float, score: float, text: str) -> tuple:
+        """The ranking as a key, smallest first: for a word, its Zipf, log P(word | prefix) and spelling;
+        for an open hypothesis, its subtree's best Zipf, its score so far and its prefix (a bound)."""
+        if self.prior_weight != FREQUENCY_FIRST:
+            return (-(score + self.prior_weight * LN10 * zipf),)
+        if self.tie_break == "model":
+            return (-zipf, -score)
+        if self.tie_break == "model-unknown":
+            return (-zipf, -score if zipf == 0 else 0.0, text)
+        return (-zipf, text)
+
     def lexicon_search(self, node, prefix: str, trie_node, k: int) -> list[Suggestion]:
         predictor, index = self.predictor, self.index
-        first = 1.0 if self.prior_weight == FREQUENCY_FIRST else 0.0  # frequency, then the model, or a blend
-        weight = 0.0 if first else self.prior_weight * LN10
+        uses_model = self.uses_model
         end, alphabet, symbol = self.vocabulary.end_index, index.alphabet, self._symbol
         beams = [(0.0, prefix, node, trie_node)]
-        finished: list[tuple[tuple[float, float], str, str]] = []  # ((frequency key, score), word, source)
+        finished: list[tuple[tuple, float, float, str, str]] = []  # (key, zipf, score, word, source)
         for _ in range(self.max_length + 1):
             candidates = []
             for logp, word, nd, tn in beams:
-                lp = predictor.log_probs(nd)  # (V,)
+                lp = predictor.log_probs(nd) if uses_model else None  # (V,)
                 is_word = index.word_zipf(tn)
                 if is_word is not None:
                     zipf, source = is_word
-                    finished.append(((first * zipf, logp + float(lp[end]) + weight * zipf), word, source))
+                    score = logp + float(lp[end]) if uses_model else 0.0
+                    finished.append((self.sort_key(zipf, score, word), zipf, score, word, source))
                 for letter, child in index.children(tn):
-                    score = logp + float(lp[symbol[letter]])
-                    best = index.best_zipf(child)
-                    candidates.append(((first * best, score + weight * best), score, word + alphabet[letter],
-                                       nd, symbol[letter], child))
-            finished = sorted(finished, key=lambda f: f[0], reverse=True)[:k]
-            candidates = sorted(candidates, key=lambda c: c[0], reverse=True)[:self.beam_width]
-            if not candidates or (len(finished) == k and candidates[0][0] <= finished[-1][0]):
+                    score = logp + float(lp[symbol[letter]]) if uses_model else 0.0
+                    text = word + alphabet[letter]
+                    candidates.append((self.sort_key(index.best_zipf(child), score, text), score, text, nd,
+                                       symbol[letter], child))
+            finished = sorted(finished, key=lambda f: f[0])[:k]
+            candidates = sorted(candidates, key=lambda c: c[0])[:self.beam_width]
+            if not candidates or (len(finished) == k and candidates[0][0] >= finished[-1][0]):
                 break
-            beams = [(score, word, predictor.advance(nd, s), child) for _, score, word, nd, s, child in candidates]
+            beams = [(score, text, predictor.advance(nd, s) if uses_model else nd, child)
+                     for _, score, text, nd, s, child in candidates]
         if not finished:
             return []
-        # shown probability: each word's share of exp(score) among the words found (frequency-first: the
-        # frequencies' share, the model's probability splitting equal frequencies)
-        scores = [f[0][1] + LN10 * f[0][0] for f in finished]
+        # shown probability: each word's share of exp(score + ln 10 Zipf) among the words found (frequency
+        # first: the frequencies' share, the model's probability splitting equal frequencies)
+        scores = [score + LN10 * zipf for _, zipf, score, _, _ in finished]
         top = max(scores)
         shares = [math.exp(x - top) for x in scores]
-        return [Suggestion(word, share / sum(shares), source) for (_, word, source), share in zip(finished, shares)]
+        return [Suggestion(word, share / sum(shares), source)
+                for (_, _, _, word, source), share in zip(finished, shares)]
 
 
 def read_lexicon(manifest: Manifest) -> Lexicon | None:
@@ -322,13 +361,13 @@ class Autocomplete:
 
     def __init__(self, predictor, beam_width: int = BEAM_WIDTH, max_length: int = MAX_COMPLETION,
                  history: int = HISTORY, lexicon: Lexicon | None = None, user_words: UserWords | None = None,
-                 prior_weight: float = PRIOR_WEIGHT):
+                 prior_weight: float = PRIOR_WEIGHT, tie_break: str = TIE_BREAK):
         self.predictor = predictor
         self.vocabulary = predictor_vocabulary(predictor)
         self.beam_width, self.max_length, self.history = beam_width, max_length, history
         self.lexicon, self.user_words = lexicon, user_words
         index = WordIndex(lexicon, user_words) if lexicon is not None or user_words is not None else None
-        self.decoder = Decoder(predictor, index, prior_weight, beam_width, max_length)
+        self.decoder = Decoder(predictor, index, prior_weight, beam_width, max_length, tie_break)
         self.reset()
 
     @classmethod

@@ -162,24 +162,25 @@ class Lexicon:
     def most_frequent(self, prefix: str, k: int) -> list[tuple[str, float]]:
         """The k most frequent words starting with prefix, (word, Zipf), best first; ties alphabetical.
 
-        Best-first over subtrees keyed by their most frequent word: it opens only
-        the subtrees that can still hold one of the k.
+        Best-first over subtrees keyed by their most frequent word and their prefix
+        (every word below sorts after it): it opens only the subtrees that can still
+        hold one of the k, and pops words in exactly (frequency, spelling) order.
         """
         node = self.walk(prefix)
         if node < 0:
             return []
         found: list[tuple[str, float]] = []
-        heap = [(-int(self.best[node]), 1, prefix, node)]  # (-code, 0 word / 1 subtree, text, node)
+        heap = [(-int(self.best[node]), prefix, 1, node)]  # (-code, text, 0 word / 1 subtree, node)
         while heap and len(found) < k:
-            code, kind, text, nd = heapq.heappop(heap)
+            code, text, kind, nd = heapq.heappop(heap)
             if kind == 0:
                 found.append((text, (-code - 1) / ZIPF_STEPS))
                 continue
             if self.zipf[nd]:
-                heapq.heappush(heap, (-int(self.zipf[nd]), 0, text, nd))
+                heapq.heappush(heap, (-int(self.zipf[nd]), text, 0, nd))
             letters, first = self.children(nd)
             for j, letter in enumerate(letters):
-                heapq.heappush(heap, (-int(self.best[first + j]), 1, text + self.alphabet[letter], first + j))
+                heapq.heappush(heap, (-int(self.best[first + j]), text + self.alphabet[letter], 1, first + j))
         return found
 
     def iter_words(self):

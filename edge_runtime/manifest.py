@@ -338,6 +338,10 @@ def batched_companion(manifest: Manifest, variant: Variant) -> dict | None:
     return entry
 
 
+# How the decoder orders lexicon words of equal frequency (edge_runtime.autocomplete.Decoder), first the default.
+TIE_BREAKS = ("alphabetical", "model", "model-unknown")
+
+
 def lexicon_entry(manifest: Manifest) -> dict | None:
     """An autocomplete bundle's lexicon entry (file, sha256, bytes, ...), or None when it has none.
 
@@ -357,4 +361,7 @@ def lexicon_entry(manifest: Manifest) -> dict | None:
     if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not (weight == -1 or 0 <= weight <= 100):
         raise BundleError(f"{where}: prior_weight should be -1 (frequency first) or a number from 0 to 100, "
                           f"got {weight!r}")
+    tie_break = entry.get("tie_break", TIE_BREAKS[0])
+    if tie_break not in TIE_BREAKS:
+        raise BundleError(f"{where}: tie_break should be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
     return entry

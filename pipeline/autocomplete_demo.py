@@ -14,6 +14,11 @@ Acceptance rules:
   LSTM KSR                              >  n-gram KSR
   int8 or int16x8 top-1                 within 1 point of float32's
   that variant's model file             fits the Cortex-M4 profile's flash
+  typing real words (issue 15, float32 + lexicon):
+    the 20 most used words of 7+ letters, typed to 4 letters: >= 18 in the top 3
+    frequency-weighted KSR (3 shown)    >= the frequency-ranked lexicon completer's
+Reported, not gating: next-letter top-1 against the best n-gram up to order 7, and a
+quantized variant + lexicon within the Cortex-M4's flash.
 """
 from __future__ import annotations
 
@@ -42,7 +47,9 @@ DEVICE_PROFILES = {
 @dataclass
 class AutocompletePreset:
     cell: str = "lstm"
-    hidden: int = 128
+    # 192: the first width whose next-letter top-1 beats the best n-gram on validation (DESIGN-NOTES:
+    # 2x128 0.459, with dropout 0.448, 20 epochs 0.467, 2x192 0.474, 6-gram 0.464)
+    hidden: int = 192
     layers: int = 2
     epochs: int = 12
     words_per_epoch: int = 0  # 0: all training words every epoch
@@ -106,17 +113,37 @@ def acceptance(r: AutocompleteResult) -> dict[str, bool]:
     }
 
 
-def typing_targets(r: AutocompleteResult) -> dict[str, bool]:
-    """Issue 15's must-show figures for typing real words: reported, not (yet) gating the demo's exit status
-    (the 2x128 misses the n-gram's next-letter top-1 by half a point, DESIGN-NOTES)."""
+COMMON_WORDS_FOUND = 18  # issue 15: of the 20 most used words of 7+ letters, typed to 4 letters, in the top 3
+
+
+def typing_checks(r: AutocompleteResult) -> dict[str, bool]:
+    """Issue 15's must-shows that hold by design, so they gate the demo: the suggestions rank lexicon words
+    by frequency, ties as the frequency-ranked completer orders them (tie_break "alphabetical"), so the
+    common words are found whenever the lexicon's frequencies put them in the top 3 and the savings equal
+    the completer's; a decoder change that breaks either fails the demo."""
     if not r.typing:
         return {}
-    model, frequency, ngram = (r.typing[k] for k in ("model", "frequency_completer", "ngram"))
+    model, frequency = r.typing["model"], r.typing["frequency_completer"]
+    common = model["common_words"]
+    return {
+        f"the {common['words']} most used words of 7+ letters, typed to {common['typed']}: "
+        f">= {COMMON_WORDS_FOUND} in the top {common['shown']} (found {common['found']})":
+            common["found"] >= COMMON_WORDS_FOUND,
+        "frequency-weighted KSR (3 shown) >= frequency-ranked lexicon completer's":
+            model["ksr_weighted_3"] >= frequency["ksr_weighted_3"],
+    }
+
+
+def typing_targets(r: AutocompleteResult) -> dict[str, bool]:
+    """Issue 15's must-shows that depend on training: reported, not gating the demo's exit status
+    (the 2x192 passes the n-gram's next-letter top-1 by about a point, the 2x128 missed it by half a
+    point; one training run's noise is not a reason to fail the demo, DESIGN-NOTES)."""
+    if not r.typing:
+        return {}
+    model, ngram = r.typing["model"], r.typing["ngram"]
     quantized = [v for v in ("int8", "int16x8") if v in r.variants
                  and abs(r.variants[v]["top1"] - r.variants["float32"]["top1"]) <= QUANTIZED_TOP1_TOLERANCE]
     return {
-        "frequency-weighted KSR (3 shown) >= frequency-ranked lexicon completer's":
-            model["ksr_weighted_3"] >= frequency["ksr_weighted_3"],
         f"next-letter top-1 >= best n-gram's up to order 7 (order {ngram['order']})": model["top1"] >= ngram["top1"],
         "a quantized variant + lexicon fits a Cortex-M4 (1 MB flash)":
             any(fits(r.variants[v]["bytes"] + r.typing["lexicon_bytes"]) for v in quantized),
@@ -165,7 +192,7 @@ def run_autocomplete(preset: AutocompletePreset, runs_dir: Path, artifacts_dir: 
     result.latency = run_json([sys.executable, "-m", "edge_eval", "bench-complete", str(artifacts_dir / name),
                                "--backend", "tflite_runtime", "--repeats", "3"]
                               + [a for v in BENCH_VARIANTS if v in result.variants for a in ("--variant", v)])
-    result.checks = acceptance(result)
+    result.checks = {**acceptance(result), **typing_checks(result)}
     result.stage_seconds = round(time.perf_counter() - started, 1)
     return result
 
@@ -206,6 +233,11 @@ def typing_table(r: AutocompleteResult) -> str:
                    if "top1" in v else "- | -")
         lines.append(f"| {label} | {v['bytes']} | {v['ksr_weighted_1']:.4f} / {v['ksr_1']:.4f} | "
                      f"{v['ksr_weighted_3']:.4f} / {v['ksr_3']:.4f} | {letters} |")
+    common = t["model"]["common_words"]
+    lines += ["", f"Words of equal frequency in the frequency completer's order (tie_break {t['tie_break']!r}). "
+              f"The {common['words']} most used words of 7+ letters, typed to {common['typed']} letters: "
+              f"{common['found']} in the top {common['shown']}"
+              + (f" (missed: {', '.join(common['misses'])})." if common["misses"] else ".")]
     return "\n".join(lines)
 
 

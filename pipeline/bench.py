@@ -38,7 +38,7 @@ class BenchPreset:
     stream_counts: tuple[int, ...] = (1, 8, 64, 256)  # batched throughput
     service_seconds: float = 200.0  # 100 sensors x 50 Hz through Mosquitto: 1,000,000 samples; 0 skips it
     http_phase_s: float = 15.0  # the live page's CPU cost at 100 streams x 50 Hz: 6 phases this long; 0 skips it
-    autocomplete: tuple[int, int] = (128, 2)  # hidden, layers: the demo's keystroke model
+    autocomplete: tuple[int, int] = (192, 2)  # hidden, layers: the demo's keystroke model
 
 
 BENCH_PRESETS = {

@@ -66,6 +66,10 @@ def test_lexicon_round_trips_and_answers_prefix_queries_exactly():
     ranked = [w for w, _ in lexicon.most_frequent("th", 5)]
     assert ranked == ["the", "they", "there", "then", "thew"]  # by frequency, every one of them
     assert [w for w, _ in lexicon.most_frequent("", 2)] == ["the", "a"]
+    # equal frequencies in spelling order, a word before its own extensions (wordfreq's real ties)
+    tied = Lexicon.build({"mutations": 3.65, "mutation": 3.64, "mutant": 3.64, "mutants": 3.64, "mute": 3.64},
+                         ALPHABET)
+    assert [w for w, _ in tied.most_frequent("mut", 5)] == ["mutations", "mutant", "mutants", "mutation", "mute"]
     with pytest.raises(LexiconError, match="not a lexicon file"):
         Lexicon.from_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(LexiconError, match="not in the lexicon's alphabet"):
@@ -89,6 +93,7 @@ def test_the_bundle_carries_the_lexicon_with_its_size_checksum_and_attribution(w
     (lambda b, m: (b / "lexicon.npz").unlink(), "listed in the manifest is missing"),
     (lambda b, m: m["lexicon"].pop("sha256"), "lexicon: missing required field 'sha256'"),
     (lambda b, m: m["lexicon"].update(prior_weight="high"), "prior_weight should be"),
+    (lambda b, m: m["lexicon"].update(tie_break="random"), "tie_break should be one of alphabetical, model"),
 ])
 def test_a_tampered_lexicon_is_refused_by_name(words_bundle, tmp_path, change, message):
     bundle = tmp_path / "bundle"
@@ -140,6 +145,27 @@ def test_suggestions_are_ranked_by_use_and_leave_the_lexicon_only_when_the_prefi
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) == pytest.approx(1)
     outside = typed(typing, "qzx").suggest(3)
     assert outside and all(s.new and s.word.startswith("qzx") for s in outside)
+
+
+def test_lexicon_suggestions_are_the_frequency_completers_by_construction(words_model, lexicon):
+    """Frequency first, ties in the completer's order (the shipped tie_break): over 2,000 prefixes of real
+    words the decoder's beam search returns exactly Lexicon.most_frequent (its pruning drops no word
+    that belongs in the top 3), and needs no interpreter step, since the model cannot change the order."""
+    from edge_eval.bench import CountingPredictor
+    from edge_runtime.autocomplete import AutocompleteSession, Decoder, WordIndex
+
+    predictor = CountingPredictor(AutocompleteSession(words_model))
+    decoder = Decoder(predictor, WordIndex(lexicon), tie_break="alphabetical")
+    rng = np.random.default_rng(0)
+    words = [w for w, _ in lexicon.iter_words()]
+    prefixes = sorted({w[:n] for w in rng.choice(words, 500) for n in range(len(w) + 1)})[:2000]
+    start = predictor.start()
+    differ = [p for p in prefixes if [s.word for s in decoder.suggest(start, p, 3)]
+              != [w for w, _ in lexicon.most_frequent(p, 3)]]
+    assert differ == [] and predictor.steps == 0
+    assert words_model.session().decoder.tie_break == "alphabetical"  # what the bundle ships
+    modelled = Decoder(predictor, WordIndex(lexicon), tie_break="model")
+    assert [s.word for s in modelled.suggest(start, "betw", 3)][0] == "between" and predictor.steps > 0
 
 
 # --- the user's own words ---
@@ -264,6 +290,10 @@ def test_eval_complete_reports_typing_metrics_against_both_references(words_bund
         assert 0 < scores["ksr_weighted_1"] <= scores["ksr_weighted_3"] < 1 and scores["bytes"] > 0
     # the decoder ranks lexicon words by frequency first: never fewer keys saved than frequency alone
     assert model["ksr_weighted_3"] >= frequency["ksr_weighted_3"] - 1e-12
+    # ties in the completer's order (the bundle's tie_break): the same savings, by construction
+    assert typing["tie_break"] == "alphabetical"
+    assert all(model[k] == frequency[k] for k in ("ksr_weighted_1", "ksr_1", "ksr_weighted_3", "ksr_3"))
+    assert model["common_words"]["words"] == 20 and model["common_words"]["found"] >= 18
     assert frequency["bytes"] == typing["lexicon_bytes"] and ngram["order"] in (4, 5, 6, 7)
     assert 0 <= model["top1_weighted"] <= 1 and 0 <= ngram["top1"] <= 1
 

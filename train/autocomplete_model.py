@@ -21,10 +21,14 @@ from train.models import CELLS, run_stack
 
 
 class AutocompleteNet(nn.Module):
-    def __init__(self, config: AutocompleteModelConfig, dropout: float = 0.0):
+    def __init__(self, config: AutocompleteModelConfig, dropout: float = 0.0, layer_dropout: float = 0.0):
         super().__init__()
         self.config = config
-        self.rnn = CELLS[config.cell](config.vocab_size, config.hidden, config.layers, batch_first=True)
+        # layer_dropout: torch's own dropout on each layer's output but the last (training only; a one-layer
+        # stack has no such output, and torch warns when asked)
+        between = layer_dropout if config.layers > 1 else 0.0
+        self.rnn = CELLS[config.cell](config.vocab_size, config.hidden, config.layers, batch_first=True,
+                                      dropout=between)
         self.drop = nn.Dropout(dropout)  # training only (identity in eval): no weights, nothing to convert
         self.head = nn.Linear(config.hidden, config.vocab_size)
 

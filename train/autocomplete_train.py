@@ -53,6 +53,8 @@ class AutocompleteTrainConfig(StrictConfig):
     # frequency ** e (wordfreq), so common words are seen more often; 1 is as often as people use them
     frequency_exponent: float = 0.0
     dropout: float = 0.0  # on the top layer's output, before the head, while training
+    layer_dropout: float = 0.0  # between the stacked layers, while training
+    label_smoothing: float = 0.0  # share of each target's probability spread over the other symbols
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,11 +71,13 @@ def length_batches(words: list[str], batch: int, rng: np.random.Generator) -> li
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def masked_loss(model: AutocompleteNet, words: list[str], vocab: Vocabulary) -> tuple[torch.Tensor, int]:
+def masked_loss(model: AutocompleteNet, words: list[str], vocab: Vocabulary,
+                label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over real targets (end symbols included, padding excluded), and their count."""
     inputs, targets, mask = (torch.from_numpy(a) for a in word_batch(words, vocab))  # each (B, T)
     logits, _ = model(inputs)  # (B, T, V)
-    losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, T)
+    losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none",
+                             label_smoothing=label_smoothing)  # (B, T)
     count = int(mask.sum())
     return (losses * mask).sum() / count, count
 
@@ -111,7 +115,7 @@ def train_autocomplete_model(config: AutocompleteModelConfig, train_config: Auto
                      vocab: Vocabulary, progress: bool = True, label: str = "") -> tuple[AutocompleteNet, dict]:
     torch.manual_seed(train_config.seed)
     rng = np.random.default_rng(train_config.seed)
-    model = AutocompleteNet(config, train_config.dropout)
+    model = AutocompleteNet(config, train_config.dropout, train_config.layer_dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train_config.epochs, eta_min=train_config.lr / 20)
     stopping = EarlyStopping(train_config.patience)
@@ -133,7 +137,7 @@ def train_autocomplete_model(config: AutocompleteModelConfig, train_config: Auto
             words = [words[i] for i in rng.choice(len(words), train_config.words_per_epoch, replace=False)]
         total, count = 0.0, 0
         for batch in length_batches(words, train_config.batch, rng):
-            loss, n = masked_loss(model, batch, vocab)
+            loss, n = masked_loss(model, batch, vocab, train_config.label_smoothing)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), train_config.grad_clip)
