@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, manifest_of
 from deploy.emulator import pi as pi_emu
+from model_bytes import make_crashing_bundle
 
 pytestmark = pytest.mark.slow
 
@@ -241,6 +242,17 @@ def test_broken_releases_are_refused_or_rolled_back_and_the_previous_keeps_servi
     assert result.returncode != 0
     assert "sha256 mismatch" in result.stderr
     assert opt_checksum(pi) == before
+
+    # a self-consistent bundle (sha256 updated) whose model segfaults the interpreter: the laptop's checks pass
+    # it, and on the device the smoke step's child-process probe refuses it, naming the signal, before the
+    # switch; the running release serves on
+    crashing = make_crashing_bundle(tiny_bundles["lstm"][1],
+                                    tmp_path / "crashing" / manifest_of(tiny_bundles["lstm"][1])["name"])
+    result = make("deploy", pi, BUNDLES=str(crashing), CONFIG=str(state["config_a"]))
+    assert result.returncode != 0
+    assert "smoke step failed" in result.stderr and "SIGSEGV" in result.stderr, result.stderr[-2000:]
+    assert pi.ssh("readlink /opt/edge-rnn/current").stdout.strip() == f"releases/{state['version_a']}"
+    assert device_status(pi)["state"] == "running"
 
     # a release whose service cannot start on the device (its TCP port is taken there): it passes
     # preflight and the smoke step, then the health check times out and the previous release returns

@@ -7,46 +7,26 @@ The manifest's sha256 is updated to match: the bundle is self-consistent, only t
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
-import tflite
 
 import edge_runtime
 from conftest import IN_PROCESS_BACKEND, ROOT, python_env, run_cli
 from edge_runtime import BundleError
 from edge_runtime.probe import load_probed
+from model_bytes import make_crashing_bundle
 from service_helpers import write_config
 
 MODEL = "model.float32.tflite"
 CSV = "index,indoor,outdoor\n0,20,5\n1,20.1,5\n"
 
 
-def crash_model(data: bytes) -> bytes:
-    """The model with operator 0's inputs offset pointing ~4 GB past the end of the buffer."""
-    mutated = bytearray(data)
-    op = tflite.Model.GetRootAsModel(mutated, 0).Subgraphs(0).Operators(0)
-    inputs_field = op._tab.Pos + op._tab.Offset(6)  # Operator.inputs: a uoffset, little-endian
-    mutated[inputs_field + 3] = 0xF0
-    return bytes(mutated)
-
-
 @pytest.fixture
 def crashing(tmp_path, fixture_bundles):
-    bundle = tmp_path / "crashing"
-    shutil.copytree(fixture_bundles["lstm"][1], bundle)
-    data = crash_model((bundle / MODEL).read_bytes())
-    (bundle / MODEL).write_bytes(data)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["variants"][0].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
-    manifest["variants"][0].pop("batched")  # the float32 (1, n) model is the one that crashes
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=1))
-    return bundle
+    return make_crashing_bundle(fixture_bundles["lstm"][1], tmp_path / "crashing")
 
 
 def test_the_mutated_model_really_segfaults_tflite_runtime(crashing):
