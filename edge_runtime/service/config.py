@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from edge_runtime.backends import BACKENDS
+from edge_runtime.service.wal import FSYNC_POLICIES
 
 # Upper bounds: a typo of a few zeros must be a config error, not a MemoryError or a frozen service.
 MAX_STREAMS = 100_000  # each stream holds a state row (a few KB at most) in arrays preallocated at start
@@ -41,6 +42,14 @@ class StreamsConfig:
 @dataclass
 class SnapshotConfig:
     interval_s: float = 10.0  # and on SIGTERM/SIGINT
+
+
+@dataclass
+class WalConfig:
+    enabled: bool = True  # log accepted samples between snapshots: a kill -9 or power cut loses nothing acknowledged
+    fsync: str = "batch"  # "batch": fsync every batch before acknowledging it; "interval": at most every
+    #  fsync_interval_s, acknowledgements wait for it; "off": no fsync (survives a crash, not a power cut)
+    fsync_interval_s: float = 0.05
 
 
 @dataclass
@@ -81,6 +90,7 @@ class TcpSource:
     allow_remote: bool = False  # a non-loopback host is refused without it: the line protocol has no authentication
     max_connections: int = 256  # one more client is accepted and closed at once (counted); well under the fd limit
     idle_timeout_s: float = 600.0  # a client that sends nothing this long is closed (counted)
+    ack: bool = False  # write "ack <n>" for the connection's n-th line once it is durable and forecast (see README)
 
 
 @dataclass
@@ -135,6 +145,7 @@ class ServiceConfig:
     trusted_key: Path | None = None  # Ed25519 public key (PEM): the bundle must be signed with it
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    wal: WalConfig = field(default_factory=WalConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     input: InputConfig = field(default_factory=InputConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -174,7 +185,7 @@ def _section(kinds: dict, table, where: str) -> dict:
     return out
 
 
-TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "status",
+TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "wal", "status",
             "input", "log", "sources", "sinks", "trusted_key"}
 
 
@@ -202,6 +213,7 @@ def parse_config(text: str, path: Path) -> ServiceConfig:
         trusted_key=(base / raw["trusted_key"]).resolve() if "trusted_key" in raw else None,
         streams=_fill(StreamsConfig, raw.get("streams", {}), f"{where} [streams]"),
         snapshot=_fill(SnapshotConfig, raw.get("snapshot", {}), f"{where} [snapshot]"),
+        wal=_fill(WalConfig, raw.get("wal", {}), f"{where} [wal]"),
         status=_fill(StatusConfig, raw.get("status", {}), f"{where} [status]"),
         input=_fill(InputConfig, raw.get("input", {}), f"{where} [input]"),
         log=_fill(LogConfig, raw.get("log", {}), f"{where} [log]"),
@@ -220,6 +232,9 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
     _within(f"{where} [streams].idle_evict_s", s.idle_evict_s, 1e-3, None)
     _within(f"{where} [streams].evict_when_full_after_s", s.evict_when_full_after_s, 1e-3, None)
     _within(f"{where} [snapshot].interval_s", config.snapshot.interval_s, 1e-3, MAX_INTERVAL_S)
+    _within(f"{where} [wal].fsync_interval_s", config.wal.fsync_interval_s, 1e-3, MAX_INTERVAL_S)
+    if config.wal.fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"{where} [wal].fsync: should be one of {', '.join(FSYNC_POLICIES)}, got {config.wal.fsync!r}")
     _within(f"{where} [status].interval_s", config.status.interval_s, 1e-3, MAX_INTERVAL_S)
     _within(f"{where} [input].max_line_bytes", i.max_line_bytes, 16, MAX_LINE_BYTES)
     _within(f"{where} [input].queue_size", i.queue_size, 1, MAX_QUEUE)
