@@ -90,8 +90,10 @@ class JsonlSink:
 
     def written_keys(self, position) -> set:
         """Keys of the records in the file (and its rotated files) beyond `position`; for a replay's dedup."""
-        if not self.to_file or not position:
+        if not self.to_file:
             return set()
+        if not position:  # no marker yet (the log's first batches): the whole current file
+            position = [os.fstat(self.fd).st_ino, 0] if self.fd is not None else [None, 0]
         inode, offset = position
         files = [self.path] + [f"{self.path}.{k}" for k in range(1, self.keep + 1)]
         chunks = []  # newest file first; stop at the file the position is in
