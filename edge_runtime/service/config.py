@@ -19,6 +19,7 @@ from edge_runtime.service.wal import FSYNC_POLICIES
 MAX_STREAMS = 100_000  # each stream holds a state row (a few KB at most) in arrays preallocated at start
 MAX_QUEUE = 1_000_000
 MAX_LINE_BYTES = 1 << 20
+MQTT_PACKET_IDS = 65535  # a paho client holds at most this many unacknowledged QoS 1/2 messages
 MAX_INTERVAL_S = 86400.0  # snapshot/status intervals; longer would look like a frozen service
 
 
@@ -125,7 +126,8 @@ class MqttSink:
     client_id: str = "edge-rnn-out"
     qos: int = 1
     predictions: bool = True  # false: publish anomaly events only
-    max_queued: int = 100000  # messages held while the broker is away; beyond it they are dropped and counted
+    max_queued: int = 60000  # messages held while the broker is away; beyond it they are dropped and counted.
+    #  At most 65,535: paho numbers them with 16-bit packet ids and refuses one more (MQTT_ERR_QUEUE_SIZE)
     keepalive_s: int = 30
 
 
@@ -297,7 +299,7 @@ def _check_ports(config: ServiceConfig, where: str) -> None:
             _within(f"{where} [sinks.jsonl].rotate_bytes", jsonl.rotate_bytes, 1024, None)
         _within(f"{where} [sinks.jsonl].keep", jsonl.keep, 1, 1000)
     if "mqtt" in config.sinks:
-        _within(f"{where} [sinks.mqtt].max_queued", config.sinks["mqtt"].max_queued, 0, None)
+        _within(f"{where} [sinks.mqtt].max_queued", config.sinks["mqtt"].max_queued, 1, MQTT_PACKET_IDS)
     if "serial" in config.sources:
         _within(f"{where} [sources.serial].baudrate", config.sources["serial"].baudrate, 1, 10_000_000)
 
