@@ -48,8 +48,11 @@ DEPLOY_PACKAGES := openssh-client rsync
 # the rootfs, rsync, zstd for the cached rootfs, a C compiler for the CPU wrapper
 # (one line: tests/test_deploy_pi.py reads it)
 PI_EMU_PACKAGES := qemu-user-static binfmt-support mmdebstrap arch-test systemd-container openssh-client openssh-server rsync zstd gcc libc6-dev
-# make test runs the MQTT tests and boots the emulated Pi (tests/test_deploy_pi.py)
-TEST_PACKAGES := $(MQTT_PACKAGES) $(PI_EMU_PACKAGES)
+# the headless browser the live page's test drives through Playwright (tests/test_service_http.py;
+# Debian's build, never `playwright install`, which downloads browsers)
+BROWSER_PACKAGES := chromium
+# make test runs the MQTT tests, boots the emulated Pi (tests/test_deploy_pi.py) and loads the live page in chromium
+TEST_PACKAGES := $(MQTT_PACKAGES) $(PI_EMU_PACKAGES) $(BROWSER_PACKAGES)
 
 # the targets that start a Mosquitto broker (make test installs it with TEST_PACKAGES)
 test-fast bench loadgen: mqtt-broker

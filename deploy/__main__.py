@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (ReleaseError, DeployError, TargetError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_code", 1)  # 2: a bundle refused (malformed, unsafe name); 1: anything else
     finally:
         if target is not None:
             target.close()

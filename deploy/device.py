@@ -13,13 +13,14 @@ release. Under DRY_RUN every step that would change the device is printed instea
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from deploy.release import PLATFORM_TAGS, RUNTIME_PACKAGES, TARGET_PYTHON, Release
 from deploy.target import Target, TargetError
-from edge_runtime.service.snapshot import SNAPSHOT_NAME
 
 BASE = "/opt/edge-rnn"
 RELEASES = f"{BASE}/releases"
@@ -39,6 +40,24 @@ REFUSED_ARCH = {
 
 class DeployError(RuntimeError):
     """The deploy stopped; the message says at which step and why."""
+
+
+# Every value put into a device command goes through shlex.quote (q) or is an argument; release names
+# and hashes are also checked to be plain names, because they become folders that root creates and deletes.
+q = shlex.quote
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+PARK_SCRIPT = Path(__file__).with_name("park_snapshot.py")  # runs on the device, sent on stdin
+
+
+def plain_name(value: str, what: str, empty_ok: bool = False) -> str:
+    """A release version or venv hash as a plain folder name (no '/', no leading '.', no shell characters)."""
+    if (empty_ok and value == "") or PLAIN_NAME.fullmatch(value):
+        return value
+    raise DeployError(f"{what} {value[:80]!r} is not a plain name (letters, digits, '.', '_', '+', '-')")
+
+
+def release_dir(version: str) -> str:
+    return f"{RELEASES}/{plain_name(version, 'release version')}"
 
 
 @dataclass
@@ -71,12 +90,14 @@ echo installed=$([ -f "/opt/edge-rnn/releases/$1/.smoke-ok" ] && echo yes || ech
 
 
 def gather_facts(target: Target, version: str) -> Facts:
-    out = target.read(f"bash -s {shlex.quote(version)} <<'EOF'\n{FACTS_SCRIPT}\nEOF", step="read the device's facts")
+    out = target.read(f"bash -s {q(version)} <<'EOF'\n{FACTS_SCRIPT}\nEOF", step="read the device's facts")
     kv = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     glibc = tuple(int(p) for p in (kv.get("glibc") or "0.0").split(".")[:2])
+    current = plain_name(kv.get("current", ""), "the device's current release", empty_ok=True)
+    previous = plain_name(kv.get("previous", ""), "the device's previous release", empty_ok=True)
     return Facts(kv.get("arch", "?"), kv.get("python", "none"), kv.get("venv") == "yes",
                  kv.get("systemd") == "yes", int(kv.get("free_kb") or 0) // 1024, kv.get("sudo") == "yes",
-                 glibc, kv.get("current", ""), kv.get("previous", ""), kv.get("installed") == "yes")
+                 glibc, current, previous, kv.get("installed") == "yes")
 
 
 def preflight(facts: Facts, release: Release, log=print) -> None:
@@ -128,19 +149,19 @@ def install(target: Target, release: Release, use_index: bool = False) -> None:
     """The release's venv: /opt/edge-rnn/venvs/<hash of its wheels>, shared by every release with the
     same wheels (pip under emulation or on an SD card is the slow step; a venv cannot be moved, so
     it is linked, not copied). Made once, marked complete only after pip succeeded."""
-    here = f"{RELEASES}/{release.version}"
-    venv = f"{VENVS}/{release.info['environment']}"
+    here = release_dir(release.version)
+    venv = f"{VENVS}/{plain_name(release.info['environment'], 'environment hash')}"
     source = "" if use_index else "--no-index "
     result = target.run(f"""set -e
-if ! sudo test -f {venv}/.complete; then
-  sudo rm -rf {venv}
-  sudo python3 -m venv {venv}
-  sudo {venv}/bin/pip install --quiet --disable-pip-version-check --no-cache-dir {source}\\
-      --find-links {here}/wheels {' '.join(shlex.quote(r) for r in release.info['install'])}
-  sudo touch {venv}/.complete
+if ! sudo test -f {q(venv + '/.complete')}; then
+  sudo rm -rf -- {q(venv)}
+  sudo python3 -m venv {q(venv)}
+  sudo {q(venv + '/bin/pip')} install --quiet --disable-pip-version-check --no-cache-dir {source}\\
+      --find-links {q(here + '/wheels')} {' '.join(q(r) for r in release.info['install'])}
+  sudo touch {q(venv + '/.complete')}
   echo installed
 fi
-sudo ln -sfn {venv} {here}/venv
+sudo ln -sfn -- {q(venv)} {q(here + '/venv')}
 """, changes=True, step=f"install the venv from the wheelhouse ({'index allowed' if use_index else 'offline'}), "
                         f"shared as venvs/{release.info['environment']}")
     if not target.dry_run:
@@ -160,13 +181,13 @@ def smoke_csv(manifest: dict, rows: int = SMOKE_ROWS) -> str:
 
 def smoke(target: Target, release: Release) -> None:
     """Load each bundle with the release's own venv and interpreter and step it a few times."""
-    here = f"{RELEASES}/{release.version}"
+    here = release_dir(release.version)
     for b in release.info["bundles"]:
         manifest = json.loads((release.path / "bundles" / b["name"] / "manifest.json").read_text())
         result = target.run(
-            f"cd {here} && sudo venv/bin/python -m edge_runtime run bundles/{shlex.quote(b['name'])} "
-            f"--variant {shlex.quote(b['variant'])} --input -"
-            + (f" --trusted-key {shlex.quote(release.info['trusted_key'])}" if release.info.get("trusted_key") else ""),
+            f"cd {q(here)} && sudo venv/bin/python -m edge_runtime run {q('bundles/' + b['name'])} "
+            f"--variant {q(b['variant'])} --input -"
+            + (f" --trusted-key {q(release.info['trusted_key'])}" if release.info.get("trusted_key") else ""),
             changes=True, step=f"smoke step: load {b['name']}/{b['variant']}, step it {SMOKE_ROWS} times",
             stdin=smoke_csv(manifest), check=False, timeout=300)
         if target.dry_run:
@@ -178,59 +199,61 @@ def smoke(target: Target, release: Release) -> None:
             raise DeployError(f"smoke step for {b['name']}: expected {SMOKE_ROWS} finite predictions, got {result.stdout!r}")
         target.log(f"    {b['name']}: {result.stderr.strip().splitlines()[-1] if result.stderr.strip() else ''}; "
                    f"prediction {rows[-1]['prediction']}")
-    target.run(f"sudo touch {here}/.smoke-ok", changes=True, step="mark the release installed")
+    target.run(f"sudo touch {q(here + '/.smoke-ok')}", changes=True, step="mark the release installed")
 
 
 # ---------------------------------------------------------------- switch, restart, health
 
 def switch(target: Target, version: str, previous: str) -> None:
     """Point current at the release (one rename, atomic) and previous at what ran before."""
-    keep_previous = (f"sudo ln -sfn releases/{previous} {BASE}/previous.new && sudo mv -T {BASE}/previous.new {BASE}/previous"
-                     if previous and previous != version else f"sudo rm -f {BASE}/previous")
+    here = release_dir(version)
+    keep_previous = (f"sudo ln -sfn -- {q(release_dir(previous).removeprefix(BASE + '/'))} {q(BASE + '/previous.new')} "
+                     f"&& sudo mv -T -- {q(BASE + '/previous.new')} {q(BASE + '/previous')}"
+                     if previous and previous != version else f"sudo rm -f -- {q(BASE + '/previous')}")
     target.run(f"""set -e
-id -u {SERVICE_USER} >/dev/null 2>&1 || sudo useradd --system --no-create-home --home-dir {STATE_DIR} \\
-    --shell /usr/sbin/nologin {SERVICE_USER}
+id -u {q(SERVICE_USER)} >/dev/null 2>&1 || sudo useradd --system --no-create-home --home-dir {q(STATE_DIR)} \\
+    --shell /usr/sbin/nologin {q(SERVICE_USER)}
 {keep_previous}
-sudo ln -sfn releases/{version} {BASE}/current.new && sudo mv -T {BASE}/current.new {BASE}/current
-sudo touch {RELEASES}/{version}
-sudo install -m 0644 {BASE}/current/{UNIT} /etc/systemd/system/{UNIT}
+sudo ln -sfn -- {q(here.removeprefix(BASE + '/'))} {q(BASE + '/current.new')} && sudo mv -T -- {q(BASE + '/current.new')} {q(BASE + '/current')}
+sudo touch -- {q(here)}
+sudo install -m 0644 -- {q(f'{BASE}/current/{UNIT}')} {q(f'/etc/systemd/system/{UNIT}')}
 sudo systemctl daemon-reload
-sudo systemctl enable --quiet {UNIT}
+sudo systemctl enable --quiet {q(UNIT)}
 """, changes=True, step=f"switch {BASE}/current -> releases/{version}" + (f" (previous: {previous})" if previous else ""))
 
 
 def restart(target: Target, bundle_sha: str) -> float:
     """Stop the unit (the service writes its final snapshot), keep each bundle's snapshot apart, start.
 
-    The service refuses a snapshot taken with another bundle. So when the snapshot (read with the
-    release's own reader) was taken with another bundle than the one now served, it is parked as snapshots/<its sha256>.npz, and a parked snapshot of the
-    bundle now served is put back: a rollback resumes the old streams where they were.
+    The service refuses a snapshot taken with another bundle. So when the snapshot was taken with another
+    bundle than the one now served, it is parked as snapshots/<its sha256>.npz, and a parked snapshot of
+    the bundle now served is put back: a rollback resumes the old streams where they were. The state
+    folder is the service's, so its contents are untrusted: that step is deploy/park_snapshot.py, run by
+    the release's python as root with the folder and sha256 as arguments (no shell sees them), which
+    opens every file relative to the folder without following links (a crafted snapshot or a symlinked
+    snapshots/ cannot make root move a file anywhere else).
     Returns the device's clock just before the start (for the health check)."""
-    snap, parked = f"{STATE_DIR}/{SNAPSHOT_NAME}", f"{STATE_DIR}/snapshots"
+    if bundle_sha and not re.fullmatch(r"[0-9a-f]{64}", bundle_sha):
+        raise DeployError(f"served bundle sha256 {bundle_sha[:80]!r} is not a sha256")
+    python = f"{BASE}/current/venv/bin/python"
     out = target.run(f"""set -e
-sudo systemctl stop {UNIT}
-old=$(sudo {BASE}/current/venv/bin/python -c 'import sys, pathlib; from edge_runtime.service.snapshot import read_snapshot; print(read_snapshot(pathlib.Path(sys.argv[1]))[0]["bundle_sha256"])' {snap} 2>/dev/null || true)
-if [ -n "$old" ] && [ "$old" != "{bundle_sha}" ] && sudo test -f {snap}; then
-  sudo mkdir -p {parked} && sudo mv {snap} {parked}/$old.npz && echo "parked the snapshot of bundle ${{old:0:12}}" >&2
-fi
-if ! sudo test -f {snap} && sudo test -f {parked}/{bundle_sha}.npz; then
-  sudo mv {parked}/{bundle_sha}.npz {snap} && echo "restored the parked snapshot of bundle {bundle_sha[:12]}" >&2
-fi
+sudo systemctl stop {q(UNIT)}
+sudo {q(python)} - {q(STATE_DIR)} {q(bundle_sha)} || echo "snapshots not sorted (exit $?); the service decides" >&2
 date +%s.%N
-sudo systemctl start {UNIT}
-""", changes=True, step=f"restart {UNIT} (snapshots kept per bundle)")
+sudo systemctl start {q(UNIT)}
+""", changes=True, step=f"restart {UNIT} (snapshots kept per bundle)", stdin=PARK_SCRIPT.read_text())
     for line in out.stderr.splitlines():
         target.log(f"    {line}")
     return float(out.stdout.split()[0]) if out.stdout.strip() else 0.0
 
 
 STATUS_SCRIPT = f"""
-echo "unit=$(systemctl is-active {UNIT} 2>/dev/null)"
-echo "main_pid=$(systemctl show -p MainPID --value {UNIT} 2>/dev/null)"
+echo "unit=$(systemctl is-active {q(UNIT)} 2>/dev/null)"
+echo "main_pid=$(systemctl show -p MainPID --value {q(UNIT)} 2>/dev/null)"
 echo "now=$(date +%s.%N)"
-echo "current=$(basename "$(readlink {BASE}/current 2>/dev/null)" 2>/dev/null)"
-echo "previous=$(basename "$(readlink {BASE}/previous 2>/dev/null)" 2>/dev/null)"
-echo "status=$(sudo cat {STATE_DIR}/status.json 2>/dev/null | tr -d '\\n')"
+echo "current=$(basename "$(readlink {q(BASE + '/current')} 2>/dev/null)" 2>/dev/null)"
+echo "previous=$(basename "$(readlink {q(BASE + '/previous')} 2>/dev/null)" 2>/dev/null)"
+echo "status=$(sudo -n -u {q(SERVICE_USER)} cat -- {q(STATE_DIR + '/status.json')} 2>/dev/null | tr -d '\\n')"
 """
 
 
@@ -281,21 +304,21 @@ def wait_healthy(target: Target, since: float, expected_sha: set[str], timeout: 
 
 
 def journal_tail(target: Target, lines: int = 20) -> str:
-    return target.read(f"sudo journalctl -u {UNIT} -n {lines} --no-pager 2>&1 | tail -n {lines}", check=False)
+    return target.read(f"sudo journalctl -u {q(UNIT)} -n {int(lines)} --no-pager 2>&1 | tail -n {int(lines)}", check=False)
 
 
 def prune(target: Target, keep: int) -> None:
     """Keep the newest `keep` releases (by switch time), never current or previous."""
     target.run(f"""set -e
-cd {RELEASES}
-cur=$(basename "$(readlink {BASE}/current)"); prev=$(basename "$(readlink {BASE}/previous 2>/dev/null)" 2>/dev/null || true)
-ls -1t | tail -n +{keep + 1} | while read -r r; do
+cd {q(RELEASES)}
+cur=$(basename "$(readlink {q(BASE + '/current')})"); prev=$(basename "$(readlink {q(BASE + '/previous')} 2>/dev/null)" 2>/dev/null || true)
+ls -1t | tail -n +{int(keep) + 1} | while read -r r; do
   [ "$r" = "$cur" ] || [ "$r" = "$prev" ] || {{ echo "removing $r"; sudo rm -rf -- "$r"; }}
 done
-for v in {VENVS}/*; do
+for v in {q(VENVS)}/*; do
   [ -d "$v" ] || continue
   used=no
-  for link in {RELEASES}/*/venv; do [ "$(readlink "$link")" = "$v" ] && used=yes; done
+  for link in {q(RELEASES)}/*/venv; do [ "$(readlink "$link")" = "$v" ] && used=yes; done
   [ $used = yes ] || {{ echo "removing unused $v"; sudo rm -rf -- "$v"; }}
 done
 """, changes=True, step=f"keep the last {keep} releases")
@@ -312,14 +335,14 @@ def deploy(target: Target, release: Release, keep: int = 3, health_timeout: floa
     if facts.installed:
         log(f"  release {release.version} is already installed on the device; switching to it")
     else:
-        target.push(release.path, f"{RELEASES}/{release.version}",
-                    step=f"rsync {release.path} -> {RELEASES}/{release.version}/",
-                    link_dest=f"{RELEASES}/{facts.current}" if facts.current else None)
+        target.push(release.path, release_dir(release.version),
+                    step=f"rsync {release.path} -> {release_dir(release.version)}/",
+                    link_dest=release_dir(facts.current) if facts.current else None)
         try:
             install(target, release, use_index)
             smoke(target, release)
         except (DeployError, TargetError):
-            target.run(f"sudo rm -rf {RELEASES}/{release.version}", changes=True, check=False,
+            target.run(f"sudo rm -rf -- {q(release_dir(release.version))}", changes=True, check=False,
                        step="remove the failed release (the running one is untouched)")
             raise
     previous = facts.current if facts.current != release.version else facts.previous
@@ -337,7 +360,7 @@ def deploy(target: Target, release: Release, keep: int = 3, health_timeout: floa
             state = (f"rolled back: {previous} runs again" if again is None
                      else f"rolled back to {previous}, which is not healthy either: {again}")
         else:
-            target.run(f"sudo systemctl disable --now --quiet {UNIT}", changes=True, check=False,
+            target.run(f"sudo systemctl disable --now --quiet {q(UNIT)}", changes=True, check=False,
                        step=f"stop {UNIT} (no previous release to return to)")
             state = "there is no previous release to return to, so the unit was stopped"
         raise DeployError(f"release {release.version} did not become healthy within {health_timeout:.0f} s: "
@@ -351,7 +374,7 @@ def deploy(target: Target, release: Release, keep: int = 3, health_timeout: floa
 
 def served_sha(target: Target, version: str) -> str:
     """The bundle sha256 a release on the device serves, from its release.json."""
-    text = target.read(f"cat {RELEASES}/{version}/release.json", check=False)
+    text = target.read(f"cat -- {q(release_dir(version) + '/release.json')}", check=False)
     try:
         return json.loads(text)["serves"]["manifest_sha256"]
     except (json.JSONDecodeError, KeyError):
@@ -380,7 +403,7 @@ def status_report(target: Target) -> tuple[str, dict]:
     kv = read_status(target)
     release = {}
     if kv.get("current"):
-        text = target.read(f"cat {BASE}/current/release.json 2>/dev/null", check=False)
+        text = target.read(f"cat -- {q(BASE + '/current/release.json')} 2>/dev/null", check=False)
         release = json.loads(text) if text.strip() else {}
     status = kv.get("status") or {}
     lines = [f"release   {kv.get('current') or 'none'} (previous: {kv.get('previous') or 'none'})",
@@ -397,4 +420,37 @@ def status_report(target: Target) -> tuple[str, dict]:
         lines.append(f"snapshot  {json.dumps(status.get('snapshot', {}))}")
     else:
         lines.append(f"service   no {STATE_DIR}/status.json")
-    return "\n".join(lines), {"status": status, "release": release, **{k: v for k, v in kv.items() if k != "status"}}
+    metrics = device_metrics(target, status.get("http")) if status.get("http") else None
+    if metrics is not None:
+        lines += metrics_lines(metrics, status["http"])
+    return "\n".join(lines), {"status": status, "release": release, "metrics": metrics,
+                              **{k: v for k, v in kv.items() if k != "status"}}
+
+
+def device_metrics(target: Target, http: dict) -> str | None:
+    """The service's /metrics text, fetched on the device (it listens on the device's loopback)."""
+    host = "127.0.0.1" if http.get("host") in ("0.0.0.0", "::", "", None) else http["host"]
+    url = f"http://{host}:{int(http['port'])}/metrics"
+    script = f"import urllib.request, sys; sys.stdout.write(urllib.request.urlopen({url!r}, timeout=10).read().decode())"
+    text = target.read(f"python3 -c {shlex.quote(script)}", check=False)
+    return text if text.startswith("# HELP") else None
+
+
+def metrics_lines(text: str, http: dict) -> list[str]:
+    """A few lines of `make deploy-status` from the /metrics text (the full text: curl it through a tunnel)."""
+    totals = {"edge_samples_total": 0.0, "edge_anomaly_events_total": 0.0}  # no stream yet: no labelled series
+    rejected: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or " " not in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        metric = name.split("{", 1)[0]
+        if metric == "edge_rejected_total" and float(value):
+            rejected[name.split('reason="', 1)[1].split('"', 1)[0]] = int(float(value))
+        elif metric in ("edge_samples_total", "edge_anomaly_events_total", "edge_streams", "edge_queue_depth",
+                        "edge_snapshot_age_seconds", "process_resident_memory_bytes"):
+            totals[metric] = totals.get(metric, 0.0) + float(value)
+    shown = ", ".join(f"{k} {v:g}" for k, v in totals.items())
+    return [f"metrics   http://127.0.0.1:{http['port']}/metrics on the device (tunnel: ssh -L "
+            f"{http['port']}:127.0.0.1:{http['port']} ...; the live page at /)",
+            f"          {shown}", f"          edge_rejected_total {json.dumps(rejected)}"]

@@ -53,6 +53,27 @@ DEVICE_LOCK = ROOT / "requirements" / "device-{arch}-{runtime}.lock.txt"
 class ReleaseError(ValueError):
     """A release that must not be built or shipped; the message says why."""
 
+    exit_code = 1
+
+
+class BundleRefused(ReleaseError):
+    """A bundle that is malformed or unsafe to ship (exit 2, as `run`/`serve` give for a malformed manifest)."""
+
+    exit_code = 2
+
+
+# A bundle's name becomes the folder build/releases/<v>/bundles/<name> here and on the device: one plain
+# path component, so it cannot leave bundles/ ('..', '/', an absolute path) or hide ('.x').
+BUNDLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def check_bundle_name(name: str, source: Path) -> str:
+    if not BUNDLE_NAME.fullmatch(name):
+        shown = name if len(name) <= 80 else name[:80] + "..."
+        raise BundleRefused(f"bundle refused: {source}: name {shown!r} in manifest.json is not a plain folder name "
+                            "(1-128 letters, digits, '.', '_', '-', not starting with '.'; no '/')")
+    return name
+
 
 @dataclass
 class BundleChoice:
@@ -131,12 +152,13 @@ def config_variant(config: dict) -> str | None:
 
 def extra_packages(config: dict) -> list[str]:
     """Extras the configured service needs: paho-mqtt for MQTT, pyserial for a serial port, cryptography
-    to check bundle signatures when the config names a trusted key."""
+    to check bundle signatures when the config names a trusted key, prometheus-client for [http]
+    (/metrics and the live page are off unless the config has that section)."""
     used = set(config.get("sources", {})) | set(config.get("sinks", {}))
-    if "trusted_key" in config:
-        used.add("trusted_key")
+    used |= {key for key in ("trusted_key", "http") if key in config}
     return [package for kind, package in (("mqtt", "paho-mqtt"), ("serial", "pyserial"),
-                                          ("trusted_key", "cryptography")) if kind in used]
+                                          ("trusted_key", "cryptography"), ("http", "prometheus-client"))
+            if kind in used]
 
 
 TRUSTED_KEY_NAME = "trusted_key.pub"  # the public key's name in a release, beside edge.toml
@@ -159,15 +181,67 @@ def require_signatures(config_text: str, config_data: dict, trusted_key: Path | 
     return config_text
 
 
-def check_service_config(text: str, where: Path) -> None:
+def check_service_config(text: str, where: Path):
     """Parse the config with the service's own reader, so a typo is refused here and not at the
-    device's first start (relative paths are resolved, not required to exist)."""
+    device's first start (relative paths are resolved, not required to exist). Returns the ServiceConfig."""
     from edge_runtime.service.config import ConfigError, parse_config
 
     try:
-        parse_config(text, where)
+        return parse_config(text, where)
     except ConfigError as e:
         raise ReleaseError(f"service config refused: {e}") from None
+
+
+# ---------------------------------------------------------------- the systemd unit
+
+DEVICE_CONFIG = Path("/opt/edge-rnn/current/edge.toml")  # where the unit points the service (relative paths)
+DEVICE_STATE_DIR = Path("/var/lib/edge-rnn")  # the unit's StateDirectory=, writable already
+UNIT_PATH = re.compile(r"/[A-Za-z0-9._/+-]*")  # a path a unit line can hold without quoting or % escapes
+SERIAL_GROUP = "dialout"  # owns /dev/ttyUSB*, ttyACM*, ttyAMA*, serial0 on Raspberry Pi OS
+
+
+def unit_path(path: Path | str, what: str) -> str:
+    text = str(path)
+    if not UNIT_PATH.fullmatch(text) or "/../" in text + "/":
+        raise ReleaseError(f"{what} {text[:120]!r}: the unit can only name absolute paths of letters, digits "
+                           "and ._/+- (no spaces, no '..')")
+    return text
+
+
+def release_unit(config_text: str, template: str | None = None) -> str:
+    """The unit this config needs: the template's sandbox with LimitNOFILE for its TCP connection cap,
+    ReadWritePaths for a state_dir or JSON-lines file outside /var/lib/edge-rnn, and for a serial source
+    that port only (PrivateDevices=no, DevicePolicy=closed, DeviceAllow) and the dialout group."""
+    from edge_runtime.service.sources import FD_RESERVE
+
+    unit = UNIT_FILE.read_text() if template is None else template
+    config = check_service_config(config_text, DEVICE_CONFIG)  # relative paths resolved as on the device
+    tcp = config.sources.get("tcp")
+    fds = (tcp.max_connections if tcp else 0) + 2 * FD_RESERVE  # the service needs cap + FD_RESERVE; slack
+    unit = replace_line(unit, "LimitNOFILE=", f"LimitNOFILE={max(fds, 256)}")
+    writable = [config.state_dir]
+    if "jsonl" in config.sinks and config.sinks["jsonl"].path != "-":
+        writable.append(Path(config.sinks["jsonl"].path).parent)  # rotation renames within the folder
+    extra = sorted({unit_path(p, "writable path") for p in writable if not Path(p).is_relative_to(DEVICE_STATE_DIR)})
+    if extra:  # "-": a folder missing on the device is skipped, not a failed start
+        unit = replace_line(unit, "ReadWritePaths=", " ".join(["ReadWritePaths=/var/lib/edge-rnn",
+                                                               *(f"-{p}" for p in extra)]))
+    if "serial" in config.sources:
+        port = unit_path(config.sources["serial"].port, "[sources.serial].port")
+        unit = replace_line(unit, "PrivateDevices=", "\n".join([
+            "PrivateDevices=no", "DevicePolicy=closed", f"DeviceAllow={port} rw",
+            f"SupplementaryGroups={SERIAL_GROUP}"]))
+    return unit
+
+
+def replace_line(unit: str, prefix: str, new: str) -> str:
+    """The unit with its one line starting with `prefix` replaced (the template must have exactly one)."""
+    lines = unit.splitlines(keepends=True)
+    found = [i for i, line in enumerate(lines) if line.startswith(prefix)]
+    if len(found) != 1:
+        raise ReleaseError(f"{UNIT_FILE.name}: expected one {prefix} line, found {len(found)}")
+    lines[found[0]] = new + "\n"
+    return "".join(lines)
 
 
 # ---------------------------------------------------------------- bundles and runtime
@@ -182,6 +256,7 @@ def choose_bundle(source: Path, variant: str | None, allow_not_deployable: bool 
     allow_not_deployable (`--allow-not-deployable`) says the user knows.
     """
     manifest = read_manifest(source, trusted_key)
+    check_bundle_name(manifest.name, source)
     chosen = manifest.variant(variant)
     budget = manifest.raw.get("deployable_rule", {}).get("max_mse_ratio", DEFAULT_MAX_MSE_RATIO)
     reasons = why_not_deployable(manifest, chosen, budget)
@@ -221,6 +296,9 @@ info = edge_runtime.cli:info_main
 """
 
 
+RUNTIME_SUFFIXES = (".py", ".html", ".js")
+
+
 def build_runtime_wheel(out_dir: Path, numpy_pin: str) -> Path:
     """A wheel holding only edge_runtime/ (what the device needs), written deterministically."""
     import edge_runtime
@@ -229,7 +307,8 @@ def build_runtime_wheel(out_dir: Path, numpy_pin: str) -> Path:
     dist_info = f"{WHEEL_NAME}-{version}.dist-info"
     files: dict[str, bytes] = {}
     package = ROOT / "edge_runtime"
-    for path in sorted(package.rglob("*.py")):
+    # the code, and the live page's static files (edge_runtime/service/static/)
+    for path in sorted(p for p in package.rglob("*") if p.suffix in RUNTIME_SUFFIXES and "__pycache__" not in p.parts):
         files[f"edge_runtime/{path.relative_to(package).as_posix()}"] = path.read_bytes()
     files[f"{dist_info}/METADATA"] = (
         f"Metadata-Version: 2.1\nName: edge-rnn-runtime\nVersion: {version}\n"
@@ -384,7 +463,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     try:
         bundles = [choose_bundle(Path(b), wanted_variant, allow_not_deployable, trusted_key) for b in bundle_dirs]
     except BundleError as e:
-        raise ReleaseError(f"bundle refused: {e}") from None
+        raise BundleRefused(f"bundle refused: {e}") from None
     names = [b.name for b in bundles]
     if len(set(names)) != len(names):
         raise ReleaseError(f"two bundles share a name: {names}")
@@ -429,7 +508,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     (staging / "edge.toml").write_text(config_text)
     if trusted_key is not None:
         shutil.copyfile(trusted_key, staging / TRUSTED_KEY_NAME)
-    shutil.copy2(UNIT_FILE, staging / "edge-rnn.service")
+    (staging / "edge-rnn.service").write_text(release_unit(config_text))
 
     environment = hashlib.sha256()  # what the venv is made of: releases with equal wheels share one
     for wheel in sorted((staging / "wheels").glob("*.whl")):

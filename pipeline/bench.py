@@ -37,13 +37,14 @@ class BenchPreset:
     rss_steps: int = 1000
     stream_counts: tuple[int, ...] = (1, 8, 64, 256)  # batched throughput
     service_seconds: float = 200.0  # 100 sensors x 50 Hz through Mosquitto: 1,000,000 samples; 0 skips it
+    http_phase_s: float = 15.0  # the live page's CPU cost at 100 streams x 50 Hz: 6 phases this long; 0 skips it
     autocomplete: tuple[int, int] = (128, 2)  # hidden, layers: the demo's keystroke model
 
 
 BENCH_PRESETS = {
     "full": BenchPreset(),
     "tiny": BenchPreset(steps=300, repeats=3, hidden_sizes=(8, 16), layer_counts=(1,), peers=("torch", "numpy"),
-                        stream_counts=(1, 8), autocomplete=(16, 2), service_seconds=0),
+                        stream_counts=(1, 8), autocomplete=(16, 2), service_seconds=0, http_phase_s=0),
 }
 
 
@@ -147,7 +148,8 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
                      "steps": preset.steps, "repeats": preset.repeats}
     tasks = ["reference model"] + [f"edge {r}" for r in RUNTIMES] + [f"peer {p}" for p in preset.peers] \
         + ["cold start and RSS"] + [f"scaling {h}x{n}" for h in preset.hidden_sizes for n in preset.layer_counts] \
-        + ["throughput vs streams", "autocomplete keystrokes"] + ["service under load"] * bool(preset.service_seconds)
+        + ["throughput vs streams", "autocomplete keystrokes"] + ["service under load"] * bool(preset.service_seconds) \
+        + ["live page cost"] * bool(preset.http_phase_s)
     bar = tqdm(total=len(tasks), desc="bench", disable=not progress, dynamic_ncols=True)
 
     def done(label):
@@ -192,6 +194,10 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
     if preset.service_seconds:
         results["service"] = service_load(bundle, preset.service_seconds)
         done("service under load")
+    if preset.http_phase_s:
+        results["http_cost"] = run_json([py, "-m", "pipeline.http_cost", str(bundle), "--phase", str(preset.http_phase_s)],
+                                        timeout=preset.http_phase_s * 6 * 3 + 300)
+        done("live page cost")
     bar.close()
     results["variants"] = demo_variants(Path("artifacts"))
     return results
@@ -249,6 +255,12 @@ def claims(r: dict) -> list[tuple[str, bool, str]]:
         if "rss_growth_pct" in load:
             lines.append(("service RSS flat: after 1,000,000 samples within 5% of after 100,000",
                           abs(load["rss_growth_pct"]) <= 5, f"{load['rss_growth_pct']:+.1f}%"))
+    if "http_cost" in r:
+        cost = r["http_cost"]
+        extra = 100 * (cost["polled_over_idle"] - 1)
+        lines.append((f"a client polling the live page costs the service < 5% more CPU ({cost['streams']} streams x "
+                      f"{cost['rate_hz']:g} Hz)", extra < 5,
+                      f"{cost['cpu_pct']['http_polled']} vs {cost['cpu_pct']['http_idle']}% of a core: {extra:+.1f}%"))
     cold = max(p["first_step_s"] for p in r["edge_process"].values())
     lines.append(("edge cold start (import, load, first step) < 0.2 s", cold < 0.2, f"{cold * 1000:.0f} ms"))
     return lines
@@ -306,6 +318,11 @@ def markdown(r: dict) -> str:
         text += ["", "## The edge service under load (LSTM hidden 32 bundle)", ""] + load_table(r["service"])
     else:
         text += ["", "The service under load was not run in this preset (`make bench` runs it)."]
+    if "http_cost" in r:
+        from pipeline.http_cost import cost_table
+
+        text += ["", "## What /metrics and the live page cost the service (LSTM hidden 32 bundle)", ""]
+        text += cost_table(r["http_cost"])
     text += ["", "![latency](bench_latency.png) ![scaling](bench_scaling.png) ![throughput](bench_throughput.png)", ""]
     return "\n".join(text)
 

@@ -135,3 +135,18 @@ def tiny_bundles(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
 
 def manifest_of(bundle: Path) -> dict:
     return json.loads((bundle / "manifest.json").read_text())
+
+
+def copy_bundle(fixture_bundles, tmp_path: Path, cell: str = "lstm") -> Path:
+    """A writable copy of a fixture bundle, to edit or damage."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(fixture_bundles[cell][1], bundle)
+    return bundle
+
+
+def edit_manifest(bundle: Path, change) -> dict:
+    """change(manifest dict) in place, written back; the manifest is not hashed, its files are."""
+    manifest = manifest_of(bundle)
+    change(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return manifest

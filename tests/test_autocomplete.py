@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 import edge_runtime
-from conftest import IN_PROCESS_BACKEND, ROOT, python_env, run_cli, run_isolated
+from conftest import IN_PROCESS_BACKEND, ROOT, edit_manifest, python_env, run_cli, run_isolated
 from edge_runtime import BundleError
 from edge_eval.autocomplete import keystroke_savings, next_symbol_accuracy
+from edge_eval.bench import CountingPredictor
 from edge_runtime.autocomplete import Autocomplete, AutocompleteSession
 from edge_runtime.vocabulary import Vocabulary
 from edge_eval.ngram import AutocompleteNgram
@@ -109,23 +110,6 @@ def test_next_chars_are_ranked_probabilities_of_the_next_letter(toy_bundle):
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-9
     typing.feed("l")
     assert typing.next_chars(1)[0][0] == typing.vocabulary.end  # "cool" is complete
-
-
-class CountingPredictor:
-    """The bundle's AutocompleteSession, counting every interpreter step (to prove backspace recomputes nothing)."""
-
-    def __init__(self, session: AutocompleteSession):
-        self.session, self.vocabulary, self.steps = session, session.vocabulary, 0
-
-    def start(self):
-        return self.session.start()
-
-    def advance(self, node, symbol):
-        self.steps += 1
-        return self.session.advance(node, symbol)
-
-    def log_probs(self, node):
-        return node.log_probs
 
 
 @pytest.mark.parametrize("variant", ["float32", "int16x8"])
@@ -220,13 +204,6 @@ def toy_copy(tmp_path, toy_bundle):
     copy = tmp_path / "bundle"
     shutil.copytree(toy_bundle, copy)
     return copy
-
-
-def edit_manifest(bundle: Path, change) -> None:
-    path = bundle / "manifest.json"
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
 
 
 @pytest.mark.parametrize("change, message", [

@@ -1,28 +1,17 @@
 """A bundle the device cannot trust is refused, with an error that names the problem."""
 from __future__ import annotations
 
-import json
-import shutil
 
 import pytest
 
 import edge_runtime
-from conftest import IN_PROCESS_BACKEND, run_cli
+from conftest import IN_PROCESS_BACKEND, copy_bundle, edit_manifest, run_cli
 from edge_runtime import BundleError
 
 
 @pytest.fixture
 def bundle(tmp_path, fixture_bundles):
-    copy = tmp_path / "bundle"
-    shutil.copytree(fixture_bundles["lstm"][1], copy)
-    return copy
-
-
-def edit_manifest(bundle, change) -> None:
-    path = bundle / "manifest.json"
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
+    return copy_bundle(fixture_bundles, tmp_path)
 
 
 def load(bundle):

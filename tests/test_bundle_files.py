@@ -14,7 +14,7 @@ import stat
 import pytest
 
 import edge_runtime
-from conftest import IN_PROCESS_BACKEND, run_cli
+from conftest import IN_PROCESS_BACKEND, copy_bundle, run_cli
 from edge_runtime import BundleError
 from edge_runtime.bundle_files import MAX_MODEL_BYTES
 from edge_runtime.manifest import batched_companion
@@ -25,9 +25,7 @@ CLI_TIMEOUT_S = 60  # generous: a CLI that hangs on a FIFO fails the test instea
 
 @pytest.fixture
 def bundle(tmp_path, fixture_bundles):
-    copy = tmp_path / "bundle"
-    shutil.copytree(fixture_bundles["lstm"][1], copy)
-    return copy
+    return copy_bundle(fixture_bundles, tmp_path)
 
 
 def point_variant_at(bundle, file: str) -> None:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import edge_runtime
-from conftest import IN_PROCESS_BACKEND, manifest_of, run_cli, run_isolated
+from conftest import IN_PROCESS_BACKEND, copy_bundle, edit_manifest, manifest_of, run_cli, run_isolated
 from edge_runtime import BundleError
 
 INT8_BUDGET = 1.2  # the issue's budget: int8 / int8-io within 1.2x float32's test MSE
@@ -24,19 +23,6 @@ INT8_BUDGET = 1.2  # the issue's budget: int8 / int8-io within 1.2x float32's te
 # rounds differently by one LSB now and then, which moves a forecast by a few hundredths of a
 # typical change (measured: 0.026 at most on 3,000 steps of the tiny LSTM); the bound leaves room.
 FIRMWARE_VS_SESSION = 0.1  # typical one-step changes (delta_std)
-
-
-def copy_bundle(fixture_bundles, tmp_path: Path, cell: str = "lstm") -> Path:
-    bundle = tmp_path / "b"
-    shutil.copytree(fixture_bundles[cell][1], bundle)
-    return bundle
-
-
-def edit_manifest(bundle: Path, change) -> dict:
-    manifest = manifest_of(bundle)
-    change(manifest)
-    (bundle / "manifest.json").write_text(json.dumps(manifest))
-    return manifest
 
 
 def variant_entry(manifest: dict, name: str) -> dict:

@@ -5,12 +5,13 @@ with its own systemd by systemd-nspawn; its sshd listens on 127.0.0.1 with a thr
 for this run. Everything talks to 127.0.0.1 only. The tests run in order and share the guest:
 
   1. first deploy: the service comes up under systemd; its predictions for a fixed stream equal
-     the laptop's (same bundle, same runtime, same service) within PREDICTION_TOLERANCE
+     the laptop's (same bundle, same runtime, same service) within PREDICTION_TOLERANCE; its
+     /metrics, scraped through an ssh tunnel, counts the samples sent
   2. DRY_RUN=1 prints the plan and changes nothing (checksums of /opt/edge-rnn before and after)
   3. a corrupt bundle is refused before anything is pushed; a release whose service cannot start
      is rolled back by the health check; the previous release keeps serving
   4. a second release (another bundle) deploys; `make rollback` returns to the first, and resumes
-     the first bundle's streams from its parked snapshot
+     the first bundle's streams from its parked snapshot; `make deploy-status` shows the metrics
   5. reboot (poweroff + boot): the service starts on boot and restores its streams from the
      snapshot: predictions after the reboot equal the laptop's uninterrupted run
 """
@@ -24,9 +25,11 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import ROOT, manifest_of
 from deploy.emulator import pi as pi_emu
@@ -78,12 +81,36 @@ def make(target: str, pi: pi_emu.PiEmu, **variables: str) -> subprocess.Complete
 
 
 def write_config(folder: Path, bundle: str, port: int) -> Path:
+    """TCP in, JSON lines out, and [http] (/metrics, the live page) on the device's loopback."""
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "edge.toml"
     config.write_text(f'bundle = "bundles/{bundle}"\nstate_dir = "/var/lib/edge-rnn"\n\n'
                       f'[sources.tcp]\nhost = "127.0.0.1"\nport = {port}\n\n'
-                      '[sinks.jsonl]\npath = "/var/lib/edge-rnn/predictions.jsonl"\n')
+                      '[sinks.jsonl]\npath = "/var/lib/edge-rnn/predictions.jsonl"\n\n'
+                      f'[http]\nport = {free_port()}\n')
     return config
+
+
+def scrape_through_tunnel(pi, device_port: int) -> str:
+    """GET /metrics from the device's loopback through `ssh -L`, as an operator's laptop would."""
+    local = free_port()
+    tunnel = subprocess.Popen(["ssh", "-F", str(pi.ssh_config), "-N", "-o", "ExitOnForwardFailure=yes",
+                               "-L", f"127.0.0.1:{local}:127.0.0.1:{device_port}", pi.host],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def scrape():
+        if tunnel.poll() is not None:
+            raise AssertionError(f"ssh -L exited with {tunnel.returncode}: {tunnel.stderr.read().decode()[-500:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{local}/metrics", timeout=10) as reply:
+                return reply.read().decode()
+        except OSError:
+            return None
+    try:
+        return wait_for(scrape, 60, what="/metrics through the ssh tunnel")
+    finally:
+        tunnel.terminate()
+        tunnel.wait(10)
 
 
 def stream_lines(run_dir: Path, rows: int) -> list[str]:
@@ -180,6 +207,11 @@ def test_first_deploy_serves_predictions_equal_to_the_laptops(pi, tiny_bundles, 
     assert difference <= PREDICTION_TOLERANCE
     # the guard: a prediction from another model/state would be far off (tiny LSTM, 1/min temperature)
     assert max(abs(device[t][0] - float(lines[i].split(",")[2])) for i, t in enumerate(times)) > PREDICTION_TOLERANCE
+    # the device's /metrics, read through an ssh tunnel with prometheus_client's parser
+    samples = {sample.labels.get("stream"): sample.value
+               for family in text_string_to_metric_families(scrape_through_tunnel(pi, status["http"]["port"]))
+               for sample in family.samples if sample.name == "edge_samples_total"}
+    assert samples == {"s1": ROWS_BEFORE_REBOOT}
     state.update(cold=cold, port_a=port, version_a=version, config_a=config, laptop=laptop, lines=lines,
                  sha_a=status["bundle"]["sha256"])
 
@@ -242,6 +274,7 @@ def test_second_release_then_make_rollback(pi, tiny_bundles, tmp_path, state):
     assert status_text.returncode == 0
     assert f"release   {version_b} (previous: {state['version_a']})" in status_text.stdout
     assert "counters" in status_text.stdout
+    assert "metrics   http://127.0.0.1:" in status_text.stdout and "edge_samples_total" in status_text.stdout
 
     result = make("rollback", pi)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -10,8 +10,8 @@ import zipfile
 import pytest
 
 from deploy.device import Facts, DeployError, preflight, smoke_csv
-from deploy.release import (PLATFORM_TAGS, ReleaseError, build_release, locked_requirements, pins, read_lock,
-                            verify_wheelhouse)
+from deploy.release import (PLATFORM_TAGS, ReleaseError, build_release, extra_packages, locked_requirements, pins,
+                            read_lock, verify_wheelhouse)
 
 PI4 = Facts(arch="aarch64", python="3.11", venv=True, systemd=True, free_mb=20000, sudo=True,
             glibc=(2, 36), current="", previous="", installed=False)
@@ -41,6 +41,10 @@ def test_release_holds_runtime_wheel_bundles_config_unit_and_pinned_wheelhouse(r
     with zipfile.ZipFile(release.path / "wheels" / info["edge_runtime_wheel"]) as zf:
         top = {name.split("/")[0] for name in zf.namelist()}
     assert top == {"edge_runtime", "edge_rnn_runtime-0.1.0.dist-info"}
+    with zipfile.ZipFile(release.path / "wheels" / info["edge_runtime_wheel"]) as zf:
+        names = set(zf.namelist())
+    assert {"edge_runtime/service/static/index.html", "edge_runtime/service/static/live.js"} <= names  # the page
+    assert "prometheus-client" not in info["packages"], "no [http] in the default config: /metrics is off"
 
 
 def test_same_inputs_same_version_other_config_other_version(release, fixture_bundles, tmp_path):
@@ -107,6 +111,16 @@ def test_wheelhouse_requirements_come_from_the_device_lock_with_hashes_and_agree
         locked_requirements({"numpy": "1.26.3", "tflite-runtime": pinned["tflite-runtime"]}, "tflite-runtime")
 
 
+def test_prometheus_client_ships_only_with_an_http_section():
+    assert extra_packages({"sources": {"tcp": {}}, "sinks": {"jsonl": {}}}) == []
+    assert extra_packages({"sources": {"mqtt": {}}, "sinks": {"jsonl": {}}, "http": {}}) == ["paho-mqtt",
+                                                                                            "prometheus-client"]
+    pinned = pins()
+    requirements = locked_requirements({"numpy": pinned["numpy"], "tflite-runtime": pinned["tflite-runtime"],
+                                        "prometheus-client": pinned["prometheus-client"]}, "tflite-runtime")
+    assert any(r.startswith("prometheus-client==0.26.0 --hash=sha256:") for r in requirements), requirements
+
+
 def test_lock_reader_keeps_every_hash_and_who_needs_each_package(tmp_path):
     lock = tmp_path / "device.lock.txt"
     lock.write_text("# make lock\nml-dtypes==0.5.4 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
@@ -147,3 +161,20 @@ def test_deploy_imports_neither_torch_nor_tensorflow():
 
     result = run_isolated("import deploy.__main__, deploy.emulator.pi, deploy.device, deploy.release; print('ok')")
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name", ["../../escaped", "{tmp}/escaped", "a/b", ".", "..", ".hidden", "bell\x07",
+                                  "new\nline", "-" * 129])
+def test_a_bundle_name_that_would_leave_the_release_folder_is_refused_with_exit_2(fixture_bundles, tmp_path, name):
+    from conftest import run_cli
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(fixture_bundles["lstm"][1], bundle)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["name"] = name.format(tmp=tmp_path)
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "deep" / "er" / "releases"
+    result = run_cli("deploy", "package", "--bundle", str(bundle), "--out", str(out))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: bundle") and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "deep").exists()

@@ -6,14 +6,13 @@ A malformed value is a one-line error naming its field, exit 2 from the CLI, nev
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 import edge_runtime
-from conftest import IN_PROCESS_BACKEND, ROOT, python_env, run_cli
+from conftest import IN_PROCESS_BACKEND, ROOT, copy_bundle, edit_manifest, python_env, run_cli
 from edge_runtime import BundleError
 from service_helpers import write_config
 
@@ -22,16 +21,7 @@ START_TIMEOUT_S = 60  # a refused bundle exits at once; a running service would 
 
 @pytest.fixture
 def bundle(tmp_path, fixture_bundles):
-    copy = tmp_path / "bundle"
-    shutil.copytree(fixture_bundles["lstm"][1], copy)
-    return copy
-
-
-def edit_manifest(bundle, change) -> None:
-    path = bundle / "manifest.json"
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
+    return copy_bundle(fixture_bundles, tmp_path)
 
 
 def set_in(path: list, value):

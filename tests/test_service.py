@@ -309,13 +309,3 @@ def test_the_service_imports_nothing_heavy():
     """)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
-
-
-def test_a_port_in_use_stops_the_start_with_a_message(fixture_bundles, tmp_path):
-    _, bundle = fixture_bundles["gru"]
-    with socket.create_server(("127.0.0.1", 0)) as taken:
-        port = taken.getsockname()[1]
-        service = ServiceProcess(write_config(tmp_path, bundle, f"[sources.tcp]\nport = {port}\n",
-                                              '[sinks.jsonl]\npath = "out.jsonl"\n'))
-        assert service.proc.wait(60) == 2
-    assert f"[sources.tcp] cannot listen on 127.0.0.1:{port}: Address already in use" in service.logs()

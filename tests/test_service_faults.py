@@ -17,7 +17,7 @@ def _status(tmp_path) -> dict:
     return json.loads((tmp_path / "state" / "status.json").read_text())
 
 
-def test_a_port_in_use_exits_non_zero_and_status_says_failed(fixture_bundles, tmp_path):
+def test_a_port_in_use_exits_2_with_one_line_and_status_says_failed(fixture_bundles, tmp_path):
     _, bundle = fixture_bundles["gru"]
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]

@@ -131,6 +131,18 @@ class MqttSink:
     keepalive_s: int = 30
 
 
+@dataclass
+class HttpConfig:
+    """/metrics (Prometheus) and the live page at /; the section absent: no HTTP server at all.
+
+    Unauthenticated: keep host on the loopback (reach it through an ssh tunnel) unless the network is trusted."""
+    host: str = "127.0.0.1"
+    port: int = 9464  # 0: any free port (the bound one is in status.json under "http")
+    max_stream_labels: int = 64  # per-stream metrics keep this many stream labels; the rest count as stream="_other"
+    history: int = 300  # samples per stream the live page can show
+    allow_remote: bool = False  # a non-loopback host is refused without it: nothing here asks who is looking
+
+
 SOURCE_KINDS = {"stdin": StdinSource, "file": FileSource, "tcp": TcpSource, "serial": SerialSource,
                 "mqtt": MqttSource}
 SINK_KINDS = {"jsonl": JsonlSink, "mqtt": MqttSink}
@@ -153,6 +165,7 @@ class ServiceConfig:
     log: LogConfig = field(default_factory=LogConfig)
     sources: dict = field(default_factory=dict)  # kind -> source dataclass
     sinks: dict = field(default_factory=dict)  # kind -> sink dataclass
+    http: HttpConfig | None = None  # None: no /metrics, no live page
 
 
 def _fill(cls, table: dict, where: str):
@@ -188,7 +201,7 @@ def _section(kinds: dict, table, where: str) -> dict:
 
 
 TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "wal", "status",
-            "input", "log", "sources", "sinks", "trusted_key"}
+            "input", "log", "sources", "sinks", "trusted_key", "http"}
 
 
 def parse_config(text: str, path: Path) -> ServiceConfig:
@@ -220,7 +233,8 @@ def parse_config(text: str, path: Path) -> ServiceConfig:
         input=_fill(InputConfig, raw.get("input", {}), f"{where} [input]"),
         log=_fill(LogConfig, raw.get("log", {}), f"{where} [log]"),
         sources=_section(SOURCE_KINDS, raw.get("sources", {}), f"{where} [sources]"),
-        sinks=_section(SINK_KINDS, raw.get("sinks", {}), f"{where} [sinks]"))
+        sinks=_section(SINK_KINDS, raw.get("sinks", {}), f"{where} [sinks]"),
+        http=_fill(HttpConfig, raw["http"], f"{where} [http]") if "http" in raw else None)
     _check(config, where, base)
     return config
 
@@ -264,6 +278,13 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
         mqtt = table.get("mqtt")
         if mqtt is not None and mqtt.qos not in (0, 1, 2):
             raise ConfigError(f"{where} [{section}.mqtt]: qos must be 0, 1 or 2")
+    http = config.http
+    if http is not None and (not 0 <= http.port <= 65535 or http.max_stream_labels < 1 or http.history < 2):
+        raise ConfigError(f"{where} [http]: port 0-65535, max_stream_labels >= 1, history >= 2")
+    if http is not None and not http.allow_remote and not is_loopback(http.host):
+        raise ConfigError(f"{where} [http].host: {http.host!r} is reachable from other machines and /metrics and "
+                          "the live page have no authentication; use 127.0.0.1 (an ssh tunnel reaches it), or set "
+                          "allow_remote = true on a network you trust")
     mqtt = config.sources.get("mqtt")
     if mqtt is not None and mqtt.topic.count("+") != 1 or (mqtt is not None and "#" in mqtt.topic):
         raise ConfigError(f"{where} [sources.mqtt]: topic needs exactly one '+' level (the stream id) and no '#'")

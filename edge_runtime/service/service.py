@@ -20,9 +20,10 @@ Time policy, per stream, on the samples' own timestamps:
 - a requested reset ({"reset": true}) also forgets the stream's last t, so a
   device whose clock restarted can go on.
 Stream ids are bounded and expire: a stream without an accepted sample for
-`idle_evict_s` (wall clock) is evicted: its state row is freed, it leaves
-the next snapshot, and one found idle that long in a snapshot is not
-restored. With `max_streams` full, a new id evicts the least recently used
+`idle_evict_s` (wall clock, while the service runs) is evicted: its state
+row is freed and it leaves the next snapshot. Time the service is down does
+not count (a power cut must not cost every stream its state): a restored
+stream keeps the idle time it had when the snapshot was written. With `max_streams` full, a new id evicts the least recently used
 stream if that one has been silent `evict_when_full_after_s`, else it is
 rejected (`stream_limit`). Both are counted in `counters.evicted`.
 Values outside a channel's plausible range (mean +/- value_range_std * std
@@ -133,7 +134,7 @@ class Service:
                          "wal": {"replayed_batches": 0, "replayed_samples": 0, "reemitted": 0, "deduplicated": 0}}
         self.step_latency, self.e2e_latency = Percentiles(), Percentiles()
         self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "streams": 0,
-                              "bytes": 0}
+                              "bytes": 0, "duration_s": None}
         self.queue: queue.Queue = queue.Queue(config.input.queue_size)
         self.stop = threading.Event()
         self.sources: list = []
@@ -150,8 +151,20 @@ class Service:
         self._pending: deque[Pending] = deque()  # processed batches not yet acknowledged, oldest first
         self._sunk = (0, {})  # (seq, sink positions) of the last 'sunk' marker: replays start after it
         self._replayed: list[tuple[int, list]] = []  # (seq, records) a replay owes the sinks, sent once they open
+        self.monitor, self.web = self._monitor(config), None  # [http]: /metrics and the live page
         remove_stale_temps(self.state_dir)
         self._restore(fresh)
+
+    def _monitor(self, config: ServiceConfig):
+        if config.http is None:
+            return None
+        try:
+            from edge_runtime.service.metrics import Monitor
+        except ImportError as e:
+            raise ServiceError(f"{config.path} [http] needs prometheus-client ({e}): install it, or remove [http]") from None
+        spec = self.spec
+        return Monitor(self.target, spec and spec.threshold, spec and spec.clear_threshold,
+                       config.http.max_stream_labels, config.http.history)
 
     # -- snapshots ------------------------------------------------------------
     def _restore(self, fresh: bool) -> None:
@@ -258,18 +271,20 @@ class Service:
         forecasts = arrays.get("forecast")
         written = meta.get("written_unix")
         written = written if isinstance(written, (int, float)) and np.isfinite(written) else time.time()
-        seen = [_seen_unix(entry, written) for entry in meta["streams"]]
-        idle_before = time.time() - self.config.streams.idle_evict_s
-        for k in sorted(range(len(seen)), key=seen.__getitem__):  # least recently seen first, as when running
+        # idle time counts while the service runs, not while it is down: a power cut longer than idle_evict_s
+        # must not cost every stream its state. A stream's idle time at the snapshot carries over.
+        idle = [max(0.0, written - _seen_unix(entry, written)) for entry in meta["streams"]]
+        now = time.time()
+        for k in sorted(range(len(idle)), key=idle.__getitem__, reverse=True):  # least recently seen first
             entry = meta["streams"][k]
             stream_id = entry["id"]
-            if seen[k] <= idle_before:  # idle too long while the service was down: not restored
+            if idle[k] >= self.config.streams.idle_evict_s:  # already idle that long when the snapshot was taken
                 self.counters["evicted"]["idle"] += 1
-                log("info", "stream_evicted", stream=stream_id, reason="idle", idle_s=round(time.time() - seen[k], 1),
+                log("info", "stream_evicted", stream=stream_id, reason="idle", idle_s=round(idle[k], 1),
                     at="restore")
                 continue
             self.pool.set_state(stream_id, {n: arrays[f"state.{n}"][k] for n in names}, int(entry["steps"]))
-            info = self._new_stream_info(seen[k])
+            info = self._new_stream_info(now - idle[k])
             info.last_t, info.since_reset = entry["last_t"], int(entry["since_reset"])
             if info.tracker is not None and entry.get("anomaly"):
                 info.tracker.load_dict(entry["anomaly"])
@@ -316,7 +331,7 @@ class Service:
                             "since_reset": info.since_reset, "last_seen_unix": info.last_seen_unix,
                             "anomaly": info.tracker.to_dict() if info.tracker is not None else None})
         arrays = {f"state.{name}": array[rows] for name, array in self.pool.state.items()}
-        now = time.time()
+        started, now = time.perf_counter(), time.time()
         meta = {"bundle_sha256": self.identity, "bundle_name": self.model.manifest.name,
                 "variant": self.model.variant.name, "written_unix": now, "streams": entries}
         if self.wal is not None:  # the state covers every batch logged so far; records not yet in the sinks ride along
@@ -332,7 +347,7 @@ class Service:
             self.wal.cut(self.wal.seq)  # the snapshot is durable (fsync, rename, folder fsync): the log restarts
             self._events.clear()  # evictions since the last batch: in the snapshot already
         self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), streams=len(entries),
-                                  bytes=size)
+                                  bytes=size, duration_s=round(time.perf_counter() - started, 6))
 
     # -- the loop -------------------------------------------------------------
     def emit(self, item) -> None:
@@ -521,7 +536,7 @@ class Service:
             log("info", "stream_reset", stream=stream_id)
 
     def _step(self, batch: dict[str, Sample], records: list) -> None:
-        start = time.perf_counter()
+        first, start = len(records), time.perf_counter()
         forecasts = self.pool.step_many({i: s.values for i, s in batch.items()})
         done = time.perf_counter()
         call_us = (done - start) * 1e6
@@ -553,6 +568,8 @@ class Service:
             self.e2e_latency.add((done - sample.received) * 1e6)
         c["samples"] += len(batch)
         c["predictions"] += len(batch)
+        if self.monitor is not None:
+            self.monitor.stepped(batch, records[first:], done - start, done)
         batch.clear()
 
     def _reject(self, reason: str, detail: str, source: str) -> None:
@@ -591,7 +608,8 @@ class Service:
                 "streams": len(self.streams), "counters": self.counters,
                 "latency_us": self.step_latency.summary(), "e2e_latency_us": self.e2e_latency.summary(),
                 "queue": self.queue.qsize(), "snapshot": self.snapshot_info,
-                "sources": {s.name: dict(s.info) for s in self.sources}}  # a copy: source threads write them
+                "sources": {s.name: dict(s.info) for s in self.sources},  # a copy: source threads write them
+                "http": self.web and self.web.info}
 
     def write_status(self) -> None:
         flush_suppressed()  # "<event>_suppressed" counts go out at least as often as status.json
@@ -609,6 +627,9 @@ class Service:
             signal.signal(signum, self._on_signal)
         self.write_status()
         try:
+            if self.monitor is not None:
+                from edge_runtime.service.web import WebServer
+                self.web = WebServer(self, self.monitor, self.config.http.host, self.config.http.port).start()
             self._open_ends()
         except Exception as e:  # a port in use, a sink that cannot open: status must not say starting/running
             self._fail(str(e))
@@ -728,6 +749,8 @@ class Service:
             sink.close()
         if self.wal is not None:
             self.wal.close()
+        if self.web is not None:
+            self.web.close()
         unwritten = sum(sink.unwritten for sink in self.sinks)
         if unwritten:  # an honest exit: forecasts were lost, say how many and why
             errors = sorted({str(getattr(sink, "last_error", "")) for sink in self.sinks if sink.unwritten})
