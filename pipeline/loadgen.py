@@ -131,7 +131,9 @@ def run_load(bundle: str | Path, sensors: int = 100, rate_hz: float = 50.0, dura
     with tempfile.TemporaryDirectory(prefix="edge-load-") as tmp:
         folder = Path(workdir) if workdir else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        broker = None if broker_port else Mosquitto(folder / "broker").start()
+        # durable=False: a save after every change rewrites the whole backlog each loop turn, which this
+        # throughput measurement would measure instead of the service (the loss tests use a durable broker)
+        broker = None if broker_port else Mosquitto(folder / "broker", durable=False).start()
         port = broker_port or broker.port
         service = log = subscriber = publisher = None
         try:

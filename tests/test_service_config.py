@@ -45,6 +45,9 @@ def _config(text: str):
     ("[sources.tcp]\nhost = '0.0.0.0'\n", "[sources.tcp].host: '0.0.0.0' is reachable from other machines"),
     ("[sources.tcp]\nhost = ''\n", "[sources.tcp].host: '' is reachable from other machines"),
     ("[sources.tcp]\nhost = 'edge.local'\n", "set allow_remote = true"),
+    ("[sources.tcp]\n[wal]\nfsync = 'sometimes'\n", "[wal].fsync: should be one of batch, interval, off"),
+    ("[sources.tcp]\n[wal]\nfsync_interval_s = 0\n", "[wal].fsync_interval_s: should be between"),
+    ("[sources.tcp]\n[sinks.mqtt]\nmax_queued = 100000\n", "[sinks.mqtt].max_queued: should be between 1 and 65535"),
 ])
 def test_each_bad_value_names_its_key(text, message):
     with pytest.raises(ConfigError) as e:

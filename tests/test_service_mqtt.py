@@ -14,7 +14,9 @@ from traffic import mixed_traffic, sensor_value
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    mosquitto = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    # durable=False: these tests measure load and malformed floods, not a broker kill (test_service_loss),
+    # and a save after every change would rewrite the flood's whole backlog at each loop turn
+    mosquitto = Mosquitto(tmp_path_factory.mktemp("mosquitto"), durable=False).start()
     yield mosquitto
     mosquitto.stop()
 

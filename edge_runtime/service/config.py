@@ -13,11 +13,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from edge_runtime.backends import BACKENDS
+from edge_runtime.service.wal import FSYNC_POLICIES
 
 # Upper bounds: a typo of a few zeros must be a config error, not a MemoryError or a frozen service.
 MAX_STREAMS = 100_000  # each stream holds a state row (a few KB at most) in arrays preallocated at start
 MAX_QUEUE = 1_000_000
 MAX_LINE_BYTES = 1 << 20
+MQTT_PACKET_IDS = 65535  # a paho client holds at most this many unacknowledged QoS 1/2 messages
 MAX_INTERVAL_S = 86400.0  # snapshot/status intervals; longer would look like a frozen service
 
 
@@ -41,6 +43,14 @@ class StreamsConfig:
 @dataclass
 class SnapshotConfig:
     interval_s: float = 10.0  # and on SIGTERM/SIGINT
+
+
+@dataclass
+class WalConfig:
+    enabled: bool = True  # log accepted samples between snapshots: a kill -9 or power cut loses nothing acknowledged
+    fsync: str = "batch"  # "batch": fsync every batch before acknowledging it; "interval": at most every
+    #  fsync_interval_s, acknowledgements wait for it; "off": no fsync (survives a crash, not a power cut)
+    fsync_interval_s: float = 0.05
 
 
 @dataclass
@@ -81,6 +91,7 @@ class TcpSource:
     allow_remote: bool = False  # a non-loopback host is refused without it: the line protocol has no authentication
     max_connections: int = 256  # one more client is accepted and closed at once (counted); well under the fd limit
     idle_timeout_s: float = 600.0  # a client that sends nothing this long is closed (counted)
+    ack: bool = False  # write "ack <n>" for the connection's n-th line once it is durable and forecast (see README)
 
 
 @dataclass
@@ -115,7 +126,8 @@ class MqttSink:
     client_id: str = "edge-rnn-out"
     qos: int = 1
     predictions: bool = True  # false: publish anomaly events only
-    max_queued: int = 100000  # messages held while the broker is away; beyond it they are dropped and counted
+    max_queued: int = 60000  # messages held while the broker is away; beyond it they are dropped and counted.
+    #  At most 65,535: paho numbers them with 16-bit packet ids and refuses one more (MQTT_ERR_QUEUE_SIZE)
     keepalive_s: int = 30
 
 
@@ -147,6 +159,7 @@ class ServiceConfig:
     trusted_key: Path | None = None  # Ed25519 public key (PEM): the bundle must be signed with it
     streams: StreamsConfig = field(default_factory=StreamsConfig)
     snapshot: SnapshotConfig = field(default_factory=SnapshotConfig)
+    wal: WalConfig = field(default_factory=WalConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     input: InputConfig = field(default_factory=InputConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -187,7 +200,7 @@ def _section(kinds: dict, table, where: str) -> dict:
     return out
 
 
-TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "status",
+TOP_KEYS = {"bundle", "state_dir", "variant", "backend", "fresh_start", "streams", "snapshot", "wal", "status",
             "input", "log", "sources", "sinks", "trusted_key", "http"}
 
 
@@ -215,6 +228,7 @@ def parse_config(text: str, path: Path) -> ServiceConfig:
         trusted_key=(base / raw["trusted_key"]).resolve() if "trusted_key" in raw else None,
         streams=_fill(StreamsConfig, raw.get("streams", {}), f"{where} [streams]"),
         snapshot=_fill(SnapshotConfig, raw.get("snapshot", {}), f"{where} [snapshot]"),
+        wal=_fill(WalConfig, raw.get("wal", {}), f"{where} [wal]"),
         status=_fill(StatusConfig, raw.get("status", {}), f"{where} [status]"),
         input=_fill(InputConfig, raw.get("input", {}), f"{where} [input]"),
         log=_fill(LogConfig, raw.get("log", {}), f"{where} [log]"),
@@ -234,6 +248,9 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
     _within(f"{where} [streams].idle_evict_s", s.idle_evict_s, 1e-3, None)
     _within(f"{where} [streams].evict_when_full_after_s", s.evict_when_full_after_s, 1e-3, None)
     _within(f"{where} [snapshot].interval_s", config.snapshot.interval_s, 1e-3, MAX_INTERVAL_S)
+    _within(f"{where} [wal].fsync_interval_s", config.wal.fsync_interval_s, 1e-3, MAX_INTERVAL_S)
+    if config.wal.fsync not in FSYNC_POLICIES:
+        raise ConfigError(f"{where} [wal].fsync: should be one of {', '.join(FSYNC_POLICIES)}, got {config.wal.fsync!r}")
     _within(f"{where} [status].interval_s", config.status.interval_s, 1e-3, MAX_INTERVAL_S)
     _within(f"{where} [input].max_line_bytes", i.max_line_bytes, 16, MAX_LINE_BYTES)
     _within(f"{where} [input].queue_size", i.queue_size, 1, MAX_QUEUE)
@@ -303,7 +320,7 @@ def _check_ports(config: ServiceConfig, where: str) -> None:
             _within(f"{where} [sinks.jsonl].rotate_bytes", jsonl.rotate_bytes, 1024, None)
         _within(f"{where} [sinks.jsonl].keep", jsonl.keep, 1, 1000)
     if "mqtt" in config.sinks:
-        _within(f"{where} [sinks.mqtt].max_queued", config.sinks["mqtt"].max_queued, 0, None)
+        _within(f"{where} [sinks.mqtt].max_queued", config.sinks["mqtt"].max_queued, 1, MQTT_PACKET_IDS)
     if "serial" in config.sources:
         _within(f"{where} [sources.serial].baudrate", config.sources["serial"].baudrate, 1, 10_000_000)
 

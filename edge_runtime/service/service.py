@@ -37,7 +37,7 @@ import queue
 import signal
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +48,11 @@ from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample
 from edge_runtime.service.log import flush_suppressed, log, set_rate_limit
-from edge_runtime.service.sinks import open_sinks
+from edge_runtime.service.sinks import open_sinks, record_key
 from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, read_snapshot, remove_stale_temps,
                                            write_json_atomically, write_snapshot)
 from edge_runtime.service.sources import check_fd_budget, raise_fd_limit, start_sources
+from edge_runtime.service.wal import WalContents, WriteAheadLog
 
 STATUS_NAME = "status.json"
 TAKE_MAX = 4096  # queued items handled per loop turn
@@ -78,6 +79,17 @@ class Percentiles:
         window = self.values[:min(self.count, len(self.values))]
         p50, p99 = np.percentile(window, [50, 99])
         return {"p50": round(float(p50), 1), "p99": round(float(p99), 1)}
+
+
+class Pending:
+    """A processed batch whose acknowledgements wait until its WAL record is durable and its records are in
+    every sink (each sink's settle token)."""
+
+    __slots__ = ("seq", "acks", "tokens", "records", "positions")
+
+    def __init__(self, seq: int, acks: list, tokens: list, records: list, positions: dict):
+        self.seq, self.acks, self.tokens, self.records = seq, acks, tokens, records
+        self.positions = positions  # each sink's position before these records: what the 'sunk' marker keeps
 
 
 class StreamInfo:
@@ -118,7 +130,8 @@ class Service:
         self.started_unix = time.time()
         self.counters = {"samples": 0, "predictions": 0, "anomalies": 0, "rejected": dict.fromkeys(REASONS, 0),
                          "resets": {"gap": 0, "requested": 0}, "evicted": {"idle": 0, "full": 0},
-                         "sink_dropped": 0, "batches": 0}
+                         "sink_dropped": 0, "batches": 0,
+                         "wal": {"replayed_batches": 0, "replayed_samples": 0, "reemitted": 0, "deduplicated": 0}}
         self.step_latency, self.e2e_latency = Percentiles(), Percentiles()
         self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "streams": 0,
                               "bytes": 0, "duration_s": None}
@@ -131,6 +144,13 @@ class Service:
         self._state = "starting"  # -> running -> stopping -> stopped, or -> failed (with self._error)
         self._error: str | None = None
         self._signals = {"stop": False, "usr1": False}
+        w = config.wal
+        self.wal = WriteAheadLog(self.state_dir, self.identity, w.fsync, w.fsync_interval_s) if w.enabled else None
+        self._events: list = []  # what this batch changed, for the WAL (see wal.py); applied already
+        self._replaying = False  # True while the WAL is replayed: nothing is logged again
+        self._pending: deque[Pending] = deque()  # processed batches not yet acknowledged, oldest first
+        self._sunk = (0, {})  # (seq, sink positions) of the last 'sunk' marker: replays start after it
+        self._replayed: list[tuple[int, list]] = []  # (seq, records) a replay owes the sinks, sent once they open
         self.monitor, self.web = self._monitor(config), None  # [http]: /metrics and the live page
         remove_stale_temps(self.state_dir)
         self._restore(fresh)
@@ -148,9 +168,78 @@ class Service:
 
     # -- snapshots ------------------------------------------------------------
     def _restore(self, fresh: bool) -> None:
+        """Snapshot, then the WAL's batches after it; the log is opened for appending at the end."""
+        meta = self._restore_snapshot(fresh)
+        if self.wal is None:
+            return
+        if meta is None and (fresh or self.snapshot_path.exists()):  # state thrown away: so is its log
+            self.wal.remove()
+        meta = meta or {}
+        self._sunk = (int(meta.get("sunk", 0)), meta.get("sink_positions", {}))
+        self._replayed = [(int(u["seq"]), u["records"]) for u in meta.get("unsettled", [])
+                          if int(u["seq"]) > self._sunk[0]]
+        self.wal.open(self._replay_wal(int(meta.get("wal_seq", 0))))
+
+    def _replay_wal(self, snapshot_seq: int) -> int:
+        """Apply the log's batches after the snapshot through the same step path; returns the last seq."""
+        contents = self.wal.read()
+        if contents.bundle_sha256 not in (None, self.identity):
+            log("warning", "wal_discarded", path=str(self.wal.path), reason="written with another bundle")
+            contents = WalContents()
+        elif contents.base > snapshot_seq:  # the snapshot it continues is gone: replaying a tail would be wrong
+            log("error", "wal_discarded", path=str(self.wal.path), base=contents.base, snapshot_seq=snapshot_seq,
+                reason="the log starts after the snapshot")
+            contents = WalContents()
+        if contents.sunk > self._sunk[0]:
+            self._sunk = (contents.sunk, contents.sink_positions)
+            self._replayed = [(seq, records) for seq, records in self._replayed if seq > contents.sunk]
+        last = max(snapshot_seq, contents.base)
+        self._replaying = True
+        try:
+            for batch in contents.batches:
+                if batch["seq"] <= snapshot_seq:
+                    continue  # already in the snapshot (a kill between the snapshot and the log's cut)
+                records = self._apply(batch)
+                last = batch["seq"]
+                self.counters["wal"]["replayed_batches"] += 1
+                if last > self._sunk[0] and records:
+                    self._replayed.append((last, records))
+        finally:
+            self._replaying = False
+        if contents.batches or contents.torn:
+            log("info", "wal_replayed", batches=self.counters["wal"]["replayed_batches"],
+                samples=self.counters["wal"]["replayed_samples"], torn_tail=contents.torn, last_seq=last,
+                sunk=self._sunk[0], owed_records=sum(len(r) for _, r in self._replayed))
+        return last
+
+    def _apply(self, batch: dict) -> list:
+        """One logged batch, event by event, as process() applied it; returns the records it produced."""
+        records: list = []
+        batch_round: dict[str, Sample] = {}
+        now = float(batch["now"])
+        for event in batch["events"]:
+            kind, stream_id = event[0], event[1]
+            if stream_id in batch_round:  # a stream appears once per round, as in process()
+                self._step(batch_round, records)
+            if kind == "s":
+                sample = Sample(stream_id, float(event[2]), tuple(float(v) for v in event[3]), "wal",
+                                time.perf_counter())
+                if self._accept(sample, now):
+                    batch_round[stream_id] = sample
+                    self.counters["wal"]["replayed_samples"] += 1
+            elif kind == "r":
+                self._reset_requested(stream_id)
+            elif kind == "e" and stream_id in self.streams:
+                self._evict(stream_id, self.streams[stream_id], event[2], now)
+        if batch_round:
+            self._step(batch_round, records)
+        return records
+
+    def _restore_snapshot(self, fresh: bool) -> dict | None:
+        """The snapshot's meta once loaded; None when starting fresh."""
         if fresh or not self.snapshot_path.exists():
             log("info", "fresh_start", reason="--fresh" if fresh else "no snapshot", bundle_sha256=self.identity)
-            return
+            return None
         try:
             meta, arrays = read_snapshot(self.snapshot_path)
             if meta.get("bundle_sha256") != self.identity:
@@ -160,6 +249,7 @@ class Service:
                     f"(sha256 {self.identity[:12]}...); refusing to load another model's state. "
                     "Set fresh_start = true in the config or pass --fresh to start over")
             self._load(meta, arrays)
+            return meta
         except SnapshotError as e:
             if not self.config.fresh_start:
                 raise ServiceError(str(e)) from None
@@ -167,6 +257,7 @@ class Service:
             self.streams.clear()
             for stream_id in self.pool.ids():
                 self.pool.remove(stream_id)
+            return None
 
     def _load(self, meta: dict, arrays: dict) -> None:
         names = {s.name: s.shape[1] for s in self.model.manifest.state}
@@ -243,11 +334,18 @@ class Service:
         started, now = time.perf_counter(), time.time()
         meta = {"bundle_sha256": self.identity, "bundle_name": self.model.manifest.name,
                 "variant": self.model.variant.name, "written_unix": now, "streams": entries}
+        if self.wal is not None:  # the state covers every batch logged so far; records not yet in the sinks ride along
+            meta.update(wal_seq=self.wal.seq, sunk=self._sunk[0], sink_positions=self._sunk[1],
+                        unsettled=[{"seq": p.seq, "records": p.records} for p in self._pending if p.records]
+                        + [{"seq": seq, "records": records} for seq, records in self._replayed])
         try:
             size = write_snapshot(self.snapshot_path, meta, {**arrays, "forecast": forecast})
         except OSError as e:  # disk full or read-only: keep serving, say so, try again next interval
             log("error", "snapshot_failed", path=str(self.snapshot_path), error=str(e))
             return
+        if self.wal is not None:
+            self.wal.cut(self.wal.seq)  # the snapshot is durable (fsync, rename, folder fsync): the log restarts
+            self._events.clear()  # evictions since the last batch: in the snapshot already
         self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), streams=len(entries),
                                   bytes=size, duration_s=round(time.perf_counter() - started, 6))
 
@@ -278,6 +376,7 @@ class Service:
         """Handle queued items in arrival order; each stream's samples stay in order."""
         records, acks = [], []
         batch: dict[str, Sample] = {}
+        now = time.time()  # one wall clock per batch: logged with it, so a replay decides alike
         for item in items:
             if item.ack is not None:
                 acks.append(item.ack)
@@ -290,48 +389,98 @@ class Service:
             else:
                 if item.stream in batch:  # the stream's previous sample is not stepped yet
                     self._step(batch, records)
-                if self._admit(item, batch):
+                if self._admit(item, batch, now):
                     batch[item.stream] = item
         if batch:
             self._step(batch, records)
-        for sink in self.sinks:
-            sink.write(records)
-        for ack in acks:  # only now: a crash before this point gets the messages redelivered
-            ack()
+        self._commit(now, records, acks)
 
-    def _admit(self, sample: Sample, batch: dict) -> bool:
+    def _commit(self, now: float, records: list, acks: list) -> None:
+        """Log the batch (write-ahead), hand its records to the sinks; acknowledge once both are settled."""
+        seq = 0
+        if self.wal is not None:
+            seq = self.wal.append(now, self._events) if self._events else self.wal.seq
+            self._events = []
+        positions = self._sink_positions()
+        tokens = [sink.write(records) for sink in self.sinks]
+        self._pending.append(Pending(seq, acks, tokens, records, positions))
+        self._settle()
+
+    def _sink_positions(self) -> dict:
+        return {sink.name: position for sink in self.sinks if (position := sink.position()) is not None}
+
+    def _settle(self) -> None:
+        """Acknowledge, oldest first, every batch whose log record is durable and whose records are in the sinks."""
+        if not self._pending:
+            return
+        durable = self.wal.sync_if_due() if self.wal is not None else None
+        ready = 0
+        for pending in self._pending:
+            if durable is not None and pending.seq > durable:
+                break
+            if not all(sink.settled(token) for sink, token in zip(self.sinks, pending.tokens)):
+                break
+            ready += 1
+        if not ready:
+            return
+        if self.wal is not None and self.wal.fsync_policy != "off" and any(pending.records for pending in
+                                                                           list(self._pending)[:ready]):
+            if not all([sink.sync() for sink in self.sinks]):  # the forecasts must outlive a power cut too
+                return
+        done = [self._pending.popleft() for _ in range(ready)]
+        if self.wal is not None and done[-1].seq > self._sunk[0]:
+            self._sunk = (done[-1].seq, done[-1].positions)
+            self.wal.mark_sunk(*self._sunk)
+        for pending in done:
+            for ack in pending.acks:  # only now: a crash before this point gets the messages redelivered
+                ack()
+
+    def _admit(self, sample: Sample, batch: dict, now: float) -> bool:
+        """The live checks (clock, stream limit, order); then _accept. False: rejected and counted."""
         info = self.streams.get(sample.stream)
         if self._too_far_ahead(sample, info):
             return False
-        now = time.time()
         if info is None:
             if len(self.streams) >= self.pool.max_streams:
                 self._evict_for_room(now, batch)
+            if len(self.streams) >= self.pool.max_streams:
+                self._reject("stream_limit", f"stream {sample.stream!r} would exceed the limit of "
+                             f"{self.pool.max_streams} streams; none silent for "
+                             f"{self.config.streams.evict_when_full_after_s:g}s", sample.source)
+                return False
+        elif info.last_t is not None:
+            if sample.t == info.last_t:
+                self._reject("duplicate", f"stream {sample.stream} t={sample.t!r} again", sample.source)
+                return False
+            if sample.t < info.last_t:
+                self._reject("out_of_order", f"stream {sample.stream} t={sample.t!r} after t={info.last_t!r}",
+                             sample.source)
+                return False
+        return self._accept(sample, now)
+
+    def _accept(self, sample: Sample, now: float) -> bool:
+        """What an accepted sample changes before its step (a new stream, a gap reset, the clock); logged.
+        Shared by the live path and the WAL replay, so both decide alike."""
+        info = self.streams.get(sample.stream)
+        if info is None:
             try:
                 self.pool.add(sample.stream)
-            except StreamLimitError as e:
-                self._reject("stream_limit", f"{e}; none silent for {self.config.streams.evict_when_full_after_s:g}s",
-                             sample.source)
+            except StreamLimitError as e:  # only a replay over a smaller max_streams gets here
+                self._reject("stream_limit", str(e), sample.source)
                 return False
             info = self.streams[sample.stream] = self._new_stream_info(now)
             log("info", "stream_created", stream=sample.stream, source=sample.source, streams=len(self.streams))
         last = info.last_t
-        if last is not None:
-            if sample.t == last:
-                self._reject("duplicate", f"stream {sample.stream} t={sample.t!r} again", sample.source)
-                return False
-            if sample.t < last:
-                self._reject("out_of_order", f"stream {sample.stream} t={sample.t!r} after t={last!r}",
-                             sample.source)
-                return False
-            if sample.t - last > self.config.streams.max_gap_s:
-                self._restart_stream(sample.stream, info)
-                self.counters["resets"]["gap"] += 1
-                log("info", "gap_reset", stream=sample.stream, gap_s=round(sample.t - last, 3),
-                    max_gap_s=self.config.streams.max_gap_s)
+        if last is not None and sample.t - last > self.config.streams.max_gap_s:
+            self._restart_stream(sample.stream, info)
+            self.counters["resets"]["gap"] += 1
+            log("info", "gap_reset", stream=sample.stream, gap_s=round(sample.t - last, 3),
+                max_gap_s=self.config.streams.max_gap_s)
         info.last_t = sample.t
         info.last_seen_unix = now
         self.streams.move_to_end(sample.stream)  # most recently seen last: the LRU end is the front
+        if not self._replaying and self.wal is not None:
+            self._events.append(["s", sample.stream, sample.t, list(sample.values)])
         return True
 
     def _evict_for_room(self, now: float, batch: dict) -> None:
@@ -350,6 +499,8 @@ class Service:
             self._evict(stream_id, info, "idle", now)
 
     def _evict(self, stream_id: str, info: StreamInfo, reason: str, now: float) -> None:
+        if not self._replaying and self.wal is not None:
+            self._events.append(["e", stream_id, reason])
         del self.streams[stream_id]
         self.pool.remove(stream_id)
         self.counters["evicted"][reason] += 1
@@ -379,6 +530,8 @@ class Service:
         if info is not None:
             self._restart_stream(stream_id, info)
             info.last_t = None  # a requested reset also restarts the stream's clock
+            if not self._replaying and self.wal is not None:
+                self._events.append(["r", stream_id])
             self.counters["resets"]["requested"] += 1
             log("info", "stream_reset", stream=stream_id)
 
@@ -428,12 +581,16 @@ class Service:
         """self.counters with the counts kept by sinks and source threads copied in: every counter in one dict.
 
         Kept by the main thread: samples, predictions, anomalies, batches, rejected.<reason>,
-        resets.{gap,requested}, evicted.{idle,full}. Copied here: sink_dropped (all sinks),
+        resets.{gap,requested}, evicted.{idle,full}, wal.{replayed_batches,replayed_samples,reemitted,
+        deduplicated}, unacknowledged_batches. Copied here: wal.{seq,durable_seq,appended,fsyncs,failures}, sink_dropped (all sinks),
         sinks.<kind>.{written,failures,pending,dropped,rotations}, source_restarts.<source>, and with a TCP
         source connections.{open,refused,idle_closed}.
         """
         c = self.counters
         c["sink_dropped"] = sum(s.dropped for s in self.sinks)
+        if self.wal is not None:
+            c["wal"].update(self.wal.stats())
+        c["unacknowledged_batches"] = len(self._pending)
         c["sinks"] = {s.name: s.stats() for s in self.sinks}
         c["source_restarts"] = {s.name: s.restarts for s in self.sources}
         tcp = next((s for s in self.sources if s.name == "tcp"), None)
@@ -481,6 +638,7 @@ class Service:
                 source.close()
             self.write_status()
             raise
+        self._emit_replayed()
         self._state = "running"
         log("info", "started", bundle=str(self.config.bundle), variant=self.model.variant.name,
             backend=self.model.backend, batched=self.pool.batched is not None, streams=len(self.streams),
@@ -491,6 +649,24 @@ class Service:
             self._fail(f"{type(e).__name__}: {e}"[:500])
         return self.shutdown()
 
+    def _emit_replayed(self) -> None:
+        """Records the WAL replay (or the snapshot) owes the sinks: each sink gets those it does not hold yet."""
+        if not self._replayed:
+            return
+        records = [r for _, records in self._replayed for r in records]
+        positions = self._sunk[1]
+        tokens = []
+        for sink in self.sinks:
+            held = sink.written_keys(positions.get(sink.name))
+            fresh = [r for r in records if record_key(r) not in held]
+            self.counters["wal"]["deduplicated"] += len(records) - len(fresh)
+            tokens.append(sink.write(fresh))
+        self.counters["wal"]["reemitted"] += len(records)
+        log("info", "wal_records_sent", records=len(records), deduplicated=self.counters["wal"]["deduplicated"])
+        self._pending.append(Pending(self.wal.seq, [], tokens, records, self._sink_positions()))
+        self._replayed = []
+        self._settle()
+
     def _loop(self) -> None:
         next_snapshot = time.monotonic() + self.config.snapshot.interval_s
         next_status = 0.0
@@ -498,6 +674,7 @@ class Service:
             items = self._take(0.05)
             if items:
                 self.process(items)
+            self._settle()  # MQTT PUBACKs for the sink, an interval fsync: acknowledgements that came due
             self.evict_idle(time.time())
             now = time.monotonic()
             if now >= next_snapshot:
@@ -539,6 +716,17 @@ class Service:
                 return
             self.process(items)
 
+    def _settle_before_stop(self, timeout_s: float = 2.0) -> None:
+        """Give the sinks (an MQTT broker's PUBACKs) a moment, so that what was processed is acknowledged."""
+        if self.wal is not None:
+            self.wal.sync()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._settle()
+            if not self._pending or time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+
     def _finite_inputs_done(self) -> bool:
         return (bool(self.sources) and all(s.finite and s.finished.is_set() for s in self.sources)
                 and self.queue.empty())
@@ -551,12 +739,16 @@ class Service:
         self.write_status()
         self.stop.set()
         self._drain()  # what was read before the stop is still processed (and acknowledged)
+        self._settle_before_stop()  # while the sources' connections are still open to carry the acknowledgements
         for source in self.sources:
             source.close()
         self._drain()
-        self.write_snapshot()
+        self._settle_before_stop()
+        self.write_snapshot()  # holds the records of batches still unsettled: they are sent again at the next start
         for sink in self.sinks:
             sink.close()
+        if self.wal is not None:
+            self.wal.close()
         if self.web is not None:
             self.web.close()
         unwritten = sum(sink.unwritten for sink in self.sinks)

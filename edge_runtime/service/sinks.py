@@ -2,7 +2,13 @@
 
 A record is a dict: a forecast {"id", "t", "step", "prediction", "residual",
 "score", "warm"} or an anomaly event {"id", "t", "event": "start"|"end",
-"score"}. `write(records)` is called once per model batch.
+"score"}. `write(records)` is called once per model batch and returns a
+token; `settled(token)` says when those records are in the sink (a JSONL
+line written, an MQTT publish acknowledged by the broker): only then does
+the service acknowledge the samples behind them. `position()` is what the
+write-ahead log records with each 'sunk' marker, and `written_keys(position)`
+lists the records a sink already holds beyond it, so that records replayed
+after a crash are not written twice (deduplicated by (type, id, t, event)).
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ class JsonlSink:
         self.rotate_bytes, self.keep = config.rotate_bytes, config.keep
         self.to_file = config.path != "-"
         self.written = self.failures = self.rotations = self.dropped = self.unwritten = 0
+        self.accepted = 0  # lines ever handed to write(): the settle token (written + dropped catch up with it)
         self.pending: list[bytes] = []  # encoded lines not yet written, oldest first
         self.last_error: str | None = None
         self.fd: int | None = None
@@ -49,9 +56,69 @@ class JsonlSink:
         return {"written": self.written, "failures": self.failures, "pending": len(self.pending),
                 "dropped": self.dropped, "rotations": self.rotations}
 
-    def write(self, records: list[dict]) -> None:
-        """Queue the records' lines behind any pending ones and write what the file takes (never raises)."""
+    def write(self, records: list[dict]) -> int:
+        """Queue the records' lines behind any pending ones and write what the file takes (never raises).
+
+        Returns the settle token: these records are out of `pending` once written + dropped reach it.
+        """
         self.pending.extend((json.dumps(r, separators=(",", ":")) + "\n").encode() for r in records)
+        self.accepted += len(records)
+        self._flush()
+        return self.accepted
+
+    def settled(self, token: int) -> bool:
+        return self.written + self.dropped >= token
+
+    def sync(self) -> bool:
+        """fsync the file (what the WAL's fsync policy asks before a 'sunk' marker); False if it failed."""
+        if not self.to_file or self.fd is None:
+            return True
+        try:
+            os.fsync(self.fd)
+            return True
+        except OSError as e:
+            self.failures += 1
+            self.last_error = str(e)
+            log("error", "sink_sync_failed", sink="jsonl", path=self.path, error=str(e))
+            return False
+
+    def position(self):
+        """[inode, size] of the file now: where the lines of later batches begin. None for stdout."""
+        if not self.to_file or self.fd is None:
+            return None
+        return [os.fstat(self.fd).st_ino, self.size]
+
+    def written_keys(self, position) -> set:
+        """Keys of the records in the file (and its rotated files) beyond `position`; for a replay's dedup."""
+        if not self.to_file:
+            return set()
+        if not position:  # no marker yet (the log's first batches): the whole current file
+            position = [os.fstat(self.fd).st_ino, 0] if self.fd is not None else [None, 0]
+        inode, offset = position
+        files = [self.path] + [f"{self.path}.{k}" for k in range(1, self.keep + 1)]
+        chunks = []  # newest file first; stop at the file the position is in
+        for name in files:
+            try:
+                with open(name, "rb") as f:
+                    if os.fstat(f.fileno()).st_ino == inode:
+                        f.seek(offset)
+                        chunks.append(f.read())
+                        break
+                    chunks.append(f.read())
+            except FileNotFoundError:
+                continue
+        else:
+            chunks = chunks[:1]  # the position's file is gone (rotated out): the current file is what is left
+        keys = set()
+        for chunk in chunks:
+            for line in chunk.split(b"\n"):
+                try:
+                    keys.add(record_key(json.loads(line)))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn or blank line
+        return keys
+
+    def _flush(self) -> None:
         if len(self.pending) > MAX_PENDING:
             overflow = len(self.pending) - MAX_PENDING
             del self.pending[:overflow]
@@ -122,6 +189,11 @@ class JsonlSink:
             self.fd = None
 
 
+def record_key(record: dict) -> tuple:
+    """What makes a record unique: a stream's forecast at t, or its anomaly start/end at t."""
+    return (record["type"], record["id"], record["t"], record.get("event"))
+
+
 def _ends_mid_line(path: str) -> bool:
     with open(path, "rb") as f:
         f.seek(0, 2)
@@ -176,10 +248,12 @@ class MqttSink:
     def stats(self) -> dict:
         return {"dropped": self.dropped}
 
-    def write(self, records: list[dict]) -> None:
+    def write(self, records: list[dict]) -> list:
+        """Publish; returns the settle token: the messages the broker has yet to acknowledge (QoS 1/2)."""
         from paho.mqtt.client import MQTT_ERR_NO_CONN, MQTT_ERR_SUCCESS
 
         prefix, qos = self.config.prefix, self.config.qos
+        token = []
         for r in records:
             kind = r["type"]  # "prediction" or "anomaly": the topic's last level
             if kind == "prediction" and not self.config.predictions:
@@ -189,6 +263,23 @@ class MqttSink:
                 self.dropped += 1
             else:
                 self._last = info
+                token.append(info)
+        return token
+
+    def settled(self, token: list) -> bool:
+        """True once the broker acknowledged every message of the batch (PUBACK; for QoS 0: sent)."""
+        while token and token[0].is_published():
+            token.pop(0)
+        return all(info.is_published() for info in token)
+
+    def sync(self) -> bool:
+        return True
+
+    def position(self):
+        return None
+
+    def written_keys(self, position) -> set:
+        return set()  # a broker keeps no readable history: subscribers deduplicate by (id, t) (QoS 1 is at least once)
 
     def close(self, timeout_s: float = 5.0) -> None:
         if self._last is not None and self.connected.is_set():

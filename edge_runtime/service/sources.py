@@ -19,6 +19,7 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from edge_runtime.service.config import is_loopback
@@ -119,11 +120,11 @@ class Source:
         for line in splitter.feed(data):
             self._line(line, source, received)
 
-    def _line(self, line: bytes | None, source: str, received: float) -> None:
+    def _line(self, line: bytes | None, source: str, received: float, ack=None) -> None:
         if line is None:
-            self.emit(Rejection("oversized", f"line longer than {self.max_line_bytes} bytes", source))
+            self.emit(Rejection("oversized", f"line longer than {self.max_line_bytes} bytes", source, ack))
             return
-        item = self._parse(line, source, received)
+        item = self._parse(line, source, received, ack=ack)
         if item is not None:
             self.emit(item)
 
@@ -212,14 +213,20 @@ class FileSource(Source):
 
 
 class Connection:
-    """One TCP client of the selector loop: its partial line and when it last sent something."""
+    """One TCP client of the selector loop: its partial line, when it last sent something, and in ack mode
+    how many lines it sent and the acknowledgements not yet written back."""
 
-    __slots__ = ("splitter", "source", "last_active")
+    __slots__ = ("splitter", "source", "last_active", "lines", "out")
 
     def __init__(self, max_line_bytes: int, source: str):
         self.splitter = LineSplitter(max_line_bytes)
         self.source = source
         self.last_active = time.monotonic()
+        self.lines = 0  # non-blank lines received: the n of "ack <n>"
+        self.out = bytearray()  # "ack <n>\n" lines the socket has not taken yet
+
+
+MAX_ACK_BACKLOG = 1 << 20  # bytes of acknowledgements a client leaves unread before it is closed
 
 
 class TcpSource(Source):
@@ -229,6 +236,11 @@ class TcpSource(Source):
     a flood of idle connections can neither exhaust file descriptors (snapshot and status writes need
     some) nor threads. A client silent for `idle_timeout_s` is closed (counted in `idle_closed`). Binary
     garbage or a flood only costs that connection its lines; a full queue slows every client (backpressure).
+
+    With `ack = true` the n-th non-blank line of a connection is answered "ack <n>\\n" once the service is
+    done with it: its sample is in the durable write-ahead log and its forecast in the sinks, or it was
+    rejected (counted; sending it again would not help). The main thread queues acknowledgements and wakes
+    this thread through a socket pair; a client that leaves MAX_ACK_BACKLOG bytes of them unread is closed.
     """
 
     name = "tcp"
@@ -243,6 +255,11 @@ class TcpSource(Source):
         self.server.setblocking(False)
         self.max_connections, self.idle_timeout_s = config.max_connections, config.idle_timeout_s
         self.connections: dict[socket.socket, Connection] = {}
+        self.ack_mode = config.ack
+        self._acks: deque = deque()  # (socket, n) from the main thread, written out by this thread
+        self._wake_r, self._wake_w = socket.socketpair() if self.ack_mode else (None, None)
+        if self._wake_w is not None:
+            self._wake_w.setblocking(False)  # the main thread must never wait on this thread
         self.refused = self.idle_closed = 0  # written by this thread only, read by the status writer
         self.info.update(host=config.host, port=self.server.getsockname()[1], connections=0)
         if not is_loopback(config.host):  # allowed by allow_remote = true: say so at every start
@@ -254,14 +271,22 @@ class TcpSource(Source):
             max_connections=self.max_connections)
         selector = selectors.DefaultSelector()
         selector.register(self.server, selectors.EVENT_READ)
+        if self.ack_mode:
+            self._wake_r.setblocking(False)
+            selector.register(self._wake_r, selectors.EVENT_READ)
         next_idle_check = time.monotonic() + 1.0
         try:
             while not self.stop.is_set():
-                for key, _ in selector.select(timeout=0.5):
+                for key, events in selector.select(timeout=0.5):
                     if key.fileobj is self.server:
                         self._accept(selector)
-                    else:
-                        self._read(selector, key.fileobj)
+                    elif key.fileobj is self._wake_r:
+                        self._take_acks(selector)
+                    elif key.fileobj in self.connections:  # (not dropped earlier in this round)
+                        if events & selectors.EVENT_WRITE:
+                            self._send_acks(selector, key.fileobj)
+                        if events & selectors.EVENT_READ and key.fileobj in self.connections:
+                            self._read(selector, key.fileobj)
                 if time.monotonic() >= next_idle_check:
                     self._close_idle(selector)
                     next_idle_check = time.monotonic() + 1.0
@@ -306,7 +331,59 @@ class TcpSource(Source):
             self._drop(selector, conn, "closed by peer")
             return
         state.last_active = time.monotonic()
-        self._lines(state.splitter, data, state.source)
+        if not self.ack_mode:
+            self._lines(state.splitter, data, state.source)
+            return
+        received = time.perf_counter()
+        for line in state.splitter.feed(data):
+            self._numbered_line(conn, state, line, received)
+
+    def _numbered_line(self, conn: socket.socket, state: Connection, line: bytes | None, received: float) -> None:
+        if line is not None and not line.strip():
+            return  # a blank line is not a sample: not numbered, nothing to acknowledge
+        state.lines += 1
+        self._line(line, state.source, received, ack=lambda n=state.lines: self._queue_ack(conn, n))
+
+    def _queue_ack(self, conn: socket.socket, n: int) -> None:
+        """Called by the main thread once line n of this connection is done; this thread writes it."""
+        self._acks.append((conn, n))
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:
+            pass  # the wake pair is full (this thread is due to wake anyway) or closed (stopping)
+
+    def _take_acks(self, selector) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        touched = set()
+        while self._acks:
+            conn, n = self._acks.popleft()
+            state = self.connections.get(conn)
+            if state is not None:  # gone: the client sends the line again and hears "ack" as a duplicate's
+                state.out += b"ack %d\n" % n
+                touched.add(conn)
+        for conn in touched:
+            self._send_acks(selector, conn)
+
+    def _send_acks(self, selector, conn: socket.socket) -> None:
+        state = self.connections[conn]
+        try:
+            sent = conn.send(state.out) if state.out else 0
+        except BlockingIOError:
+            sent = 0
+        except OSError as e:
+            self._drop(selector, conn, f"acknowledgement failed: {e}")
+            return
+        del state.out[:sent]
+        if len(state.out) > MAX_ACK_BACKLOG:
+            self._drop(selector, conn, f"left {len(state.out)} bytes of acknowledgements unread")
+            return
+        wanted = selectors.EVENT_READ | (selectors.EVENT_WRITE if state.out else 0)
+        if selector.get_key(conn).events != wanted:
+            selector.modify(conn, wanted)
 
     def _close_idle(self, selector) -> None:
         oldest = time.monotonic() - self.idle_timeout_s
@@ -320,11 +397,14 @@ class TcpSource(Source):
         conn.close()
         self.info["connections"] = len(self.connections)
         for line in state.splitter.flush():
-            self._line(line, state.source, time.perf_counter())
+            self._line(line, state.source, time.perf_counter())  # no one is left to acknowledge it to
         log("info", "tcp_closed", source=state.source, reason=why)
 
     def close(self) -> None:
         self.server.close()
+        for end in (self._wake_r, self._wake_w):
+            if end is not None:
+                end.close()
 
 
 class SerialSource(Source):
