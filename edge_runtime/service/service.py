@@ -169,7 +169,22 @@ class Service:
     # -- snapshots ------------------------------------------------------------
     def _restore(self, fresh: bool) -> None:
         """Snapshot, then the WAL's batches after it; the log is opened for appending at the end."""
+        self._clock_at_stop = 0.0  # the last wall clock the state had seen: the snapshot's, then the log's
         meta = self._restore_snapshot(fresh)
+        try:
+            self._restore_wal(meta, fresh)
+        finally:
+            self._skip_downtime()
+
+    def _skip_downtime(self) -> None:
+        """Idle time counts while the service runs: a power cut longer than idle_evict_s must not cost every
+        stream its state, so the time the service was down is added to every restored stream's last-seen."""
+        down = time.time() - self._clock_at_stop if self._clock_at_stop else 0.0
+        if down > 0:
+            for info in self.streams.values():
+                info.last_seen_unix += down
+
+    def _restore_wal(self, meta: dict | None, fresh: bool) -> None:
         if self.wal is None:
             return
         if meta is None and (fresh or self.snapshot_path.exists()):  # state thrown away: so is its log
@@ -217,6 +232,7 @@ class Service:
         records: list = []
         batch_round: dict[str, Sample] = {}
         now = float(batch["now"])
+        self._clock_at_stop = max(self._clock_at_stop, now)
         for event in batch["events"]:
             kind, stream_id = event[0], event[1]
             if stream_id in batch_round:  # a stream appears once per round, as in process()
@@ -271,10 +287,10 @@ class Service:
         forecasts = arrays.get("forecast")
         written = meta.get("written_unix")
         written = written if isinstance(written, (int, float)) and np.isfinite(written) else time.time()
-        # idle time counts while the service runs, not while it is down: a power cut longer than idle_evict_s
-        # must not cost every stream its state. A stream's idle time at the snapshot carries over.
+        # a stream already idle idle_evict_s when the snapshot was written is not restored; the others keep
+        # their last-seen, moved past the downtime once the log is replayed too (_skip_downtime)
+        self._clock_at_stop = max(self._clock_at_stop, written)
         idle = [max(0.0, written - _seen_unix(entry, written)) for entry in meta["streams"]]
-        now = time.time()
         for k in sorted(range(len(idle)), key=idle.__getitem__, reverse=True):  # least recently seen first
             entry = meta["streams"][k]
             stream_id = entry["id"]
@@ -284,7 +300,7 @@ class Service:
                     at="restore")
                 continue
             self.pool.set_state(stream_id, {n: arrays[f"state.{n}"][k] for n in names}, int(entry["steps"]))
-            info = self._new_stream_info(now - idle[k])
+            info = self._new_stream_info(written - idle[k])
             info.last_t, info.since_reset = entry["last_t"], int(entry["since_reset"])
             if info.tracker is not None and entry.get("anomaly"):
                 info.tracker.load_dict(entry["anomaly"])
