@@ -24,6 +24,20 @@ def _device_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
 
 
+def _room_for_the_flood() -> None:
+    """This (test) process holds FLOOD client sockets at once: its own soft limit must allow them. A fresh
+    Debian root starts processes at 1,024 soft (this machine's shells had more, which hid it); root may raise
+    the hard limit too."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = FLOOD + 512  # the flood, pytest's own files and the service's pipes
+    if soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+        except ValueError:  # raising the hard limit needs CAP_SYS_RESOURCE
+            raise AssertionError(f"this test holds {FLOOD} sockets and needs {wanted} open files; the hard "
+                                 f"limit here is {hard} (raise it: ulimit -Hn {wanted})") from None
+
+
 def _forecasts(path, stream: str) -> int:
     return sum(r["id"] == stream for r in read_jsonl(path)[0])
 
@@ -34,6 +48,7 @@ def test_more_idle_connections_than_the_cap_starve_nothing(fixture_bundles, tmp_
                                             f"idle_timeout_s = {IDLE_TIMEOUT_S}\n",
                           '[sinks.jsonl]\npath = "out.jsonl"\n', "[snapshot]\ninterval_s = 0.2\n[status]\ninterval_s = 0.2\n")
     out = tmp_path / "out.jsonl"
+    _room_for_the_flood()
     service = ServiceProcess(config, preexec_fn=_device_fd_limit)
     port = service.wait_running()["sources"]["tcp"]["port"]
     flood = []
