@@ -409,8 +409,10 @@ def test_demo_acceptance_rules_can_fail():
                                 "that variant fits a Cortex-M4 (1 MB flash)": False}
     # issue 15's rules: typing real words against the frequency completer and the best n-gram
     common = {"words": 20, "typed": 4, "shown": 3, "found": 17, "misses": ["someone", "company", "looking"]}
-    typing = {"lexicon_bytes": 233_000, "model": {"ksr_weighted_3": 0.25, "top1": 0.465, "common_words": common},
-              "frequency_completer": {"ksr_weighted_3": 0.2519}, "ngram": {"order": 6, "top1": 0.470}}
+    typing = {"lexicon_bytes": 233_000, "model": {"ksr_weighted_3": 0.25, "top1": 0.465, "top1_weighted": 0.236,
+                                                  "common_words": common},
+              "frequency_completer": {"ksr_weighted_3": 0.2519}, "ngram": {"order": 6, "top1": 0.470,
+                                                                            "top1_weighted": 0.232}}
     good.typing = typing
     gating = typing_checks(good)  # by design (frequency first, ties as the completer): these gate the demo
     assert gating == {"the 20 most used words of 7+ letters, typed to 4: >= 18 in the top 3 (found 17)": False,
@@ -418,7 +420,8 @@ def test_demo_acceptance_rules_can_fail():
     typing["model"].update(ksr_weighted_3=0.2519, common_words={**common, "found": 20, "misses": []})
     assert all(typing_checks(good).values())
     rules = typing_targets(good)  # reported, not gating
-    assert rules["next-letter top-1 >= best n-gram's up to order 7 (order 6)"] is False
+    assert rules["next-letter top-1 >= best n-gram's up to order 7 (order 6), each word once"] is False
+    assert rules["next-letter top-1 >= best n-gram's up to order 7 (order 6), weighted by use"] is True
     assert rules["a quantized variant + lexicon fits a Cortex-M4 (1 MB flash)"] is True  # 200 KB + 233 KB
 
 
