@@ -209,42 +209,68 @@ def test_the_user_dictionary_is_capped_least_recently_used_first(tmp_path):
 
 
 WRITER = textwrap.dedent("""
-    import sys
+    import os, sys
+    from edge_runtime import userwords
     from edge_runtime.userwords import UserWords
-    words = UserWords(sys.argv[1], capacity=20000)
+    path, pause_after, pause_at = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    saves = 0
+
+    def pause_here():
+        print("paused", flush=True)  # the parent kills us now, in the middle of this save
+        sys.stdin.read()
+
+    real_write, real_replace = os.write, os.replace
+
+    def write(fd, data):  # the save after `pause_after` stops with half the temporary file written
+        if pause_at == "write" and saves == pause_after:
+            real_write(fd, bytes(data[:len(data) // 2]))
+            pause_here()
+        return real_write(fd, data)
+
+    def replace(src, dst):  # ... or with the temporary file whole and fsynced, not yet renamed
+        if pause_at == "rename" and saves == pause_after:
+            pause_here()
+        return real_replace(src, dst)
+
+    userwords.os = type("PausingOs", (), {"__getattr__": lambda self, name: getattr(os, name),
+                                          "write": staticmethod(write), "replace": staticmethod(replace)})()
+    words = UserWords(path, capacity=20000)
     i = len(words)
     while True:
         i += 1
-        words.use("word" + "abcdefghij"[i % 10] * 30 + str(i))  # ~40 KB and growing: writes take a while
+        words.use("word" + "abcdefghij"[i % 10] * 30 + str(i))  # ~40 KB and growing
+        saves += 1
         print(i, flush=True)
 """)
 
 
-def test_kill_9_during_writes_leaves_the_user_dictionary_readable(tmp_path):
-    """A real child process rewrites the dictionary in a loop; it is killed with SIGKILL at a different
-    point of its write loop each round. Every time, the file reads back whole, with every word the
-    child reported saved."""
+@pytest.mark.parametrize("pause_at", ["write", "rename"])
+def test_kill_9_during_writes_leaves_the_user_dictionary_readable(tmp_path, pause_at):
+    """A real child process rewrites the dictionary in a loop and is killed with SIGKILL in the middle of a
+    save: with half the temporary file written, or with it whole but not yet renamed. The child stops at
+    that point and says so, the parent kills it then (the event, not a timing guess). Every time, the file
+    reads back whole, with every word the child reported saved, and the next run starts from it."""
     path = tmp_path / "user-words.json"
-    mid_write = 0  # rounds whose kill caught a write in flight (its temporary file left behind)
-    # at least 12 rounds, and on until a kill has landed mid-write (where it lands depends on the scheduler:
-    # on a loaded machine the first dozen may all land between writes), 100 at most
-    for round_ in range(100):
-        if round_ >= 12 and mid_write >= 1:
-            break
-        child = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True,
-                                 env=python_env(), cwd=ROOT)
+    temporary = path.with_name(path.name + ".tmp")
+    saved = 0
+    for round_ in range(6):
+        child = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(1 + round_ * 5), pause_at],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT)
         try:
-            saved = 0
-            for _ in range(3 + (round_ % 12) * 7):  # wait for that many completed saves (the event, no sleep)
-                saved = int(child.stdout.readline())
+            for line in child.stdout:  # completed saves, then "paused"
+                if line.strip() == "paused":
+                    break
+                saved = int(line)
+            else:
+                raise AssertionError(f"the writer ended without pausing: {child.wait(timeout=30)}")
             os.kill(child.pid, signal.SIGKILL)
         finally:
             child.kill()
             child.wait(timeout=30)
-        mid_write += path.with_name(path.name + ".tmp").exists()
+        assert temporary.exists(), "the kill did not land mid-save"
         words = UserWords(path, capacity=20000).words  # raises if the file is half written
-        assert len(words) >= saved and all(w.startswith("word") for w in words)
-    assert mid_write >= 1, "no kill landed during a write: the test did not test what it claims"
+        assert len(words) == saved and all(w.startswith("word") for w in words)
+        assert words[-1].endswith(str(saved))  # the last word reported saved is there
 
 
 @pytest.mark.parametrize("sigint", ["default"])
