@@ -153,8 +153,7 @@ def cmd_sweep(args) -> int:
 
 def cmd_budget(args) -> int:
     """Memory, flash and time per device for any variant (float ones too): no kernels run."""
-    from edge_runtime.manifest import read_manifest, verified_model_bytes
-    from firmware_sim.graph import read_graph
+    from firmware_sim.budget import variant_graph
     from firmware_sim.memory import memory_report
     from firmware_sim.profiles import available, load_profile
     from firmware_sim.report import ESTIMATE_NOTE
@@ -164,9 +163,7 @@ def cmd_budget(args) -> int:
     if why:
         print(f"firmware_sim: {why}", file=sys.stderr)
         return 2
-    manifest = read_manifest(args.bundle)
-    graph = read_graph(verified_model_bytes(manifest, manifest.variant(args.variant)))
-    state = [graph.signature_inputs[n] for n in sorted(set(graph.signature_inputs) & set(graph.signature_outputs))]
+    manifest, graph, state = variant_graph(args.bundle, args.variant)
     print(f"{manifest.name} [{args.variant}]: {len(graph.operators)} ops ({', '.join(graph.op_names)}), "
           f"{macs_per_step(graph):,} MACs per step, model {graph.model_bytes:,} B")
     worst = 0

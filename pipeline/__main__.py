@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     real.add_argument("--quick", action="store_true", help="3,000 samples and 3 epochs per series (the tests)")
     real.add_argument("--work", default="runs/bench-real", help="where the logs, runs and bundles are written")
     real.add_argument("--reports", default="reports")
+    add_search_parser(sub)
     sub.add_parser("loadgen", add_help=False,
                    help="the edge service under MQTT load (100 sensors x 50 Hz): latency p50/p99, loss, RSS")
     if (argv if argv is not None else sys.argv[1:])[:1] == ["loadgen"]:
@@ -69,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         except FetchError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+    if args.command == "search":  # convert and the runtime run in processes of their own
+        return search_main(args)
     if args.command not in ("demo", "autocomplete", "bench"):  # the commands that load TensorFlow
         return run_command(args)
     from convert.quiet import chatter_to
@@ -78,6 +81,69 @@ def main(argv: list[str] | None = None) -> int:
         code = run_command(args)
     print(f"full log (TensorFlow's output included): {log}")
     return code
+
+
+def add_search_parser(sub) -> None:
+    from pipeline.search import FAMILIES, HIDDEN, LAYERS
+
+    s = sub.add_parser("search", help="the best model that fits a device and keeps up with the sensor, chosen on "
+                       "validation (an Optuna study) -> reports/search-NAME.md/.png, artifacts/NAME/")
+    s.add_argument("--csv", required=True, help="sensor log: index/timestamp column, then one column per channel")
+    s.add_argument("--columns", nargs="+", help="CSV value columns to use as inputs (default: all)")
+    s.add_argument("--target", nargs="+", help="CSV columns to forecast (default: every input)")
+    s.add_argument("--device", default="cortex-m4", help="firmware_sim profile (python -m firmware_sim profiles)")
+    s.add_argument("--rate", type=float, required=True, help="the sensor's sample rate in Hz (the step deadline)")
+    s.add_argument("--trials", type=int, default=24, help="finished candidates the study should hold (all workers)")
+    s.add_argument("--minutes", type=float, help="wall-clock budget of this worker (default: none)")
+    s.add_argument("--name", help="study name (default: <csv stem>-<device>)")
+    s.add_argument("--storage", help="Optuna storage URL (default: sqlite in runs/search/NAME/study.db); "
+                   "postgresql://... lets several machines work on one study")
+    s.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    s.add_argument("--hidden", nargs="+", type=int, default=list(HIDDEN))
+    s.add_argument("--layers", nargs="+", type=int, choices=LAYERS, default=list(LAYERS))
+    s.add_argument("--epochs", type=int, default=200)
+    s.add_argument("--patience", type=int, default=20)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", default="runs/search", help="where each trial's run and bundle are written")
+    s.add_argument("--reports", default="reports")
+    s.add_argument("--artifacts", default="artifacts", help="the chosen bundle goes to ARTIFACTS/NAME/")
+    s.add_argument("--report-only", action="store_true", help="run no trial: choose and report from the study")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def search_main(args) -> int:
+    import json
+
+    from firmware_sim.profiles import available
+    from pipeline.search import SearchJob, report, search
+
+    if args.device not in available():
+        print(f"error: unknown device profile {args.device!r}; choose from {', '.join(available())}", file=sys.stderr)
+        return 2
+    if not (args.rate > 0 and args.trials > 0):
+        print("error: --rate and --trials must be positive", file=sys.stderr)
+        return 2
+    if not Path(args.csv).is_file():
+        print(f"error: {args.csv}: no such file", file=sys.stderr)
+        return 2
+    job = SearchJob(name=args.name or f"{Path(args.csv).stem}-{args.device}", csv=args.csv, columns=args.columns,
+                    target=args.target, device=args.device, rate_hz=args.rate, families=tuple(args.families),
+                    hidden=tuple(args.hidden), layers=tuple(args.layers), epochs=args.epochs,
+                    patience=args.patience, seed=args.seed, out=Path(args.out).resolve(),
+                    reports=Path(args.reports), artifacts=Path(args.artifacts), storage=args.storage)
+    try:
+        if args.report_only:
+            from pipeline.search import open_study
+
+            study = open_study(job)
+        else:
+            study = search(job, args.trials, args.minutes, progress=not args.quiet)
+    except ValueError as e:  # the log itself (CsvError is one)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    summary = report(job, study)
+    print(json.dumps(summary))
+    return 0 if summary["chosen"] else 1
 
 
 def run_command(args) -> int:

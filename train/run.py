@@ -6,6 +6,7 @@ runs/<name>/
   metrics.json             the same metrics, for people and scripts
   test.csv                 the test split as a sensor log (its first `warmup` rows only warm
                            the state up): what `python -m edge_eval eval` scores on a device
+  val.csv                  the validation split, the same way (what the model search scores on)
 """
 from __future__ import annotations
 
@@ -48,16 +49,18 @@ def write_csv(path: Path, values: np.ndarray, channels: tuple[str, ...], first_i
 
 
 def train_run(stream: Stream, model_config: ModelConfig, train_config: TrainConfig, out_dir: Path,
-              progress: bool = True, extra_metrics: dict | None = None) -> dict:
+              progress: bool = True, extra_metrics: dict | None = None, on_epoch=None) -> dict:
     """Train, evaluate against the baselines on the test split, write the run folder.
 
-    extra_metrics: recorded in metrics.json as given (e.g. the CSV path's level check)."""
+    extra_metrics: recorded in metrics.json as given (e.g. the CSV path's level check).
+    on_epoch: see train_model."""
     torch.set_num_threads(1)  # small models: one thread is fastest and keeps runs repeatable
     out_dir = Path(out_dir)
     splits = split_stream(stream.values, train_config)
     norm = normalization(splits.train)
     started = time.perf_counter()
-    model, history = train_model(model_config, train_config, splits, norm, progress, label=out_dir.name)
+    model, history = train_model(model_config, train_config, splits, norm, progress, label=out_dir.name,
+                                  on_epoch=on_epoch)
     seconds = time.perf_counter() - started
     val_n, test_n = normalize(splits.val, norm), normalize(splits.test, norm)
     target = model_config.target
@@ -80,5 +83,6 @@ def train_run(stream: Stream, model_config: ModelConfig, train_config: TrainConf
     np.savez(out_dir / "splits.npz", train=splits.train, val=splits.val, test=splits.test,
              warmup=np.int64(splits.warmup))
     write_csv(out_dir / "test.csv", splits.test, stream.channels, len(stream.values) - len(splits.test))
+    write_csv(out_dir / "val.csv", splits.val, stream.channels, len(splits.train) - splits.warmup)
     (out_dir / "metrics.json").write_text(json.dumps({**metrics, "history": history["history"]}, indent=1))
     return metrics

@@ -99,8 +99,11 @@ def lane_batches(train_norm: np.ndarray, config: TrainConfig, rng: np.random.Gen
 
 
 def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, norm: dict,
-                progress: bool = True, label: str = "") -> tuple[Forecaster, dict]:
-    """Train with early stopping on validation; return the best model and its history."""
+                progress: bool = True, label: str = "", on_epoch=None) -> tuple[Forecaster, dict]:
+    """Train with early stopping on validation; return the best model and its history.
+
+    on_epoch(epoch, val_mse): called after every epoch (the model search reports to its pruner there; an
+    exception it raises ends the training)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     model = Forecaster(model_config, Scales.from_normalization(norm, model_config.target))
@@ -130,6 +133,8 @@ def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, 
         val_mse = mse(stream_forecast(model, val_norm), val_norm, model_config.target, splits.warmup)
         history.append({"epoch": epoch, "train_mse": float(np.mean(losses)), "val_mse": val_mse})
         bar.set_postfix(train=f"{np.mean(losses):.4f}", val=f"{val_mse:.4f}")
+        if on_epoch is not None:
+            on_epoch(epoch, val_mse)
         if stopping.should_stop(epoch, val_mse, model):
             break
     bar.close()

@@ -1,0 +1,27 @@
+"""What one variant costs on one device profile, from its flatbuffer alone (no kernels run)."""
+from __future__ import annotations
+
+
+def variant_graph(bundle: str, variant: str):
+    """(manifest, graph, state tensor indices) of one variant, its bytes checked against the manifest."""
+    from edge_runtime.manifest import read_manifest, verified_model_bytes
+    from firmware_sim.graph import read_graph
+
+    manifest = read_manifest(bundle)
+    graph = read_graph(verified_model_bytes(manifest, manifest.variant(variant)))
+    state = [graph.signature_inputs[n] for n in sorted(set(graph.signature_inputs) & set(graph.signature_outputs))]
+    return manifest, graph, state
+
+
+def budget(bundle: str, variant: str, device: str) -> dict:
+    """One variant on one device profile, no kernels run: does it fit, RAM/flash used, and time per step."""
+    from firmware_sim.memory import memory_report
+    from firmware_sim.profiles import load_profile
+    from firmware_sim.timing import step_cost
+
+    _, graph, state = variant_graph(bundle, variant)
+    profile = load_profile(device)
+    memory, cost = memory_report(graph, profile, state), step_cost(graph, profile)
+    return {"device": profile.name, "fits": memory.fits, "ram_used": memory.ram_used, "ram_bytes": memory.ram_bytes,
+            "flash_used": memory.flash_used, "flash_bytes": memory.flash_bytes, "model_bytes": graph.model_bytes,
+            "us_per_step": cost.seconds * 1e6, "max_rate_hz": cost.max_rate_hz, "problems": memory.problems()}

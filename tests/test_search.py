@@ -1,0 +1,110 @@
+"""python -m pipeline search: candidates trained, converted and scored as the device runs them, chosen on
+validation; one Optuna study shared by several worker processes; resumable; bad input refused in one line."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, python_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--families", "lstm", "gru", "--hidden", "8", "--layers", "1", "--epochs", "3", "--patience", "3",
+        "--device", "cortex-m4", "--rate", "100", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def sensor_log(tmp_path_factory) -> Path:
+    """A 2-channel log: a noisy oscillation and a slower channel that follows it."""
+    rng = np.random.default_rng(3)
+    t = np.arange(3000)
+    a = np.sin(t / 15) + 0.15 * rng.standard_normal(len(t))
+    b = np.convolve(a, np.ones(8) / 8, mode="same") + 0.05 * rng.standard_normal(len(t))
+    path = tmp_path_factory.mktemp("search") / "plant.csv"
+    path.write_text("index,a,b\n" + "\n".join(f"{i},{x:.5f},{y:.5f}" for i, x, y in zip(t, a, b)) + "\n")
+    return path
+
+
+def search_args(log: Path, work: Path, trials: int, *extra: str) -> list[str]:
+    return ["pipeline", "search", "--csv", str(log), "--name", "plant", "--trials", str(trials),
+            "--out", str(work / "runs"), "--reports", str(work / "reports"), "--artifacts", str(work / "artifacts"),
+            *TINY, *extra]
+
+
+def trials_in(work: Path) -> list[tuple[int, str, str]]:
+    """(number, state, worker) of every trial in the study's SQLite file, read without Optuna."""
+    with sqlite3.connect(work / "runs" / "plant" / "study.db") as db:
+        rows = db.execute("SELECT t.number, t.state, a.value_json FROM trials t LEFT JOIN trial_user_attributes a "
+                          "ON a.trial_id = t.trial_id AND a.key = 'worker' ORDER BY t.number").fetchall()
+    return [(n, state, json.loads(worker) if worker else "") for n, state, worker in rows]
+
+
+def test_two_workers_share_one_study_and_the_choice_fits_and_keeps_up(sensor_log, tmp_path):
+    workers = [subprocess.Popen([sys.executable, "-m", *search_args(sensor_log, tmp_path, 4, "--seed", str(i))],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env(), cwd=ROOT)
+               for i in range(2)]
+    for w in workers:
+        out, err = w.communicate(timeout=900)
+        assert w.returncode == 0, err[-2000:]
+    trials = trials_in(tmp_path)
+    # one study: the two workers together ran the 4 trials asked for (a 5th may start in the race at the end)
+    assert 4 <= len(trials) <= 5 and all(state == "COMPLETE" for _, state, _ in trials), trials
+    assert len({worker for _, _, worker in trials}) == 2, f"one worker did every trial: {trials}"
+    assert [n for n, _, _ in trials] == list(range(len(trials)))
+
+    done = run_cli(*search_args(sensor_log, tmp_path, 4, "--report-only"), timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["candidates"] == len(trials) and summary["feasible"] == len(trials)
+    chosen = summary["chosen"]
+    assert set(summary["families"]) == {"lstm", "gru"}  # each family's best is in the table
+    report = (tmp_path / "reports" / "search-plant.md").read_text()
+    assert report.count("| chosen |") == 1 and "Best of each family" in report
+    assert report.count("| worse: validation MSE") == len(trials) - 1
+    assert (tmp_path / "reports" / "search-plant.png").stat().st_size > 10_000
+    # the test split read once, for the chosen model, against the run's own baselines
+    assert chosen["test_mse"] > 0 and chosen["of_ar"] == pytest.approx(chosen["test_mse"] / chosen["ar_mse"])
+
+    # firmware_sim on the chosen bundle confirms both: it fits the profile and misses no deadline at 100 Hz
+    sim = run_cli("firmware_sim", "run", chosen["bundle"] if Path(chosen["bundle"]).is_absolute()
+                  else str(ROOT / chosen["bundle"]), "--device", "cortex-m4", "--variant", chosen["variant"],
+                  "--rate", "100", "--seconds", "20", "--no-plot", "--allow-not-deployable", "--out", str(tmp_path),
+                  timeout=300)
+    assert sim.returncode == 0, sim.stderr
+    result = json.loads(next(tmp_path.glob(f"sim-*-{chosen['variant']}-cortex-m4.json")).read_text())
+    assert result["memory"]["fits"] is True
+    assert result["timing"]["deadline_misses"] == 0 and result["timing"]["rate_hz"] == 100
+
+
+def test_the_search_resumes_and_a_device_that_is_too_small_leaves_nothing_chosen(sensor_log, tmp_path):
+    first = run_cli(*search_args(sensor_log, tmp_path, 1), timeout=600)
+    assert first.returncode == 0, first.stderr
+    again = run_cli(*search_args(sensor_log, tmp_path, 2), timeout=600)  # one more, not two
+    assert again.returncode == 0, again.stderr
+    assert [(n, s) for n, s, _ in trials_in(tmp_path)] == [(0, "COMPLETE"), (1, "COMPLETE")]
+
+    # at 1 MHz no variant of any candidate keeps up on a Cortex-M4: every candidate says why, none is chosen
+    slow = run_cli(*search_args(sensor_log, tmp_path / "fast", 1, "--rate", "1000000"), timeout=600)
+    assert slow.returncode == 1, slow.stderr
+    assert json.loads(slow.stdout.strip().splitlines()[-1])["chosen"] is None
+    report = (tmp_path / "fast" / "reports" / "search-plant.md").read_text()
+    assert "No candidate fits the device and keeps up" in report and "misses the deadline" in report
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--device", "cortex-m0"], "unknown device profile 'cortex-m0'"),
+    (["--rate", "0"], "--rate and --trials must be positive"),
+    (["--csv", "/nonexistent/log.csv"], "/nonexistent/log.csv: no such file"),
+    (["--columns", "nope"], "nope"),
+])
+def test_bad_input_is_one_line(sensor_log, tmp_path, extra, message):
+    done = run_cli(*search_args(sensor_log, tmp_path, 1), *extra, timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
