@@ -72,6 +72,17 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "search":  # convert and the runtime run in processes of their own
         return search_main(args)
+    if args.command == "search-real":
+        from pipeline.real_series import FetchError
+        from pipeline.search_real import main as search_real_main
+
+        try:
+            return search_real_main(args.series, args.device, args.trials, args.minutes, tuple(args.families),
+                                    tuple(args.hidden), tuple(args.layers), args.epochs, args.patience, args.max_samples, Path(args.work),
+                                    Path(args.reports), Path(args.artifacts))
+        except FetchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     if args.command not in ("demo", "autocomplete", "bench"):  # the commands that load TensorFlow
         return run_command(args)
     from convert.quiet import chatter_to
@@ -109,6 +120,24 @@ def add_search_parser(sub) -> None:
     s.add_argument("--artifacts", default="artifacts", help="the chosen bundle goes to ARTIFACTS/NAME/")
     s.add_argument("--report-only", action="store_true", help="run no trial: choose and report from the study")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    from pipeline.real_series import SERIES_BY_NAME
+
+    r = sub.add_parser("search-real", help="the model search on every real-data benchmark series -> "
+                       "reports/search-real.md")
+    r.add_argument("--series", action="append", choices=list(SERIES_BY_NAME), metavar="NAME",
+                   help=f"this series only (repeat for more; default: all): {', '.join(SERIES_BY_NAME)}")
+    r.add_argument("--device", default="cortex-m4", help="firmware_sim profile for every series")
+    r.add_argument("--trials", type=int, default=12, help="candidates per series")
+    r.add_argument("--minutes", type=float, help="wall-clock budget per series (default: none)")
+    r.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    r.add_argument("--hidden", nargs="+", type=int, default=list(HIDDEN))
+    r.add_argument("--layers", nargs="+", type=int, choices=LAYERS, default=list(LAYERS))
+    r.add_argument("--epochs", type=int, default=200)
+    r.add_argument("--patience", type=int, default=20)
+    r.add_argument("--max-samples", type=int, default=12000, help="the last N samples of each series")
+    r.add_argument("--work", default="runs/search-real")
+    r.add_argument("--reports", default="reports")
+    r.add_argument("--artifacts", default="artifacts/search-real")
 
 
 def search_main(args) -> int:

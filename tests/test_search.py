@@ -108,3 +108,21 @@ def test_bad_input_is_one_line(sensor_log, tmp_path, extra, message):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
+
+
+def test_search_real_writes_one_line_per_series(tmp_path):
+    """The search on a real series of the benchmark (the pinned wheels, fetched once): one line in
+    reports/search-real.md with the chosen model against the best AR(k) and persistence."""
+    done = run_cli("pipeline", "search-real", "--series", "electricity-demand", "--trials", "1", "--families", "gru",
+                   "--hidden", "8", "--layers", "1", "--epochs", "2", "--patience", "2", "--max-samples", "2000",
+                   "--work", str(tmp_path / "work"), "--reports", str(tmp_path / "reports"),
+                   "--artifacts", str(tmp_path / "artifacts"), timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads((tmp_path / "reports" / "search-real.json").read_text())
+    assert [r["series"] for r in rows] == ["electricity-demand"]
+    chosen = rows[0]["chosen"]
+    assert chosen["candidate"] == "gru-8x1" and chosen["of_ar"] == pytest.approx(chosen["test_mse"] / chosen["ar_mse"])
+    assert rows[0]["rate_hz"] == pytest.approx(1 / 1800)  # half-hourly: the series' own rate is the deadline
+    table = (tmp_path / "reports" / "search-real.md").read_text()
+    assert "| [electricity-demand](search-real-electricity-demand.md) |" in table and "of 1 series" in table
+    assert (tmp_path / "reports" / "search-real-electricity-demand.md").is_file()
