@@ -48,12 +48,12 @@ import tensorflow as tf
 
 from convert.tf_step import StepGraph
 from edge_runtime.binding import CORE_FEATURES, CORE_OUTPUT
-from train.config import ModelConfig, recurrent_state_names
+from train.config import ModelConfig
 
 
 def core_input_names(config: ModelConfig) -> list[str]:
     """The core's input tensors: the features it reads (delta, level), then the cell state."""
-    return [f for f in CORE_FEATURES if f in config.features] + recurrent_state_names(config.cell, config.layers)
+    return [f for f in CORE_FEATURES if f in config.features] + [n for n in config.state_names() if n != "x_prev"]
 
 
 class CoreStepGraph(StepGraph):

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from train.config import CELL_NAMES, FEATURES, ModelConfig  # noqa: F401  (re-exported)
+from train.config import AR_CELL
 from train.config import CELLS as CELL_SPECS
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -102,9 +103,16 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def forecaster_from_weights(weights: dict, info: dict) -> Forecaster:
-    """Rebuild a trained model from a checkpoint's (weights, info); no training code runs."""
+def forecaster_from_weights(weights: dict, info: dict) -> nn.Module:
+    """Rebuild a trained model from a checkpoint's (weights, info); no training code runs.
+    A Forecaster, or for the ar cell an ARForecaster (train/ar.py), the same interface."""
     config = ModelConfig.from_dict(info["model"])
-    model = Forecaster(config, Scales.from_normalization(info["normalization"], config.target))
+    scales = Scales.from_normalization(info["normalization"], config.target)
+    if config.cell == AR_CELL:
+        from train.ar import ARForecaster
+
+        model = ARForecaster(config, scales)
+    else:
+        model = Forecaster(config, scales)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     return model.eval()

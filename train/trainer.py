@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from train.baselines import mse
@@ -136,3 +137,19 @@ def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, 
     stopping.restore_best(model)
     return model, {"best_epoch": stopping.best_epoch, "epochs_run": len(history),
                    "val_mse_norm": stopping.best_score, "history": history}
+
+
+def fit_ar_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, norm: dict,
+                 progress: bool = True, label: str = "") -> tuple[nn.Module, dict]:
+    """train_model's counterpart for the ar cell (train/ar.py): one least-squares fit on the training
+    split, no epochs; the history has the same keys."""
+    from train.ar import ARForecaster, ar_weights
+
+    scales = Scales.from_normalization(norm, model_config.target)
+    model = ARForecaster(model_config, scales)
+    fitted = ar_weights(model_config, normalize(splits.train, norm), scales)
+    model.load_state_dict({**model.state_dict(), **{k: torch.as_tensor(v, dtype=torch.float32)
+                                                     for k, v in fitted.items()}})
+    val_norm = normalize(splits.val, norm)
+    val_mse = mse(stream_forecast(model, val_norm), val_norm, model_config.target, splits.warmup)
+    return model, {"best_epoch": 0, "epochs_run": 0, "val_mse_norm": val_mse, "history": []}
