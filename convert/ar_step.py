@@ -1,4 +1,6 @@
-"""AR(k) (train/ar.py) as step graphs: the raw one the float variants ship, the core the integer ones do.
+"""The AR term (train/ar.py) in the step graphs: the ar cell's whole model, and the highway of rnn+ar,
+gru+ar and lstm+ar. StepGraph (convert/tf_step.py, the float variants) and CoreStepGraph
+(convert/core_step.py, the integer ones) add it to their correction with `ar_term`.
 
 The lag buffer is a shift register in a named state tensor, `lags` (1, m C): the m changes
 the last forecast read, in typical changes, newest first (with x_prev: the last k samples for
@@ -29,9 +31,6 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from convert.core_step import core_input_names
-from convert.tf_step import StepGraph
-from edge_runtime.binding import CORE_OUTPUT
 from train.config import AR_LAGS, ModelConfig
 
 
@@ -44,76 +43,32 @@ def _shift(d: tf.Tensor, lags: tf.Tensor | None, changes: int) -> tuple[tf.Tenso
     return tf.concat([d, *held], axis=1), tf.concat([d, *held[:-1]], axis=1)
 
 
-def _weight_delta(w: np.ndarray, config: ModelConfig) -> np.ndarray:
-    """(O, m C) -> (O, (m+1) C) with zeros for the oldest held change when the model holds lags: every
-    SPLIT output is then read by something (an unread one left the SPLIT in float inside int8 models)."""
-    if AR_LAGS not in config.state_names():
-        return w
-    return np.concatenate([w, np.zeros((w.shape[0], config.input_size), w.dtype)], axis=1)
+def ar_graph_weights(weights: dict[str, np.ndarray], config: ModelConfig,
+                     gain: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The AR term's float32 weights for a step graph: W_delta (O, m C) -> (O, (m+1) C) with zeros for the
+    oldest held change when the model holds lags (every SPLIT output is then read: an unread one left the
+    SPLIT in float inside int8 models); gain (O,) folded in (the raw graph's typical changes -> normalized)."""
+    if not config.has_ar:
+        return {}
+    scale = np.ones(config.output_size, np.float32) if gain is None else np.asarray(gain, np.float32)
+    w = {k: np.asarray(v, np.float32) * (scale if k == "ar.bias" else scale[:, None])
+         for k, v in weights.items() if k.startswith("ar.")}
+    if AR_LAGS in config.state_names():
+        zeros = np.zeros((config.output_size, config.input_size), np.float32)
+        w["ar.weight_delta"] = np.concatenate([w["ar.weight_delta"], zeros], axis=1)
+    return w
 
 
-class ARStepGraph(StepGraph):
-    """step(x, x_prev, lags?) -> {y, x_prev, lags?}: raw sensor units in and out, state normalized."""
-
-    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, normalization: dict,
-                 batch: int | None = 1):
-        tf.Module.__init__(self)
-        self.config = config
-        w = {k: np.asarray(v, np.float32) for k, v in weights.items()}
-        gain = w["output_gain"]  # (O,) typical changes -> normalized level, folded into the weights
-        self.w = {"weight_delta": _weight_delta(w["weight_delta"] * gain[:, None], config), "bias": w["bias"] * gain,
-                  "delta_gain": w["delta_gain"],
-                  **({"weight_level": w["weight_level"] * gain[:, None]} if "weight_level" in w else {})}
-        mean, std = (np.asarray(normalization[k], np.float32) for k in ("mean", "std"))
-        target = list(config.target)
-        self.in_mean, self.in_scale = tf.constant(mean[None]), tf.constant((1.0 / std)[None])  # (1, C)
-        self.out_mean, self.out_std = tf.constant(mean[None, target]), tf.constant(std[None, target])  # (1, O)
-        names = ["x"] + config.state_names()
-        shapes = {"x": (batch, config.input_size), **config.state_shapes(batch)}
-        specs = [tf.TensorSpec(shapes[n], tf.float32, name=n) for n in names]
-        self.step = tf.function(self._named_step(names), input_signature=specs, autograph=False)
-
-    def forward(self, t: dict) -> dict:
-        cfg = self.config
-        x = (t["x"] - self.in_mean) * self.in_scale  # (1, C) normalized
-        delta = x - t["x_prev"]  # (1, C)
-        regress, lags = _shift(delta * self._const("delta_gain")[None], t.get(AR_LAGS), cfg.ar_changes)
-        correction = tf.matmul(regress, self._const("weight_delta", True)) + self._const("bias")  # (1, O)
-        if "level" in cfg.features:
-            correction = correction + tf.matmul(x, self._const("weight_level", True))
-        level = x if list(cfg.target) == list(range(cfg.input_size)) else tf.gather(x, list(cfg.target), axis=1)
-        out = {"y": (level + correction) * self.out_std + self.out_mean,  # (1, O) raw units
-               "x_prev": t["x_prev"] + delta}  # a tensor of its own, not x (see StepGraph.forward)
-        if lags is not None:
-            out[AR_LAGS] = lags
-        return out
-
-
-class ARCoreStepGraph(StepGraph):
-    """step(delta, level?, lags?) -> {correction, lags?}: the integer variants' graph, all (1, n)."""
-
-    def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, batch: int | None = 1):
-        tf.Module.__init__(self)
-        self.config = config
-        w = {k: np.asarray(v, np.float32) for k, v in weights.items()}  # correction in typical changes
-        self.w = {**w, "weight_delta": _weight_delta(w["weight_delta"], config)}
-        names = core_input_names(config)
-        shapes = {"delta": (batch, config.input_size), "level": (batch, config.input_size),
-                  **config.state_shapes(batch)}
-        specs = [tf.TensorSpec(shapes[n], tf.float32, name=n) for n in names]
-        self.step = tf.function(self._named_step(names), input_signature=specs, autograph=False)
-
-    def forward(self, t: dict) -> dict:
-        cfg = self.config
-        regress, lags = _shift(t["delta"], t.get(AR_LAGS), cfg.ar_changes)
-        # the bias rides on the first matmul, so the converter fuses it into that FULLY_CONNECTED
-        correction = tf.matmul(regress, self._const("weight_delta", True)) + self._const("bias")  # (1, O)
-        if "level" in cfg.features:
-            correction = correction + tf.matmul(t["level"], self._const("weight_level", True))
-        out = {CORE_OUTPUT: correction}
-        if lags is not None:
-            out[AR_LAGS] = lags
-        return out
+def ar_term(graph, d: tf.Tensor, level: tf.Tensor | None, lags: tf.Tensor | None):
+    """The AR correction (1, O) and the new lags (or None): d (1, C) this change in typical changes,
+    level (1, C) normalized (read only when the model reads the level), lags the held changes."""
+    config = graph.config
+    regress, new_lags = _shift(d, lags, config.ar_changes)
+    # the bias rides on the first matmul, so the converter fuses it into that FULLY_CONNECTED
+    correction = tf.matmul(regress, graph._const("ar.weight_delta", True)) + graph._const("ar.bias")  # (1, O)
+    if "level" in config.features:
+        correction = correction + tf.matmul(level, graph._const("ar.weight_level", True))
+    return correction, new_lags
 
 
 def share_change_range(samples: list[dict]) -> list[dict]:

@@ -20,7 +20,6 @@ from convert.bundle import manifest_head, manifest_provenance
 from convert.parity import DRIFT_LIMIT, parity_stream, streaming_parity, variant_metrics
 from edge_runtime.manifest import DEFAULT_MAX_MSE_RATIO
 from edge_runtime.model import Model
-from train.config import AR_CELL
 from train.models import ModelConfig, forecaster_from_weights
 
 PARITY_STEPS = 2000
@@ -94,10 +93,6 @@ class ForecastConversion:
         self.torch_model = forecaster_from_weights(weights, info)
 
     def step_graph(self, batch: int | None = 1):
-        if self.config.cell == AR_CELL:
-            from convert.ar_step import ARStepGraph
-
-            return ARStepGraph(self.weights, self.config, self.norm, batch=batch)
         from convert.tf_step import StepGraph
 
         return StepGraph(self.weights, self.config, self.norm, batch=batch)
@@ -110,23 +105,21 @@ class ForecastConversion:
         from convert.quantize import VARIANTS, convert_variant
         from convert.tf_step import save_step_model
 
-        if self.config.cell == AR_CELL:  # a shift register of changes: one scale for all of them
-            from convert.ar_step import ARCoreStepGraph, share_change_range
+        from convert.ar_step import share_change_range  # an AR term's lags: one scale for every change
 
-            core = save_step_model(ARCoreStepGraph(self.weights, self.config), str(tmp / "saved_model_core"))
-            return core, share_change_range(self.core_calibration(convert_variant(core, VARIANTS[0], [], core=True))), {}
         plain = save_step_model(CoreStepGraph(self.weights, self.config), str(tmp / "saved_model_core_plain"))
         samples = self.core_calibration(convert_variant(plain, VARIANTS[0], [], core=True))
         scales = cell_state_scales(samples, self.config)
         if not scales:
-            return plain, samples, {}
+            return plain, share_change_range(samples), {}
         scaled = CoreStepGraph(self.weights, self.config, cell_scales=scales)
         record = {f"c{k}": [float(v) for v in scale] for k, scale in scales.items()}  # float32 values, exact in JSON
-        return save_step_model(scaled, str(tmp / "saved_model_core")), rescale_cell_states(samples, scales), record
+        return (save_step_model(scaled, str(tmp / "saved_model_core")),
+                share_change_range(rescale_cell_states(samples, scales)), record)
 
     def manifest(self, name: str, variants: list[dict]) -> dict:
         manifest = build_manifest(name, self.config, self.info, variants)
-        if self.config.cell == AR_CELL:
+        if self.config.has_ar:
             manifest["ar_order"] = self.config.ar_order  # the state: x_prev and lags, the samples AR(k) reads
         manifest["deployable_rule"] = {"max_mse_ratio": self.max_mse_ratio, "below_persistence": True,
                                        "drift_limit": DRIFT_LIMIT}

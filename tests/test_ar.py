@@ -47,20 +47,25 @@ def test_the_ar_config_names_its_state_and_refuses_what_it_cannot_be():
     change = ModelConfig(**two, features=("delta",), ar_order=1)  # AR(1) on the changes: x_prev only
     assert change.ar_changes == 1 and change.state_names() == ["x_prev"]
     assert "ar_order" not in ModelConfig().to_dict()  # a recurrent model's config reads as before
+    hybrid = ModelConfig(cell="lstm+ar", hidden=8, layers=2, input_size=2, ar_order=4)  # the cell beside an AR(4)
+    assert hybrid.recurrent_cell == "lstm" and hybrid.has_ar and level.recurrent_cell is None
+    assert hybrid.state_shapes() == {"x_prev": (1, 2), "h0": (1, 8), "h1": (1, 8), "c0": (1, 8), "c1": (1, 8),
+                                     "lags": (1, 6)}
+    assert ModelConfig.from_dict(hybrid.to_dict()) == hybrid
     assert ModelConfig.from_dict(level.to_dict()) == level
     for bad, message in (({"ar_order": 1}, r"needs --ar-order >= 2 with features level\+delta, got 1"),
                          ({"ar_order": 4, "features": ("level",)}, "features must include delta"),
                          ({"ar_order": 4, "hidden": 32}, "no hidden layer")):
         with pytest.raises(ValueError, match=message):
             ModelConfig(**{**two, **bad})
-    with pytest.raises(ValueError, match="ar_order is for the ar cell only, not 'lstm'"):
+    with pytest.raises(ValueError, match=r"ar_order is for the ar and \*\+ar cells only, not 'lstm'"):
         ModelConfig(cell="lstm", ar_order=4)
 
 
 @pytest.mark.slow  # python -m train imports torch (train/trainer.py) before it reads the arguments
 @pytest.mark.parametrize("args,message", [
-    (["--cell", "ar"], "error: an AR model needs --ar-order >= 2 with features level+delta, got 0"),
-    (["--cell", "gru", "--ar-order", "3"], "error: ar_order is for the ar cell only, not 'gru'"),
+    (["--cell", "ar"], "error: an AR term needs --ar-order >= 2 with features level+delta, got 0"),
+    (["--cell", "gru", "--ar-order", "3"], "error: ar_order is for the ar and *+ar cells only, not 'gru'"),
 ])
 def test_the_cli_refuses_a_bad_ar_order_with_one_line(tmp_path, args, message):
     done = run_cli("train", "--scenario", "temperature", "--samples", "2000", *args, "--out", str(tmp_path))
@@ -302,3 +307,115 @@ def test_python_m_train_fits_an_ar_and_python_m_convert_bundles_it(tmp_path):
     manifest = manifest_of(tmp_path / "artifacts" / "random_walk-ar3")
     assert [s["name"] for s in manifest["state"]] == ["x_prev", "lags"] and manifest["state"][1]["shape"] == [1, 3]
     assert [v["name"] for v in manifest["variants"]] == ["float32", "int8-io"]
+
+
+# ---- slow: a recurrent cell with the AR term beside it (LSTNet's linear highway: rnn+ar, gru+ar, lstm+ar) ----
+
+HYBRIDS = {"temp-lstm+ar8": ("temperature", "lstm", ("level", "delta"), 8),
+           "walk-gru+ar3": ("random_walk", "gru", ("delta",), 3)}
+
+
+@pytest.fixture(scope="module")
+def hybrid_bundles(tmp_path_factory) -> dict:
+    """name -> (run folder, bundle folder): hidden 8, 2 epochs, converted with the firmware variants."""
+    from convert.run import convert_run
+    from train.config import ModelConfig
+    from train.run import train_run
+    from train.scenarios import make_stream
+    from train.trainer import TrainConfig
+
+    root = tmp_path_factory.mktemp("hybrid")
+    out = {}
+    for name, (scenario, cell, features, k) in HYBRIDS.items():
+        stream = make_stream(scenario, 8000, seed=1)
+        config = ModelConfig(cell=f"{cell}+ar", hidden=8, input_size=stream.values.shape[1], target=stream.target,
+                             features=features, ar_order=k)
+        train_run(stream, config, TrainConfig(epochs=2, lanes=8), root / "runs" / name, progress=False)
+        convert_run(root / "runs" / name, root / "artifacts" / name, variants=("int8-io", "int16x8"))
+        out[name] = root / "runs" / name, root / "artifacts" / name
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(HYBRIDS))
+def test_the_hybrid_streams_what_torch_computes_on_the_whole_sequence(hybrid_bundles, name):
+    import edge_runtime
+    from convert.parity import streaming_parity
+    from train.checkpoint import load_checkpoint
+    from train.models import forecaster_from_weights
+
+    run_dir, bundle = hybrid_bundles[name]
+    weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
+    model = edge_runtime.load(bundle, backend=IN_PROCESS_BACKEND)
+    report = streaming_parity(forecaster_from_weights(weights, info), model, stream_of(run_dir),
+                              info["normalization"], STEPS)
+    assert report["steps"] == STEPS and report["max_abs_error"] <= FLOAT_TOLERANCE, report
+    manifest = manifest_of(bundle)
+    cell, k = HYBRIDS[name][1], HYBRIDS[name][3]
+    assert manifest["cell"] == f"{cell}+ar" and manifest["ar_order"] == k
+    recurrent = ["h0", "c0"] if cell == "lstm" else ["h0"]
+    assert [s["name"] for s in manifest["state"]] == ["x_prev", *recurrent, "lags"]
+    for variant in manifest["variants"][1:]:  # int8-io, int16x8: within the project's budget, both runtimes
+        assert variant["metrics"]["mse_ratio"] <= 1.2 and variant["metrics"]["deployable"], variant["metrics"]
+        assert all(why is None for why in variant["compatibility"].values())
+
+
+@pytest.mark.slow
+def test_a_hybrid_with_its_cell_silenced_is_exactly_its_ar_term(hybrid_bundles, tmp_path):
+    """Ground truth for the wiring: with the head zeroed the recurrent part adds nothing, so the float32
+    bundle must forecast what the numpy AR does with the hybrid's (trained) AR weights."""
+    from convert.run import convert_run
+    from train.ar import predict_normalized
+    from train.checkpoint import load_checkpoint, save_checkpoint
+    from train.config import ModelConfig
+    from train.trainer import normalize
+
+    run_dir, _ = hybrid_bundles["temp-lstm+ar8"]
+    weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
+    weights["head.weight"][:] = 0
+    weights["head.bias"][:] = 0
+    silenced = tmp_path / "silenced"
+    silenced.mkdir()
+    save_checkpoint(silenced / "checkpoint.safetensors", weights, info)
+    (silenced / "splits.npz").write_bytes((run_dir / "splits.npz").read_bytes())
+    convert_run(silenced, tmp_path / "bundle", variants=("float32",))
+    raw = stream_of(run_dir)
+    expected = predict_normalized(weights, ModelConfig.from_dict(info["model"]), normalize(raw, info["normalization"]))
+    assert np.abs(weights["ar.weight_delta"]).max() > 0  # the AR term is really there
+    got = session_normalized(tmp_path / "bundle", "float32", raw)
+    assert np.abs(got - expected).max() <= FLOAT_TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend,internal", [("tflite_runtime", False), ("ai_edge_litert", True)])
+@pytest.mark.parametrize("name", sorted(HYBRIDS))
+def test_firmware_sim_is_bit_exact_on_the_hybrid(hybrid_bundles, name, backend, internal):
+    code = (COMPARE.replace("BUNDLE", repr(str(hybrid_bundles[name][1]))).replace("VARIANT", repr("int8-io"))
+            .replace("BACKEND", repr(backend)).replace("STEPS", "3000").replace("INTERNAL", str(internal)))
+    done = run_isolated(code, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["identical"] and not any(result["max_lsb"].values()), result
+    assert {"correction", "h0", "lags"} <= set(result["max_lsb"])
+    if internal:
+        assert result["internal_tensor_differences"] == 0 < result["internal_tensor_checks"], result
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["float32", "int8-io"])
+def test_a_hybrid_snapshot_restores_identical_forecasts(hybrid_bundles, variant):
+    import edge_runtime
+
+    run_dir, bundle = hybrid_bundles["temp-lstm+ar8"]
+    raw = stream_of(run_dir)[:1500]
+    model = edge_runtime.load(bundle, variant=variant, backend=IN_PROCESS_BACKEND)
+    session = model.session()
+    for row in raw[:1000]:
+        session.step(row)
+    snapshot = {name: session.get_state(name) for name in session.state}
+    assert set(snapshot) == {"x_prev", "h0", "c0", "lags"}
+    ahead = np.array([session.step(row) for row in raw[1000:]])
+    fresh = model.session()
+    for name, value in snapshot.items():
+        fresh.set_state(name, value)
+    np.testing.assert_array_equal(ahead, [fresh.step(row) for row in raw[1000:]])

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    name = args.name or f"{stream.name}-{args.cell}{args.ar_order if args.cell == AR_CELL else ''}"
+    name = args.name or f"{stream.name}-{args.cell}{args.ar_order if model_config.has_ar else ''}"
     metrics = train_run(stream, model_config, train_config, Path(args.out) / name, progress=not args.quiet,
                         extra_metrics=extra)
     print(json.dumps({"run": str(Path(args.out) / name), **{k: metrics[k] for k in (

@@ -104,7 +104,14 @@ def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, 
     """Train with early stopping on validation; return the best model and its history."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = Forecaster(model_config, Scales.from_normalization(norm, model_config.target))
+    scales = Scales.from_normalization(norm, model_config.target)
+    model = Forecaster(model_config, scales)
+    if model_config.has_ar:  # the highway starts as the least-squares AR(k); the cell learns what it misses
+        from train.ar import ar_weights
+
+        fitted = ar_weights(model_config, normalize(splits.train, norm), scales)
+        model.load_state_dict({**model.state_dict(), **{k: torch.as_tensor(v, dtype=torch.float32)
+                                                         for k, v in fitted.items()}})
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs, eta_min=config.lr / 20)
     train_norm, val_norm = normalize(splits.train, norm), normalize(splits.val, norm)
