@@ -16,9 +16,8 @@ own (tflite-runtime 2.14 cannot open a model whose signature output is one of it
 Every SPLIT output is read: with the oldest change unread the converter left the SPLIT in float
 inside int8-io models (DEQUANTIZE, SPLIT, QUANTIZE) on some graphs and not on others; the zero
 weights cost C bytes. Cutting the new lags out of the regressors (a SPLIT of a CONCATENATION's
-output) did the same. The raw graph takes x in sensor units as StepGraph does,
-with x_prev among its state; the core graph takes `delta` (and `level`) and returns the correction,
-x_prev and the persistence add live outside (edge_runtime/binding.py), as for every forecaster.
+output) did the same. The raw graph computes d from x and x_prev (its state); the core graph
+reads d as its `delta` input, x_prev and the persistence add outside (edge_runtime/binding.py).
 
 In the integer variants d, lags, regress and the new lags must share one scale: a shift register
 moves the same quantity, and firmware carries a state tensor's bytes from output to input, so a

@@ -102,10 +102,9 @@ class ForecastConversion:
         scale, convert/core_step.py), its calibration samples (the float32 core over the training split),
         and the manifest's record of the cell scales ({} for none)."""
         from convert.core_step import CoreStepGraph, cell_state_scales, rescale_cell_states
+        from convert.ar_step import share_change_range  # an AR term's lags: one scale for every change
         from convert.quantize import VARIANTS, convert_variant
         from convert.tf_step import save_step_model
-
-        from convert.ar_step import share_change_range  # an AR term's lags: one scale for every change
 
         plain = save_step_model(CoreStepGraph(self.weights, self.config), str(tmp / "saved_model_core_plain"))
         samples = self.core_calibration(convert_variant(plain, VARIANTS[0], [], core=True))

@@ -107,11 +107,7 @@ def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, 
     scales = Scales.from_normalization(norm, model_config.target)
     model = Forecaster(model_config, scales)
     if model_config.has_ar:  # the highway starts as the least-squares AR(k); the cell learns what it misses
-        from train.ar import ar_weights
-
-        fitted = ar_weights(model_config, normalize(splits.train, norm), scales)
-        model.load_state_dict({**model.state_dict(), **{k: torch.as_tensor(v, dtype=torch.float32)
-                                                         for k, v in fitted.items()}})
+        load_ar_fit(model, model_config, splits, norm, scales)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs, eta_min=config.lr / 20)
     train_norm, val_norm = normalize(splits.train, norm), normalize(splits.val, norm)
@@ -150,13 +146,20 @@ def fit_ar_model(model_config: ModelConfig, config: TrainConfig, splits: Splits,
                  progress: bool = True, label: str = "") -> tuple[nn.Module, dict]:
     """train_model's counterpart for the ar cell (train/ar.py): one least-squares fit on the training
     split, no epochs; the history has the same keys."""
-    from train.ar import ARForecaster, ar_weights
+    from train.ar import ARForecaster
 
     scales = Scales.from_normalization(norm, model_config.target)
-    model = ARForecaster(model_config, scales)
-    fitted = ar_weights(model_config, normalize(splits.train, norm), scales)
-    model.load_state_dict({**model.state_dict(), **{k: torch.as_tensor(v, dtype=torch.float32)
-                                                     for k, v in fitted.items()}})
+    model = load_ar_fit(ARForecaster(model_config, scales), model_config, splits, norm, scales)
     val_norm = normalize(splits.val, norm)
     val_mse = mse(stream_forecast(model, val_norm), val_norm, model_config.target, splits.warmup)
     return model, {"best_epoch": 0, "epochs_run": 0, "val_mse_norm": val_mse, "history": []}
+
+
+def load_ar_fit(model: nn.Module, model_config: ModelConfig, splits: Splits, norm: dict, scales: Scales) -> nn.Module:
+    """The model's AR term (its "ar." weights) set to the least-squares fit on the training split."""
+    from train.ar import ar_weights
+
+    fitted = ar_weights(model_config, normalize(splits.train, norm), scales)
+    model.load_state_dict({**model.state_dict(), **{k: torch.as_tensor(v, dtype=torch.float32)
+                                                     for k, v in fitted.items()}})
+    return model
