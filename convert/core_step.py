@@ -46,18 +46,19 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from convert.ar_step import ar_graph_weights, ar_term
 from convert.tf_step import StepGraph
 from edge_runtime.binding import CORE_FEATURES, CORE_OUTPUT
-from train.config import ModelConfig, recurrent_state_names
+from train.config import AR_LAGS, ModelConfig
 
 
 def core_input_names(config: ModelConfig) -> list[str]:
     """The core's input tensors: the features it reads (delta, level), then the cell state."""
-    return [f for f in CORE_FEATURES if f in config.features] + recurrent_state_names(config.cell, config.layers)
+    return [f for f in CORE_FEATURES if f in config.features] + [n for n in config.state_names() if n != "x_prev"]
 
 
 class CoreStepGraph(StepGraph):
-    """step(delta?, level?, h0.., c0..) -> {correction, h0.., c0..}; all tensors (B, n)."""
+    """step(delta?, level?, h0.., c0.., lags?) -> {correction, h0.., c0.., lags?}; all tensors (B, n)."""
 
     def __init__(self, weights: dict[str, np.ndarray], config: ModelConfig, batch: int | None = 1,
                  cell_scales: dict[int, np.ndarray] | None = None):
@@ -67,10 +68,12 @@ class CoreStepGraph(StepGraph):
         self.cell_scales = {k: np.asarray(v, np.float32)[None] for k, v in (cell_scales or {}).items()}  # (1, H)
         w = {k: v.astype(np.float32).copy() for k, v in weights.items()}  # head not folded: unit variance out
         c = config.input_size
-        w_ih = w.pop("rnn.weight_ih_l0")  # (G, C * len(features)): columns [level | delta] as torch concats
-        read = [f for f in ("level", "delta") if f in config.features]
-        for i, feature in enumerate(read):
-            w[f"rnn.weight_{feature}_l0"] = np.ascontiguousarray(w_ih[:, i * c:(i + 1) * c])  # (G, C)
+        if config.recurrent_cell is not None:
+            w_ih = w.pop("rnn.weight_ih_l0")  # (G, C * len(features)): columns [level | delta] as torch concats
+            read = [f for f in ("level", "delta") if f in config.features]
+            for i, feature in enumerate(read):
+                w[f"rnn.weight_{feature}_l0"] = np.ascontiguousarray(w_ih[:, i * c:(i + 1) * c])  # (G, C)
+        w.update(ar_graph_weights(weights, config))  # the AR term (ar, *+ar), in typical changes too
         self.w = w  # assigned whole: tf.Module tracks it, and a tracked dict must not be mutated
         self._features = [f for f in CORE_FEATURES if f in config.features]
         names = core_input_names(config)
@@ -79,10 +82,18 @@ class CoreStepGraph(StepGraph):
         self.step = tf.function(self._named_step(names), input_signature=specs, autograph=False)
 
     def forward(self, t: dict) -> dict:
-        out = {}
-        self._inputs = t  # the first layer's _gates reads the feature tensors by name
-        top = self.stack(None, t, out)  # (1, H)
-        out[CORE_OUTPUT] = tf.matmul(top, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
+        cfg = self.config
+        out, correction = {}, None
+        if cfg.recurrent_cell is not None:
+            self._inputs = t  # the first layer's _gates reads the feature tensors by name
+            top = self.stack(None, t, out)  # (1, H)
+            correction = tf.matmul(top, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
+        if cfg.has_ar:  # the AR term: the ar cell's model, or the highway beside the cell
+            ar, lags = ar_term(self, t["delta"], t.get("level"), t.get(AR_LAGS))  # (1, O)
+            correction = ar if correction is None else correction + ar
+            if lags is not None:
+                out[AR_LAGS] = lags
+        out[CORE_OUTPUT] = correction
         return out
 
     def _lstm(self, k, inp, h, c):
@@ -114,7 +125,7 @@ CELL_SCALE_FLOOR = 8  # no unit's scale below 1/8 of the widest's: 1/s keeps >= 
 def cell_state_scales(samples: list[dict], config: ModelConfig) -> dict[int, np.ndarray]:
     """layer -> (H,) each LSTM unit's cell-state scale: its largest |c| over the calibration samples
     (at least 1/CELL_SCALE_FLOOR of the widest unit's). Empty for a GRU or plain RNN (tanh bounds their state)."""
-    if config.cell != "lstm":
+    if config.recurrent_cell != "lstm":
         return {}
     scales = {}
     for k in range(config.layers):

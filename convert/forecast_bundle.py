@@ -102,6 +102,7 @@ class ForecastConversion:
         scale, convert/core_step.py), its calibration samples (the float32 core over the training split),
         and the manifest's record of the cell scales ({} for none)."""
         from convert.core_step import CoreStepGraph, cell_state_scales, rescale_cell_states
+        from convert.ar_step import share_change_range  # an AR term's lags: one scale for every change
         from convert.quantize import VARIANTS, convert_variant
         from convert.tf_step import save_step_model
 
@@ -109,13 +110,16 @@ class ForecastConversion:
         samples = self.core_calibration(convert_variant(plain, VARIANTS[0], [], core=True))
         scales = cell_state_scales(samples, self.config)
         if not scales:
-            return plain, samples, {}
+            return plain, share_change_range(samples), {}
         scaled = CoreStepGraph(self.weights, self.config, cell_scales=scales)
         record = {f"c{k}": [float(v) for v in scale] for k, scale in scales.items()}  # float32 values, exact in JSON
-        return save_step_model(scaled, str(tmp / "saved_model_core")), rescale_cell_states(samples, scales), record
+        return (save_step_model(scaled, str(tmp / "saved_model_core")),
+                share_change_range(rescale_cell_states(samples, scales)), record)
 
     def manifest(self, name: str, variants: list[dict]) -> dict:
         manifest = build_manifest(name, self.config, self.info, variants)
+        if self.config.has_ar:
+            manifest["ar_order"] = self.config.ar_order  # the state: x_prev and lags, the samples AR(k) reads
         manifest["deployable_rule"] = {"max_mse_ratio": self.max_mse_ratio, "below_persistence": True,
                                        "drift_limit": DRIFT_LIMIT}
         return manifest

@@ -26,14 +26,16 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from train.config import ModelConfig
+from convert.ar_step import ar_graph_weights, ar_term
+from train.config import AR_LAGS, ModelConfig
 
 
 def _fold_weights(weights: dict[str, np.ndarray], config: ModelConfig) -> dict[str, np.ndarray]:
     w = {k: v.astype(np.float32).copy() for k, v in weights.items()}
-    w["head.weight"] *= w["output_gain"][:, None]
-    w["head.bias"] *= w["output_gain"]
-    return w
+    if "head.weight" in w:  # the ar cell has no head
+        w["head.weight"] *= w["output_gain"][:, None]
+        w["head.bias"] *= w["output_gain"]
+    return {**w, **ar_graph_weights(weights, config, w["output_gain"])}
 
 
 class StepGraph(tf.Module):
@@ -82,8 +84,15 @@ class StepGraph(tf.Module):
         out = {}
         x = (t["x"] - self.in_mean) * self.in_scale  # (1, C) normalized
         delta = x - t["x_prev"] if "delta" in cfg.features else None  # (1, C)
-        inp = self.stack(self.features(x, delta), t, out)  # (1, H)
-        head = tf.matmul(inp, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
+        head = None
+        if cfg.recurrent_cell is not None:
+            inp = self.stack(self.features(x, delta), t, out)  # (1, H)
+            head = tf.matmul(inp, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
+        if cfg.has_ar:  # the AR term: the ar cell's model, or the highway beside the cell
+            ar, lags = ar_term(self, delta * self._const("delta_gain")[None], x, t.get(AR_LAGS))  # (1, O)
+            head = ar if head is None else head + ar
+            if lags is not None:
+                out[AR_LAGS] = lags
         level = x if list(cfg.target) == list(range(cfg.input_size)) else tf.gather(
             x, list(cfg.target), axis=1)  # (1, O)
         out["y"] = (level + head) * self.out_std + self.out_mean  # (1, O) raw units
@@ -100,9 +109,9 @@ class StepGraph(tf.Module):
         cfg = self.config
         for k in range(cfg.layers):
             h = t[f"h{k}"]  # (1, H)
-            if cfg.cell == "lstm":
+            if cfg.recurrent_cell == "lstm":
                 h, out[f"c{k}"] = self._lstm(k, inp, h, t[f"c{k}"])
-            elif cfg.cell == "gru":
+            elif cfg.recurrent_cell == "gru":
                 h = self._gru(k, inp, h)
             else:
                 h = self._rnn(k, inp, h)

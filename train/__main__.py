@@ -10,7 +10,7 @@ from pathlib import Path
 
 from edge_runtime.csvrows import CsvError
 from train.data import load_stream
-from train.config import CELL_NAMES as CELLS, FEATURES, ModelConfig
+from train.config import AR_CELL, CELL_NAMES as CELLS, FEATURES, FORECAST_CELLS, ModelConfig
 from train.scenarios import SCENARIOS
 from train.trainer import TrainConfig
 from train.wander import check_level
@@ -29,7 +29,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--columns", nargs="+", help="CSV value columns to use as inputs (default: all)")
     p.add_argument("--target", nargs="+", help="CSV columns to forecast (default: every input)")
     p.add_argument("--samples", type=int, default=30000, help="length of a generated scenario stream")
-    p.add_argument("--cell", choices=sorted(CELLS), default="lstm")
+    p.add_argument("--cell", choices=sorted(FORECAST_CELLS), default="lstm",
+                   help="ar: AR(k), fitted by least squares (k = --ar-order), exported as a step model like the rest")
+    p.add_argument("--ar-order", type=int, default=0,
+                   help="--cell ar only: k, on the levels when the level is read, on the changes otherwise")
     p.add_argument("--hidden", type=int, default=ModelConfig.hidden)
     p.add_argument("--layers", type=int, default=ModelConfig.layers)
     p.add_argument("--features", nargs="+", choices=FEATURES,
@@ -70,9 +73,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {e}", file=sys.stderr)
             return 2
     features = args.features or (FEATURES if stream.stationary else ("delta",))
-    model_config = ModelConfig(cell=args.cell, hidden=args.hidden, layers=args.layers,
-                               input_size=stream.values.shape[1], target=stream.target, features=features)
-    name = args.name or f"{stream.name}-{args.cell}"
+    # an AR has no hidden layer: --hidden and --layers do not apply to it
+    shape = {"hidden": 1, "layers": 1} if args.cell == AR_CELL else {"hidden": args.hidden, "layers": args.layers}
+    try:
+        model_config = ModelConfig(cell=args.cell, input_size=stream.values.shape[1], target=stream.target,
+                                   features=features, ar_order=args.ar_order, **shape)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    name = args.name or f"{stream.name}-{args.cell}{args.ar_order if model_config.has_ar else ''}"
     metrics = train_run(stream, model_config, train_config, Path(args.out) / name, progress=not args.quiet,
                         extra_metrics=extra)
     print(json.dumps({"run": str(Path(args.out) / name), **{k: metrics[k] for k in (

@@ -15,7 +15,14 @@ class CellSpec:
 # The one table of how the cells differ in shape; their math is in train/models.py (torch),
 # convert/tf_step.py (the step graph) and pipeline/peers.py (the benchmark's peers).
 CELLS = {"rnn": CellSpec(("h",), 1), "gru": CellSpec(("h",), 3), "lstm": CellSpec(("h", "c"), 4)}
-CELL_NAMES = tuple(CELLS)
+CELL_NAMES = tuple(CELLS)  # the recurrent cells (the autocomplete model takes these)
+# A forecaster may also be a linear autoregression (train/ar.py): no hidden layer; its state is x_prev and
+# the last changes (`lags`), so together the samples AR(ar_order) reads. Fitted by least squares, not trained.
+# Or a recurrent cell with that AR term beside it, LSTNet's linear highway ("lstm+ar"), trained as one model.
+AR_CELL = "ar"
+HIGHWAY = "+ar"  # suffix of a recurrent cell with the AR term: rnn+ar, gru+ar, lstm+ar
+AR_LAGS = "lags"  # state name: the changes the last forecast read, newest first, typical changes (1, changes * C)
+FORECAST_CELLS = CELL_NAMES + (AR_CELL,) + tuple(c + HIGHWAY for c in CELL_NAMES)
 
 
 class StrictConfig:
@@ -35,22 +42,35 @@ class StrictConfig:
 @dataclass
 class ModelConfig(StrictConfig):
     config_kind = "model config"
-    cell: str = "lstm"  # rnn | gru | lstm
+    cell: str = "lstm"  # rnn | gru | lstm | ar | rnn+ar | gru+ar | lstm+ar
     hidden: int = 32
     layers: int = 1
     input_size: int = 1  # sensor channels in
     target: tuple[int, ...] = (0,)  # channel indices forecast (the output channels)
     features: tuple[str, ...] = FEATURES  # what each step sees: the level, the change, or both
+    # ar and *+ar: AR(k) on the levels when the level is read, AR(k) on the changes when only the change is
+    ar_order: int = 0
 
     def __post_init__(self) -> None:
         self.target = tuple(int(i) for i in self.target)
         self.features = tuple(self.features)
-        if self.cell not in CELL_NAMES:
-            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(CELL_NAMES)}")
+        if self.cell not in FORECAST_CELLS:
+            raise ValueError(f"unknown cell {self.cell!r}; choose one of {', '.join(FORECAST_CELLS)}")
         if not self.features or any(f not in FEATURES for f in self.features):
             raise ValueError(f"features must be a non-empty subset of {FEATURES}, got {self.features}")
         if self.hidden < 1 or self.layers < 1 or self.input_size < 1:
             raise ValueError("hidden, layers and input_size must be positive")
+        if self.has_ar:
+            lowest = 2 if "level" in self.features else 1
+            if "delta" not in self.features:
+                raise ValueError("an AR term reads the change (its lags are changes): features must include delta")
+            if self.ar_order < lowest:
+                raise ValueError(f"an AR term needs --ar-order >= {lowest} with features {'+'.join(self.features)}, "
+                                 f"got {self.ar_order}")
+            if self.cell == AR_CELL and (self.hidden != 1 or self.layers != 1):
+                raise ValueError("an AR model has no hidden layer: hidden and layers must be 1")
+        elif self.ar_order:
+            raise ValueError(f"ar_order is for the ar and *{HIGHWAY} cells only, not {self.cell!r}")
         bad = [i for i in self.target if not 0 <= i < self.input_size]
         if bad or not self.target:
             raise ValueError(f"target channels {self.target} out of range for {self.input_size} inputs")
@@ -58,19 +78,39 @@ class ModelConfig(StrictConfig):
     def to_dict(self) -> dict:
         d = asdict(self)
         d["target"], d["features"] = list(self.target), list(self.features)
+        if not self.has_ar:
+            del d["ar_order"]  # a recurrent model's config reads as it did before the AR cells existed
         return d
 
     @property
     def output_size(self) -> int:
         return len(self.target)
 
+    @property
+    def has_ar(self) -> bool:
+        """An AR term: the ar cell, or a recurrent cell with the highway (rnn+ar, gru+ar, lstm+ar)."""
+        return self.cell == AR_CELL or self.cell.endswith(HIGHWAY)
+
+    @property
+    def recurrent_cell(self) -> str | None:
+        """The recurrent part's cell (rnn, gru or lstm); None for the ar cell."""
+        return None if self.cell == AR_CELL else self.cell.removesuffix(HIGHWAY)
+
+    @property
+    def ar_changes(self) -> int:
+        """An AR model's change regressors: k - 1 beside the level (AR(k) on levels), k without it."""
+        return self.ar_order - 1 if "level" in self.features else self.ar_order
+
     def state_names(self) -> list[str]:
         """Named state tensors, in the order the bundle lists them."""
         names = ["x_prev"] if "delta" in self.features else []
-        return names + recurrent_state_names(self.cell, self.layers)
+        if self.recurrent_cell is not None:
+            names += recurrent_state_names(self.recurrent_cell, self.layers)
+        return names + ([AR_LAGS] if self.has_ar and self.ar_changes > 1 else [])
 
     def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, int]]:
-        return {n: (batch, self.input_size if n == "x_prev" else self.hidden) for n in self.state_names()}
+        widths = {"x_prev": self.input_size, AR_LAGS: self.ar_changes * self.input_size}
+        return {n: (batch, widths.get(n, self.hidden)) for n in self.state_names()}
 
 
 def recurrent_state_names(cell: str, layers: int) -> list[str]:

@@ -11,6 +11,8 @@ works in normalized units and carries its state explicitly, by name:
 The forecast is a correction on top of persistence: y = x[target] + head(h)
 scaled to the size of a typical one-step change. That makes an untrained
 model exactly the persistence baseline and keeps the head's output O(1).
+A "+ar" cell (lstm+ar, ...) adds an AR(k) term to the correction, LSTNet's
+linear highway (train/ar.py); its lag register is one more state tensor, lags.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from train.config import CELL_NAMES, FEATURES, ModelConfig  # noqa: F401  (re-exported)
+from train.config import AR_CELL
 from train.config import CELLS as CELL_SPECS
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -64,8 +67,12 @@ class Forecaster(nn.Module):
         super().__init__()
         self.config = config
         n_features = config.input_size * len(config.features)
-        self.rnn = CELLS[config.cell](n_features, config.hidden, config.layers, batch_first=True)
+        self.rnn = CELLS[config.recurrent_cell](n_features, config.hidden, config.layers, batch_first=True)
         self.head = nn.Linear(config.hidden, config.output_size)
+        if config.has_ar:  # rnn+ar, gru+ar, lstm+ar: LSTNet's linear highway beside the cell (train/ar.py)
+            from train.ar import ARTerm
+
+            self.ar = ARTerm(config)
         self.register_buffer("delta_gain", torch.tensor(scales.delta_gain, dtype=torch.float32))
         self.register_buffer("output_gain", torch.tensor(scales.output_gain, dtype=torch.float32))
 
@@ -91,8 +98,15 @@ class Forecaster(nn.Module):
         """x: (B, T, C) normalized -> y: (B, T, O) normalized forecast of x[t+1], new state."""
         cfg = self.config
         feats = self.features(x, state.get("x_prev"))  # (B, T, F)
-        out, new_state = run_stack(self.rnn, cfg.cell, cfg.layers, feats, state)  # out: (B, T, H)
-        y = x[:, :, list(cfg.target)] + self.head(out) * self.output_gain  # (B, T, O)
+        out, new_state = run_stack(self.rnn, cfg.recurrent_cell, cfg.layers, feats, state)  # out: (B, T, H)
+        correction = self.head(out)  # (B, T, O) typical changes
+        if cfg.has_ar:  # the highway reads the changes the delta feature does: (x - previous) * delta_gain
+            previous = torch.cat([state["x_prev"][:, None, :], x[:, :-1, :]], dim=1)  # (B, T, C)
+            ar, lags = self.ar(x, (x - previous) * self.delta_gain, state.get("lags"))  # (B, T, O)
+            correction = correction + ar
+            if lags is not None:
+                new_state["lags"] = lags
+        y = x[:, :, list(cfg.target)] + correction * self.output_gain  # (B, T, O)
         if "x_prev" in state:
             new_state["x_prev"] = x[:, -1, :]
         return y, new_state
@@ -102,9 +116,16 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def forecaster_from_weights(weights: dict, info: dict) -> Forecaster:
-    """Rebuild a trained model from a checkpoint's (weights, info); no training code runs."""
+def forecaster_from_weights(weights: dict, info: dict) -> nn.Module:
+    """Rebuild a trained model from a checkpoint's (weights, info); no training code runs.
+    A Forecaster, or for the ar cell an ARForecaster (train/ar.py), the same interface."""
     config = ModelConfig.from_dict(info["model"])
-    model = Forecaster(config, Scales.from_normalization(info["normalization"], config.target))
+    scales = Scales.from_normalization(info["normalization"], config.target)
+    if config.cell == AR_CELL:
+        from train.ar import ARForecaster
+
+        model = ARForecaster(config, scales)
+    else:
+        model = Forecaster(config, scales)
     model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     return model.eval()

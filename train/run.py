@@ -19,9 +19,11 @@ import torch
 
 from train.baselines import mse, persistence, select_ar
 from train.checkpoint import save_checkpoint
+from train.config import AR_CELL
 from train.models import ModelConfig, parameter_count
 from train.scenarios import Stream
-from train.trainer import Splits, TrainConfig, normalization, normalize, split_stream, stream_forecast, train_model
+from train.trainer import (Splits, TrainConfig, fit_ar_model, normalization, normalize, split_stream, stream_forecast,
+                           train_model)
 
 
 def baseline_metrics(splits: Splits, norm: dict, target: tuple[int, ...]) -> dict:
@@ -59,8 +61,11 @@ def train_run(stream: Stream, model_config: ModelConfig, train_config: TrainConf
     splits = split_stream(stream.values, train_config)
     norm = normalization(splits.train)
     started = time.perf_counter()
-    model, history = train_model(model_config, train_config, splits, norm, progress, label=out_dir.name,
-                                  on_epoch=on_epoch)
+    if model_config.cell == AR_CELL:  # least squares, no epochs (nothing for a pruner to see)
+        model, history = fit_ar_model(model_config, train_config, splits, norm, progress, label=out_dir.name)
+    else:
+        model, history = train_model(model_config, train_config, splits, norm, progress, label=out_dir.name,
+                                     on_epoch=on_epoch)
     seconds = time.perf_counter() - started
     val_n, test_n = normalize(splits.val, norm), normalize(splits.test, norm)
     target = model_config.target

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from train.baselines import mse
@@ -106,7 +107,10 @@ def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, 
     exception it raises ends the training)."""
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = Forecaster(model_config, Scales.from_normalization(norm, model_config.target))
+    scales = Scales.from_normalization(norm, model_config.target)
+    model = Forecaster(model_config, scales)
+    if model_config.has_ar:  # the highway starts as the least-squares AR(k); the cell learns what it misses
+        load_ar_fit(model, model_config, splits, norm, scales)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs, eta_min=config.lr / 20)
     train_norm, val_norm = normalize(splits.train, norm), normalize(splits.val, norm)
@@ -141,3 +145,26 @@ def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, 
     stopping.restore_best(model)
     return model, {"best_epoch": stopping.best_epoch, "epochs_run": len(history),
                    "val_mse_norm": stopping.best_score, "history": history}
+
+
+def fit_ar_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, norm: dict,
+                 progress: bool = True, label: str = "") -> tuple[nn.Module, dict]:
+    """train_model's counterpart for the ar cell (train/ar.py): one least-squares fit on the training
+    split, no epochs; the history has the same keys."""
+    from train.ar import ARForecaster
+
+    scales = Scales.from_normalization(norm, model_config.target)
+    model = load_ar_fit(ARForecaster(model_config, scales), model_config, splits, norm, scales)
+    val_norm = normalize(splits.val, norm)
+    val_mse = mse(stream_forecast(model, val_norm), val_norm, model_config.target, splits.warmup)
+    return model, {"best_epoch": 0, "epochs_run": 0, "val_mse_norm": val_mse, "history": []}
+
+
+def load_ar_fit(model: nn.Module, model_config: ModelConfig, splits: Splits, norm: dict, scales: Scales) -> nn.Module:
+    """The model's AR term (its "ar." weights) set to the least-squares fit on the training split."""
+    from train.ar import ar_weights
+
+    fitted = ar_weights(model_config, normalize(splits.train, norm), scales)
+    model.load_state_dict({**model.state_dict(), **{k: torch.as_tensor(v, dtype=torch.float32)
+                                                     for k, v in fitted.items()}})
+    return model
