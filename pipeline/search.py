@@ -43,7 +43,9 @@ import numpy as np
 
 from pipeline.real_bench import pick_backend, run_logged
 
-FAMILIES = ("lstm", "gru", "rnn")
+# the recurrent cells, AR(k) as a step model, and each cell with a linear AR highway (LSTNet's idea)
+FAMILIES = ("lstm", "gru", "rnn", "ar", "lstm+ar", "gru+ar", "rnn+ar")
+AR = "ar"
 HIDDEN = (8, 16, 32, 64, 96, 128)
 LAYERS = (1, 2)
 MAX_RETRIES = 1  # a trial whose worker died is run once more
@@ -84,8 +86,9 @@ class Candidate:
     number: int
     state: str  # COMPLETE, PRUNED, FAIL, RUNNING
     family: str
-    hidden: int
+    hidden: int  # 0 for AR(k)
     layers: int
+    ar_order: int = 0  # the AR term's k (ar and *+ar), else 0
     val_mse: float | None = None  # the best feasible variant's (or float32's when none is feasible)
     variant: str | None = None
     bytes: int | None = None
@@ -99,7 +102,9 @@ class Candidate:
 
     @property
     def label(self) -> str:
-        return f"{self.family}-{self.hidden}x{self.layers}"
+        if self.family == AR:
+            return f"ar({self.ar_order})"
+        return f"{self.family}-{self.hidden}x{self.layers}" + (f"({self.ar_order})" if self.ar_order else "")
 
 
 # --- one trial ---
@@ -144,13 +149,13 @@ def best_feasible(verdicts: dict) -> str | None:
     return min(ok, key=lambda n: (ok[n]["val_mse"], ok[n]["bytes"])) if ok else None
 
 
-def objective(trial, job: SearchJob, stream, features_record: dict, log) -> float:
+def objective(trial, job: SearchJob, stream, features_record: dict, ar_k: int, log) -> float:
     """Train, convert and score one candidate; the value is the validation MSE of its best feasible variant.
     A candidate that fails (its conversion, say) is a failed trial with the reason kept, not a failed study."""
     import optuna
 
     try:
-        return score_candidate(trial, job, stream, features_record, log)
+        return score_candidate(trial, job, stream, features_record, ar_k, log)
     except optuna.TrialPruned:
         raise
     except Exception as e:
@@ -158,7 +163,30 @@ def objective(trial, job: SearchJob, stream, features_record: dict, log) -> floa
         raise
 
 
-def score_candidate(trial, job: SearchJob, stream, features_record: dict, log) -> float:
+def duplicate_of(trial) -> int | None:
+    """The number of another finished or running trial with the same parameters (TPE proposes the single AR candidate
+    again and again), or None."""
+    from optuna.trial import TrialState
+
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if other.number != trial.number and other.params == trial.params:  # running: on another worker now
+            return other.number
+    return None
+
+
+def validated_ar_order(stream, seed: int) -> int:
+    """The AR order the run's own baseline picks on validation (train/baselines.py select_ar, on levels): the
+    AR candidate's k, and the window of the AR highway beside a recurrent cell."""
+    from train.baselines import select_ar
+    from train.trainer import TrainConfig, normalization, normalize, split_stream
+
+    splits = split_stream(stream.values, TrainConfig(seed=seed))
+    norm = normalization(splits.train)
+    ar, _ = select_ar(normalize(splits.train, norm), normalize(splits.val, norm), splits.warmup, stream.target)
+    return ar.order
+
+
+def score_candidate(trial, job: SearchJob, stream, features_record: dict, ar_k: int, log) -> float:
     import optuna
 
     from train.config import ModelConfig
@@ -166,8 +194,18 @@ def score_candidate(trial, job: SearchJob, stream, features_record: dict, log) -
     from train.trainer import TrainConfig
 
     family = trial.suggest_categorical("family", list(job.families))
-    hidden = trial.suggest_categorical("hidden", list(job.hidden))
-    layers = trial.suggest_categorical("layers", list(job.layers))
+    if family == AR:  # no hidden layer: one candidate, AR(k) on the levels with k chosen on validation
+        hidden, layers, features = 1, 1, ("level", "delta")
+    else:
+        hidden = trial.suggest_categorical("hidden", list(job.hidden))
+        layers = trial.suggest_categorical("layers", list(job.layers))
+        features = tuple(features_record["features"])
+    ar_order = max(2, ar_k) if family == AR or family.endswith("+ar") else 0
+    trial.set_user_attr("ar_order", ar_order)
+    twin = duplicate_of(trial)
+    if twin is not None:
+        trial.set_user_attr("why", f"the same candidate as trial {twin}")
+        raise optuna.TrialPruned()
     run = job.folder / f"trial-{trial.number:04d}"
     trial.set_user_attr("run", str(run))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
@@ -179,7 +217,7 @@ def score_candidate(trial, job: SearchJob, stream, features_record: dict, log) -
             raise optuna.TrialPruned()
 
     model_config = ModelConfig(cell=family, hidden=hidden, layers=layers, input_size=stream.values.shape[1],
-                               target=stream.target, features=tuple(features_record["features"]))
+                               target=stream.target, features=features, ar_order=ar_order)
     train_config = TrainConfig(epochs=job.epochs, patience=job.patience, seed=job.seed)
     train_run(stream, model_config, train_config, run, progress=False,
               extra_metrics={"level_check": features_record}, on_epoch=report)
@@ -219,6 +257,14 @@ def rdb_storage(url: str, attempts: int = 6):
             time.sleep(0.2 * 2 ** attempt)  # backing off while the other worker finishes the schema
 
 
+def first_candidates(job: SearchJob) -> list[dict]:
+    """One candidate of each family first, at a middle size, so every family's best is in the table however
+    the sampler goes on."""
+    hidden = 32 if 32 in job.hidden else sorted(job.hidden)[len(job.hidden) // 2]
+    return [{"family": f} if f == AR else {"family": f, "hidden": hidden, "layers": min(job.layers)}
+            for f in job.families]
+
+
 def open_study(job: SearchJob):
     import optuna
 
@@ -228,8 +274,13 @@ def open_study(job: SearchJob):
     storage = rdb_storage(job.storage_url)
     sampler = optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=6)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=min(10, job.epochs // 4))
-    study = optuna.create_study(study_name=job.name, storage=storage, sampler=sampler, pruner=pruner,
-                                direction="minimize", load_if_exists=True)
+    try:  # the worker that creates the study (the database decides, once) seeds it with one of each family
+        study = optuna.create_study(study_name=job.name, storage=storage, sampler=sampler, pruner=pruner,
+                                    direction="minimize")
+        for params in first_candidates(job):
+            study.enqueue_trial(params)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=job.name, storage=storage, sampler=sampler, pruner=pruner)
     study.set_user_attr("job", {"csv": job.csv, "columns": job.columns, "target": job.target, "device": job.device,
                                 "rate_hz": job.rate_hz})
     return study
@@ -269,7 +320,8 @@ def search(job: SearchJob, trials: int, minutes: float | None, progress: bool = 
     log_path = job.folder / "search.log"
     with open(log_path, "a") as log:
         if done_before < trials:
-            study.optimize(lambda t: objective(t, job, stream, features_record, log),
+            ar_k = validated_ar_order(stream, job.seed)
+            study.optimize(lambda t: objective(t, job, stream, features_record, ar_k, log),
                            timeout=None if minutes is None else minutes * 60, catch=(Exception,),
                            callbacks=[optuna.study.MaxTrialsCallback(trials, states=None), after_trial])
     bar.close()
@@ -291,8 +343,8 @@ def candidates(study) -> list[Candidate]:
         if t.state.name == "FAIL" and not why:
             why = "failed: see search.log"
         rows.append(Candidate(
-            number=t.number, state=t.state.name, family=params["family"], hidden=params["hidden"],
-            layers=params["layers"], val_mse=t.value if t.state.name == "COMPLETE" else None, variant=chosen,
+            number=t.number, state=t.state.name, family=params["family"], hidden=params.get("hidden", 0),
+            layers=params.get("layers", 0), ar_order=t.user_attrs.get("ar_order", 0), val_mse=t.value if t.state.name == "COMPLETE" else None, variant=chosen,
             bytes=shown.get("bytes"), ram=shown.get("ram"), us_per_step=shown.get("us_per_step"),
             feasible=t.state.name == "COMPLETE" and chosen is not None, why=why,
             bundle=t.user_attrs.get("bundle"), run=t.user_attrs.get("run"), variants=verdicts))
@@ -344,7 +396,7 @@ def pareto_plot(rows: list[Candidate], chosen: Candidate | None, job: SearchJob,
 
     scored = [c for c in rows if c.val_mse is not None and math.isfinite(c.val_mse) and c.bytes]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    markers = {"lstm": "o", "gru": "s", "rnn": "^", "ar": "D"}
+    markers = {"lstm": "o", "gru": "s", "rnn": "^", "ar": "D", "lstm+ar": "P", "gru+ar": "X", "rnn+ar": "v"}
     for ax, key, label in ((axes[0], "bytes", "model bytes (the variant the device runs)"),
                            (axes[1], "us_per_step", f"us per step on {job.device} (firmware_sim estimate)")):
         for family in sorted({c.family for c in scored}):

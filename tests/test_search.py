@@ -15,7 +15,7 @@ from tests.conftest import ROOT, python_env, run_cli
 
 pytestmark = pytest.mark.slow
 
-TINY = ["--families", "lstm", "gru", "--hidden", "8", "--layers", "1", "--epochs", "3", "--patience", "3",
+TINY = ["--families", "lstm", "gru", "--hidden", "8", "16", "--layers", "1", "--epochs", "3", "--patience", "3",
         "--device", "cortex-m4", "--rate", "100", "--quiet"]
 
 
@@ -53,20 +53,23 @@ def test_two_workers_share_one_study_and_the_choice_fits_and_keeps_up(sensor_log
         out, err = w.communicate(timeout=900)
         assert w.returncode == 0, err[-2000:]
     trials = trials_in(tmp_path)
-    # one study: the two workers together ran the 4 trials asked for (a 5th may start in the race at the end)
-    assert 4 <= len(trials) <= 5 and all(state == "COMPLETE" for _, state, _ in trials), trials
-    assert len({worker for _, _, worker in trials}) == 2, f"one worker did every trial: {trials}"
+    # one study: the two workers together ran the 4 trials asked for (a 5th may start in the race at the end);
+    # a proposal that repeats a finished or running candidate is pruned, not trained again
+    assert 4 <= len(trials) <= 5 and {state for _, state, _ in trials} <= {"COMPLETE", "PRUNED"}, trials
+    complete = [n for n, state, _ in trials if state == "COMPLETE"]
+    assert len(complete) >= 2 and len({w for _, s, w in trials if s == "COMPLETE"}) == 2, trials
     assert [n for n, _, _ in trials] == list(range(len(trials)))
 
     done = run_cli(*search_args(sensor_log, tmp_path, 4, "--report-only"), timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout.strip().splitlines()[-1])
-    assert summary["candidates"] == len(trials) and summary["feasible"] == len(trials)
+    assert summary["candidates"] == len(trials) and summary["feasible"] == len(complete)
     chosen = summary["chosen"]
     assert set(summary["families"]) == {"lstm", "gru"}  # each family's best is in the table
     report = (tmp_path / "reports" / "search-plant.md").read_text()
     assert report.count("| chosen |") == 1 and "Best of each family" in report
-    assert report.count("| worse: validation MSE") == len(trials) - 1
+    assert report.count("| worse: validation MSE") == len(complete) - 1
+    assert report.count("the same candidate as trial") == len(trials) - len(complete)
     assert (tmp_path / "reports" / "search-plant.png").stat().st_size > 10_000
     # the test split read once, for the chosen model, against the run's own baselines
     assert chosen["test_mse"] > 0 and chosen["of_ar"] == pytest.approx(chosen["test_mse"] / chosen["ar_mse"])
@@ -126,3 +129,21 @@ def test_search_real_writes_one_line_per_series(tmp_path):
     table = (tmp_path / "reports" / "search-real.md").read_text()
     assert "| [electricity-demand](search-real-electricity-demand.md) |" in table and "of 1 series" in table
     assert (tmp_path / "reports" / "search-real-electricity-demand.md").is_file()
+
+
+def test_ar_and_the_hybrid_are_candidates_and_a_repeated_candidate_is_not_run_twice(sensor_log, tmp_path):
+    """AR(k) as a step model (k chosen on validation, as the run's own baseline chooses it) and a GRU with the
+    linear AR highway, each converted and scored like the recurrent ones; a third proposal repeats one of them."""
+    args = search_args(sensor_log, tmp_path, 3, "--families", "ar", "gru+ar", "--hidden", "8")
+    done = run_cli(*args, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(summary["families"]) == {"ar", "gru+ar"}
+    report = (tmp_path / "reports" / "search-plant.md").read_text()
+    ar_row = next(line for line in report.splitlines() if line.startswith("| ") and "| ar(" in line)
+    k = int(ar_row.split("| ar(")[1].split(")")[0])
+    ar_run = next((tmp_path / "runs" / "plant").glob("trial-*/metrics.json"))
+    assert k == max(2, json.loads(ar_run.read_text())["ar_order"])  # the baseline's own validation choice
+    assert f"| gru+ar-8x1({k}) |" in report
+    duplicates = [line for line in report.splitlines() if "the same candidate as trial" in line]
+    assert len(duplicates) == len(trials_in(tmp_path)) - 2
