@@ -78,6 +78,8 @@ class SeriesResult:
     persistence_mse: float | None = None
     ar_mse: float | None = None
     ar_order: int | None = None
+    output_gains: list[float] | None = None  # per target channel, fitted on validation (train/output_gains.py)
+    torch_mse_as_trained: float | None = None  # float32 in torch before the gains (reported, never chosen on)
     variants: list[VariantRow] = field(default_factory=list)
     seconds: float = 0.0
     error: str | None = None
@@ -165,6 +167,8 @@ def bench_series(name: str, info: dict, log_csv: Path, work: Path, settings: Ben
         result.features = metrics.get("level_check", {}).get("features", [])
         result.torch_mse, result.persistence_mse = metrics["test_mse"], metrics["persistence_mse"]
         result.ar_mse, result.ar_order = metrics["ar_mse"], metrics["ar_order"]
+        result.output_gains = metrics.get("output_gains", {}).get("alpha")
+        result.torch_mse_as_trained = metrics.get("test_mse_as_trained")
         run_logged([sys.executable, "-m", "convert", str(runs / name), "--out", str(artifacts)], log, "python -m convert")
         with np.load(runs / name / "splits.npz") as splits:
             warmup = int(splits["warmup"])
@@ -249,6 +253,17 @@ def series_table(results: list[SeriesResult]) -> str:
                      f"{i['rate']} | {len(i['channels'])}: {', '.join(i['channels'])} | {i['samples']:,} | "
                      f"{'**yes**' if i['level_wanders'] else 'no'}: {i['level_check']} |")
     return "\n".join(lines)
+
+
+def gains_line(r: SeriesResult) -> str:
+    """The correction's per-channel gains fitted on validation, and float32's test MSE without them."""
+    if r.output_gains is None:
+        return "output gains: not recorded (a run from before train/output_gains.py)"
+    gains = ", ".join(f"{c} {g:.2f}" for c, g in zip(r.info["channels"], r.output_gains))
+    return (f"output gains (fitted on validation; 1 = the correction as trained, 0 = persistence): {gains}; "
+            f"float32 in torch without them {fmt(r.torch_mse_as_trained, '.5f')} "
+            f"({fmt(r.torch_mse_as_trained and r.persistence_mse and r.torch_mse_as_trained / r.persistence_mse)}x "
+            "persistence).")
 
 
 def variant_table(r: SeriesResult) -> str:
@@ -347,6 +362,7 @@ def write_report(results: list[SeriesResult], settings: BenchSettings, seconds: 
             continue
         text += [f"`{r.level_check_line}`", "", f"float32 in torch: {fmt(r.torch_mse, '.5f')}; persistence "
                  f"{fmt(r.persistence_mse, '.5f')}; AR({r.ar_order}) {fmt(r.ar_mse, '.5f')}; {r.seconds:.0f} s.", "",
+                 gains_line(r), "",
                  variant_table(r), ""]
     path = reports / "bench-real.md"
     path.write_text("\n".join(text))

@@ -141,6 +141,10 @@ def test_bench_real_quick_reports_every_variant_of_every_series(tmp_path):
         f32 = next(v for v in scored if v["variant"] == "float32")
         # the device runtime's float32 score matches the converter's in-memory one (CSV keeps 6 digits)
         assert f32["mse"] == pytest.approx(manifest["variants"][0]["metrics"]["test_mse"], rel=1e-3)
+        # the output gains fitted on validation: one per target channel, as the manifest records them, in the report
+        gains = manifest["training"]["output_gains"]["alpha"]
+        assert rows[name]["output_gains"] == gains and len(gains) == len(rows[name]["info"]["channels"])
+        assert "output gains (fitted on validation" in section.split("| variant |")[0]
     assert rows["cycling-ride"]["features"] == ["delta"]  # its altitude climbs: the level check says wanders
     assert rows["electricity-demand"]["features"] == ["level", "delta"]
     for png in ("bench-real_ratios.png", "bench-real_bytes.png"):

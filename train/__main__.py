@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = train_run(stream, model_config, train_config, Path(args.out) / name, progress=not args.quiet,
                         extra_metrics=extra)
     print(json.dumps({"run": str(Path(args.out) / name), **{k: metrics[k] for k in (
-        "test_mse", "persistence_mse", "ar_mse", "ar_order", "parameters", "train_seconds")}}))
+        "test_mse", "persistence_mse", "ar_mse", "ar_order", "parameters", "train_seconds")},
+        "output_gains": [round(a, 3) for a in metrics["output_gains"].get("alpha", [])]}))
     return 0
 
 

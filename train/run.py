@@ -21,6 +21,7 @@ from train.baselines import mse, persistence, select_ar
 from train.checkpoint import save_checkpoint
 from train.config import AR_CELL
 from train.models import ModelConfig, parameter_count
+from train.output_gains import fit_and_fold
 from train.scenarios import Stream
 from train.trainer import (Splits, TrainConfig, fit_ar_model, normalization, normalize, split_stream, stream_forecast,
                            train_model)
@@ -69,9 +70,14 @@ def train_run(stream: Stream, model_config: ModelConfig, train_config: TrainConf
     seconds = time.perf_counter() - started
     val_n, test_n = normalize(splits.val, norm), normalize(splits.test, norm)
     target = model_config.target
+    # scored before the gains only to report what they did; nothing is chosen on it
+    test_mse_as_trained = mse(stream_forecast(model, test_n), test_n, target, splits.warmup)
+    gains = fit_and_fold(model, val_n, splits.warmup, train_config.gain_margin)  # validation only
     val_residual = val_n[splits.warmup + 1:, list(target)] - stream_forecast(model, val_n)[splits.warmup:-1]
     metrics = {
         "test_mse": mse(stream_forecast(model, test_n), test_n, target, splits.warmup),
+        "test_mse_as_trained": test_mse_as_trained,
+        "output_gains": gains,
         **baseline_metrics(splits, norm, target),
         "val_residual_std": val_residual.std(axis=0).tolist(),  # normalized units, per target
         "parameters": parameter_count(model),
