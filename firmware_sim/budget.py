@@ -1,6 +1,8 @@
 """What one variant costs on one device profile, from its flatbuffer alone (no kernels run)."""
 from __future__ import annotations
 
+import numpy as np
+
 
 def variant_graph(bundle: str, variant: str):
     """(manifest, graph, state tensor indices) of one variant, its bytes checked against the manifest."""
@@ -11,6 +13,18 @@ def variant_graph(bundle: str, variant: str):
     graph = read_graph(verified_model_bytes(manifest, manifest.variant(variant)))
     state = [graph.signature_inputs[n] for n in sorted(set(graph.signature_inputs) & set(graph.signature_outputs))]
     return manifest, graph, state
+
+
+def float_op(graph) -> str | None:
+    """The first op that computes in float (QUANTIZE/DEQUANTIZE at the edges aside), described; None when the
+    graph is integer-only, as a microcontroller's integer kernels (and `firmware_sim run`) need."""
+    for op in graph.operators:
+        if op.op in ("QUANTIZE", "DEQUANTIZE"):
+            continue
+        for index in op.inputs + op.outputs:
+            if index >= 0 and np.dtype(graph.tensors[index].dtype).kind == "f":
+                return f"op #{op.index} {op.op} computes in {np.dtype(graph.tensors[index].dtype).name}"
+    return None
 
 
 def budget(bundle: str, variant: str, device: str) -> dict:
@@ -24,4 +38,5 @@ def budget(bundle: str, variant: str, device: str) -> dict:
     memory, cost = memory_report(graph, profile, state), step_cost(graph, profile)
     return {"device": profile.name, "fits": memory.fits, "ram_used": memory.ram_used, "ram_bytes": memory.ram_bytes,
             "flash_used": memory.flash_used, "flash_bytes": memory.flash_bytes, "model_bytes": graph.model_bytes,
-            "us_per_step": cost.seconds * 1e6, "max_rate_hz": cost.max_rate_hz, "problems": memory.problems()}
+            "us_per_step": cost.seconds * 1e6, "max_rate_hz": cost.max_rate_hz, "problems": memory.problems(),
+            "kind": profile.kind, "float_op": float_op(graph)}

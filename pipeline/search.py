@@ -127,7 +127,9 @@ def variant_verdicts(bundle: Path, run: Path, job: SearchJob, warmup: int, log) 
         verdict = {"bytes": entry["bytes"], "ram": cost["ram_used"], "flash": cost["flash_used"],
                    "us_per_step": cost["us_per_step"], "max_rate_hz": cost["max_rate_hz"],
                    "deployable": entry.get("metrics", {}).get("deployable"), "val_mse": None, "why": ""}
-        if not cost["fits"]:
+        if cost["kind"] == "mcu" and cost["float_op"]:
+            verdict["why"] = f"not integer-only, as the microcontroller's kernels need: {cost['float_op']}"
+        elif not cost["fits"]:
             verdict["why"] = "does not fit: " + "; ".join(cost["problems"])
         elif cost["max_rate_hz"] < job.rate_hz:
             verdict["why"] = (f"misses the deadline: {cost['us_per_step']:,.0f} us per step, "
