@@ -479,3 +479,42 @@ def test_training_regularizers_are_wired_and_off_by_default():
         log_p = F.log_softmax(model(inputs)[0], -1)  # (B, T, V)
     uniform = float((-log_p.mean(-1) * mask).sum()) / count
     assert count == 8 + 3 and smoothed.item() == pytest.approx((1 - e) * plain.item() + e * uniform, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_epoch_selection_on_next_letter_top1_both_ways():
+    """select_on="top1" keeps the epoch with the best mean of validation top-1 counting each word once and
+    weighted by use (the two ways the issue compares against the n-gram), and the kept weights score exactly
+    that epoch's figures; the weighted figure is each position weighted by its word (uniform weights: the plain
+    top-1; all weight on one word: that word's own top-1)."""
+    import torch
+
+    from train.autocomplete_model import AutocompleteNet
+    from train.autocomplete_train import AutocompleteTrainConfig, autocomplete_metrics, train_autocomplete_model
+    from train.config import AutocompleteModelConfig
+    from train.lexicon import usage_weights
+    from train.words import WordSplits
+
+    vocab = Vocabulary.lowercase()
+    words = ["the", "there", "then", "they", "them", "word", "wood", "world", "would", "dive", "deep", "kind"]
+    torch.manual_seed(0)
+    untrained = AutocompleteNet(AutocompleteModelConfig(hidden=8, layers=2))
+    plain = autocomplete_metrics(untrained, words, vocab)
+    assert autocomplete_metrics(untrained, words, vocab, weights=np.full(len(words), 3.0))["top1_weighted"] \
+        == pytest.approx(plain["top1"], abs=1e-12)
+    one = np.zeros(len(words))
+    one[1] = 1.0
+    assert autocomplete_metrics(untrained, words, vocab, weights=one)["top1_weighted"] == pytest.approx(
+        autocomplete_metrics(untrained, ["there"], vocab)["top1"], abs=1e-12)
+
+    splits = WordSplits(words, words, words, {"builtin": "test"})
+    config = AutocompleteTrainConfig(epochs=8, batch=4, lr=0.02, patience=8, select_on="top1")
+    model, history = train_autocomplete_model(AutocompleteModelConfig(hidden=8, layers=2), config, splits, vocab,
+                                              progress=False)
+    means = [(h["val_top1"] + h["val_top1_weighted"]) / 2 for h in history["history"]]
+    assert history["best_epoch"] == int(np.argmax(means))  # the first best epoch
+    kept = autocomplete_metrics(model, words, vocab, weights=usage_weights(words))
+    assert (kept["top1"], kept["top1_weighted"]) == pytest.approx((history["val_top1"], history["val_top1_weighted"]))
+    with pytest.raises(ValueError, match="select_on must be one of loss, top1"):
+        train_autocomplete_model(AutocompleteModelConfig(hidden=8, layers=2),
+                                 AutocompleteTrainConfig(epochs=1, select_on="accuracy"), splits, vocab, progress=False)

@@ -115,10 +115,11 @@ def autocomplete_main(argv: list[str]) -> int:
     p.add_argument("--cell", choices=sorted(CELLS), default="lstm")
     p.add_argument("--hidden", type=int, default=AutocompleteModelConfig.hidden)
     p.add_argument("--layers", type=int, default=AutocompleteModelConfig.layers)
-    from train.autocomplete_train import AutocompleteTrainConfig
+    from train.autocomplete_train import SELECT_ON, AutocompleteTrainConfig
 
     for name, default in AutocompleteTrainConfig().to_dict().items():
-        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+        p.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
+                       **({"choices": SELECT_ON} if name == "select_on" else {}))
     p.add_argument("--no-baseline", action="store_true", help="skip the n-gram baseline")
     p.add_argument("--name", help="run name (default: <word list stem or scenario>-<cell>)")
     p.add_argument("--out", default="runs")

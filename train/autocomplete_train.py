@@ -35,6 +35,7 @@ from train.early_stopping import EarlyStopping
 from train.models import parameter_count
 from train.words import WordSplits, word_batch
 
+SELECT_ON = ("loss", "top1")
 KSR_WORDS = 100_000  # held-out words whose keystroke savings are measured: all of them (6,388 on wamerican)
 
 
@@ -55,6 +56,9 @@ class AutocompleteTrainConfig(StrictConfig):
     dropout: float = 0.0  # on the top layer's output, before the head, while training
     layer_dropout: float = 0.0  # between the stacked layers, while training
     label_smoothing: float = 0.0  # share of each target's probability spread over the other symbols
+    # which epoch's weights are kept (and early stopping's score): "loss", the validation words'
+    # cross-entropy; "top1", the mean of their next-letter top-1 counting each word once and weighted by use
+    select_on: str = "loss"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,10 +87,14 @@ def masked_loss(model: AutocompleteNet, words: list[str], vocab: Vocabulary,
 
 
 @torch.inference_mode()
-def autocomplete_metrics(model: AutocompleteNet, words: list[str], vocab: Vocabulary, batch: int = 512) -> dict:
-    """Cross-entropy (nats per symbol), next-symbol top-1 and top-3 accuracy, teacher-forced."""
+def autocomplete_metrics(model: AutocompleteNet, words: list[str], vocab: Vocabulary, batch: int = 512,
+                         weights: np.ndarray | None = None) -> dict:
+    """Cross-entropy (nats per symbol), next-symbol top-1 and top-3 accuracy, teacher-forced.
+    With `weights` (one per word: how often it is used) also top-1 weighted by use, each position
+    counting its word's weight (as edge_eval's next_symbol_accuracy counts it)."""
     model.eval()
     total_loss = top1 = top3 = count = 0.0
+    weighted_hits = weighted_count = 0.0
     for b in range(0, len(words), batch):
         inputs, targets, mask = (torch.from_numpy(a) for a in word_batch(words[b:b + batch], vocab))
         logits, _ = model(inputs)  # (B, T, V)
@@ -98,7 +106,14 @@ def autocomplete_metrics(model: AutocompleteNet, words: list[str], vocab: Vocabu
         top1 += float(((better == 0) & mask).sum())
         top3 += float(((better < 3) & mask).sum())
         count += float(mask.sum())
-    return {"loss": total_loss / count, "top1": top1 / count, "top3": top3 / count, "positions": int(count)}
+        if weights is not None:
+            w = torch.as_tensor(np.asarray(weights[b:b + batch], np.float64))[:, None]  # (B, 1)
+            weighted_hits += float((((better == 0) & mask) * w).sum())
+            weighted_count += float((mask * w).sum())
+    result = {"loss": total_loss / count, "top1": top1 / count, "top3": top3 / count, "positions": int(count)}
+    if weights is not None:
+        result["top1_weighted"] = weighted_hits / weighted_count
+    return result
 
 
 @torch.inference_mode()
@@ -118,7 +133,12 @@ def train_autocomplete_model(config: AutocompleteModelConfig, train_config: Auto
     model = AutocompleteNet(config, train_config.dropout, train_config.layer_dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=train_config.lr, weight_decay=train_config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=train_config.epochs, eta_min=train_config.lr / 20)
+    if train_config.select_on not in SELECT_ON:
+        raise ValueError(f"select_on must be one of {', '.join(SELECT_ON)}, got {train_config.select_on!r}")
     stopping = EarlyStopping(train_config.patience)
+    from train.lexicon import usage_weights
+
+    val_weights = usage_weights(splits.val)  # (N_val,) how often each validation word is used
     history = []
     bar = tqdm(range(train_config.epochs), desc=label or f"{config.cell} words", disable=not progress,
                leave=False, dynamic_ncols=True)
@@ -144,15 +164,19 @@ def train_autocomplete_model(config: AutocompleteModelConfig, train_config: Auto
             opt.step()
             total, count = total + loss.item() * n, count + n
         sched.step()
-        val = autocomplete_metrics(model, splits.val, vocab)
-        history.append({"epoch": epoch, "train_loss": total / count, "val_loss": val["loss"], "val_top1": val["top1"]})
-        bar.set_postfix(train=f"{total / count:.3f}", val=f"{val['loss']:.3f}", top1=f"{val['top1']:.3f}")
-        if stopping.should_stop(epoch, val["loss"], model):
+        val = autocomplete_metrics(model, splits.val, vocab, weights=val_weights)
+        history.append({"epoch": epoch, "train_loss": total / count, "val_loss": val["loss"], "val_top1": val["top1"],
+                        "val_top1_weighted": val["top1_weighted"]})
+        bar.set_postfix(train=f"{total / count:.3f}", val=f"{val['loss']:.3f}", top1=f"{val['top1']:.3f}",
+                        weighted=f"{val['top1_weighted']:.3f}")
+        score = val["loss"] if train_config.select_on == "loss" else -(val["top1"] + val["top1_weighted"]) / 2
+        if stopping.should_stop(epoch, score, model):
             break
     bar.close()
     stopping.restore_best(model)
-    return model, {"best_epoch": stopping.best_epoch, "epochs_run": len(history), "val_loss": stopping.best_score,
-                   "history": history}
+    best = history[stopping.best_epoch]
+    return model, {"best_epoch": stopping.best_epoch, "epochs_run": len(history), "val_loss": best["val_loss"],
+                   "val_top1": best["val_top1"], "val_top1_weighted": best["val_top1_weighted"], "history": history}
 
 
 def ngram_baseline(splits: WordSplits, vocab: Vocabulary, ksr_words: int = KSR_WORDS) -> dict:
@@ -182,6 +206,7 @@ def train_autocomplete_run(splits: WordSplits, config: AutocompleteModelConfig, 
     metrics = {"test_loss": test["loss"], "test_top1": test["top1"], "test_top3": test["top3"],
                "test_positions": test["positions"], "parameters": parameter_count(model),
                "train_seconds": round(seconds, 2), "best_epoch": history["best_epoch"],
+               "val_top1": history["val_top1"], "val_top1_weighted": history["val_top1_weighted"],
                "epochs_run": history["epochs_run"], "ksr_words": min(ksr_words, len(splits.test)),
                "units": "next-symbol accuracy over every letter and end symbol of the held-out words, teacher-forced"}
     if "builtin" in splits.source:  # the lecture's toy: the first three letters predict the fourth

@@ -42,6 +42,13 @@ def build_lexicon(words: list[str], alphabet: str) -> Lexicon:
     return Lexicon.build(word_zipf(sorted(set(words))), alphabet)
 
 
+def usage_weights(words: list[str]) -> np.ndarray:
+    """(N,) how often each word is used, relative: 10 ** Zipf (1 for a word wordfreq has never seen), the
+    weights of edge_eval's frequency-weighted metrics."""
+    zipf = word_zipf(words)
+    return 10.0 ** np.array([zipf[w] for w in words])
+
+
 def sampling_weights(words: list[str], exponent: float) -> np.ndarray:
     """(N,) probabilities of drawing each word for training: frequency ** exponent, normalized.
     0 is every word alike; 1 is as often as people use it. Unseen words count as Zipf 0."""
