@@ -156,7 +156,9 @@ def run_load(bundle: str | Path, sensors: int = 100, rate_hz: float = 50.0, dura
             rss_start_kb, cpu_start_s = _rss_kb(service.pid), _cpu_s(service.pid)
             subscriber = _Subscriber(port, sensors * ticks)
             acked = [0]
-            publisher = mqtt_client("edge-load-pub", port)
+            # every publish goes out at once, as from 100 separate sensors: with paho's inflight cap (1000) the rest
+            # wait in its queue, which it rescans at every PUBACK, and this one process became the bottleneck
+            publisher = mqtt_client("edge-load-pub", port, max_inflight=0)
             publisher.on_publish = lambda *a: acked.__setitem__(0, acked[0] + 1)
             rss: dict[int, dict] = {}
             sampling = threading.Event()
