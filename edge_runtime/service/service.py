@@ -594,6 +594,8 @@ class Service:
             self.e2e_latency.add((done - sample.received) * 1e6)
         c["samples"] += len(batch)
         c["predictions"] += len(batch)
+        for sink in self.sinks:
+            sink.pump()  # a busy turn is many rounds: refill the MQTT window as PUBACKs come, not once a turn
         if self.monitor is not None:
             self.monitor.stepped(batch, records[first:], done - start, done)
         batch.clear()
@@ -609,7 +611,8 @@ class Service:
         Kept by the main thread: samples, predictions, anomalies, batches, rejected.<reason>,
         resets.{gap,requested}, evicted.{idle,full}, wal.{replayed_batches,replayed_samples,reemitted,
         deduplicated}, unacknowledged_batches. Copied here: wal.{seq,durable_seq,appended,fsyncs,failures}, sink_dropped (all sinks),
-        sinks.<kind>.{written,failures,pending,dropped,rotations}, source_restarts.<source>, and with a TCP
+        sinks.<kind>.{written,failures,pending,backlog,dropped,rotations,error; mqtt: waiting,inflight,acknowledged,
+        refused,connected}, source_restarts.<source>, and with a TCP
         source connections.{open,refused,idle_closed}.
         """
         c = self.counters
@@ -793,7 +796,7 @@ class Service:
         self.sinks = open_sinks(self.config.sinks, self.wake)
         self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
                                      self.config.input.max_line_bytes, self.stop, self.bounds,
-                                     self.config.input.max_source_restarts)
+                                     self.config.input.max_source_restarts, self.config.input.queue_size)
 
     def _fail(self, error: str) -> None:
         self._state, self._error = "failed", error

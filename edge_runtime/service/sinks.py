@@ -27,7 +27,7 @@ from edge_runtime.service.log import log
 
 MAX_PENDING = 100_000  # lines held while the sink cannot write (a full disk): the service stops taking input at it
 CHUNK_BYTES = 1 << 20  # one os.write at most this large
-MQTT_WINDOW = 1000  # publishes handed to paho and not yet acknowledged; the rest wait in the sink (see MqttSink)
+MQTT_WINDOW = 65535  # publishes handed to paho, not yet acknowledged, at most (lowered to the broker's Receive Maximum)
 
 
 class JsonlSink:
@@ -63,7 +63,7 @@ class JsonlSink:
 
     def stats(self) -> dict:
         return {"written": self.written, "failures": self.failures, "pending": len(self.pending),
-                "dropped": 0, "rotations": self.rotations, "error": self.last_error if self.pending else None}
+                "backlog": len(self.pending), "dropped": 0, "rotations": self.rotations, "error": self.last_error if self.pending else None}
 
     def backlog(self) -> int:
         return len(self.pending)
@@ -217,7 +217,8 @@ def _ends_mid_line(path: str) -> bool:
 class MqttSink:
     """Publishes <prefix>/<id>/prediction and <prefix>/<id>/anomaly at the configured QoS; never drops.
 
-    Records wait in the sink (`waiting`) and are handed to paho MQTT_WINDOW at a time: paho has every
+    Records wait in the sink (`waiting`) and are handed to paho `window` at a time (the Receive Maximum
+    the broker announces in its CONNACK: 1,000 for Mosquitto's max_inflight_messages 1000): paho has every
     message it holds in flight (its own inflight limit is off, whose queue rescans every held message at
     each PUBACK), and publishes made while the broker is away stay in paho and go out on reconnect.
     `max_queued` is the high-water mark: with that many records not yet acknowledged by the broker
@@ -248,6 +249,7 @@ class MqttSink:
         self.done = 0  # every record numbered up to here is acknowledged by the broker
         self.acked = self.refused = 0  # PUBACKs (counted by paho's thread)
         self.failures = 0  # publish() calls paho refused (kept waiting, tried again)
+        self.window = min(MQTT_WINDOW, 1000)  # until the CONNACK says what the broker takes
         self.last_error: str | None = None
         self.connected = threading.Event()
         client = Client(CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=MQTTProtocolVersion.MQTTv5)
@@ -269,6 +271,7 @@ class MqttSink:
 
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
+            self.window = min(MQTT_WINDOW, getattr(properties, "ReceiveMaximum", MQTT_WINDOW) or MQTT_WINDOW)
             self.connected.set()
             self.last_error = None
             log("info", "mqtt_connected", sink="mqtt", host=self.config.host, port=self.config.port)
@@ -328,7 +331,7 @@ class MqttSink:
         if self.refused:
             return  # a refused message was not delivered: settle nothing more (status shows the error)
         qos = self.config.qos
-        while waiting and len(inflight) < MQTT_WINDOW:
+        while waiting and len(inflight) < self.window:
             n, topic, payload = waiting[0]
             if qos == 0 and not self.connected.is_set():
                 return  # paho forgets a QoS 0 publish made while disconnected: keep it here
@@ -338,7 +341,7 @@ class MqttSink:
                 self.last_error = f"publish refused by the client: rc {info.rc}"
                 return  # kept waiting: tried again at the next pump
             waiting.popleft()
-            inflight[n] = info.mid  # fewer than MQTT_WINDOW in flight: a mid is not reused before its PUBACK
+            inflight[n] = info.mid  # at most 65,535 in flight: a mid is not reused before its PUBACK
 
     def settled(self, token: int) -> bool:
         """True once the broker acknowledged every record up to this batch's (PUBACK; for QoS 0: sent)."""
