@@ -796,7 +796,7 @@ class Service:
         self.sinks = open_sinks(self.config.sinks, self.wake)
         self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
                                      self.config.input.max_line_bytes, self.stop, self.bounds,
-                                     self.config.input.max_source_restarts, self.config.input.queue_size)
+                                     self.config.input.max_source_restarts)
 
     def _fail(self, error: str) -> None:
         self._state, self._error = "failed", error
