@@ -284,11 +284,12 @@ class MqttSink:
 
     def _published(self, client, userdata, mid, reason_code, properties) -> None:
         """paho's thread, its message lock held: count and wake, nothing else (no publish, no lock of ours)."""
-        if reason_code.is_failure:
+        if reason_code.is_failure:  # not delivered: `done` stops before it, so its batch never settles
             self.refused += 1
             self.last_error = f"the broker refused a publish: {reason_code}"
-        self.acked += 1
-        self._puback_mids.append(mid)
+        else:
+            self.acked += 1
+            self._puback_mids.append(mid)
         self.wake.set()
 
     def stats(self) -> dict:
