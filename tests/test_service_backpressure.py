@@ -156,3 +156,60 @@ def test_a_dead_sink_stops_the_service_after_its_stall_timeout_and_nothing_is_lo
             service.kill()
         source.stop()
         sink_broker.stop()
+
+
+def test_tcp_input_waits_in_the_socket_while_the_sink_is_down_and_is_acknowledged_once_delivered(
+        fixture_bundles, tmp_path):
+    """TCP with `ack = true` into an MQTT sink whose broker is not up yet: the input pauses, the selector
+    thread stops reading (the queue is full, the rest waits in the kernel's buffers) and no line is
+    acknowledged; once the broker is up every line is acknowledged and every forecast was PUBACKed."""
+    import socket
+    import threading
+
+    _, bundle = fixture_bundles["gru"]
+    sink_broker = Mosquitto(tmp_path / "sink-broker", port=free_port(), durable=False)
+    lines = [f"p{k % 10},{100.0 + (k // 10) * 0.02},{sensor_value(k % 10, k // 10)[0]},"
+             f"{sensor_value(k % 10, k // 10)[1]}\n".encode() for k in range(3000)]
+    config = write_config(
+        tmp_path, bundle, "[sources.tcp]\nport = 0\nack = true\n",
+        f'[sinks.mqtt]\nport = {sink_broker.port}\nclient_id = "tcp-out"\nmax_queued = 50\n',
+        "[streams]\nmax_streams = 10\n[input]\nqueue_size = 100\nstall_timeout_s = 0\n")
+    service = ServiceProcess(config)
+    acks: list[int] = []
+    try:
+        port = service.wait_running()["sources"]["tcp"]["port"]
+        conn = socket.create_connection(("127.0.0.1", port))
+
+        def read_acks():
+            buffer = b""
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buffer += data
+                *whole, buffer = buffer.split(b"\n")
+                acks.extend(int(line.split()[1]) for line in whole)
+        threading.Thread(target=read_acks, daemon=True).start()
+        sender = threading.Thread(target=conn.sendall, args=(b"".join(lines),), daemon=True)
+        sender.start()
+        def paused_with_nothing_acknowledged():
+            assert not acks, f"acknowledged {len(acks)} lines whose forecasts no broker has"
+            status = service.status() or {}
+            return status.get("backpressure", {}).get("paused") and status["queue"] == 100
+        wait_for(paused_with_nothing_acknowledged, 60, what="the input paused with the queue full")
+        assert not acks, f"acknowledged {len(acks)} lines whose forecasts no broker has"
+        assert service.counters()["samples"] < len(lines)  # the rest waits unread
+        sink_broker.start()
+        wait_for(lambda: len(acks) == len(lines), 120, interval=0.2, what="every line acknowledged")
+        sender.join(30)
+        assert acks == list(range(1, len(lines) + 1))
+        counters = wait_for(lambda: (c := service.counters()).get("samples") == len(lines) and c, 30,
+                            what="status.json caught up with the samples")  # it is rewritten every second
+        assert counters["sink_dropped"] == 0 and sum(counters["rejected"].values()) == 0
+        assert counters["sinks"]["mqtt"]["acknowledged"] >= len(lines)
+        conn.close()
+        assert service.stop() == 0
+    finally:
+        if service.proc.poll() is None:
+            service.kill()
+        sink_broker.stop()
