@@ -82,13 +82,15 @@ class Mosquitto:
         self.stop()
 
 
-def mqtt_client(client_id: str, port: int, host: str = "127.0.0.1"):
-    """A connected paho client (MQTT v5, QoS 1 friendly limits) with its network loop running."""
+def mqtt_client(client_id: str, port: int, host: str = "127.0.0.1", max_inflight: int = 1000):
+    """A connected paho client (MQTT v5, QoS 1 friendly limits) with its network loop running.
+
+    max_inflight 0: every publish goes out at once (paho rescans its whole queue at each PUBACK when capped)."""
     from paho.mqtt.client import CallbackAPIVersion, Client
     from paho.mqtt.enums import MQTTProtocolVersion
 
     client = Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5)
-    client.max_inflight_messages_set(1000)
+    client.max_inflight_messages_set(max_inflight)
     client.max_queued_messages_set(0)
     client.reconnect_delay_set(1, 2)
     client.connect(host, port, 30)

@@ -48,6 +48,15 @@ def _rss_kb(pid: int) -> int | None:
     return None
 
 
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _sensor_values(manifest: dict, sensors: int):
     """sensor index, step -> one raw sample per channel: mean + 0.5 std * a slow sine, per sensor phase."""
     mean = np.asarray(manifest["normalization"]["mean"], np.float64)
@@ -144,9 +153,12 @@ def run_load(bundle: str | Path, sensors: int = 100, rate_hz: float = 50.0, dura
                                         "--fresh"], stdout=subprocess.DEVNULL, stderr=log, env=env)
             status_path = folder / "state" / "status.json"
             _wait_service_ready(service, status_path)
+            rss_start_kb, cpu_start_s = _rss_kb(service.pid), _cpu_s(service.pid)
             subscriber = _Subscriber(port, sensors * ticks)
             acked = [0]
-            publisher = mqtt_client("edge-load-pub", port)
+            # every publish goes out at once, as from 100 separate sensors: with paho's inflight cap (1000) the rest
+            # wait in its queue, which it rescans at every PUBACK, and this one process became the bottleneck
+            publisher = mqtt_client("edge-load-pub", port, max_inflight=0)
             publisher.on_publish = lambda *a: acked.__setitem__(0, acked[0] + 1)
             rss: dict[int, dict] = {}
             sampling = threading.Event()
@@ -174,6 +186,8 @@ def run_load(bundle: str | Path, sensors: int = 100, rate_hz: float = 50.0, dura
             time.sleep(1.5)  # status.json is rewritten every second: let the sampler see the last count
             sampling.set()
             sampler.join()
+            rss_end_kb, cpu_end_s = _rss_kb(service.pid), _cpu_s(service.pid)
+            loadavg = os.getloadavg()
             service.send_signal(signal.SIGTERM)  # its final status.json has the final counters
             service.wait(60)
             status = json.loads(status_path.read_text())
@@ -187,6 +201,9 @@ def run_load(bundle: str | Path, sensors: int = 100, rate_hz: float = 50.0, dura
                                "p99": round(float(np.percentile(latency_ms, 99)), 2) if len(latency_ms) else None,
                                "max": round(float(latency_ms.max()), 2) if len(latency_ms) else None},
                 "rss_kb_at_samples": {str(mark): rss.get(mark) for mark in rss_marks},
+                "rss_kb": {"ready": rss_start_kb, "end": rss_end_kb},
+                "service_cpu_s": round(cpu_end_s - cpu_start_s, 1) if None not in (cpu_start_s, cpu_end_s) else None,
+                "wall_s": round(time.time() - start, 1), "load_average_at_end": [round(v, 2) for v in loadavg],
                 "service": {"counters": status["counters"], "latency_us": status["latency_us"],
                             "e2e_latency_us": status.get("e2e_latency_us"), "bundle": status["bundle"]},
             }

@@ -66,6 +66,8 @@ class InputConfig:
     log_rejections_per_s: int = 20  # per reason; the rest are counted and summarized, not each logged
     value_range_std: float = 1000.0  # a value farther than this many stds from the channel's mean: out_of_range
     future_horizon_s: float = 86400.0  # t beyond max(wall clock, stream's newest t) + this: future_timestamp
+    stall_timeout_s: float = 300.0  # input paused for a sink (at its high-water mark) that delivered nothing this
+    #  long: the service stops with exit 1 (state failed, the error names the sink); 0: wait for it forever
 
 
 @dataclass
@@ -126,8 +128,8 @@ class MqttSink:
     client_id: str = "edge-rnn-out"
     qos: int = 1
     predictions: bool = True  # false: publish anomaly events only
-    max_queued: int = 60000  # messages held while the broker is away; beyond it they are dropped and counted.
-    #  At most 65,535: paho numbers them with 16-bit packet ids and refuses one more (MQTT_ERR_QUEUE_SIZE)
+    max_queued: int = 10000  # high-water mark: records not yet acknowledged by the broker (a slow or absent
+    #  broker); at it the service stops taking input until PUBACKs come back. Nothing is dropped. At most 65,535
     keepalive_s: int = 30
 
 
@@ -259,6 +261,7 @@ def _check(config: ServiceConfig, where: str, base: Path) -> None:
     _within(f"{where} [input].max_source_restarts", i.max_source_restarts, 0, 1000)
     _within(f"{where} [input].value_range_std", i.value_range_std, 1e-6, None)
     _within(f"{where} [input].future_horizon_s", i.future_horizon_s, 1e-3, None)
+    _within(f"{where} [input].stall_timeout_s", i.stall_timeout_s, 0, None)
     if config.backend is not None and config.backend not in BACKENDS:
         raise ConfigError(f"{where}: 'backend' should be one of {', '.join(BACKENDS)}, got {config.backend!r}")
     _check_ports(config, where)

@@ -220,11 +220,15 @@ class ServiceCollector(Collector):
         # copied in by the main thread's refresh_counters() with every status write (status interval_s)
         sinks = dict(c.get("sinks", {}))
         for key, documentation in (("written", "Records a sink wrote"), ("failures", "Failed sink writes"),
-                                   ("dropped", "Records a sink dropped (its queue full)")):
+                                   ("dropped", "Records a sink dropped (0 since backpressure: a full sink pauses "
+                                    "the input instead)")):
             yield _labelled(CounterMetricFamily(f"edge_sink_{key}", documentation, labels=["sink"]),
                             {kind: stats[key] for kind, stats in sinks.items() if key in stats})
         yield _labelled(GaugeMetricFamily("edge_sink_pending", "Records waiting for a sink", labels=["sink"]),
                         {kind: stats["pending"] for kind, stats in sinks.items() if "pending" in stats})
+        yield _labelled(GaugeMetricFamily("edge_sink_backlog", "Records handed to a sink and not yet delivered; at "
+                                          "its high-water mark the input pauses", labels=["sink"]),
+                        {kind: stats["backlog"] for kind, stats in sinks.items() if "backlog" in stats})
         yield _labelled(CounterMetricFamily("edge_source_restarts", "Source threads restarted after a failure",
                                             labels=["source"]), c.get("source_restarts", {}))
         connections = dict(c.get("connections", {}))

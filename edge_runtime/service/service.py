@@ -137,6 +137,14 @@ class Service:
                               "bytes": 0, "duration_s": None}
         self.queue: queue.Queue = queue.Queue(config.input.queue_size)
         self.stop = threading.Event()
+        self.wake = threading.Event()  # set by a sink's acknowledgement (an MQTT PUBACK): the paused loop resumes
+        # a sink at its high-water mark stops the intake (see _loop); status.json shows it under "backpressure"
+        self.backpressure = {"paused": False, "sink": None, "reason": None, "since_unix": None, "pauses": 0,
+                             "paused_s": 0.0, "max_backlog": 0, "max_unsettled_records": 0}
+        self._paused_at: float | None = None  # monotonic start of the current pause
+        self._progress_at = time.monotonic()  # the last time a sink's backlog went down (stall_timeout_s)
+        self._backlog_seen = 0
+        self._unsettled_records = 0  # records of the batches in _pending
         self.sources: list = []
         self.sinks: list = []
         set_rate_limit(config.log.max_per_s)
@@ -420,6 +428,7 @@ class Service:
         positions = self._sink_positions()
         tokens = [sink.write(records) for sink in self.sinks]
         self._pending.append(Pending(seq, acks, tokens, records, positions))
+        self._unsettled_records += len(records)
         self._settle()
 
     def _sink_positions(self) -> dict:
@@ -444,6 +453,7 @@ class Service:
             if not all([sink.sync() for sink in self.sinks]):  # the forecasts must outlive a power cut too
                 return
         done = [self._pending.popleft() for _ in range(ready)]
+        self._unsettled_records -= sum(len(pending.records) for pending in done)
         if self.wal is not None and done[-1].seq > self._sunk[0]:
             self._sunk = (done[-1].seq, done[-1].positions)
             self.wal.mark_sunk(*self._sunk)
@@ -584,6 +594,8 @@ class Service:
             self.e2e_latency.add((done - sample.received) * 1e6)
         c["samples"] += len(batch)
         c["predictions"] += len(batch)
+        for sink in self.sinks:
+            sink.pump()  # a busy turn is many rounds: refill the MQTT window as PUBACKs come, not once a turn
         if self.monitor is not None:
             self.monitor.stepped(batch, records[first:], done - start, done)
         batch.clear()
@@ -599,7 +611,8 @@ class Service:
         Kept by the main thread: samples, predictions, anomalies, batches, rejected.<reason>,
         resets.{gap,requested}, evicted.{idle,full}, wal.{replayed_batches,replayed_samples,reemitted,
         deduplicated}, unacknowledged_batches. Copied here: wal.{seq,durable_seq,appended,fsyncs,failures}, sink_dropped (all sinks),
-        sinks.<kind>.{written,failures,pending,dropped,rotations}, source_restarts.<source>, and with a TCP
+        sinks.<kind>.{written,failures,pending,backlog,dropped,rotations,error; mqtt: waiting,inflight,acknowledged,
+        refused,connected}, source_restarts.<source>, and with a TCP
         source connections.{open,refused,idle_closed}.
         """
         c = self.counters
@@ -624,8 +637,17 @@ class Service:
                 "streams": len(self.streams), "counters": self.counters,
                 "latency_us": self.step_latency.summary(), "e2e_latency_us": self.e2e_latency.summary(),
                 "queue": self.queue.qsize(), "snapshot": self.snapshot_info,
+                "backpressure": self._backpressure_status(),
                 "sources": {s.name: dict(s.info) for s in self.sources},  # a copy: source threads write them
                 "http": self.web and self.web.info}
+
+    def _backpressure_status(self) -> dict:
+        bp = dict(self.backpressure)
+        if self._paused_at is not None:  # the current pause counts too
+            bp["paused_s"] = round(bp["paused_s"] + time.monotonic() - self._paused_at, 3)
+        bp["unsettled_records"] = self._unsettled_records
+        bp["high_water"] = {sink.name: sink.high_water for sink in self.sinks}
+        return bp
 
     def write_status(self) -> None:
         flush_suppressed()  # "<event>_suppressed" counts go out at least as often as status.json
@@ -680,6 +702,7 @@ class Service:
         self.counters["wal"]["reemitted"] += len(records)
         log("info", "wal_records_sent", records=len(records), deduplicated=self.counters["wal"]["deduplicated"])
         self._pending.append(Pending(self.wal.seq, [], tokens, records, self._sink_positions()))
+        self._unsettled_records += len(records)
         self._replayed = []
         self._settle()
 
@@ -687,9 +710,18 @@ class Service:
         next_snapshot = time.monotonic() + self.config.snapshot.interval_s
         next_status = 0.0
         while not self._signals["stop"]:
-            items = self._take(0.05)
-            if items:
-                self.process(items)
+            full = self._full_sink()
+            if full is not None:  # backpressure: take no input; sources block, brokers and TCP senders hold it
+                self.wake.wait(0.05)  # a PUBACK wakes us at once
+                self.wake.clear()
+                if self._stalled(full):
+                    return
+            else:
+                items = self._take(0.005 if self._pending else 0.05)
+                if items:
+                    self.process(items)
+            for sink in self.sinks:
+                sink.pump()  # MQTT: hand waiting records to paho as PUBACKs free the window
             self._settle()  # MQTT PUBACKs for the sink, an interval fsync: acknowledgements that came due
             self.evict_idle(time.time())
             now = time.monotonic()
@@ -712,11 +744,56 @@ class Service:
                 log("info", "inputs_finished")
                 return
 
+    def _full_sink(self):
+        """The first sink whose backlog (records not yet settled) is at its high-water mark, or None.
+
+        Pausing here bounds memory: a sink holds at most high_water + one batch (TAKE_MAX samples, each at most
+        a forecast and an anomaly event), the queue holds queue_size items, and nothing is ever dropped."""
+        bp, full = self.backpressure, None
+        total = 0
+        for sink in self.sinks:
+            backlog = sink.backlog()
+            total += backlog
+            if backlog > bp["max_backlog"]:
+                bp["max_backlog"] = backlog
+            if full is None and backlog >= sink.high_water:
+                full = sink
+        if self._unsettled_records > bp["max_unsettled_records"]:
+            bp["max_unsettled_records"] = self._unsettled_records
+        now = time.monotonic()
+        if total < self._backlog_seen or not total:
+            self._progress_at = now
+        self._backlog_seen = total
+        if full is not None and self._paused_at is None:
+            self._paused_at, bp["pauses"] = now, bp["pauses"] + 1
+            bp.update(paused=True, sink=full.name, since_unix=time.time())
+            log("warning", "backpressure", sink=full.name, backlog=full.backlog(), high_water=full.high_water,
+                effect="input paused until the sink catches up", error=getattr(full, "last_error", None))
+        elif full is None and self._paused_at is not None:
+            bp["paused_s"] = round(bp["paused_s"] + now - self._paused_at, 3)
+            self._paused_at = None
+            bp.update(paused=False, sink=None, reason=None, since_unix=None)
+        if full is not None:
+            bp["reason"] = (f"{full.name}: {full.backlog()} records not yet delivered (high water {full.high_water})"
+                            + (f"; {full.last_error}" if getattr(full, "last_error", None) else ""))
+        return full
+
+    def _stalled(self, sink) -> bool:
+        """A sink that delivered nothing for stall_timeout_s while the intake waits for it: stop (exit 1).
+
+        What it holds was never acknowledged: the snapshot keeps the records, the sources resend the samples."""
+        limit = self.config.input.stall_timeout_s
+        if not limit or time.monotonic() - self._progress_at < limit:
+            return False
+        self._fail(f"sink {sink.name} delivered nothing for {limit:g}s with {sink.backlog()} records waiting "
+                   f"({getattr(sink, 'last_error', None) or 'no error reported'}); nothing of them was acknowledged")
+        return True
+
     def _open_ends(self) -> None:
         soft, hard = raise_fd_limit()
         log("info", "fd_limit", soft=soft, hard=hard)
         check_fd_budget(self.config.sources, soft)
-        self.sinks = open_sinks(self.config.sinks)
+        self.sinks = open_sinks(self.config.sinks, self.wake)
         self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
                                      self.config.input.max_line_bytes, self.stop, self.bounds,
                                      self.config.input.max_source_restarts)
@@ -738,6 +815,8 @@ class Service:
             self.wal.sync()
         deadline = time.monotonic() + timeout_s
         while True:
+            for sink in self.sinks:
+                sink.pump()
             self._settle()
             if not self._pending or time.monotonic() > deadline:
                 return

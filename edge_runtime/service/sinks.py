@@ -5,10 +5,14 @@ A record is a dict: a forecast {"id", "t", "step", "prediction", "residual",
 "score"}. `write(records)` is called once per model batch and returns a
 token; `settled(token)` says when those records are in the sink (a JSONL
 line written, an MQTT publish acknowledged by the broker): only then does
-the service acknowledge the samples behind them. `position()` is what the
-write-ahead log records with each 'sunk' marker, and `written_keys(position)`
-lists the records a sink already holds beyond it, so that records replayed
-after a crash are not written twice (deduplicated by (type, id, t, event)).
+the service acknowledge the samples behind them. A sink never drops a
+record: what it cannot deliver yet it holds, and `backlog()` (records handed
+to it and not yet settled) against `high_water` is what makes the service
+stop taking input (backpressure) until the sink catches up. `position()` is
+what the write-ahead log records with each 'sunk' marker, and
+`written_keys(position)` lists the records a sink already holds beyond it,
+so that records replayed after a crash are not written twice (deduplicated
+by (type, id, t, event)).
 """
 from __future__ import annotations
 
@@ -16,11 +20,14 @@ import json
 import os
 import sys
 import threading
+import time
+from collections import OrderedDict, deque
 
 from edge_runtime.service.log import log
 
-MAX_PENDING = 100_000  # lines held while the sink cannot write (a full disk); beyond, the oldest are dropped
+MAX_PENDING = 100_000  # lines held while the sink cannot write (a full disk): the service stops taking input at it
 CHUNK_BYTES = 1 << 20  # one os.write at most this large
+MQTT_WINDOW = 65535  # publishes handed to paho, not yet acknowledged, at most (lowered to the broker's Receive Maximum)
 
 
 class JsonlSink:
@@ -28,19 +35,21 @@ class JsonlSink:
 
     Lines are written with os.write in chunks that each end on a line; a chunk that fails part-way (disk
     full) is truncated back, so the file never holds a torn line. What could not be written stays pending
-    (at most MAX_PENDING lines; beyond, the oldest are dropped and counted) and is retried at the next
-    write and at every status tick; `unwritten` counts what was still pending at close. With rotate_bytes,
+    and is retried at the next write and at every status tick; nothing is dropped: with MAX_PENDING lines
+    pending the service stops taking input (backpressure). `unwritten` counts what was still pending at close. With rotate_bytes,
     a file that would grow past it is renamed to <path>.1 (and .1 to .2, ... up to `keep`) first.
     """
 
     name = "jsonl"
+    high_water = MAX_PENDING
+    dropped = 0  # kept for the counters' shape: this sink no longer drops
 
     def __init__(self, config):
         self.path = config.path
         self.rotate_bytes, self.keep = config.rotate_bytes, config.keep
         self.to_file = config.path != "-"
-        self.written = self.failures = self.rotations = self.dropped = self.unwritten = 0
-        self.accepted = 0  # lines ever handed to write(): the settle token (written + dropped catch up with it)
+        self.written = self.failures = self.rotations = self.unwritten = 0
+        self.accepted = 0  # lines ever handed to write(): the settle token (written catches up with it)
         self.pending: list[bytes] = []  # encoded lines not yet written, oldest first
         self.last_error: str | None = None
         self.fd: int | None = None
@@ -54,20 +63,26 @@ class JsonlSink:
 
     def stats(self) -> dict:
         return {"written": self.written, "failures": self.failures, "pending": len(self.pending),
-                "dropped": self.dropped, "rotations": self.rotations}
+                "backlog": len(self.pending), "dropped": 0, "rotations": self.rotations, "error": self.last_error if self.pending else None}
+
+    def backlog(self) -> int:
+        return len(self.pending)
+
+    def pump(self) -> None:
+        pass
 
     def write(self, records: list[dict]) -> int:
         """Queue the records' lines behind any pending ones and write what the file takes (never raises).
 
-        Returns the settle token: these records are out of `pending` once written + dropped reach it.
+        Returns the settle token: these records are out of `pending` once `written` reaches it.
         """
-        self.pending.extend((json.dumps(r, separators=(",", ":")) + "\n").encode() for r in records)
+        self.pending.extend((_dumps(r) + "\n").encode() for r in records)
         self.accepted += len(records)
         self._flush()
         return self.accepted
 
     def settled(self, token: int) -> bool:
-        return self.written + self.dropped >= token
+        return self.written >= token
 
     def sync(self) -> bool:
         """fsync the file (what the WAL's fsync policy asks before a 'sunk' marker); False if it failed."""
@@ -119,10 +134,6 @@ class JsonlSink:
         return keys
 
     def _flush(self) -> None:
-        if len(self.pending) > MAX_PENDING:
-            overflow = len(self.pending) - MAX_PENDING
-            del self.pending[:overflow]
-            self.dropped += overflow
         if not self.pending:
             return
         try:
@@ -204,73 +215,138 @@ def _ends_mid_line(path: str) -> bool:
 
 
 class MqttSink:
-    """Publishes <prefix>/<id>/prediction and <prefix>/<id>/anomaly at the configured QoS.
+    """Publishes <prefix>/<id>/prediction and <prefix>/<id>/anomaly at the configured QoS; never drops.
 
-    While the broker is away, paho holds up to max_queued messages and sends
-    them on reconnect; beyond that a message is dropped and counted.
+    Records wait in the sink (`waiting`) and are handed to paho `window` at a time (the Receive Maximum
+    the broker announces in its CONNACK: 1,000 for Mosquitto's max_inflight_messages 1000): paho has every
+    message it holds in flight (its own inflight limit is off, whose queue rescans every held message at
+    each PUBACK), and publishes made while the broker is away stay in paho and go out on reconnect.
+    `max_queued` is the high-water mark: with that many records not yet acknowledged by the broker
+    (waiting + in flight), the service stops taking input until PUBACKs come back (backpressure).
+    Only the main thread publishes (`pump`); paho's thread only counts PUBACKs and wakes the main thread.
+    A PUBACK with a failure reason code (the broker refused the message, e.g. an ACL) is not a delivery:
+    `refused` is counted and the sink stops settling, so nothing behind it is acknowledged.
     """
 
     name = "mqtt"
     unwritten = 0
+    dropped = 0  # kept for the counters' shape: this sink no longer drops
 
-    def __init__(self, config):
+    def __init__(self, config, wake: threading.Event | None = None):
         from paho.mqtt.client import CallbackAPIVersion, Client
         from paho.mqtt.enums import MQTTProtocolVersion
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
         self.config = config
-        self.dropped = 0
-        self._last = None  # the last publish, awaited on close so queued messages go out
+        self.high_water = config.max_queued
+        self.wake = wake or threading.Event()  # set at each PUBACK: the service's loop waits on it while paused
+        self.accepted = 0  # records ever handed to write(): numbered 1.., a batch's token is its last number
+        self.waiting: deque = deque()  # (n, topic, payload) not yet handed to paho, oldest first
+        self.inflight: OrderedDict = OrderedDict()  # n -> mid, handed to paho, oldest first
+        self._puback_mids: deque = deque()  # appended by paho's thread, taken by the main thread
+        self._acked_mids: set = set()  # PUBACKed mids not yet at the front of `inflight`
+        self.done = 0  # every record numbered up to here is acknowledged by the broker
+        self.acked = self.refused = 0  # PUBACKs (counted by paho's thread)
+        self.failures = 0  # publish() calls paho refused (kept waiting, tried again)
+        self.window = min(MQTT_WINDOW, 1000)  # until the CONNACK says what the broker takes
+        self.last_error: str | None = None
         self.connected = threading.Event()
         client = Client(CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=MQTTProtocolVersion.MQTTv5)
-        client.max_queued_messages_set(config.max_queued)
-        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)  # the window below bounds what paho holds
+        client.max_inflight_messages_set(0)  # everything paho holds is in flight: no O(held) rescans per PUBACK
         client.reconnect_delay_set(1, 5)
         client.on_connect, client.on_disconnect = self._connected, self._disconnected
-        client.on_connect_fail = lambda client, userdata: log(
-            "warning", "mqtt_unreachable", sink="mqtt", host=config.host, port=config.port, retrying=True)
+        client.on_publish = self._published
+        client.on_connect_fail = self._unreachable
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = 3600
         client.connect_async(config.host, config.port, config.keepalive_s, clean_start=False, properties=properties)
         client.loop_start()
         self.client = client
 
+    def _unreachable(self, client, userdata) -> None:
+        self.last_error = f"broker {self.config.host}:{self.config.port} unreachable"
+        log("warning", "mqtt_unreachable", sink="mqtt", host=self.config.host, port=self.config.port, retrying=True)
+
     def _connected(self, client, userdata, flags, reason_code, properties) -> None:
         if not reason_code.is_failure:
+            self.window = min(MQTT_WINDOW, getattr(properties, "ReceiveMaximum", MQTT_WINDOW) or MQTT_WINDOW)
             self.connected.set()
+            self.last_error = None
             log("info", "mqtt_connected", sink="mqtt", host=self.config.host, port=self.config.port)
+            self.wake.set()
 
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.last_error = f"disconnected: {reason_code}"
         log("warning", "mqtt_disconnected", sink="mqtt", reason=str(reason_code), reconnecting=True)
 
+    def _published(self, client, userdata, mid, reason_code, properties) -> None:
+        """paho's thread, its message lock held: count and wake, nothing else (no publish, no lock of ours)."""
+        if reason_code.is_failure:  # not delivered: `done` stops before it, so its batch never settles
+            self.refused += 1
+            self.last_error = f"the broker refused a publish: {reason_code}"
+        else:
+            self.acked += 1
+            self._puback_mids.append(mid)
+        self.wake.set()
+
     def stats(self) -> dict:
-        return {"dropped": self.dropped}
+        return {"dropped": 0, "backlog": self.backlog(), "waiting": len(self.waiting), "inflight": len(self.inflight),
+                "acknowledged": self.acked, "refused": self.refused, "failures": self.failures,
+                "connected": self.connected.is_set(), "error": self.last_error}
 
-    def write(self, records: list[dict]) -> list:
-        """Publish; returns the settle token: the messages the broker has yet to acknowledge (QoS 1/2)."""
-        from paho.mqtt.client import MQTT_ERR_NO_CONN, MQTT_ERR_SUCCESS
+    def backlog(self) -> int:
+        """Records handed to this sink and not yet acknowledged by the broker."""
+        return self.accepted - self.done
 
-        prefix, qos = self.config.prefix, self.config.qos
-        token = []
+    def write(self, records: list[dict]) -> int:
+        """Queue the records for publishing and publish what the window allows; returns the settle token."""
+        prefix = self.config.prefix
         for r in records:
             kind = r["type"]  # "prediction" or "anomaly": the topic's last level
             if kind == "prediction" and not self.config.predictions:
                 continue
-            info = self.client.publish(f"{prefix}/{r['id']}/{kind}", json.dumps(r, separators=(",", ":")), qos=qos)
-            if info.rc not in (MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN):  # NO_CONN: queued for the reconnect
-                self.dropped += 1
-            else:
-                self._last = info
-                token.append(info)
-        return token
+            self.accepted += 1
+            self.waiting.append((self.accepted, f"{prefix}/{r['id']}/{kind}", _dumps(r)))
+        self.pump()
+        return self.accepted
 
-    def settled(self, token: list) -> bool:
-        """True once the broker acknowledged every message of the batch (PUBACK; for QoS 0: sent)."""
-        while token and token[0].is_published():
-            token.pop(0)
-        return all(info.is_published() for info in token)
+    def pump(self) -> None:
+        """Hand waiting records to paho while fewer than MQTT_WINDOW are in flight; advance `done`."""
+        from paho.mqtt.client import MQTT_ERR_NO_CONN, MQTT_ERR_SUCCESS
+
+        inflight, waiting, acked = self.inflight, self.waiting, self._acked_mids
+        while self._puback_mids:
+            acked.add(self._puback_mids.popleft())
+        while inflight:  # PUBACKs come in order; one out of order only holds `done` back until its turn
+            n, mid = next(iter(inflight.items()))
+            if mid not in acked:
+                break
+            acked.discard(mid)
+            del inflight[n]
+            self.done = n
+        if not inflight:
+            self.done = waiting[0][0] - 1 if waiting else self.accepted
+        if self.refused:
+            return  # a refused message was not delivered: settle nothing more (status shows the error)
+        qos = self.config.qos
+        while waiting and len(inflight) < self.window:
+            n, topic, payload = waiting[0]
+            if qos == 0 and not self.connected.is_set():
+                return  # paho forgets a QoS 0 publish made while disconnected: keep it here
+            info = self.client.publish(topic, payload, qos=qos)
+            if info.rc not in (MQTT_ERR_SUCCESS, MQTT_ERR_NO_CONN):  # NO_CONN: paho keeps a QoS 1/2 one for later
+                self.failures += 1
+                self.last_error = f"publish refused by the client: rc {info.rc}"
+                return  # kept waiting: tried again at the next pump
+            waiting.popleft()
+            inflight[n] = info.mid  # at most 65,535 in flight: a mid is not reused before its PUBACK
+
+    def settled(self, token: int) -> bool:
+        """True once the broker acknowledged every record up to this batch's (PUBACK; for QoS 0: sent)."""
+        return self.done >= token
 
     def sync(self) -> bool:
         return True
@@ -282,17 +358,21 @@ class MqttSink:
         return set()  # a broker keeps no readable history: subscribers deduplicate by (id, t) (QoS 1 is at least once)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        if self._last is not None and self.connected.is_set():
-            try:
-                self._last.wait_for_publish(timeout_s)
-            except (RuntimeError, ValueError):
-                pass
+        """Publish what waits and give the broker timeout_s to acknowledge it (the service's stop)."""
+        if self.connected.is_set():
+            deadline = time.monotonic() + timeout_s
+            while (self.waiting or self.inflight) and time.monotonic() < deadline:
+                self.wake.clear()
+                self.pump()
+                self.wake.wait(0.05)
         self.client.disconnect()
         self.client.loop_stop()
 
 
 SINKS = {"jsonl": JsonlSink, "mqtt": MqttSink}
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode  # one encoder, not one per call
 
 
-def open_sinks(configs: dict) -> list:
-    return [SINKS[kind](config) for kind, config in configs.items()]
+def open_sinks(configs: dict, wake: threading.Event | None = None) -> list:
+    """The configured sinks; MQTT sinks set `wake` at each broker acknowledgement."""
+    return [MqttSink(config, wake) if kind == "mqtt" else SINKS[kind](config) for kind, config in configs.items()]

@@ -470,6 +470,9 @@ class MqttSource(Source):
         client.reconnect_delay_set(1, 5)
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = c.session_expiry_s
+        # No Receive Maximum: one of 20,000 made the durable test broker fall behind under the kill test (its
+        # PUBACKs to the publisher timed out; 48 s without it, 160 s and a failure with it). While the service
+        # pauses (backpressure), paho's thread blocks in emit() and the rest waits at the broker.
         self.client = client
         client.connect_async(c.host, c.port, c.keepalive_s, clean_start=False, properties=properties)
         client.loop_start()

@@ -36,6 +36,7 @@ from edge_runtime.service.log import log
 WAL_NAME = "wal.jsonl"
 FORMAT = 1
 FSYNC_POLICIES = ("batch", "interval", "off")
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # one encoder (json.dumps with options builds one per call)
 
 
 @dataclass
@@ -182,7 +183,7 @@ class WriteAheadLog:
         self.path.unlink(missing_ok=True)
 
     def _write(self, record: dict) -> None:
-        data = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        data = (_dumps(record) + "\n").encode()
         done = 0
         while done < len(data):
             done += os.write(self.fd, data[done:])
