@@ -213,19 +213,18 @@ def test_the_named_state_holds_the_last_samples(ar_bundles):
         np.testing.assert_allclose(session.get_state("x_prev")[0], level[-1], atol=1e-5)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("variant", ["float32", "int8-io", "int16x8"])
-def test_a_snapshot_taken_mid_stream_restores_identical_forecasts(ar_bundles, variant):
+def assert_snapshot_restores(run_dir, bundle, variant: str, state_names: set[str]) -> None:
+    """Step 1,000 samples, snapshot the named state, step on; a fresh stream restored from the snapshot, and the
+    same stream reset and restored, give identical forecasts."""
     import edge_runtime
 
-    run_dir, bundle = ar_bundles["temp-ar8"]
     raw = stream_of(run_dir)[:1500]
     model = edge_runtime.load(bundle, variant=variant, backend=IN_PROCESS_BACKEND)
     session = model.session()
     for row in raw[:1000]:
         session.step(row)
     snapshot = {name: session.get_state(name) for name in session.state}
-    assert set(snapshot) == {"x_prev", "lags"}
+    assert set(snapshot) == state_names
     ahead = np.array([session.step(row) for row in raw[1000:]])
     fresh = model.session()  # another stream of the same model, restored from the snapshot
     for name, value in snapshot.items():
@@ -235,6 +234,12 @@ def test_a_snapshot_taken_mid_stream_restores_identical_forecasts(ar_bundles, va
     for name, value in snapshot.items():
         session.set_state(name, value)
     np.testing.assert_array_equal(ahead, [session.step(row) for row in raw[1000:]])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["float32", "int8-io", "int16x8"])
+def test_a_snapshot_taken_mid_stream_restores_identical_forecasts(ar_bundles, variant):
+    assert_snapshot_restores(*ar_bundles["temp-ar8"], variant, {"x_prev", "lags"})
 
 
 BIT_EXACT = [  # (bundle, variant, runtime, steps, every intermediate tensor too)
@@ -404,18 +409,4 @@ def test_firmware_sim_is_bit_exact_on_the_hybrid(hybrid_bundles, name, backend, 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", ["float32", "int8-io"])
 def test_a_hybrid_snapshot_restores_identical_forecasts(hybrid_bundles, variant):
-    import edge_runtime
-
-    run_dir, bundle = hybrid_bundles["temp-lstm+ar8"]
-    raw = stream_of(run_dir)[:1500]
-    model = edge_runtime.load(bundle, variant=variant, backend=IN_PROCESS_BACKEND)
-    session = model.session()
-    for row in raw[:1000]:
-        session.step(row)
-    snapshot = {name: session.get_state(name) for name in session.state}
-    assert set(snapshot) == {"x_prev", "h0", "c0", "lags"}
-    ahead = np.array([session.step(row) for row in raw[1000:]])
-    fresh = model.session()
-    for name, value in snapshot.items():
-        fresh.set_state(name, value)
-    np.testing.assert_array_equal(ahead, [fresh.step(row) for row in raw[1000:]])
+    assert_snapshot_restores(*hybrid_bundles["temp-lstm+ar8"], variant, {"x_prev", "h0", "c0", "lags"})

@@ -31,6 +31,17 @@ class Forecasts:
         self.client.loop_stop()
 
 
+def tear_down(service, *clients, brokers) -> None:
+    """Whatever a test started, in order: the MQTT clients, a still running service, then the brokers."""
+    for client in clients:
+        if client is not None:
+            client.close()
+    if service is not None and service.proc.poll() is None:
+        service.kill()
+    for broker in brokers:
+        broker.stop()
+
+
 def _key(record: dict) -> tuple:
     return record["id"], round(record["t"], 6)
 
@@ -94,12 +105,7 @@ def test_a_sink_over_its_high_water_mark_pauses_the_intake_and_drops_nothing(fix
         assert torn == 0 and len(keys) == len(set(keys)) == len(sent)  # the JSONL sink: each exactly once
         print(f"\nbackpressure: {json.dumps(bp)}; MQTT duplicates {len(forecasts.keys) - len(set(forecasts.keys))}")
     finally:
-        for client in (publisher, forecasts):
-            if client is not None:
-                client.close()
-        if service is not None and service.proc.poll() is None:
-            service.kill()
-        mosquitto.stop()
+        tear_down(service, publisher, forecasts, brokers=[mosquitto])
 
 
 def test_a_dead_sink_stops_the_service_after_its_stall_timeout_and_nothing_is_lost(fixture_bundles, tmp_path):
@@ -149,13 +155,7 @@ def test_a_dead_sink_stops_the_service_after_its_stall_timeout_and_nothing_is_lo
         assert second["wal"]["reemitted"] >= first["samples"]  # its forecasts came from the snapshot / log
         assert set(forecasts.keys) == set(sent)
     finally:
-        for client in (publisher, forecasts):
-            if client is not None:
-                client.close()
-        if service is not None and service.proc.poll() is None:
-            service.kill()
-        source.stop()
-        sink_broker.stop()
+        tear_down(service, publisher, forecasts, brokers=[source, sink_broker])
 
 
 def test_tcp_input_waits_in_the_socket_while_the_sink_is_down_and_is_acknowledged_once_delivered(

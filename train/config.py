@@ -138,6 +138,11 @@ class AutocompleteModelConfig(StrictConfig):
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @property
+    def recurrent_cell(self) -> str:
+        """The cell the shared step-graph code stacks (a forecaster's may carry an AR highway; this never does)."""
+        return self.cell
+
     def state_names(self) -> list[str]:
         return recurrent_state_names(self.cell, self.layers)
 
