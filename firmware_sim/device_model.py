@@ -4,7 +4,10 @@ The same contract as edge_runtime's Session, implemented on firmware_sim's
 kernels: integer-I/O variants are quantized and dequantized here at the
 edge (as the firmware would), float-I/O variants (int16x8) take float32 and
 quantize inside the graph. The state stays in the tensor's own type, which
-is what a snapshot in flash holds.
+is what a snapshot in flash holds: the state input tensor's type and
+quantization (the step's outputs are requantized into it as they are carried,
+firmware_sim/executor.py StateCarry), so a snapshot is what the next step
+reads and a restore needs no conversion.
 
 A core variant (edge_runtime/binding.py) gets its features from an outer
 step: for int8-io the firmware's integer one (firmware_sim/outer_step.py:

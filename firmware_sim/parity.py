@@ -13,6 +13,12 @@ tensor it was dequantized from.
 applies), to report how far they are. Free-running, a one-LSB difference in
 a recurrent state compounds; `resync=True` starts every step from the
 interpreter's state instead, which measures one invoke's difference.
+
+State goes from a step's output tensor to the next step's input tensor the
+same way on both sides (`StateCarry`: requantized where the two tensors'
+quantization differs, as the Session does), so the comparison is of the
+kernels alone. Outputs are compared as the kernels wrote them (the state
+output tensors, before the carry).
 """
 from __future__ import annotations
 
@@ -80,6 +86,7 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
     first_difference, differing_steps, internal_checked, internal_diff = None, 0, 0, 0
     internal_examples = []  # (step, tensor, ours, theirs) for the first few internal differences
     binding = model.binding  # the same tensor indices in both: one flatbuffer
+    carries, executor = model.runner.carries, model.runner.executor  # one state carry for both sides
     model.reset()
     for step, raw in enumerate(stream):
         if binding.core:  # the same feature tensors into both: the firmware's outer step made them
@@ -100,9 +107,9 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
         interpreter.invoke()
         theirs = {model.output_name: interpreter.get_tensor(binding.y)}
         for n, _, out_index in binding.state:
-            state[n] = interpreter.get_tensor(out_index).copy()
-            theirs[n] = state[n]
-        mine = {model.output_name: ours, **model.runner.state}
+            theirs[n] = interpreter.get_tensor(out_index).copy()
+            state[n] = carries[n](theirs[n])
+        mine = {model.output_name: ours, **{n: executor.tensor(g.signature_outputs[n]) for n in carries}}
         differs = False
         for n in names:
             a, b = mine[n], theirs[n]

@@ -15,7 +15,7 @@ from firmware_sim import firmware, sensor
 from firmware_sim.device_model import DeviceModel
 from firmware_sim.memory import memory_report
 from firmware_sim.profiles import Profile
-from firmware_sim.timing import macs_per_step, op_cycles, schedule, step_cost
+from firmware_sim.timing import carry_cycles, macs_per_step, op_cycles, schedule, step_cost
 
 
 @dataclass
@@ -87,7 +87,8 @@ def simulate(model: DeviceModel, profile: Profile, config: SimConfig, cache: dic
                    "max_sustainable_rate_hz": cost.max_rate_hz, "rate_hz": config.rate_hz, "ticks": ticks,
                    "cpu_load": sched.load, "deadline_misses": sched.misses,
                    "worst_latency_us": sched.worst_latency_s * 1e6,
-                   "cycles_by_op": _cycles_by_op(op_cycles(model.graph, profile))},
+                   "cycles_by_op": _cycles_by_op(op_cycles(model.graph, profile)),
+                   "state_carry_cycles": carry_cycles(model.graph, profile)},
         "sensor": {"source": config.csv or "synthetic", "adc_bits": adc.bits, "adc_noise_lsb": adc.noise_lsb,
                    "adc_low": adc.low.tolist(), "adc_high": adc.high.tolist()},
         "faults": {"injected": len(found), "flagged": sum(f["flagged"] for f in found), "detections": found,

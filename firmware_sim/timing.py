@@ -3,7 +3,10 @@
 Each op costs the profile's per-op overhead plus its work: MACs for
 FULLY_CONNECTED, elements for elementwise ops and QUANTIZE/DEQUANTIZE, table
 lookups for LOGISTIC/TANH, bytes for copies. The firmware's loop adds a
-per-invoke and a per-sample cost. All of it is an estimate from the
+per-invoke and a per-sample cost, and, for each state whose output tensor is
+quantized differently from its input (firmware_sim/executor.py StateCarry),
+one requantize per element at the elementwise rate (the profile's
+per-sample figure already covers a state copy-back). All of it is an estimate from the
 profile's cited figures, and reports say so.
 
 The scheduler runs one job per sensor tick: the sample arrives at t = k/rate
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_sim.executor import state_carries
 from firmware_sim.graph import Graph
 from firmware_sim.profiles import Profile
 
@@ -51,6 +55,13 @@ def op_cycles(graph: Graph, profile: Profile) -> list[tuple[str, float]]:
     return costs
 
 
+def carry_cycles(graph: Graph, profile: Profile) -> float:
+    """Requantizing the states whose output and input quantization differ: one per element, like QUANTIZE's."""
+    elements = sum(int(np.prod(c.target.shape, dtype=np.int64)) for c in state_carries(graph).values()
+                   if c.requantize)
+    return elements * profile.cycles["per_element"]
+
+
 def macs_per_step(graph: Graph) -> int:
     total = 0
     for op in graph.operators:
@@ -81,7 +92,7 @@ class StepCost:
 
 def step_cost(graph: Graph, profile: Profile) -> StepCost:
     model = sum(cycles for _, cycles in op_cycles(graph, profile))
-    total = model + profile.cycles["per_invoke"] + profile.cycles["per_sample"]
+    total = model + carry_cycles(graph, profile) + profile.cycles["per_invoke"] + profile.cycles["per_sample"]
     return StepCost(total, profile.cycles["jitter"], profile.clock_hz)
 
 
