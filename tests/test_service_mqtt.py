@@ -89,6 +89,7 @@ def test_end_to_end_load_through_mosquitto_loses_nothing(fixture_bundles, broker
                       drain_timeout_s=120)
     assert result["sent"] == 15000 and result["acknowledged"] == 15000
     assert result["forecasts"] == 15000 and result["lost"] == 0 and result["duplicates"] == 0
+    assert result["taken_in"] == 15000 and result["backlog_at_end"] == 0
     assert result["service"]["counters"]["samples"] == 15000
     assert sum(result["service"]["counters"]["rejected"].values()) == 0
     print(f"\nload: {json.dumps({k: result[k] for k in ('publish_rate_per_s', 'latency_ms')})}")
