@@ -148,18 +148,25 @@ def test_the_firmware_outer_step_forecasts_what_the_session_does(fixture_bundles
     """firmware_sim's int8-io step (sensor counts, fixed-point multipliers, int32 persistence) against
     edge_runtime's Session (float64 features and persistence) on the same interpreter-free stream."""
     from firmware_sim.device_model import DeviceModel
-    from firmware_sim.parity import input_stream
 
     bundle = fixture_bundles["lstm"][1]
     device = DeviceModel.load(str(bundle), "int8-io")
     assert device.outer is not None  # int8 feature tensors: the integer outer step
-    stream = input_stream(device, 3000)  # (3000, 2) with jumps past the calibrated range
+    gap = firmware_vs_session_gap(device, bundle)
+    assert gap.max() <= FIRMWARE_VS_SESSION, gap.max()
+
+
+def firmware_vs_session_gap(device, bundle) -> np.ndarray:
+    """|firmware - Session| forecasts over 3,000 steps of input_stream (jumps past the calibrated range),
+    (T, O) in typical one-step changes."""
+    from firmware_sim.parity import input_stream
+
+    stream = input_stream(device, 3000)  # (3000, C)
     session = edge_runtime.load(bundle, variant="int8-io", backend=IN_PROCESS_BACKEND).session()
     firmware = np.array([device.step(row) for row in stream])
     runtime = np.array([session.step(row) for row in stream])
     norm, target = device.manifest.normalization, list(device.manifest.target)
-    gap = np.abs(firmware - runtime) / np.asarray(norm["delta_std"])[target]  # (T, O) typical changes
-    assert gap.max() <= FIRMWARE_VS_SESSION, gap.max()
+    return np.abs(firmware - runtime) / np.asarray(norm["delta_std"])[target]
 
 
 def test_firmware_sim_carries_state_from_output_to_input_as_the_session_does(fixture_bundles):
@@ -190,17 +197,11 @@ def test_firmware_sim_carries_state_from_output_to_input_as_the_session_does(fix
 def test_the_firmware_forecasts_what_the_session_does_given_the_same_features(fixture_bundles):
     """firmware_sim's kernels and state carry against the Session on the Session's own features."""
     from firmware_sim.device_model import DeviceModel
-    from firmware_sim.parity import input_stream
 
     bundle = fixture_bundles["lstm"][1]
     device = DeviceModel.load(str(bundle), "int8-io")
     device.outer = None  # the float64 outer step from the shared StepBinding, as a float-I/O core uses
-    stream = input_stream(device, 3000)  # (3000, 2) with jumps past the calibrated range
-    session = edge_runtime.load(bundle, variant="int8-io", backend=IN_PROCESS_BACKEND).session()
-    firmware = np.array([device.step(row) for row in stream])
-    runtime = np.array([session.step(row) for row in stream])
-    norm, target = device.manifest.normalization, list(device.manifest.target)
-    gap = np.abs(firmware - runtime) / np.asarray(norm["delta_std"])[target]  # (T, O) typical changes
+    gap = firmware_vs_session_gap(device, bundle)
     assert gap.max() <= CARRY_VS_SESSION_MAX and gap.mean() <= CARRY_VS_SESSION_MEAN, (gap.max(), gap.mean())
 
 
