@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from edge_runtime.model import Model
+from convert.flatbuffer import shorten_tensor_names
 
 CALIBRATION_SAMPLES = 1000
 
@@ -149,4 +150,4 @@ def convert_variant(saved_model_dir: str, spec: VariantSpec, calibration: list[d
         if spec.integer_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-    return converter.convert()
+    return shorten_tensor_names(converter.convert())

@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ev.add_argument("--warmup", type=int, default=0, help="rows that warm the state up and are not scored")
     ev.add_argument("--variant")
     ev.add_argument("--backend", choices=list(BACKENDS))
+    ev.add_argument("--errors", help="also write each scored step's squared error (normalized, the mean over "
+                    "targets) to this .npy file: (N,) float64, for paired comparisons of two models")
     bench = sub.add_parser("bench", help="time Session.step per variant on this machine (JSON)")
     bench.add_argument("bundle")
     bench.add_argument("--variant", action="append", help="variant(s) to time (default: all)")
@@ -72,7 +74,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     session = load(args.bundle, variant=args.variant, backend=args.backend).session()
     with open_input(args.input) as f:
-        result = evaluate_csv(session, f, "<stdin>" if args.input == "-" else args.input, args.warmup)
+        result = evaluate_csv(session, f, "<stdin>" if args.input == "-" else args.input, args.warmup,
+                              errors_to=args.errors)
     print(json.dumps(result))
     return 0
 

@@ -44,6 +44,7 @@ def run_search_real(names: list[str], template: SearchJob, trials: int, minutes:
 def markdown(rows: list[dict], template: SearchJob, trials: int) -> str:
     scored = [r for r in rows if r.get("chosen")]
     within = sum(r["chosen"]["of_ar"] <= AR_BUDGET for r in scored)
+    confirmed = sum(bool(r["chosen"].get("firmware", {}).get("ok")) for r in scored)
     below = sum(r["chosen"]["of_ar"] < 1.0 for r in scored)
     lines = ["# Model search on the real-data benchmark", "",
              f"Device profile `{template.device}`, each series' own sample rate as the deadline, up to {trials} "
@@ -51,21 +52,31 @@ def markdown(rows: list[dict], template: SearchJob, trials: int) -> str:
              "runtime; test MSE read once for the chosen one. `of AR`: its test MSE over the best AR(k<=256)'s "
              "(k chosen on validation); `of pers.`: over persistence's.", "",
              f"**Within {AR_BUDGET}x the best AR(k) on {within} of {len(rows)} series; strictly below on {below} "
-             f"of {len(rows)}.**", "",
-             "| series | rate | ch | chosen | variant | bytes | us/step | test MSE | of AR (k) | of pers. | "
-             "best per family (validation) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"of {len(rows)}; firmware_sim confirms the chosen variant fits and keeps up on {confirmed} of "
+             f"{len(rows)}.**", "",
+             "| series | rate | ch | chosen | variant | bytes | us/step | test MSE | of AR (k) | of pers. | firmware_sim | "
+             "best per family (validation) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r.get("chosen")
         if not c:
             lines.append(f"| {r['series']} | {r['rate_hz']:.4g} Hz | {r['channels']} | none: "
-                         f"{r.get('error', 'nothing fits and keeps up')} | | | | | | | |")
+                         f"{r.get('error', 'nothing fits and keeps up')} | | | | | | | | |")
             continue
         families = ", ".join(f"{f} {label}" for f, label in sorted(r["families"].items()))
         lines.append(f"| [{r['series']}](search-real-{r['series']}.md) | {r['rate_hz']:.4g} Hz | {r['channels']} | "
                      f"{c['candidate']} | {c['variant']} | {c['bytes']:,} | {c['us_per_step']:,.0f} | "
                      f"{c['test_mse']:.4g} | {c['of_ar']:.3f} ({c['ar_order']}) | {c['of_persistence']:.3f} | "
-                     f"{families} |")
+                     f"{firmware_cell(c.get('firmware'))} | {families} |")
     return "\n".join(lines) + "\n"
+
+
+def firmware_cell(check: dict | None) -> str:
+    if not check:
+        return "-"
+    if "ticks" not in check:
+        return f"refused: {check['why']}"
+    return (f"fits, {check['deadline_misses']} misses" if check["ok"] else
+            f"{'fits' if check['fits'] else 'does NOT fit'}, {check['deadline_misses']} misses")
 
 
 def main(names: list[str] | None, device: str, trials: int, minutes: float | None, families: tuple[str, ...],

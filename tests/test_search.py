@@ -67,8 +67,13 @@ def test_two_workers_share_one_study_and_the_choice_fits_and_keeps_up(sensor_log
     chosen = summary["chosen"]
     assert set(summary["families"]) == {"lstm", "gru"}  # each family's best is in the table
     report = (tmp_path / "reports" / "search-plant.md").read_text()
-    assert report.count("| chosen |") == 1 and "Best of each family" in report
-    assert report.count("| worse: validation MSE") == len(complete) - 1
+    assert report.count("| chosen: ") == 1 and "Best of each family" in report
+    assert (report.count("| worse: validation MSE") + report.count("| as good within one standard error")
+            == len(complete) - 1)
+    # the report's own firmware_sim run: the chosen variant fits and keeps up, or the simulator refuses a
+    # variant convert did not mark deployable, and the report says so
+    check = chosen["firmware"]
+    assert check["ok"] if "ticks" in check else "not deployable" in check["why"], check
     assert report.count("the same candidate as trial") == len(trials) - len(complete)
     assert (tmp_path / "reports" / "search-plant.png").stat().st_size > 10_000
     # the test split read once, for the chosen model, against the run's own baselines
@@ -147,3 +152,37 @@ def test_ar_and_the_hybrid_are_candidates_and_a_repeated_candidate_is_not_run_tw
     assert f"| gru+ar-8x1({k}) |" in report
     duplicates = [line for line in report.splitlines() if "the same candidate as trial" in line]
     assert len(duplicates) == len(trials_in(tmp_path)) - 2
+
+
+def candidate(number: int, parameters: int, errors: np.ndarray):
+    from pipeline.search import Candidate
+
+    return Candidate(number=number, state="COMPLETE", family="lstm", hidden=8, layers=1, val_mse=float(errors.mean()),
+                     variant="int8-io", bytes=parameters, feasible=True, parameters=parameters)
+
+
+def test_the_choice_takes_the_fewest_parameters_within_one_standard_error_of_the_best():
+    from pipeline.search import choose
+
+    rng = np.random.default_rng(0)
+    common = rng.gamma(2.0, 1.0, 2000)  # (N,) the error all models share (the series' own surprises)
+    noise = rng.normal(0.0, 0.05, 2000)
+    errors = {0: common - 1e-4,  # the best on validation (by a hair), 50,000 parameters
+              1: common + noise - noise.mean(),  # steps better and worse, the same on average: a tie
+              2: common + 0.3}  # 15% worse at every step: real
+    rows = [candidate(0, 50_000, errors[0]), candidate(1, 1_000, errors[1]), candidate(2, 500, errors[2])]
+    chosen = choose(rows, lambda c: errors[c.number])
+    assert chosen is rows[1] and rows[1].why.startswith("chosen: within one standard error"), rows[1].why
+    assert rows[0].why.startswith("as good within one standard error") and rows[2].why.startswith("worse:")
+    assert choose([rows[0], rows[2]], lambda c: errors[c.number]) is rows[0]  # no small twin: the best
+
+
+def test_batch_means_widens_the_standard_error_of_a_correlated_series():
+    from pipeline.search import batch_means_se
+
+    rng = np.random.default_rng(1)
+    white = rng.normal(0.0, 1.0, 4000)
+    assert batch_means_se(white) == pytest.approx(1 / np.sqrt(4000), rel=0.35)  # i.i.d.: the usual sigma/sqrt(n)
+    slow = np.convolve(rng.normal(0.0, 1.0, 4100), np.ones(100) / 10, mode="valid")[:4000]  # correlated over 100 steps
+    naive = slow.std() / np.sqrt(len(slow))
+    assert batch_means_se(slow) > 3 * naive  # the i.i.d. formula would call a 3x smaller difference real
