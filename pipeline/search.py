@@ -312,9 +312,9 @@ def finished(study) -> int:
 
 def load_csv_stream(job: SearchJob):
     """The log as `python -m train --csv` reads it, and the same level check and feature choice."""
-    from train.__main__ import choose_csv_features
     from train.data import load_stream
     from train.trainer import TrainConfig
+    from train.wander import choose_csv_features
 
     stream = load_stream(None, job.csv, 0, job.seed, job.columns, job.target)
     return choose_csv_features(stream, None, TrainConfig().split)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from edge_runtime.csvrows import CsvError
@@ -13,7 +12,7 @@ from train.data import load_stream
 from train.config import AR_CELL, CELL_NAMES as CELLS, FEATURES, FORECAST_CELLS, ModelConfig
 from train.scenarios import SCENARIOS
 from train.trainer import TrainConfig
-from train.wander import check_level
+from train.wander import choose_csv_features
 
 TASKS = ("forecast", "autocomplete")
 
@@ -88,17 +87,6 @@ def main(argv: list[str] | None = None) -> int:
         "test_mse", "persistence_mse", "ar_mse", "ar_order", "parameters", "train_seconds")},
         "output_gains": [round(a, 3) for a in metrics["output_gains"].get("alpha", [])]}))
     return 0
-
-
-def choose_csv_features(stream, features: list[str] | None, split: tuple[float, float]):
-    """A CSV log's level check (train/wander.py): a wandering level marks the stream non-stationary, so it is
-    modelled on the change alone unless --features says otherwise. One line on the terminal with the figures."""
-    check = check_level(stream.values, split)
-    chosen = features or (("delta",) if check.wanders else FEATURES)
-    why = "given by --features" if features else ("the level wanders" if check.wanders else "the level is steady")
-    print(f"level check: {check.figures()} -> features: {' + '.join(chosen)} ({why})", file=sys.stderr)
-    record = {**check.to_dict(), "features": list(chosen), "features_given": bool(features)}
-    return replace(stream, stationary=not check.wanders), record
 
 
 def autocomplete_main(argv: list[str]) -> int:

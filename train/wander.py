@@ -23,9 +23,12 @@ numpy only (no torch): the check is cheap and testable on its own.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import sys
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+
+from train.config import FEATURES
 
 SHIFT_LIMIT = 1.0
 TREND_LIMIT = 1.0
@@ -67,3 +70,14 @@ def check_level(values: np.ndarray, split: tuple[float, float]) -> LevelCheck:
     quarter = len(train) // 4
     trend = float(np.max(np.abs(train[-quarter:].mean(axis=0) - train[:quarter].mean(axis=0)) / std))
     return LevelCheck(shift, trend, outside)
+
+
+def choose_csv_features(stream, features: list[str] | None, split: tuple[float, float]):
+    """A CSV log's level check (train/wander.py): a wandering level marks the stream non-stationary, so it is
+    modelled on the change alone unless --features says otherwise. One line on the terminal with the figures."""
+    check = check_level(stream.values, split)
+    chosen = features or (("delta",) if check.wanders else FEATURES)
+    why = "given by --features" if features else ("the level wanders" if check.wanders else "the level is steady")
+    print(f"level check: {check.figures()} -> features: {' + '.join(chosen)} ({why})", file=sys.stderr)
+    record = {**check.to_dict(), "features": list(chosen), "features_given": bool(features)}
+    return replace(stream, stationary=not check.wanders), record
