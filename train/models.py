@@ -23,6 +23,7 @@ from torch import nn
 
 from train.config import CELL_NAMES, FEATURES, ModelConfig  # noqa: F401  (re-exported)
 from train.config import AR_CELL, TRANSFORMER_CELL
+from train.features import input_features
 from train.config import CELLS as CELL_SPECS
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -58,19 +59,6 @@ class Scales:
         std, dstd = norm["std"], norm["delta_std"]
         return cls(delta_gain=[s / d for s, d in zip(std, dstd)],
                    output_gain=[dstd[i] / std[i] for i in target])
-
-
-def input_features(config: ModelConfig, delta_gain: torch.Tensor, x: torch.Tensor,
-                   x_prev: torch.Tensor | None) -> torch.Tensor:
-    """What every forecaster reads per step: x (B, T, C) normalized levels -> (B, T, C * n_features),
-    the level and/or the change since the previous sample in typical changes (x_prev (B, C) before x[:, 0])."""
-    parts = []
-    if "level" in config.features:
-        parts.append(x)
-    if "delta" in config.features:
-        previous = torch.cat([x_prev[:, None, :], x[:, :-1, :]], dim=1)  # (B, T, C)
-        parts.append((x - previous) * delta_gain)
-    return torch.cat(parts, dim=-1)
 
 
 class Forecaster(nn.Module):

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from train.config import AGE, ModelConfig
+from train.features import input_features
 
 
 def alibi_slopes(heads: int) -> list[float]:
@@ -99,8 +100,6 @@ class TransformerForecaster(nn.Module):
         return state
 
     def features(self, x: torch.Tensor, x_prev: torch.Tensor | None) -> torch.Tensor:
-        from train.models import input_features
-
         return input_features(self.config, self.delta_gain, x, x_prev)
 
     def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor]):
