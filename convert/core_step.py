@@ -84,7 +84,7 @@ class CoreStepGraph(StepGraph):
     def forward(self, t: dict) -> dict:
         cfg = self.config
         out, correction = {}, None
-        if cfg.recurrent_cell is not None:
+        if cfg.has_head:  # a recurrent stack, or the transformer's (convert/transformer_step.py)
             self._inputs = t  # the first layer's _gates reads the feature tensors by name
             top = self.stack(None, t, out)  # (1, H)
             correction = tf.matmul(top, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)

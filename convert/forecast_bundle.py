@@ -79,6 +79,20 @@ def batched_parity(model, splits) -> dict:
             "backend": model.backend}
 
 
+def graph_classes(config: ModelConfig) -> tuple[type, type]:
+    """(the raw step graph, the core step graph) for a forecaster's cell."""
+    from train.config import TRANSFORMER_CELL
+
+    if config.cell == TRANSFORMER_CELL:
+        from convert.transformer_step import TransformerCoreStepGraph, TransformerStepGraph
+
+        return TransformerStepGraph, TransformerCoreStepGraph
+    from convert.core_step import CoreStepGraph
+    from convert.tf_step import StepGraph
+
+    return StepGraph, CoreStepGraph
+
+
 class ForecastConversion:
     parity_tolerance = PARITY_TOLERANCE
     parity_units = "normalized units"
@@ -93,25 +107,24 @@ class ForecastConversion:
         self.torch_model = forecaster_from_weights(weights, info)
 
     def step_graph(self, batch: int | None = 1):
-        from convert.tf_step import StepGraph
-
-        return StepGraph(self.weights, self.config, self.norm, batch=batch)
+        return graph_classes(self.config)[0](self.weights, self.config, self.norm, batch=batch)
 
     def core_model(self, tmp: Path) -> tuple[str, list[dict], dict]:
         """The core graph the integer variants convert from (an LSTM's cell state per unit in its own
         scale, convert/core_step.py), its calibration samples (the float32 core over the training split),
         and the manifest's record of the cell scales ({} for none)."""
-        from convert.core_step import CoreStepGraph, cell_state_scales, rescale_cell_states
+        from convert.core_step import cell_state_scales, rescale_cell_states
         from convert.ar_step import share_change_range  # an AR term's lags: one scale for every change
         from convert.quantize import VARIANTS, convert_variant
         from convert.tf_step import save_step_model
 
-        plain = save_step_model(CoreStepGraph(self.weights, self.config), str(tmp / "saved_model_core_plain"))
+        core_graph = graph_classes(self.config)[1]
+        plain = save_step_model(core_graph(self.weights, self.config), str(tmp / "saved_model_core_plain"))
         samples = self.core_calibration(convert_variant(plain, VARIANTS[0], [], core=True))
         scales = cell_state_scales(samples, self.config)
         if not scales:
             return plain, share_change_range(samples), {}
-        scaled = CoreStepGraph(self.weights, self.config, cell_scales=scales)
+        scaled = core_graph(self.weights, self.config, cell_scales=scales)
         record = {f"c{k}": [float(v) for v in scale] for k, scale in scales.items()}  # float32 values, exact in JSON
         return (save_step_model(scaled, str(tmp / "saved_model_core")),
                 share_change_range(rescale_cell_states(samples, scales)), record)

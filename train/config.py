@@ -126,6 +126,11 @@ class ModelConfig(StrictConfig):
         return None if self.cell in (AR_CELL, TRANSFORMER_CELL) else self.cell.removesuffix(HIGHWAY)
 
     @property
+    def has_head(self) -> bool:
+        """A learned body (a recurrent stack or the transformer) whose top goes through the head: all but ar."""
+        return self.cell != AR_CELL
+
+    @property
     def ar_changes(self) -> int:
         """An AR model's change regressors: k - 1 beside the level (AR(k) on levels), k without it."""
         return self.ar_order - 1 if "level" in self.features else self.ar_order
