@@ -179,6 +179,10 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
                       + "; ".join(f"{r}" for r in entry["compatibility"].values()), file=sys.stderr)
                 manifest.setdefault("left_out_variants", []).append({"name": spec.name, "why": entry["compatibility"]})
                 continue
+            for runtime, why in entry["compatibility"].items():  # kept, but one runtime will not open it
+                if why:
+                    print(f"warning: {out_dir.name}: variant {spec.name} does not open in {runtime}: {why}",
+                          file=sys.stderr)
             manifest["variants"].append(entry)
             files[entry["file"]] = data
         if task.batched:
