@@ -20,6 +20,7 @@ from convert.bundle import manifest_head, manifest_provenance
 from convert.parity import DRIFT_LIMIT, parity_stream, streaming_parity, variant_metrics
 from edge_runtime.manifest import DEFAULT_MAX_MSE_RATIO
 from edge_runtime.model import Model
+from train.config import TRANSFORMER_CELL
 from train.models import ModelConfig, forecaster_from_weights
 
 PARITY_STEPS = 2000
@@ -81,8 +82,6 @@ def batched_parity(model, splits) -> dict:
 
 def graph_classes(config: ModelConfig) -> tuple[type, type]:
     """(the raw step graph, the core step graph) for a forecaster's cell."""
-    from train.config import TRANSFORMER_CELL
-
     if config.cell == TRANSFORMER_CELL:
         from convert.transformer_step import TransformerCoreStepGraph, TransformerStepGraph
 
@@ -91,6 +90,25 @@ def graph_classes(config: ModelConfig) -> tuple[type, type]:
     from convert.tf_step import StepGraph
 
     return StepGraph, CoreStepGraph
+
+
+RING_TOLERANCE = 0.5  # steps: every decoded age must round to the true one, or a slot is mis-tracked
+
+
+def ring_check(model, raw: np.ndarray, context: int) -> dict:
+    """A transformer variant's ring bookkeeping against ground truth: its `age` state after 4 W + 3 samples of
+    `raw` (T, C) (or all of them), from an empty ring. Integer variants carry the ages through requantized
+    tensors; when they lose a step the one-hot write lands in the wrong slot and the cache is no longer the
+    last W samples, which the test MSE alone did not show (int8 x1.06 with a broken ring, W = 16)."""
+    from train.config import AGE
+    from train.transformer import ring_ages
+
+    steps = min(len(raw), 4 * context + 3)
+    session = model.session()
+    for row in raw[:steps]:
+        session.step(row)
+    error = np.abs(session.get_state(AGE)[0] - ring_ages(steps, context))
+    return {"steps": steps, "max_age_error": float(error.max()), "tolerance": RING_TOLERANCE}
 
 
 class ForecastConversion:
@@ -168,6 +186,8 @@ class ForecastConversion:
             entry["batched"]["parity"] = batched_parity(model, self.splits)
         metrics = variant_metrics(self.torch_model, model, self.splits, self.norm, self.info["metrics"]["test_mse"])
         metrics["drift"]["limit"] = DRIFT_LIMIT
+        if self.config.cell == TRANSFORMER_CELL:
+            metrics["ring"] = ring_check(model, parity_stream(self.splits), self.config.context)
         persistence = self.info["metrics"]["persistence_mse"]
         metrics["mse_vs_persistence"] = metrics["test_mse"] / persistence
         reasons = deployable_reasons(metrics, self.max_mse_ratio)
@@ -187,6 +207,10 @@ def deployable_reasons(metrics: dict, max_mse_ratio: float) -> list[str]:
         reasons.append(f"test MSE {metrics['mse_vs_persistence']:.3g}x persistence's (not below it)")
     if not metrics["drift"]["ratio"] <= DRIFT_LIMIT:
         reasons.append(f"drift ratio {metrics['drift']['ratio']:.2f} > {DRIFT_LIMIT}")
+    ring = metrics.get("ring")
+    if ring is not None and not ring["max_age_error"] <= ring["tolerance"]:
+        reasons.append(f"its KV ring loses track of its slots (ages off by up to {ring['max_age_error']:.3g} after "
+                       f"{ring['steps']} steps): not the sliding-window model")
     return reasons
 
 

@@ -163,7 +163,8 @@ def test_the_step_model_streams_what_torch_computes_on_the_whole_sequence(transf
 @pytest.mark.slow
 def test_every_variant_converts_and_opens_where_its_manifest_says(transformer_bundles):
     """All six variants are written (integer ones from the core graph); int16x8 is refused by tflite-runtime
-    2.14 for its int16 RSQRT (the layer norm), by name; each opens, or fails, as recorded, under each runtime."""
+    2.14 for its int16 RSQRT (the layer norm), by name; each opens, or fails, as recorded, under each runtime;
+    a variant whose ring loses track of its slots is not deployable."""
     from test_quantization import check_bundles_open_as_their_manifests_say
 
     for name, (_, bundle) in transformer_bundles.items():
@@ -179,6 +180,14 @@ def test_every_variant_converts_and_opens_where_its_manifest_says(transformer_bu
             if v["name"] != "int16x8":
                 assert all(why is None for why in v["compatibility"].values()), (name, v["name"])
         assert variants["float32"]["batched"]["parity"]["max_rel_error"] <= 1e-5
+        for v in variants.values():  # convert's ring check: float keeps every age exact; a variant that does not
+            ring = v["metrics"]["ring"]  # (the integer ones, whose ages pass through requantized tensors) is flagged
+            assert ring["steps"] == 4 * TRANSFORMERS[name][4] + 3
+            if v["name"] in ("float32", "float16", "dynamic-int8"):
+                assert ring["max_age_error"] == 0 and v["metrics"]["deployable"], (name, v["name"], v["metrics"])
+            elif ring["max_age_error"] > 0.5:
+                assert any("its KV ring loses track of its slots" in why
+                           for why in v["metrics"]["why_not_deployable_all"]), (name, v["name"])
     check_bundles_open_as_their_manifests_say([b for _, b in transformer_bundles.values()])
 
 
@@ -187,18 +196,21 @@ def test_the_ring_holds_every_slots_age(transformer_bundles):
     """Ground truth: after n samples, slot j holds the last sample t < n with t = j mod W, written n - t steps
     ago (0 = never written): the named state `age`, partly filled and after many wraps."""
     import edge_runtime
+    from train.transformer import ring_ages
 
     run_dir, bundle = transformer_bundles["temp-tf16"]
     context = TRANSFORMERS["temp-tf16"][4]
     raw = stream_of(run_dir)
     session = edge_runtime.load(bundle, backend=IN_PROCESS_BACKEND).session()
     done = 0
-    for n in (5, 16, 17, 1001):
+    for n, first_ages in ((5, [5, 4, 3, 2, 1, 0]), (16, [16, 15]), (17, [1, 16, 15]), (1001, [9, 8])):
         for row in raw[done:n]:
             session.step(row)
         done = n
         expected = [0 if j >= n else n - (j + ((n - 1 - j) // context) * context) for j in range(context)]
+        assert expected[:len(first_ages)] == first_ages  # the formula, checked by hand
         np.testing.assert_array_equal(session.get_state("age")[0], expected)
+        np.testing.assert_array_equal(ring_ages(n, context), expected)  # what convert's ring check compares with
 
 
 @pytest.mark.slow

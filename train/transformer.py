@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -139,6 +140,14 @@ class TransformerForecaster(nn.Module):
         if "x_prev" in state:
             new_state["x_prev"] = x[:, -1, :]
         return y, new_state
+
+
+def ring_ages(steps: int, context: int) -> np.ndarray:
+    """Ground truth for the state `age` (W,) after `steps` samples from an empty ring: slot j holds the last
+    sample t < steps with t = j mod W, written steps - t samples ago; 0 for a slot never written."""
+    j = np.arange(context)
+    last = j + ((steps - 1 - j) // context) * context  # (W,) the sample each slot holds
+    return np.where(j < steps, steps - last, 0).astype(np.float32)
 
 
 def ring_slots(age: torch.Tensor, steps: int, context: int) -> tuple[torch.Tensor, torch.Tensor]:
