@@ -27,7 +27,7 @@ from typing import Protocol
 
 from convert.c_array import C_HEADER, C_SOURCE, c_array
 from convert.compat import compatibility
-from convert.flatbuffer import constant_bytes, model_ops
+from convert.flatbuffer import constant_bytes, model_ops, op_input_types
 from edge_runtime import manifest as schema
 from edge_runtime.model import Model
 from edge_runtime.tasks import load
@@ -101,7 +101,7 @@ def variant_entry(spec, data: bytes, graph: str = "raw") -> dict:
             "integer_io": spec.integer_io, "note": spec.note,
             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
             "constant_bytes": constant_bytes(data),  # weights and other constants; the rest is graph
-            "ops": ops, "compatibility": compatibility(ops)}  # runtime -> None (opens) or why not
+            "ops": ops, "compatibility": compatibility(ops, op_input_types(data))}  # runtime -> None (opens) or why not
 
 
 def add_batched_companions(manifest: dict, specs, batched_graph, tmp: Path) -> dict[str, bytes]:
@@ -119,7 +119,7 @@ def add_batched_companions(manifest: dict, specs, batched_graph, tmp: Path) -> d
         ops = model_ops(data)
         entry["batched"] = {"file": f"model.{spec.name}.batch.tflite", "batch": "dynamic",
                             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
-                            "ops": ops, "compatibility": compatibility(ops)}
+                            "ops": ops, "compatibility": compatibility(ops, op_input_types(data))}
         files[entry["batched"]["file"]] = data
     return files
 
@@ -179,6 +179,10 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
                       + "; ".join(f"{r}" for r in entry["compatibility"].values()), file=sys.stderr)
                 manifest.setdefault("left_out_variants", []).append({"name": spec.name, "why": entry["compatibility"]})
                 continue
+            for runtime, why in entry["compatibility"].items():  # kept, but one runtime will not open it
+                if why:
+                    print(f"warning: {out_dir.name}: variant {spec.name} does not open in {runtime}: {why}",
+                          file=sys.stderr)
             manifest["variants"].append(entry)
             files[entry["file"]] = data
         if task.batched:

@@ -18,15 +18,25 @@ RUNTIMES = {
 }
 
 # runtime -> operator -> highest version seen to open (tensorflow 2.21 converter)
+# BATCH_MATMUL, MEAN, MINIMUM, RESHAPE, RSQRT, SOFTMAX and MUL 3 come from the transformer's step models
+# (convert/transformer_step.py; MUL 3: its int8 attention mask, a rescale above 1).
 MAX_OPENED_VERSION: dict[str, dict[str, int]] = {
     "tflite_runtime": {
-        "ADD": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 9, "GATHER": 2,
-        "LOGISTIC": 2, "MUL": 2, "QUANTIZE": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
+        "ADD": 2, "BATCH_MATMUL": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 9, "GATHER": 2,
+        "LOGISTIC": 2, "MEAN": 2, "MINIMUM": 2, "MUL": 3, "QUANTIZE": 2, "RESHAPE": 1, "RSQRT": 2,
+        "SOFTMAX": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
     },
     "ai_edge_litert": {
-        "ADD": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 12, "GATHER": 2,
-        "LOGISTIC": 2, "MUL": 2, "QUANTIZE": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
+        "ADD": 2, "BATCH_MATMUL": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 12, "GATHER": 2,
+        "LOGISTIC": 2, "MEAN": 2, "MINIMUM": 2, "MUL": 3, "QUANTIZE": 2, "RESHAPE": 1, "RSQRT": 2,
+        "SOFTMAX": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
     },
+}
+
+# An op version that opens with one tensor type and not with another: (runtime, op, input type) -> the
+# runtime's words. RSQRT version 2 is int8 and int16 alike; tflite-runtime 2.14 has only the int8 kernel.
+TYPE_REFUSALS = {
+    ("tflite_runtime", "RSQRT", "INT16"): "Type INT16 is unsupported by op Rsqrt",
 }
 
 # Seen to fail, with the runtime's own words, for the record and the tests.
@@ -36,8 +46,12 @@ KNOWN_REFUSALS = {
 }
 
 
-def refusal(ops: list[dict], runtime: str) -> str | None:
-    """None if every (op, version) is known to open in `runtime`; else why not, naming op and version."""
+def refusal(ops: list[dict], runtime: str, op_types: set[tuple[str, str]] = frozenset()) -> str | None:
+    """None if every (op, version) is known to open in `runtime`; else why not, naming op and version.
+    op_types: the model's (op, first input's type) pairs, for TYPE_REFUSALS."""
+    for op, dtype in sorted(op_types):
+        if (runtime, op, dtype) in TYPE_REFUSALS:
+            return f"{op} on {dtype} does not open in {RUNTIMES[runtime]} ({TYPE_REFUSALS[runtime, op, dtype]})"
     table = MAX_OPENED_VERSION[runtime]
     for entry in ops:
         op, version = entry["op"], entry["version"]
@@ -49,6 +63,6 @@ def refusal(ops: list[dict], runtime: str) -> str | None:
     return None
 
 
-def compatibility(ops: list[dict]) -> dict[str, str | None]:
+def compatibility(ops: list[dict], op_types: set[tuple[str, str]] = frozenset()) -> dict[str, str | None]:
     """runtime -> None (opens) or the reason it does not."""
-    return {runtime: refusal(ops, runtime) for runtime in RUNTIMES}
+    return {runtime: refusal(ops, runtime, op_types) for runtime in RUNTIMES}

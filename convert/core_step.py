@@ -21,7 +21,8 @@ Here everything that needs the level's full precision stays outside:
 - Normalization, the delta gain and de-normalization all happen outside, so
   no MUL by a broadcast per-channel constant is left: StepGraph's output
   `(level + head) * std` had a rescale factor of 1.34 on a 3-channel model,
-  for which the converter emits MUL version 3, which neither runtime opens.
+  for which the converter emits MUL version 3, which neither runtime opened there
+  (the transformer's int8 MUL v3 opens in both: docs/DESIGN-NOTES.md, op versions).
 - The state is only the cell's (h, c); x_prev lives outside with the level.
 - An LSTM's cell state is carried per unit in its own units (cell_scales):
   c' = c / s with s the unit's largest |c| on the training split, so every
@@ -84,7 +85,7 @@ class CoreStepGraph(StepGraph):
     def forward(self, t: dict) -> dict:
         cfg = self.config
         out, correction = {}, None
-        if cfg.recurrent_cell is not None:
+        if cfg.has_head:  # a recurrent stack, or the transformer's (convert/transformer_step.py)
             self._inputs = t  # the first layer's _gates reads the feature tensors by name
             top = self.stack(None, t, out)  # (1, H)
             correction = tf.matmul(top, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)

@@ -21,6 +21,24 @@ def model_ops(flatbuffer: bytes) -> list[dict]:
     return [{"op": op, "version": v} for op, v in sorted(found)]
 
 
+_TYPE_NAMES = {code: name for name, code in vars(tflite.TensorType).items() if not name.startswith("_")}
+
+
+def op_input_types(flatbuffer: bytes) -> set[tuple[str, str]]:
+    """(op, its first input's tensor type) for every operator: {("RSQRT", "INT16"), ...}."""
+    model = tflite.Model.GetRootAsModel(flatbuffer, 0)
+    found = set()
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            name = _OP_NAMES.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
+            if op.InputsLength() and op.Inputs(0) >= 0:
+                found.add((name, _TYPE_NAMES.get(graph.Tensors(op.Inputs(0)).Type(), "?")))
+    return found
+
+
 def constant_bytes(flatbuffer: bytes) -> int:
     """Bytes held in the model's constant buffers (weights, biases, folded constants).
 

@@ -20,6 +20,7 @@ from convert.bundle import manifest_head, manifest_provenance
 from convert.parity import DRIFT_LIMIT, parity_stream, streaming_parity, variant_metrics
 from edge_runtime.manifest import DEFAULT_MAX_MSE_RATIO
 from edge_runtime.model import Model
+from train.config import TRANSFORMER_CELL
 from train.models import ModelConfig, forecaster_from_weights
 
 PARITY_STEPS = 2000
@@ -79,6 +80,37 @@ def batched_parity(model, splits) -> dict:
             "backend": model.backend}
 
 
+def graph_classes(config: ModelConfig) -> tuple[type, type]:
+    """(the raw step graph, the core step graph) for a forecaster's cell."""
+    if config.cell == TRANSFORMER_CELL:
+        from convert.transformer_step import TransformerCoreStepGraph, TransformerStepGraph
+
+        return TransformerStepGraph, TransformerCoreStepGraph
+    from convert.core_step import CoreStepGraph
+    from convert.tf_step import StepGraph
+
+    return StepGraph, CoreStepGraph
+
+
+RING_TOLERANCE = 0.5  # steps: every decoded age must round to the true one, or a slot is mis-tracked
+
+
+def ring_check(model, raw: np.ndarray, context: int) -> dict:
+    """A transformer variant's ring bookkeeping against ground truth: its `age` state after 4 W + 3 samples of
+    `raw` (T, C) (or all of them), from an empty ring. Integer variants carry the ages through requantized
+    tensors; when they lose a step the one-hot write lands in the wrong slot and the cache is no longer the
+    last W samples, which the test MSE alone did not show (int8 x1.06 with a broken ring, W = 16)."""
+    from train.config import AGE
+    from train.transformer import ring_ages
+
+    steps = min(len(raw), 4 * context + 3)
+    session = model.session()
+    for row in raw[:steps]:
+        session.step(row)
+    error = np.abs(session.get_state(AGE)[0] - ring_ages(steps, context))
+    return {"steps": steps, "max_age_error": float(error.max()), "tolerance": RING_TOLERANCE}
+
+
 class ForecastConversion:
     parity_tolerance = PARITY_TOLERANCE
     parity_units = "normalized units"
@@ -93,25 +125,24 @@ class ForecastConversion:
         self.torch_model = forecaster_from_weights(weights, info)
 
     def step_graph(self, batch: int | None = 1):
-        from convert.tf_step import StepGraph
-
-        return StepGraph(self.weights, self.config, self.norm, batch=batch)
+        return graph_classes(self.config)[0](self.weights, self.config, self.norm, batch=batch)
 
     def core_model(self, tmp: Path) -> tuple[str, list[dict], dict]:
         """The core graph the integer variants convert from (an LSTM's cell state per unit in its own
         scale, convert/core_step.py), its calibration samples (the float32 core over the training split),
         and the manifest's record of the cell scales ({} for none)."""
-        from convert.core_step import CoreStepGraph, cell_state_scales, rescale_cell_states
+        from convert.core_step import cell_state_scales, rescale_cell_states
         from convert.ar_step import share_change_range  # an AR term's lags: one scale for every change
         from convert.quantize import VARIANTS, convert_variant
         from convert.tf_step import save_step_model
 
-        plain = save_step_model(CoreStepGraph(self.weights, self.config), str(tmp / "saved_model_core_plain"))
+        core_graph = graph_classes(self.config)[1]
+        plain = save_step_model(core_graph(self.weights, self.config), str(tmp / "saved_model_core_plain"))
         samples = self.core_calibration(convert_variant(plain, VARIANTS[0], [], core=True))
         scales = cell_state_scales(samples, self.config)
         if not scales:
             return plain, share_change_range(samples), {}
-        scaled = CoreStepGraph(self.weights, self.config, cell_scales=scales)
+        scaled = core_graph(self.weights, self.config, cell_scales=scales)
         record = {f"c{k}": [float(v) for v in scale] for k, scale in scales.items()}  # float32 values, exact in JSON
         return (save_step_model(scaled, str(tmp / "saved_model_core")),
                 share_change_range(rescale_cell_states(samples, scales)), record)
@@ -155,6 +186,8 @@ class ForecastConversion:
             entry["batched"]["parity"] = batched_parity(model, self.splits)
         metrics = variant_metrics(self.torch_model, model, self.splits, self.norm, self.info["metrics"]["test_mse"])
         metrics["drift"]["limit"] = DRIFT_LIMIT
+        if self.config.cell == TRANSFORMER_CELL:
+            metrics["ring"] = ring_check(model, parity_stream(self.splits), self.config.context)
         persistence = self.info["metrics"]["persistence_mse"]
         metrics["mse_vs_persistence"] = metrics["test_mse"] / persistence
         reasons = deployable_reasons(metrics, self.max_mse_ratio)
@@ -174,6 +207,10 @@ def deployable_reasons(metrics: dict, max_mse_ratio: float) -> list[str]:
         reasons.append(f"test MSE {metrics['mse_vs_persistence']:.3g}x persistence's (not below it)")
     if not metrics["drift"]["ratio"] <= DRIFT_LIMIT:
         reasons.append(f"drift ratio {metrics['drift']['ratio']:.2f} > {DRIFT_LIMIT}")
+    ring = metrics.get("ring")
+    if ring is not None and not ring["max_age_error"] <= ring["tolerance"]:
+        reasons.append(f"its KV ring loses track of its slots (ages off by up to {ring['max_age_error']:.3g} after "
+                       f"{ring['steps']} steps): not the sliding-window model")
     return reasons
 
 

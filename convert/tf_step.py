@@ -85,7 +85,7 @@ class StepGraph(tf.Module):
         x = (t["x"] - self.in_mean) * self.in_scale  # (1, C) normalized
         delta = x - t["x_prev"] if "delta" in cfg.features else None  # (1, C)
         head = None
-        if cfg.recurrent_cell is not None:
+        if cfg.has_head:  # a recurrent stack, or the transformer's (convert/transformer_step.py)
             inp = self.stack(self.features(x, delta), t, out)  # (1, H)
             head = tf.matmul(inp, self._const("head.weight", True)) + self._const("head.bias")  # (1, O)
         if cfg.has_ar:  # the AR term: the ar cell's model, or the highway beside the cell

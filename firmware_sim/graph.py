@@ -91,14 +91,15 @@ def _options(op, name: str) -> dict:
         return {}
     cls_name = {"FULLY_CONNECTED": "FullyConnectedOptions", "ADD": "AddOptions", "SUB": "SubOptions",
                 "MUL": "MulOptions", "CONCATENATION": "ConcatenationOptions", "GATHER": "GatherOptions",
-                "SOFTMAX": "SoftmaxOptions", "SPLIT": "SplitOptions", "RESHAPE": "ReshapeOptions"}.get(name)
+                "SOFTMAX": "SoftmaxOptions", "SPLIT": "SplitOptions", "RESHAPE": "ReshapeOptions",
+                "BATCH_MATMUL": "BatchMatMulOptions"}.get(name)
     if cls_name is None:
         return {}
     options = getattr(tflite, cls_name)()
     options.Init(table.Bytes, table.Pos)
     found = {}
     for attr in ("FusedActivationFunction", "PotScaleInt16", "Axis", "KeepNumDims", "Beta", "NumSplits",
-                 "BatchDims", "WeightsFormat"):
+                 "BatchDims", "WeightsFormat", "AdjX", "AdjY"):
         if hasattr(options, attr):
             found[attr] = getattr(options, attr)()
     if "FusedActivationFunction" in found:

@@ -1,7 +1,7 @@
 """Will it keep up: cycles per step from the op list and a profile, and a tick scheduler.
 
 Each op costs the profile's per-op overhead plus its work: MACs for
-FULLY_CONNECTED, elements for elementwise ops and QUANTIZE/DEQUANTIZE, table
+FULLY_CONNECTED and BATCH_MATMUL (attention over a KV cache), elements for elementwise ops and QUANTIZE/DEQUANTIZE, table
 lookups for LOGISTIC/TANH, bytes for copies. The firmware's loop adds a
 per-invoke and a per-sample cost, and, for each state whose output tensor is
 quantized differently from its input (firmware_sim/executor.py StateCarry),
@@ -28,6 +28,20 @@ from firmware_sim.profiles import Profile
 ELEMENTWISE = {"ADD", "SUB", "MUL", "QUANTIZE", "DEQUANTIZE"}
 LOOKUP = {"LOGISTIC", "TANH", "SOFTMAX"}
 COPIES = {"SPLIT", "SPLIT_V", "CONCATENATION", "GATHER", "RESHAPE", "SQUEEZE", "EXPAND_DIMS"}
+REDUCTIONS = {"MEAN", "SUM"}  # work is the elements read, not the few written
+
+
+def _macs(graph: Graph, op) -> int:
+    """Multiply-accumulates of a FULLY_CONNECTED (weights x rows) or a BATCH_MATMUL (outputs x inner size); 0 else."""
+    out = graph.tensors[op.outputs[0]]
+    elements = int(np.prod(out.shape, dtype=np.int64))
+    if op.op == "FULLY_CONNECTED":
+        weights = graph.tensors[op.inputs[1]]
+        return int(np.prod(weights.shape, dtype=np.int64)) * max(1, elements // weights.shape[0])
+    if op.op == "BATCH_MATMUL":
+        left = graph.tensors[op.inputs[0]].shape
+        return elements * int(left[-2] if op.options.get("AdjX") else left[-1])
+    return 0
 
 
 def op_cycles(graph: Graph, profile: Profile) -> list[tuple[str, float]]:
@@ -38,17 +52,17 @@ def op_cycles(graph: Graph, profile: Profile) -> list[tuple[str, float]]:
         out = graph.tensors[op.outputs[0]]
         elements = int(np.prod(out.shape, dtype=np.int64))
         work = 0.0
-        if op.op == "FULLY_CONNECTED":
-            weights = graph.tensors[op.inputs[1]]
-            macs = int(np.prod(weights.shape, dtype=np.int64)) * max(1, elements // weights.shape[0])
+        if op.op in ("FULLY_CONNECTED", "BATCH_MATMUL"):
             wide = np.dtype(graph.tensors[op.inputs[0]].dtype) in (np.dtype(np.int16), np.dtype(np.float32))
-            work = macs * (c["per_mac_int16"] if wide else c["per_mac"])
+            work = _macs(graph, op) * (c["per_mac_int16"] if wide else c["per_mac"])
         elif op.op in ELEMENTWISE:
             work = elements * c["per_element"]
         elif op.op in LOOKUP:
             work = elements * c["per_lut_element"]
         elif op.op in COPIES:
             work = sum(graph.tensors[o].bytes for o in op.outputs) * c["per_copy_byte"]
+        elif op.op in REDUCTIONS:
+            work = int(np.prod(graph.tensors[op.inputs[0]].shape, dtype=np.int64)) * c["per_element"]
         else:
             work = elements * c["per_element"]
         costs.append((op.op, c["per_op"] + work))
@@ -63,10 +77,13 @@ def carry_cycles(graph: Graph, profile: Profile) -> float:
 
 
 def macs_per_step(graph: Graph) -> int:
+    """The weights of every FULLY_CONNECTED (one row in a step model) and the attention's BATCH_MATMULs."""
     total = 0
     for op in graph.operators:
         if op.op == "FULLY_CONNECTED":
             total += int(np.prod(graph.tensors[op.inputs[1]].shape, dtype=np.int64))
+        elif op.op == "BATCH_MATMUL":
+            total += _macs(graph, op)
     return total
 
 

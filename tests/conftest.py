@@ -90,8 +90,10 @@ def run_cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subpr
                           timeout=timeout, env=python_env(), cwd=ROOT)
 
 
-def make_tiny_bundle(root: Path, cell: str, features=("level", "delta"), layers: int = 2) -> tuple[Path, Path]:
-    """Train a tiny model for 2 epochs on the 2-channel temperature stream, convert it."""
+def make_tiny_bundle(root: Path, cell: str, features=("level", "delta"), layers: int = 2,
+                     **config: int) -> tuple[Path, Path]:
+    """Train a tiny model for 2 epochs on the 2-channel temperature stream, convert it.
+    config: more ModelConfig fields (a transformer's context)."""
     from convert.run import convert_run
     from train.models import ModelConfig
     from train.run import train_run
@@ -100,7 +102,7 @@ def make_tiny_bundle(root: Path, cell: str, features=("level", "delta"), layers:
 
     stream = make_stream("temperature", 8000, seed=1)  # val + test cover the 2,000 parity steps
     name = f"tiny-{cell}-{'-'.join(features)}"
-    config = ModelConfig(cell=cell, hidden=8, layers=layers, input_size=2, target=(0,), features=features)
+    config = ModelConfig(cell=cell, hidden=8, layers=layers, input_size=2, target=(0,), features=features, **config)
     train_run(stream, config, TrainConfig(epochs=2, lanes=8), root / "runs" / name, progress=False)
     convert_run(root / "runs" / name, root / "artifacts" / name)
     return root / "runs" / name, root / "artifacts" / name
@@ -131,6 +133,13 @@ def tiny_bundles(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     Trains with torch and converts with TensorFlow: only for slow tests (fixture_bundles otherwise)."""
     root = tmp_path_factory.mktemp("tiny")
     return {cell: make_tiny_bundle(root, cell) for cell in TINY_CELLS}
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer(tmp_path_factory) -> tuple[Path, Path]:
+    """(run folder, bundle folder) of a 2-layer d_model 8 transformer with a 16-sample window, every variant:
+    the ops the recurrent bundles do not have (attention, layer norm). Slow tests only, as tiny_bundles."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("tiny-transformer"), "transformer", context=16)
 
 
 def manifest_of(bundle: Path) -> dict:

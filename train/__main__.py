@@ -32,7 +32,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="ar: AR(k), fitted by least squares (k = --ar-order), exported as a step model like the rest")
     p.add_argument("--ar-order", type=int, default=0,
                    help="--cell ar only: k, on the levels when the level is read, on the changes otherwise")
-    p.add_argument("--hidden", type=int, default=ModelConfig.hidden)
+    p.add_argument("--context", type=int, default=0,
+                   help="--cell transformer only: its attention window W in samples (the step model's ring slots)")
+    p.add_argument("--heads", type=int, default=0, help="--cell transformer only: attention heads (0: hidden // 8)")
+    p.add_argument("--hidden", type=int, default=ModelConfig.hidden,
+                   help="units per layer; d_model for --cell transformer (16 and 32 match LSTM-32 and LSTM-64's "
+                        "parameters with 2 layers)")
     p.add_argument("--layers", type=int, default=ModelConfig.layers)
     p.add_argument("--features", nargs="+", choices=FEATURES,
                    help="per-step inputs (default: level and delta; delta only for a non-stationary scenario, "
@@ -76,11 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     shape = {"hidden": 1, "layers": 1} if args.cell == AR_CELL else {"hidden": args.hidden, "layers": args.layers}
     try:
         model_config = ModelConfig(cell=args.cell, input_size=stream.values.shape[1], target=stream.target,
-                                   features=features, ar_order=args.ar_order, **shape)
+                                   features=features, ar_order=args.ar_order, context=args.context,
+                                   heads=args.heads, **shape)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    name = args.name or f"{stream.name}-{args.cell}{args.ar_order if model_config.has_ar else ''}"
+    suffix = model_config.ar_order if model_config.has_ar else model_config.context or ""
+    name = args.name or f"{stream.name}-{args.cell}{suffix}"
     metrics = train_run(stream, model_config, train_config, Path(args.out) / name, progress=not args.quiet,
                         extra_metrics=extra)
     print(json.dumps({"run": str(Path(args.out) / name), **{k: metrics[k] for k in (

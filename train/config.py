@@ -22,7 +22,14 @@ CELL_NAMES = tuple(CELLS)  # the recurrent cells (the autocomplete model takes t
 AR_CELL = "ar"
 HIGHWAY = "+ar"  # suffix of a recurrent cell with the AR term: rnn+ar, gru+ar, lstm+ar
 AR_LAGS = "lags"  # state name: the changes the last forecast read, newest first, typical changes (1, changes * C)
-FORECAST_CELLS = CELL_NAMES + (AR_CELL,) + tuple(c + HIGHWAY for c in CELL_NAMES)
+# Or a small decoder-only causal Transformer (train/transformer.py): sliding-window attention over the last
+# `context` samples with an age bias (ALiBi), exported as a step model whose KV cache is a ring buffer of named
+# state tensors: `age` (1, W) and per layer k_cache<l>, v_cache<l> (1, heads * W * head_dim).
+TRANSFORMER_CELL = "transformer"
+KV_CACHE = ("k_cache", "v_cache")  # state name prefixes, + the layer: k_cache0, v_cache0, ...
+AGE = "age"  # state name: per ring slot, 0 = never written, else 1 + the steps since its sample was written
+FORECAST_CELLS = CELL_NAMES + (AR_CELL,) + tuple(c + HIGHWAY for c in CELL_NAMES) + (TRANSFORMER_CELL,)
+MAX_STATE_WIDTH = 1 << 16  # a bundle's state tensor is (1, n) with n <= this (edge_runtime/schema.py MAX_DIM)
 
 
 class StrictConfig:
@@ -42,7 +49,7 @@ class StrictConfig:
 @dataclass
 class ModelConfig(StrictConfig):
     config_kind = "model config"
-    cell: str = "lstm"  # rnn | gru | lstm | ar | rnn+ar | gru+ar | lstm+ar
+    cell: str = "lstm"  # rnn | gru | lstm | ar | rnn+ar | gru+ar | lstm+ar | transformer
     hidden: int = 32
     layers: int = 1
     input_size: int = 1  # sensor channels in
@@ -50,6 +57,10 @@ class ModelConfig(StrictConfig):
     features: tuple[str, ...] = FEATURES  # what each step sees: the level, the change, or both
     # ar and *+ar: AR(k) on the levels when the level is read, AR(k) on the changes when only the change is
     ar_order: int = 0
+    # transformer only: the attention window W in samples (the ring buffer's slots), and the attention heads
+    # (0: hidden // 8, at least 1); hidden is d_model, the MLP is 2 * hidden wide
+    context: int = 0
+    heads: int = 0
 
     def __post_init__(self) -> None:
         self.target = tuple(int(i) for i in self.target)
@@ -71,15 +82,33 @@ class ModelConfig(StrictConfig):
                 raise ValueError("an AR model has no hidden layer: hidden and layers must be 1")
         elif self.ar_order:
             raise ValueError(f"ar_order is for the ar and *{HIGHWAY} cells only, not {self.cell!r}")
+        if self.cell == TRANSFORMER_CELL:
+            self._check_transformer()
+        elif self.context or self.heads:
+            raise ValueError(f"context and heads are for the {TRANSFORMER_CELL} cell only, not {self.cell!r}")
         bad = [i for i in self.target if not 0 <= i < self.input_size]
         if bad or not self.target:
             raise ValueError(f"target channels {self.target} out of range for {self.input_size} inputs")
+
+    def _check_transformer(self) -> None:
+        if self.context < 1:
+            raise ValueError(f"a transformer needs --context >= 1 (its attention window, samples), got {self.context}")
+        if self.heads < 0:
+            raise ValueError(f"heads must be positive (0: hidden // 8), got {self.heads}")
+        self.heads = self.heads or max(1, self.hidden // 8)
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden (d_model) {self.hidden} is not a multiple of heads {self.heads}")
+        if self.context * self.hidden > MAX_STATE_WIDTH:
+            raise ValueError(f"context x hidden = {self.context} x {self.hidden} = {self.context * self.hidden} "
+                             f"is wider than a bundle's state tensor may be ({MAX_STATE_WIDTH})")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["target"], d["features"] = list(self.target), list(self.features)
         if not self.has_ar:
             del d["ar_order"]  # a recurrent model's config reads as it did before the AR cells existed
+        if self.cell != TRANSFORMER_CELL:
+            del d["context"], d["heads"]
         return d
 
     @property
@@ -93,8 +122,13 @@ class ModelConfig(StrictConfig):
 
     @property
     def recurrent_cell(self) -> str | None:
-        """The recurrent part's cell (rnn, gru or lstm); None for the ar cell."""
-        return None if self.cell == AR_CELL else self.cell.removesuffix(HIGHWAY)
+        """The recurrent part's cell (rnn, gru or lstm); None for the ar and transformer cells."""
+        return None if self.cell in (AR_CELL, TRANSFORMER_CELL) else self.cell.removesuffix(HIGHWAY)
+
+    @property
+    def has_head(self) -> bool:
+        """A learned body (a recurrent stack or the transformer) whose top goes through the head: all but ar."""
+        return self.cell != AR_CELL
 
     @property
     def ar_changes(self) -> int:
@@ -106,10 +140,14 @@ class ModelConfig(StrictConfig):
         names = ["x_prev"] if "delta" in self.features else []
         if self.recurrent_cell is not None:
             names += recurrent_state_names(self.recurrent_cell, self.layers)
+        if self.cell == TRANSFORMER_CELL:
+            names += [AGE] + [f"{kind}{i}" for i in range(self.layers) for kind in KV_CACHE]
         return names + ([AR_LAGS] if self.has_ar and self.ar_changes > 1 else [])
 
     def state_shapes(self, batch: int = 1) -> dict[str, tuple[int, int]]:
-        widths = {"x_prev": self.input_size, AR_LAGS: self.ar_changes * self.input_size}
+        widths = {"x_prev": self.input_size, AR_LAGS: self.ar_changes * self.input_size, AGE: self.context}
+        if self.cell == TRANSFORMER_CELL:  # a layer's keys or values, (heads, W, head_dim) flattened
+            widths.update({n: self.context * self.hidden for n in self.state_names() if n.startswith(KV_CACHE)})
         return {n: (batch, widths.get(n, self.hidden)) for n in self.state_names()}
 
 

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from train.config import CELL_NAMES, FEATURES, ModelConfig  # noqa: F401  (re-exported)
-from train.config import AR_CELL
+from train.config import AR_CELL, TRANSFORMER_CELL
+from train.features import input_features
 from train.config import CELLS as CELL_SPECS
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -85,14 +86,7 @@ class Forecaster(nn.Module):
         return state
 
     def features(self, x: torch.Tensor, x_prev: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, T, C) normalized levels -> (B, T, C * n_features)."""
-        parts = []
-        if "level" in self.config.features:
-            parts.append(x)
-        if "delta" in self.config.features:
-            previous = torch.cat([x_prev[:, None, :], x[:, :-1, :]], dim=1)  # (B, T, C)
-            parts.append((x - previous) * self.delta_gain)
-        return torch.cat(parts, dim=-1)
+        return input_features(self.config, self.delta_gain, x, x_prev)
 
     def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor]):
         """x: (B, T, C) normalized -> y: (B, T, O) normalized forecast of x[t+1], new state."""
@@ -116,16 +110,23 @@ def parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def forecaster_from_weights(weights: dict, info: dict) -> nn.Module:
-    """Rebuild a trained model from a checkpoint's (weights, info); no training code runs.
-    A Forecaster, or for the ar cell an ARForecaster (train/ar.py), the same interface."""
-    config = ModelConfig.from_dict(info["model"])
-    scales = Scales.from_normalization(info["normalization"], config.target)
+def make_forecaster(config: ModelConfig, scales: Scales) -> nn.Module:
+    """The model for a config: a Forecaster (recurrent, with or without an AR highway), an ARForecaster
+    (train/ar.py) or a TransformerForecaster (train/transformer.py), all with the same interface."""
     if config.cell == AR_CELL:
         from train.ar import ARForecaster
 
-        model = ARForecaster(config, scales)
-    else:
-        model = Forecaster(config, scales)
+        return ARForecaster(config, scales)
+    if config.cell == TRANSFORMER_CELL:
+        from train.transformer import TransformerForecaster
+
+        return TransformerForecaster(config, scales)
+    return Forecaster(config, scales)
+
+
+def forecaster_from_weights(weights: dict, info: dict) -> nn.Module:
+    """Rebuild a trained model from a checkpoint's (weights, info); no training code runs."""
+    config = ModelConfig.from_dict(info["model"])
+    model = make_forecaster(config, Scales.from_normalization(info["normalization"], config.target))
     model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
     return model.eval()

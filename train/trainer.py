@@ -21,7 +21,7 @@ from tqdm import tqdm
 from train.baselines import mse
 from train.config import StrictConfig
 from train.early_stopping import EarlyStopping
-from train.models import Forecaster, ModelConfig, Scales
+from train.models import Forecaster, ModelConfig, Scales, make_forecaster
 
 
 @dataclass
@@ -113,7 +113,7 @@ def train_model(model_config: ModelConfig, config: TrainConfig, splits: Splits, 
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     scales = Scales.from_normalization(norm, model_config.target)
-    model = Forecaster(model_config, scales)
+    model = make_forecaster(model_config, scales)
     if model_config.has_ar:  # the highway starts as the least-squares AR(k); the cell learns what it misses
         load_ar_fit(model, model_config, splits, norm, scales)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

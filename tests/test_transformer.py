@@ -1,0 +1,278 @@
+"""The transformer forecaster (train/transformer.py, convert/transformer_step.py): sliding-window attention over
+the last W samples, exported as a step model whose KV cache is a ring buffer of named state tensors.
+
+Tolerances, written down:
+- torch over the whole sequence vs the float32 step model stepped by each runtime (tflite-runtime 2.14 and
+  ai-edge-litert 2.3): 1e-4 in normalized units over 2,000 steps, the recurrent models' bound
+  (tests/test_parity.py), with W = 16 and 64 so the ring wraps 30-125 times. Measured (convert's record,
+  ai-edge-litert): 1.0e-6 and 2.4e-6.
+- torch stepped one sample at a time vs torch over the whole sequence: 1e-5 (float32 rounding of a
+  different summation order; measured 2.5e-7).
+- the window (ground truth, not implementation vs implementation): two streams that agree on their last
+  L (W - 1) + 2 samples (L layers; the delta feature reads one sample more) get bit-identical forecasts from
+  the float32 step model, and ones that agree on one sample fewer do not.
+- snapshot and restore mid-stream: identical outputs (exact equality).
+
+The fast tier checks the config's refusals (no torch); the rest trains for 2 epochs and converts (slow).
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import IN_PROCESS_BACKEND, manifest_of, run_cli, run_isolated
+
+STEPS = 2000
+FLOAT_TOLERANCE = 1e-4  # normalized units
+TORCH_STEP_TOLERANCE = 1e-5
+
+
+# ---- fast: the config names the ring's state and refuses what a transformer cannot be ----
+
+def test_the_transformer_config_names_its_ring_and_refuses_what_it_cannot_be():
+    from train.config import ModelConfig
+
+    config = ModelConfig(cell="transformer", hidden=16, layers=2, input_size=2, context=64)
+    assert config.heads == 2 and config.recurrent_cell is None and not config.has_ar and config.has_head
+    assert config.state_shapes() == {"x_prev": (1, 2), "age": (1, 64), "k_cache0": (1, 1024),
+                                     "v_cache0": (1, 1024), "k_cache1": (1, 1024), "v_cache1": (1, 1024)}
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    assert "context" not in ModelConfig().to_dict()  # a recurrent model's config reads as before
+    for bad, message in (({"context": 0}, r"a transformer needs --context >= 1 \(its attention window, samples\), "
+                                          "got 0"),
+                         ({"context": -3}, "needs --context >= 1"),
+                         ({"context": 8, "heads": 3}, r"hidden \(d_model\) 16 is not a multiple of heads 3"),
+                         ({"context": 8, "heads": -1}, "heads must be positive"),
+                         ({"context": 4097}, r"context x hidden = 4097 x 16 = 65552 is wider than a bundle's "
+                                             r"state tensor may be \(65536\)")):
+        with pytest.raises(ValueError, match=message):
+            ModelConfig(cell="transformer", hidden=16, **bad)
+    with pytest.raises(ValueError, match=r"context and heads are for the transformer cell only, not 'lstm'"):
+        ModelConfig(cell="lstm", context=64)
+
+
+# ---- slow: torch alone ----
+
+@pytest.mark.slow
+@pytest.mark.parametrize("context", [1, 3, 16])
+def test_torch_stepped_one_sample_at_a_time_is_the_whole_sequence(context):
+    """The ring (one sample per call, only the cache read) against the windowed attention over a whole
+    sequence (blocks of 256 with the cache carried), 600 steps, 2 streams, W from 1 up."""
+    import torch
+
+    from train.config import ModelConfig
+    from train.models import Scales, make_forecaster
+
+    torch.manual_seed(0)
+    config = ModelConfig(cell="transformer", hidden=16, layers=2, input_size=2, context=context)
+    model = make_forecaster(config, Scales([2.0, 2.0], [0.5])).eval()
+    x = torch.randn(2, 600, 2)
+    with torch.no_grad():
+        whole, end = model(x, model.initial_state(x[:, 0]))
+        state, steps = model.initial_state(x[:, 0]), []
+        for t in range(x.shape[1]):
+            y, state = model(x[:, t:t + 1], state)
+            steps.append(y)
+    assert (torch.cat(steps, 1) - whole).abs().max() <= TORCH_STEP_TOLERANCE
+    assert torch.equal(end["age"], state["age"])
+    assert sorted(end["age"][0].tolist()) == list(range(1, context + 1))  # full: ages 1..W, each once
+
+
+# ---- slow: real bundles ----
+
+# name -> (scenario, features, hidden, layers, W): 2 layers d 16 on a 2-channel stream (LSTM-32's size class,
+# W = 16: the ring wraps 125 times in 2,000 steps), 1 layer d 8 on a random walk's changes (W = 64, one head)
+TRANSFORMERS = {"temp-tf16": ("temperature", ("level", "delta"), 16, 2, 16),
+                "walk-tf64": ("random_walk", ("delta",), 8, 1, 64)}
+
+
+@pytest.fixture(scope="module")
+def transformer_bundles(tmp_path_factory) -> dict:
+    """name -> (run folder, bundle folder): 2 epochs, converted with every variant."""
+    from convert.run import convert_run
+    from train.config import ModelConfig
+    from train.run import train_run
+    from train.scenarios import make_stream
+    from train.trainer import TrainConfig
+
+    root = tmp_path_factory.mktemp("transformer")
+    out = {}
+    for name, (scenario, features, hidden, layers, context) in TRANSFORMERS.items():
+        stream = make_stream(scenario, 8000, seed=1)  # val + test: 2,656 steps of parity stream
+        config = ModelConfig(cell="transformer", hidden=hidden, layers=layers, input_size=stream.values.shape[1],
+                             target=stream.target, features=features, context=context)
+        train_run(stream, config, TrainConfig(epochs=2, lanes=8), root / "runs" / name, progress=False)
+        convert_run(root / "runs" / name, root / "artifacts" / name)
+        out[name] = root / "runs" / name, root / "artifacts" / name
+    return out
+
+
+def stream_of(run_dir) -> np.ndarray:
+    from convert.parity import parity_stream
+
+    return parity_stream(np.load(run_dir / "splits.npz"))  # validation then test, (T, C) raw
+
+
+def torch_reference(run_dir, raw: np.ndarray) -> np.ndarray:
+    """The trained model over the whole sequence at once: (T, O) normalized."""
+    from train.checkpoint import load_checkpoint
+    from train.models import forecaster_from_weights
+    from train.trainer import normalize, stream_forecast
+
+    weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
+    return stream_forecast(forecaster_from_weights(weights, info), normalize(raw, info["normalization"]))
+
+
+STEP_UNDER = """
+import json, numpy as np
+import edge_runtime
+model = edge_runtime.load(BUNDLE, variant="float32")
+session = model.session()
+norm, target = model.manifest.normalization, list(model.manifest.target)
+raw = np.load(RAW)
+y = np.array([session.step(row) for row in raw])
+y = (y - np.asarray(norm["mean"])[target]) / np.asarray(norm["std"])[target]
+print(json.dumps({"backend": model.backend, "y": y.tolist()}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["tflite_runtime", "ai_edge_litert"])
+@pytest.mark.parametrize("name", sorted(TRANSFORMERS))
+def test_the_step_model_streams_what_torch_computes_on_the_whole_sequence(transformer_bundles, name, backend,
+                                                                          tmp_path):
+    """kws_streaming's test: torch over 2,000 samples at once, the float32 step model one sample at a time with
+    its KV cache fed back as named state, in a process with neither torch nor TensorFlow, under each runtime."""
+    run_dir, bundle = transformer_bundles[name]
+    raw = stream_of(run_dir)[:STEPS]
+    assert len(raw) == STEPS > 30 * TRANSFORMERS[name][4]  # the ring wraps many times
+    np.save(tmp_path / "raw.npy", raw)
+    code = STEP_UNDER.replace("BUNDLE", repr(str(bundle))).replace("RAW", repr(str(tmp_path / "raw.npy")))
+    done = run_isolated(code, timeout=300, EDGE_RNN_BACKEND=backend)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["backend"] == backend
+    error = np.abs(np.asarray(result["y"]) - torch_reference(run_dir, raw))
+    assert error.shape == (STEPS, 1) and error.max() <= FLOAT_TOLERANCE, (name, backend, error.max())
+    parity = manifest_of(bundle)["variants"][0]["parity"]  # convert's own check, recorded in the manifest
+    assert parity["steps"] == STEPS and parity["max_abs_error"] <= FLOAT_TOLERANCE
+
+
+@pytest.mark.slow
+def test_every_variant_converts_and_opens_where_its_manifest_says(transformer_bundles):
+    """All six variants are written (integer ones from the core graph); int16x8 is refused by tflite-runtime
+    2.14 for its int16 RSQRT (the layer norm), by name; each opens, or fails, as recorded, under each runtime;
+    a variant whose ring loses track of its slots is not deployable."""
+    from test_quantization import check_bundles_open_as_their_manifests_say
+
+    for name, (_, bundle) in transformer_bundles.items():
+        manifest = manifest_of(bundle)
+        assert manifest["cell"] == "transformer" and manifest["hidden"] == TRANSFORMERS[name][2]
+        variants = {v["name"]: v for v in manifest["variants"]}
+        assert list(variants) == ["float32", "float16", "dynamic-int8", "int8", "int16x8", "int8-io"], name
+        assert [variants[v]["graph"] for v in ("int8", "int16x8", "int8-io")] == ["core"] * 3
+        assert variants["int16x8"]["compatibility"] == {
+            "tflite_runtime": "RSQRT on INT16 does not open in tflite-runtime 2.14.0 "
+                              "(Type INT16 is unsupported by op Rsqrt)", "ai_edge_litert": None}
+        for v in variants.values():
+            if v["name"] != "int16x8":
+                assert all(why is None for why in v["compatibility"].values()), (name, v["name"])
+        assert variants["float32"]["batched"]["parity"]["max_rel_error"] <= 1e-5
+        for v in variants.values():  # convert's ring check: float keeps every age exact; a variant that does not
+            ring = v["metrics"]["ring"]  # (the integer ones, whose ages pass through requantized tensors) is flagged
+            assert ring["steps"] == 4 * TRANSFORMERS[name][4] + 3
+            if v["name"] in ("float32", "float16", "dynamic-int8"):
+                assert ring["max_age_error"] == 0 and v["metrics"]["deployable"], (name, v["name"], v["metrics"])
+            elif ring["max_age_error"] > 0.5:
+                assert any("its KV ring loses track of its slots" in why
+                           for why in v["metrics"]["why_not_deployable_all"]), (name, v["name"])
+    check_bundles_open_as_their_manifests_say([b for _, b in transformer_bundles.values()])
+
+
+@pytest.mark.slow
+def test_the_ring_holds_every_slots_age(transformer_bundles):
+    """Ground truth: after n samples, slot j holds the last sample t < n with t = j mod W, written n - t steps
+    ago (0 = never written): the named state `age`, partly filled and after many wraps."""
+    import edge_runtime
+    from train.transformer import ring_ages
+
+    run_dir, bundle = transformer_bundles["temp-tf16"]
+    context = TRANSFORMERS["temp-tf16"][4]
+    raw = stream_of(run_dir)
+    session = edge_runtime.load(bundle, backend=IN_PROCESS_BACKEND).session()
+    done = 0
+    for n, first_ages in ((5, [5, 4, 3, 2, 1, 0]), (16, [16, 15]), (17, [1, 16, 15]), (1001, [9, 8])):
+        for row in raw[done:n]:
+            session.step(row)
+        done = n
+        expected = [0 if j >= n else n - (j + ((n - 1 - j) // context) * context) for j in range(context)]
+        assert expected[:len(first_ages)] == first_ages  # the formula, checked by hand
+        np.testing.assert_array_equal(session.get_state("age")[0], expected)
+        np.testing.assert_array_equal(ring_ages(n, context), expected)  # what convert's ring check compares with
+
+
+@pytest.mark.slow
+def test_the_forecast_reads_the_last_window_and_nothing_older(transformer_bundles):
+    """Ground truth for the window: L layers of W-sample attention read the last L (W - 1) + 1 samples, and the
+    delta feature one more. Two streams equal on exactly that many last samples forecast bit-identically; with
+    one sample fewer in common they differ."""
+    import edge_runtime
+
+    run_dir, bundle = transformer_bundles["temp-tf16"]
+    _, _, _, layers, context = TRANSFORMERS["temp-tf16"]
+    reach = layers * (context - 1) + 2
+    raw = stream_of(run_dir)[:600]
+    changed = raw.copy()
+    cut = 300
+    changed[:cut] += np.array([0.7, -1.5], np.float32)  # an offset on every sample before the cut
+    model = edge_runtime.load(bundle, backend=IN_PROCESS_BACKEND)
+    a, b = model.session(), model.session()
+    same = [np.array_equal(a.step(x), b.step(y)) for x, y in zip(raw, changed)]  # step t forecasts from 0..t
+    assert all(same[cut + reach - 1:])
+    assert not same[cut + reach - 2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", ["float32", "int8-io"])
+def test_a_snapshot_taken_mid_stream_restores_identical_forecasts(transformer_bundles, variant):
+    from test_ar import assert_snapshot_restores
+
+    assert_snapshot_restores(*transformer_bundles["temp-tf16"], variant,
+                             {"x_prev", "age", "k_cache0", "v_cache0", "k_cache1", "v_cache1"})
+
+
+@pytest.mark.slow  # python -m train imports torch before it reads the arguments
+@pytest.mark.parametrize("args,message", [
+    (["--cell", "transformer"], "error: a transformer needs --context >= 1 (its attention window, samples), got 0"),
+    (["--cell", "transformer", "--context", "8", "--hidden", "12", "--heads", "5"],
+     "error: hidden (d_model) 12 is not a multiple of heads 5"),
+    (["--cell", "gru", "--context", "8"], "error: context and heads are for the transformer cell only, not 'gru'"),
+])
+def test_the_cli_refuses_a_bad_transformer_config_with_one_line(tmp_path, args, message):
+    done = run_cli("train", "--scenario", "temperature", "--samples", "2000", *args, "--out", str(tmp_path))
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1] == message, done.stderr
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_python_m_train_trains_a_transformer_and_python_m_convert_bundles_it(tmp_path):
+    done = run_cli("train", "--scenario", "random_walk", "--samples", "3000", "--cell", "transformer", "--context",
+                   "8", "--hidden", "8", "--layers", "1", "--epochs", "1", "--out", str(tmp_path / "runs"), "--quiet",
+                   timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["run"].endswith("random_walk-transformer8")
+    # embed 8 + 8, one layer: 2 norms 32, qkv 216, proj 72, MLP 144 + 136, 1 slope; final norm 16, head 9
+    assert result["parameters"] == 16 + 32 + 216 + 72 + 280 + 1 + 16 + 9
+    done = run_cli("convert", result["run"], "--out", str(tmp_path / "artifacts"), "--variants", "int8-io",
+                   "int16x8", timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = manifest_of(tmp_path / "artifacts" / "random_walk-transformer8")
+    assert [(s["name"], s["shape"]) for s in manifest["state"]] == [
+        ("x_prev", [1, 1]), ("age", [1, 8]), ("k_cache0", [1, 64]), ("v_cache0", [1, 64])]
+    assert [v["name"] for v in manifest["variants"]] == ["float32", "int16x8", "int8-io"]
+    # the variant one runtime cannot open is kept for the other, and convert says so in one line
+    assert ("warning: random_walk-transformer8: variant int16x8 does not open in tflite_runtime: RSQRT on INT16 "
+            "does not open in tflite-runtime 2.14.0 (Type INT16 is unsupported by op Rsqrt)") in done.stderr.splitlines()

@@ -1,0 +1,19 @@
+"""What every forecaster reads per step (train/models.py, train/transformer.py): the level and/or the change."""
+from __future__ import annotations
+
+import torch
+
+from train.config import ModelConfig
+
+
+def input_features(config: ModelConfig, delta_gain: torch.Tensor, x: torch.Tensor,
+                   x_prev: torch.Tensor | None) -> torch.Tensor:
+    """What every forecaster reads per step: x (B, T, C) normalized levels -> (B, T, C * n_features),
+    the level and/or the change since the previous sample in typical changes (x_prev (B, C) before x[:, 0])."""
+    parts = []
+    if "level" in config.features:
+        parts.append(x)
+    if "delta" in config.features:
+        previous = torch.cat([x_prev[:, None, :], x[:, :-1, :]], dim=1)  # (B, T, C)
+        parts.append((x - previous) * delta_gain)
+    return torch.cat(parts, dim=-1)
