@@ -141,6 +141,7 @@ class AutocompleteConversion:
     parity_tolerance = PARITY_TOLERANCE
     parity_units = "log-probability"
     batched = False  # the edge service runs forecasters; a typing session steps one symbol at a time
+    resident = False  # a typing session branches (beam search): its state moves between nodes every step
 
     with_lexicon_for_toys = False  # the lecture's ten words are not a language: no lexicon
 

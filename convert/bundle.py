@@ -38,6 +38,10 @@ CHECK_BACKEND = "ai_edge_litert"
 # Variants that also get a batched companion (dynamic batch) for the edge service's many-stream
 # step; integer variants do not (their activation scales are per tensor, not per row anyway).
 BATCHED_VARIANTS = ("float32", "float16")
+# Variants that also get a resident companion (state in resource variables, one stream per interpreter:
+# convert/resident_step.py). The integer ones do not: their state is requantized from output to input
+# outside the model (edge_runtime/quant.py), which a variable could not reproduce bit for bit.
+RESIDENT_VARIANTS = ("float32", "float16", "dynamic-int8")
 
 
 class TaskConversion(Protocol):
@@ -46,6 +50,7 @@ class TaskConversion(Protocol):
     parity_tolerance: float
     parity_units: str  # named in the error when parity fails
     batched: bool  # whether the float variants get a dynamic-batch companion
+    resident: bool  # whether the float variants get a resident (state in variables) companion
 
     def step_graph(self, batch: int | None = 1): ...  # a convert.tf_step.StepGraph
     def manifest(self, name: str, variants: list[dict]) -> dict: ...
@@ -124,6 +129,26 @@ def add_batched_companions(manifest: dict, specs, batched_graph, tmp: Path) -> d
     return files
 
 
+def add_resident_companions(manifest: dict, specs, graph, tmp: Path) -> dict[str, bytes]:
+    """Convert the step graph with its state in resource variables for RESIDENT_VARIANTS; record each."""
+    from convert.quantize import convert_variant
+    from convert.resident_step import SIGNATURES, save_resident_model
+
+    saved_model = save_resident_model(graph, str(tmp / "saved_model_resident"))
+    files = {}
+    for spec in specs:
+        entry = next((e for e in manifest["variants"] if e["name"] == spec.name), None)
+        if entry is None or spec.name not in RESIDENT_VARIANTS or entry.get("graph", "raw") != "raw":
+            continue
+        data = convert_variant(saved_model, spec, [], signatures=SIGNATURES)
+        ops = model_ops(data)
+        entry["resident"] = {"file": f"model.{spec.name}.resident.tflite", "signatures": list(SIGNATURES),
+                             "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                             "ops": ops, "compatibility": compatibility(ops)}
+        files[entry["resident"]["file"]] = data
+    return files
+
+
 def write_scratch(tmp: Path, manifest: dict, files: dict[str, bytes]) -> Path:
     """A scratch bundle, opened with the reader the device uses before the real one is written."""
     scratch = tmp / "bundle"
@@ -187,6 +212,8 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
             files[entry["file"]] = data
         if task.batched:
             files.update(add_batched_companions(manifest, specs, task.step_graph(batch=None), tmp))
+        if getattr(task, "resident", False):
+            files.update(add_resident_companions(manifest, specs, task.step_graph(), tmp))
         scratch = write_scratch(tmp, manifest, files)  # once, with every variant
         for entry in manifest["variants"]:
             model = load(scratch, variant=entry["name"], backend=CHECK_BACKEND)

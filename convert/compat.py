@@ -4,8 +4,11 @@ The table was derived by testing, not read from release notes: every
 variant the converter writes (all modes of `convert/quantize.py`, plus the
 per-channel dynamic-range mode we do not ship) was opened, allocated and
 invoked under each runtime, and for each operator the highest version that
-opened was recorded. tests/test_compat.py re-derives it the same way and
-fails when a runtime or converter upgrade changes it.
+opened was recorded; the resource-variable ops (VAR_HANDLE, READ_VARIABLE,
+ASSIGN_VARIABLE, CALL_ONCE) come from the resident companions
+(convert/resident_step.py), opened and stepped under both runtimes.
+tests/test_compat.py re-derives it the same way and fails when a runtime or
+converter upgrade changes it.
 
 An op version above the table's entry is refused by name. So is an op the
 table has never seen open: unverified is not the same as supported.
@@ -25,11 +28,13 @@ MAX_OPENED_VERSION: dict[str, dict[str, int]] = {
         "ADD": 2, "BATCH_MATMUL": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 9, "GATHER": 2,
         "LOGISTIC": 2, "MEAN": 2, "MINIMUM": 2, "MUL": 3, "QUANTIZE": 2, "RESHAPE": 1, "RSQRT": 2,
         "SOFTMAX": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
+        "ASSIGN_VARIABLE": 1, "CALL_ONCE": 1, "READ_VARIABLE": 1, "VAR_HANDLE": 1,
     },
     "ai_edge_litert": {
         "ADD": 2, "BATCH_MATMUL": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 12, "GATHER": 2,
         "LOGISTIC": 2, "MEAN": 2, "MINIMUM": 2, "MUL": 3, "QUANTIZE": 2, "RESHAPE": 1, "RSQRT": 2,
         "SOFTMAX": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
+        "ASSIGN_VARIABLE": 1, "CALL_ONCE": 1, "READ_VARIABLE": 1, "VAR_HANDLE": 1,
     },
 }
 

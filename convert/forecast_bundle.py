@@ -111,10 +111,35 @@ def ring_check(model, raw: np.ndarray, context: int) -> dict:
     return {"steps": steps, "max_age_error": float(error.max()), "tolerance": RING_TOLERANCE}
 
 
+RESIDENT_PARITY_STEPS = 2000
+
+
+def resident_parity(model, splits) -> dict:
+    """The resident companion (state in variables) vs the explicit-state model, one stream, bit for bit.
+
+    The same ops on the same values: every forecast and, every 100 steps and at the end, every state
+    tensor must be the same float32 bits. Anything else refuses the bundle (a snapshot from one must
+    restore into the other exactly).
+    """
+    raw = parity_stream(splits)[:RESIDENT_PARITY_STEPS]  # (T, C)
+    explicit, resident = model.session(resident=False), model.session(resident=True)
+    differing = []
+    for t, row in enumerate(raw):
+        if explicit.step(row).tobytes() != resident.step(row).tobytes():
+            differing.append(f"y at step {t}")
+        if t % 100 == 99 or t == len(raw) - 1:
+            differing += [f"{n} at step {t}" for n, v in explicit.state.items() if v.tobytes() != resident.state[n].tobytes()]
+        if differing:
+            raise RuntimeError(f"{model.manifest.path}: resident step model of {model.variant.name} is not "
+                               f"bit-identical to the explicit-state one: {differing[0]}")
+    return {"steps": len(raw), "identical": True, "backend": model.backend}
+
+
 class ForecastConversion:
     parity_tolerance = PARITY_TOLERANCE
     parity_units = "normalized units"
     batched = True
+    resident = True
 
     def __init__(self, run_dir: Path, weights: dict, info: dict, parity_steps: int = PARITY_STEPS,
                  max_mse_ratio: float = DEFAULT_MAX_MSE_RATIO):
@@ -184,6 +209,8 @@ class ForecastConversion:
     def score(self, model: Model, entry: dict) -> None:
         if "batched" in entry:
             entry["batched"]["parity"] = batched_parity(model, self.splits)
+        if "resident" in entry:
+            entry["resident"]["parity"] = resident_parity(model, self.splits)
         metrics = variant_metrics(self.torch_model, model, self.splits, self.norm, self.info["metrics"]["test_mse"])
         metrics["drift"]["limit"] = DRIFT_LIMIT
         if self.config.cell == TRANSFORMER_CELL:

@@ -126,9 +126,11 @@ def core_calibration_samples(float_core: bytes, binding_for, train_raw: np.ndarr
     return samples[:count]
 
 
-def convert_variant(saved_model_dir: str, spec: VariantSpec, calibration: list[dict], core: bool = False) -> bytes:
-    """core: the SavedModel is a core graph (int8 then gets per-tensor weight scales too)."""
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=["step"])
+def convert_variant(saved_model_dir: str, spec: VariantSpec, calibration: list[dict], core: bool = False,
+                    signatures: tuple[str, ...] = ("step",)) -> bytes:
+    """core: the SavedModel is a core graph (int8 then gets per-tensor weight scales too). signatures: the
+    SavedModel's signatures to keep (a resident companion has three, convert/resident_step.py)."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=list(signatures))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if spec.name == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -93,6 +93,39 @@ def raw_interpreter_step(model):
     return step
 
 
+def raw_resident_step(model):
+    """The floor with the state kept in the interpreter (resource variables): set x, invoke, get y.
+
+    An interpreter of the variant's resident companion of its own, driven the
+    fastest way Python can (the per-subgraph calls Session makes too)."""
+    engine = model.open_resident()
+    w, sub = engine.wrapper, engine.subgraph["step"]
+    set_tensor, invoke, get_tensor = w.SetTensor, w.Invoke, w.GetTensor
+    x_index, y_index = engine.x, engine.y
+    x = np.zeros(model.manifest.input.shape, np.float32)
+
+    def step(sample):
+        x[0] = sample
+        set_tensor(x_index, x, sub)
+        invoke(sub)
+        return get_tensor(y_index, sub)
+    return step
+
+
+def time_interleaved(steps: dict, samples: np.ndarray, repeats: int) -> dict[str, list[float]]:
+    """time_per_step for several step functions, their repeats taking turns (the order rotating), so a
+    noisy neighbour on this shared machine slows each of them alike and their ratios hold."""
+    names = list(steps)
+    for name in names:  # warm-up
+        for sample in samples[: len(samples) // 10 + 1]:
+            steps[name](sample)
+    figures: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            figures[name] += time_per_step(steps[name], samples, 1)
+    return figures
+
+
 def opened_variants(bundle, names: list[str], backend: str | None, results: dict):
     """Yield (name, model) for each variant this backend opens; the others get {"error": why} in results."""
     for name in names:
@@ -106,7 +139,13 @@ def opened_variants(bundle, names: list[str], backend: str | None, results: dict
 
 def bench_bundle(bundle, variants: list[str] | None = None, backend: str | None = None,
                  steps: int = 2000, repeats: int = 5) -> dict:
-    """variant -> {median_us, min_us, max_us}; variants this backend cannot open get {error}."""
+    """variant -> {median_us, min_us, max_us, ...}; variants this backend cannot open get {error}.
+
+    median_us is Session.step as a caller gets it (state inside the interpreter when the variant has a
+    resident companion: `resident`). Beside it, timed in turns with it: raw_floor (the explicit-state
+    model's set x and state, invoke, get y and state), and for a resident variant explicit_session
+    (Session.step feeding the state in and out, as before issue 19) and raw_resident_floor (set x,
+    invoke, get y with the state in variables)."""
     manifest = read_manifest(bundle)
     names = variants or [v.name for v in manifest.variants]
     mean = np.asarray(manifest.normalization["mean"], np.float32)
@@ -116,11 +155,17 @@ def bench_bundle(bundle, variants: list[str] | None = None, backend: str | None 
     results, used = {}, None
     for name, model in opened_variants(bundle, names, backend, results):
         used = model.backend
-        step = model.session().step
-        results[name] = summary(time_per_step(step, samples, repeats), per_call_us(step, samples))
+        contenders = {"session": model.session().step}
         if not model.integer_io and not model.binding.core:  # a core graph's floor would need its outer step
-            raw = raw_interpreter_step(model)
-            results[name]["raw_floor"] = summary(time_per_step(raw, samples, repeats), per_call_us(raw, samples))
+            contenders["raw_floor"] = raw_interpreter_step(model)
+        if getattr(model, "resident", False):
+            contenders["explicit_session"] = model.session(resident=False).step
+            contenders["raw_resident_floor"] = raw_resident_step(model)
+        figures = time_interleaved(contenders, samples, repeats)
+        results[name] = {**summary(figures.pop("session"), per_call_us(contenders["session"], samples)),
+                         "resident": bool(getattr(model, "resident", False))}
+        for key, values in figures.items():
+            results[name][key] = summary(values, per_call_us(contenders[key], samples))
     return {"backend": used or backend, "steps": steps, "repeats": repeats, "variants": results}
 
 

@@ -21,6 +21,7 @@ MANIFEST_NAME = "manifest.json"
 TASKS = ("forecast", "autocomplete")
 VARIANT_DTYPES = ("float32", "float16", "dynamic-int8", "int8", "int16x8")
 CORE_FEATURES = ("delta", "level")  # what a core graph may read (edge_runtime/binding.py)
+COMPANIONS = ("batched", "resident")  # files a variant may have beside its (1, n) model, each hashed
 GRAPH_KINDS = ("raw", "core")  # see edge_runtime/binding.py; no field = "raw" (bundles from before it)
 DEFAULT_MAX_MSE_RATIO = 1.2  # the deployable rule's default budget: test MSE within 1.2x float32's
 
@@ -169,8 +170,9 @@ def _parse_variant(d, where: str, outputs: int) -> Variant:
         raise BundleError(f"{where}: variant {name!r} has unknown graph {short(graph)} "
                           f"(known: {', '.join(GRAPH_KINDS)})")
     file, sha256, size = _file_entry(d, where)
-    if "batched" in d:
-        _file_entry(schema.obj(d["batched"], f"{where}.batched"), f"{where}.batched")
+    for companion in COMPANIONS:
+        if companion in d:
+            _file_entry(schema.obj(d[companion], f"{where}.{companion}"), f"{where}.{companion}")
     _check_variant_records(d, where)
     return Variant(name, file, dtype, sha256, size, d)
 
@@ -320,6 +322,23 @@ def verified_file_bytes(manifest: Manifest, name: str, size: int, sha256: str) -
         raise BundleError(f"{file}: sha256 mismatch (file {digest[:12]}..., manifest "
                           f"{sha256[:12]}...): the file is corrupt or was replaced")
     return data
+
+
+def resident_companion(manifest: Manifest, variant: Variant) -> dict | None:
+    """The variant's resident step model entry (file, sha256, bytes, ...), or None when it has none.
+
+    A resident companion is the same step graph with the named state kept
+    inside the interpreter as resource variables: signatures `step` (x -> y),
+    `get_state` and `set_state` (convert/resident_step.py). A Session steps one
+    stream with it (edge_runtime/resident.py); the (1, n) model stays the
+    variant's file.
+    """
+    entry = variant.raw.get("resident")
+    if entry is None:
+        return None
+    where = f"{manifest.path / MANIFEST_NAME} variant {variant.name!r} resident"
+    _file_entry(schema.obj(entry, where), where)
+    return entry
 
 
 def batched_companion(manifest: Manifest, variant: Variant) -> dict | None:

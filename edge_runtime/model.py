@@ -3,7 +3,9 @@
 A `Model` is the verified bundle plus one interpreter and the binding of its
 step signature by name. The step model is stateless (state goes in and comes
 out), so any number of sessions share that interpreter; each owns only its
-state arrays. Sessions of one model must be stepped from one thread at a time.
+state arrays. (A forecast session with a resident companion has an
+interpreter of its own instead, its state inside: edge_runtime/resident.py.)
+Sessions of one model must be stepped from one thread at a time.
 Each task subclasses `Model` with its own `session()` (edge_runtime/session.py
 for forecasts, edge_runtime/autocomplete.py for autocomplete);
 edge_runtime/tasks.py picks the subclass from the manifest's task.
@@ -25,6 +27,7 @@ class Model:
                  num_threads: int = 1, max_mse_ratio: float | None = None):
         self.manifest = manifest
         self.backend, interpreter_cls = interpreter_class(backend)
+        self.interpreter_cls, self.num_threads = interpreter_cls, num_threads  # for companions (resident, batched)
         self.variant = (choose_variant(manifest, self.backend, max_mse_ratio)
                         if variant is None and max_mse_ratio is not None else manifest.variant(variant))
         content = verified_model_bytes(manifest, self.variant)

@@ -7,13 +7,22 @@ integer ones, edge_runtime/binding.py) gets its change and level features
 from here and its forecast is persistence plus its correction, added here in
 float64; the session holds x_prev (normalized, float32) for it, so the named
 state reads, snapshots and restores the same for every variant.
+
+One stream, state inside the interpreter (issue 19): when the variant has a
+resident companion (edge_runtime/resident.py) that this backend opens, each
+`session()` gets an interpreter of its own with the state kept in it, and a
+step is set x, invoke, get y. The named state is read and written only when
+asked (`state`, `get_state`, `set_state`, `reset`, the first sample's x_prev),
+and it is the same bits the explicit-state model computes.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from edge_runtime.binding import CORE_OUTPUT
+from edge_runtime.manifest import BundleError, resident_companion, verified_file_bytes
 from edge_runtime.model import Model
+from edge_runtime.resident import ResidentStep, ResidentUnavailable
 
 
 class ForecastModel(Model):
@@ -22,10 +31,46 @@ class ForecastModel(Model):
         norm = self.manifest.normalization
         self.mean = np.asarray(norm["mean"], np.float32)  # (C,)
         self.std = np.asarray(norm["std"], np.float32)  # (C,)
+        self._resident_content: bytes | None = None
+        self._spare: ResidentStep | None = None  # opened at load (a companion that cannot open shows now)
+        self.resident_why_not = self._open_resident()  # None: sessions keep their state inside the interpreter
 
-    def session(self) -> "Session":
-        """One sensor stream."""
-        return Session(self)
+    def _open_resident(self) -> str | None:
+        """Verify and open the resident companion; why a session steps with explicit state otherwise."""
+        entry = resident_companion(self.manifest, self.variant)
+        if entry is None:
+            return f"variant {self.variant.name} has no resident step model"
+        if self.integer_io or self.binding.core:
+            return f"variant {self.variant.name} is an integer variant (its state is requantized outside the model)"
+        refusal = (entry.get("compatibility") or {}).get(self.backend)
+        if refusal:
+            return f"{self.backend} cannot open {entry['file']}: {refusal}"
+        content = verified_file_bytes(self.manifest, entry["file"], entry["bytes"], entry["sha256"])
+        try:
+            self._spare = ResidentStep(self.interpreter_cls, content, self.manifest, self.num_threads, entry["file"])
+        except ResidentUnavailable as e:
+            return str(e)
+        self._resident_content = content
+        return None
+
+    @property
+    def resident(self) -> bool:
+        """Whether sessions of this model keep their state inside the interpreter."""
+        return self._resident_content is not None
+
+    def session(self, resident: bool | None = None) -> "Session":
+        """One sensor stream. resident: None keeps the state inside the interpreter when the variant's
+        resident companion opens here, True requires it, False feeds the state in and out every step."""
+        if resident is False or (resident is None and not self.resident):
+            return Session(self)
+        return ResidentSession(self, self.open_resident())
+
+    def open_resident(self) -> ResidentStep:
+        """A new interpreter of the resident companion (its own state, at zero): one per stream."""
+        if not self.resident:
+            raise BundleError(f"{self.manifest.path}: no resident step model: {self.resident_why_not}")
+        engine, self._spare = self._spare, None
+        return engine or ResidentStep(self.interpreter_cls, self._resident_content, self.manifest, self.num_threads)
 
 
 class Session:
@@ -43,6 +88,7 @@ class Session:
         self._codecs = model.codecs if model.integer_io or binding.core else None
         self.state: dict[str, np.ndarray] = {}
         self.steps = 0
+        self.resident = False  # the state goes in and out with every step (ResidentSession: it stays inside)
         self.reset()
 
     def reset(self) -> None:
@@ -115,3 +161,50 @@ class Session:
             raise ValueError(f"state {name!r} has shape {list(current.shape)}, got {list(value.shape)}")
         self.state[name] = value.copy()
         self.steps = max(self.steps, 1)  # an explicitly set state is not a fresh start
+
+
+class ResidentSession(Session):
+    """One stream whose state lives in its own interpreter's variables: set x, invoke, get y per step.
+
+    `state` reads it out only when asked; a read, a write, `set_state` and `reset`
+    leave it held here, and the next step writes it in first (priming x_prev on a
+    fresh start, as Session does). So every Session behaviour, StreamPool's
+    per-stream use included, is unchanged, and the values are the same bits.
+    """
+
+    def __init__(self, model: ForecastModel, engine: ResidentStep):
+        self._engine = engine
+        self._held: dict[str, np.ndarray] | None = None  # the named state when held here; None: in the interpreter
+        super().__init__(model)
+        self.resident = True
+        w = engine.wrapper
+        self._wset, self._winvoke, self._wget = w.SetTensor, w.Invoke, w.GetTensor
+        self._sub, self._x_index, self._y_index = engine.subgraph["step"], engine.x, engine.y
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        if self._held is None:
+            self._held = self._engine.read()  # a caller may change it in place: the next step writes it back
+        return self._held
+
+    @state.setter
+    def state(self, value: dict[str, np.ndarray]) -> None:
+        self._held = value
+
+    def step(self, x_raw) -> np.ndarray:
+        """x_raw: (C,) sensor units -> (O,) forecast; the state stays in the interpreter."""
+        x = self._x  # (1, C)
+        x[0] = x_raw
+        if self._held is not None:
+            self._write_held(x)
+        self._wset(self._x_index, x, self._sub)
+        self._winvoke(self._sub)
+        self.steps += 1
+        return self._wget(self._y_index, self._sub)[0]
+
+    def _write_held(self, x: np.ndarray) -> None:
+        held = self._held
+        if self.steps == 0 and self._binding.primes_x_prev:
+            held["x_prev"] = self._binding.x_prev_from(x)
+        self._engine.write(held)
+        self._held = None

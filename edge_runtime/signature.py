@@ -1,7 +1,7 @@
 """Ed25519 signatures over a bundle's manifest.json: who made the bundle.
 
 manifest.json lists the sha256 and size of every file the runtime opens (each
-variant's model and its batched companion; the reader refuses any other), so
+variant's model and its batched and resident companions; the reader refuses any other), so
 one signature over its exact bytes covers the whole bundle. `convert` signs
 with a private key kept outside the repository (convert/signing.py); the
 signature is a detached file beside the manifest:

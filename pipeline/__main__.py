@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ac.add_argument("--artifacts", default="artifacts")
     ac.add_argument("--reports", default="reports")
     bench = sub.add_parser("bench", help="latency, memory, cold start and scaling vs peers -> reports/bench.md")
-    bench.add_argument("--preset", choices=["full", "tiny"], default="full")
+    bench.add_argument("--preset", choices=["full", "quick", "tiny"], default="full",
+                       help="quick: the latency table and its claims only (no scaling, service or live-page runs)")
     bench.add_argument("--work", default="runs/bench", help="where the bench's own models are built")
     bench.add_argument("--reports", default="reports")
     anomalies = sub.add_parser("anomalies", help="anomaly detection per kind on labelled test streams -> "

@@ -46,6 +46,9 @@ class BenchPreset:
 
 BENCH_PRESETS = {
     "full": BenchPreset(),
+    # the per-step latency table and its claims at full length, without the scaling, service and live-page runs
+    "quick": BenchPreset(hidden_sizes=(32,), layer_counts=(1,), stream_counts=(1, 8, 64), autocomplete=(16, 2),
+                         service_seconds=0, http_phase_s=0, search_samples=0),
     "tiny": BenchPreset(steps=300, repeats=3, hidden_sizes=(8, 16), layer_counts=(1,), peers=("torch", "numpy"),
                         stream_counts=(1, 8), autocomplete=(16, 2), service_seconds=0, http_phase_s=0,
                         search_samples=0),
@@ -275,14 +278,26 @@ def demo_variants(artifacts: Path) -> dict:
     return out
 
 
+SESSION_OVER_RAW = 1.3  # issue 19: Session.step against the fastest raw loop, each runtime
+RAW_LOOPS = {"raw_floor": "state fed in and out", "raw_resident_floor": "state in variables: set x, invoke, get y"}
+
+
+def fastest_raw_loop(v: dict) -> tuple[str, dict]:
+    """(key, figures) of the fastest raw interpreter loop measured for a variant."""
+    return min(((k, v[k]) for k in RAW_LOOPS if k in v), key=lambda kv: kv[1]["median_us"])
+
+
 def claims(r: dict) -> list[tuple[str, bool, str]]:
     """The must-show ratios, each (claim, holds, figures)."""
     lines = []
     for runtime in RUNTIMES:
         f32 = r["edge"][runtime]["variants"]["float32"]
-        ratio = f32["median_us"] / f32["raw_floor"]["median_us"]
-        lines.append((f"Session.step <= 1.5x the raw interpreter loop ({runtime})", ratio <= 1.5,
-                      f"{f32['median_us']:.2f} vs {f32['raw_floor']['median_us']:.2f} us: {ratio:.2f}x"))
+        floor_name, floor = fastest_raw_loop(f32)
+        ratio = f32["median_us"] / floor["median_us"]
+        lines.append((f"Session.step <= {SESSION_OVER_RAW:g}x the fastest raw interpreter loop of the same model "
+                      f"({runtime})", ratio <= SESSION_OVER_RAW,
+                      f"{f32['median_us']:.2f} vs {floor['median_us']:.2f} us ({RAW_LOOPS[floor_name]}): "
+                      f"{ratio:.2f}x"))
     edge = min(r["edge"][rt]["variants"]["float32"]["median_us"] for rt in RUNTIMES)
     for peer, factor in (("torch", 5.0), ("onnxruntime", 2.0)):
         if peer in r["peers"]:
@@ -337,15 +352,23 @@ def markdown(r: dict) -> str:
     text += [f"- {'PASS' if ok else 'FAIL'}: {claim} ({fig})" for claim, ok, fig in claims(r)]
     text += ["", "## Per-step latency, LSTM hidden 32 (temperature model), us", "",
              "Median, min and max of the per-repeat means; p99 of single calls timed one by one "
-             "(each includes a clock read of about 0.1 us).", "",
+             "(each includes a clock read of about 0.1 us). A variant's Session.step and raw loops are timed "
+             "in turns in one process; 'state in the interpreter' is the variant's resident companion "
+             "(resource variables, issue 19), 'state fed in and out' the explicit-state step model.", "",
              "| system | median | min | max | p99 per call | x edge float32 |", "|---|---|---|---|---|---|"]
     edge = min(r["edge"][rt]["variants"]["float32"]["median_us"] for rt in RUNTIMES)
     for runtime in RUNTIMES:
         for name, v in r["edge"][runtime]["variants"].items():
             if "median_us" in v:
-                text.append(latency_row(f"Session.step {name} ({runtime})", v, edge))
-            if "raw_floor" in v and name == "float32":
-                text.append(latency_row(f"raw interpreter loop {name} ({runtime})", v["raw_floor"], edge))
+                how = ", state in the interpreter" if v.get("resident") else ""
+                text.append(latency_row(f"Session.step {name} ({runtime}{how})", v, edge))
+            if name == "float32":
+                if "explicit_session" in v:
+                    text.append(latency_row(f"Session.step {name} ({runtime}, state fed in and out)",
+                                            v["explicit_session"], edge))
+                for key, what in RAW_LOOPS.items():
+                    if key in v:
+                        text.append(latency_row(f"raw interpreter loop {name} ({runtime}, {what})", v[key], edge))
     for peer, v in r["peers"].items():
         text.append(latency_row(peer, v, edge))
     text += ["", "## Cold start and memory (a fresh process: import, load, first step; then 1,000 steps)", "",
@@ -423,15 +446,19 @@ def plots(r: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels, values = [], []
+    colors = []
     for runtime in RUNTIMES:
         v = r["edge"][runtime]["variants"]["float32"]
+        _, floor = fastest_raw_loop(v)
         labels += [f"edge\n{runtime}", f"raw loop\n{runtime}"]
-        values += [v["median_us"], v["raw_floor"]["median_us"]]
+        values += [v["median_us"], floor["median_us"]]
+        colors += ["tab:blue", "tab:cyan"]
     for peer, v in r["peers"].items():
         labels.append(peer)
         values.append(v["median_us"])
+        colors.append("tab:gray")
     fig, ax = plt.subplots(figsize=(9, 4))
-    ax.bar(labels, values, color=["tab:blue", "tab:cyan"] * len(RUNTIMES) + ["tab:gray"] * len(r["peers"]))
+    ax.bar(labels, values, color=colors)
     ax.set_yscale("log")
     ax.set_ylabel("us per step (log)")
     ax.set_title("Per-step latency, LSTM hidden 32, one thread")

@@ -35,6 +35,7 @@ print(json.dumps(result))
 
 OPEN_RAW = """
 import json
+import numpy as np
 from RUNTIME.interpreter import Interpreter
 result = {}
 for path in FILES:
@@ -42,6 +43,10 @@ for path in FILES:
         interpreter = Interpreter(model_path=path)
         interpreter.allocate_tensors()
         interpreter.invoke()
+        for key in interpreter.get_signature_list():  # every signature (a resident companion has three)
+            runner = interpreter.get_signature_runner(key)
+            runner(**{n: np.zeros(d["shape"], d["dtype"]) for n, d in runner.get_input_details().items()})
+            del runner
         result[path] = None
     except Exception as e:
         result[path] = str(e).splitlines()[0]
@@ -124,11 +129,12 @@ def test_checker_refuses_an_op_it_has_never_seen_open():
 @pytest.mark.slow
 def test_the_table_is_what_the_runtimes_do(tmp_path, tiny_bundles, tiny_transformer, big_models):
     # The slow demo test also opens every variant of every bundle the demo writes (test_demo.py).
-    """Re-derive the table: open every variant we emit (the transformer's too, whose int16x8 tflite-runtime
-    refuses by type), plus the per-channel model, under each runtime; the highest version of each op that
-    opened must be the table's entry, and the refusals must match."""
+    """Re-derive the table: open every variant we emit and its resident companion (the transformer's too, whose
+    int16x8 tflite-runtime refuses by type), plus the per-channel model, under each runtime; the highest version
+    of each op that opened must be the table's entry, and the refusals must match."""
     bundles = [b for _, b in tiny_bundles.values()] + [tiny_transformer[1]]
-    files = [str(b / v["file"]) for b in bundles for v in manifest_of(b)["variants"]]
+    files = [str(b / entry["file"]) for b in bundles for v in manifest_of(b)["variants"]
+             for entry in (v, *([v["resident"]] if "resident" in v else []))]  # each variant and its resident companion
     for name, data in big_models.items():
         (tmp_path / f"{name}.tflite").write_bytes(data)
         files.append(str(tmp_path / f"{name}.tflite"))
