@@ -291,7 +291,9 @@ def open_study(job: SearchJob):
     job.folder.mkdir(parents=True, exist_ok=True)
     storage = rdb_storage(job.storage_url)
     sampler = optuna.samplers.TPESampler(seed=job.seed, n_startup_trials=6)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=min(10, job.epochs // 4))
+    # no pruning until the seeded trials (one of each family) have finished: each family's best is in the table
+    # as a scored candidate, not as a curve stopped against another family's (three hybrids were pruned so)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=len(job.families), n_warmup_steps=min(10, job.epochs // 4))
     try:  # the worker that creates the study (the database decides, once) seeds it with one of each family
         study = optuna.create_study(study_name=job.name, storage=storage, sampler=sampler, pruner=pruner,
                                     direction="minimize")
