@@ -46,23 +46,56 @@ class StreamPool:
         source = batched_source(model)
         if batched and source is None:
             raise BundleError(f"{m.path}: variant {model.variant.name!r} has no batched step model "
-                              "(convert writes one for the float variants; core graphs resize their own); "
-                              "set batched = false")
+                              "(convert writes one for the float variants; integer-I/O core graphs resize "
+                              "their own); set batched = false")
         self.batched = BatchedStep(model, max_batch) if source is not None and batched is not False else None
         self.max_streams, self.max_batch = max_streams, max_batch
         self._rows: dict[str, int] = {}
         self._free = list(range(max_streams - 1, -1, -1))  # pop() hands out row 0 first
-        self.state = {s.name: np.zeros((max_streams, s.shape[1]), np.float32) for s in m.state}  # (S, n) each
-        self.steps = np.zeros(max_streams, np.int64)  # (S,) samples since the stream's last reset
-        self.live = np.zeros(max_streams, bool)  # (S,) rows that hold a stream
-        self._order = np.arange(max_streams)  # (S,) for the contiguity and duplicate checks
+        self._state = {s.name: np.zeros((max_streams, s.shape[1]), np.float32) for s in m.state}  # (S, n) each
+        self._steps = np.zeros(max_streams, np.int64)  # (S,) samples since the stream's last reset
+        # the last call's new state, not yet written to its rows: (slice, [(B, n) per plan entry], calls);
+        # the next call on the same rows feeds it straight back (see step_rows); anything else writes it
+        self._pending: tuple | None = None
+        # (S,) flags over bytearrays, so a contiguous range is checked with bytearray.find (no numpy call)
+        self._live_bytes, self._fresh_bytes = bytearray(max_streams), bytearray(max_streams)
+        self.live = np.frombuffer(self._live_bytes, bool)  # rows that hold a stream
+        self._fresh = np.frombuffer(self._fresh_bytes, bool)  # live rows with steps == 0 (prime x_prev)
+        self._order = np.arange(max_streams, dtype=np.int64)  # (S,) for the contiguity and duplicate checks
+        self._order_bytes = self._order.tobytes()
         self._mark = np.zeros(max_streams, np.int64)  # (S,) scratch for the duplicate check
+        self._routes: dict[int, tuple] = {}  # batch rows -> (bucket, plan), see _route
         self._session = model.session()  # the engine for per-stream steps
         self._binding = model.binding  # the x_prev priming rule, the core features and forecast
         self._codecs = model.codecs
         self._core = model.binding.core
         self.channels = m.input.shape[1]
         self.outputs = m.output.shape[1]
+
+    # -- state ----------------------------------------------------------------
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """name -> (max_streams, n) float32, a row per stream (normalized units, as Session's state).
+        Current when read: take it after stepping, not a reference kept from before."""
+        self._flush()
+        return self._state
+
+    @property
+    def steps(self) -> np.ndarray:
+        """(max_streams,) int64 samples since each row's stream was last reset (current when read)."""
+        self._flush()
+        return self._steps
+
+    def _flush(self) -> None:
+        """Write the last call's new state and step counts to their rows."""
+        pending = self._pending
+        if pending is not None:
+            self._pending = None
+            index, outputs, calls = pending
+            bucket, plan = self._route(index.stop - index.start)
+            for (array, _, _, _), value in zip(plan, outputs):
+                array[index] = value
+            self._steps[index] += calls
 
     # -- streams --------------------------------------------------------------
     def ids(self) -> list[str]:
@@ -76,14 +109,16 @@ class StreamPool:
         if not self._free:
             raise StreamLimitError(f"stream {stream_id!r} would exceed the limit of {self.max_streams} streams")
         row = self._free.pop()
+        self._flush()
         self._rows[stream_id] = row
         self.live[row] = True
         self._zero(row)
         return row
 
     def remove(self, stream_id: str) -> None:
+        self._flush()
         row = self._rows.pop(stream_id)
-        self.live[row] = False
+        self.live[row] = self._fresh[row] = False
         self._free.append(row)
 
     def reset(self, stream_id: str) -> None:
@@ -91,12 +126,14 @@ class StreamPool:
         self._zero(self._rows[stream_id])
 
     def _zero(self, row: int) -> None:
-        for array in self.state.values():
+        self._flush()
+        for array in self._state.values():
             array[row] = 0.0
         self.steps[row] = 0
+        self._fresh[row] = True
 
     def rows_of(self, stream_ids: list[str], add: bool = False) -> np.ndarray:
-        """(N,) rows of these streams in the state arrays (for step_rows, and snapshots:
+        """(N,) int64 rows of these streams in the state arrays (for step_rows, and snapshots:
         self.state[name][rows]). add: new ids get rows (StreamLimitError, and none added, if they do not fit)."""
         if add:
             new = {i for i in stream_ids if i not in self._rows}
@@ -119,7 +156,8 @@ class StreamPool:
             if value.shape != self.state[name].shape[1:]:
                 raise ValueError(f"state {name!r} has {self.state[name].shape[1]} values, got {value.size}")
             self.state[name][row] = value
-        self.steps[row] = steps
+        self._steps[row] = steps
+        self._fresh[row] = steps == 0
 
     # -- stepping -------------------------------------------------------------
     def step_many(self, samples: dict[str, object]) -> dict[str, np.ndarray]:
@@ -135,12 +173,11 @@ class StreamPool:
         return dict(zip(ids, self.step_rows(rows, [samples[i] for i in ids])))
 
     def step_rows(self, rows, x) -> np.ndarray:
-        """rows (B,) integer rows of live streams, each once; x (B, C) raw samples -> (B, O) float32
-        forecasts, row k for the stream in rows[k]. Contiguous rows in order (rows_of of streams added
-        together) take the fastest path: slices, no gather."""
-        index = self._checked_rows(rows)
-        count = len(rows)
-        x = np.asarray(x, np.float64 if self._core else np.float32)  # a core graph reads x in float64
+        """rows (B,) integer rows of live streams, each once (or a slice of rows); x (B, C) raw samples
+        -> (B, O) float32 forecasts, row k for the stream in rows[k]. Rows in order and contiguous
+        (rows_of of streams added together, or a slice) take the fastest path: slices, no gather."""
+        index, count = self._checked_rows(rows)
+        x = np.ascontiguousarray(x, np.float64 if self._core else np.float32)  # a core graph reads x in float64
         if x.shape != (count, self.channels):
             raise ValueError(f"samples have shape {list(x.shape)}, expected ({count}, {self.channels}) "
                              f"for {count} rows")
@@ -164,33 +201,62 @@ class StreamPool:
             parts.append(step(part, x[start:stop]))
         return np.concatenate(parts)
 
-    def _checked_rows(self, rows) -> slice | np.ndarray:
-        """rows as a slice when contiguous and in order, else as an array; one-line ValueError if bad."""
-        rows = np.asarray(rows)
-        if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
-            raise ValueError(f"rows must be a 1-D array of integers, got shape {list(rows.shape)} of {rows.dtype}")
-        count = len(rows)
-        if count == 0:
-            return rows
-        first, last = int(rows[0]), int(rows[-1])
-        if last - first == count - 1 and 0 <= first and last < self.max_streams and \
-                (rows == self._order[first:last + 1]).all():
-            index = slice(first, last + 1)
+    def _checked_rows(self, rows) -> tuple[slice | np.ndarray, int]:
+        """(rows as a slice when contiguous and in order, else as an array; B); one-line ValueError if bad."""
+        size = self.max_streams
+        if isinstance(rows, slice):
+            first, stop = rows.start or 0, rows.stop
+            if rows.step not in (None, 1) or not isinstance(first, int) or not isinstance(stop, int) \
+                    or not 0 <= first <= stop <= size:
+                raise ValueError(f"rows {rows} is not a slice of rows 0..{size - 1} with step 1")
+            index, count = slice(first, stop), stop - first
         else:
-            low, high = int(rows.min()), int(rows.max())
-            if low < 0 or high >= self.max_streams:
-                raise ValueError(f"row {low if low < 0 else high} is outside the pool (rows 0..{self.max_streams - 1})")
-            positions = self._order[:count]
-            self._mark[rows] = positions
-            repeated = self._mark[rows] != positions  # a row given twice: its first position was overwritten
-            if repeated.any():
-                raise ValueError(f"row {int(rows[repeated.argmax()])} appears more than once; a stream steps "
-                                 "once per call")
-            index = rows
-        live = self.live[index]
-        if not live.all():
-            raise ValueError(f"row {int(np.asarray(rows)[live.argmin()])} holds no stream (add it first)")
-        return index
+            rows = np.asarray(rows)
+            if rows.ndim != 1 or (rows.size and rows.dtype.kind not in "iu"):
+                raise ValueError(f"rows must be a 1-D array of integers, got shape {list(rows.shape)} of {rows.dtype}")
+            count = len(rows)
+            if count == 0:
+                return rows, 0
+            first = int(rows[0])
+            if rows.dtype == np.int64 and 0 <= first <= size - count and \
+                    rows.tobytes() == self._order_bytes[8 * first:8 * (first + count)]:
+                index = slice(first, first + count)
+            else:
+                low, high = int(rows.min()), int(rows.max())
+                if low < 0 or high >= size:
+                    raise ValueError(f"row {low if low < 0 else high} is outside the pool (rows 0..{size - 1})")
+                positions = self._order[:count]
+                self._mark[rows] = positions
+                repeated = self._mark[rows] != positions  # a row given twice: its first position was overwritten
+                if repeated.any():
+                    raise ValueError(f"row {int(rows[repeated.argmax()])} appears more than once; a stream steps "
+                                     "once per call")
+                live = self.live[rows]
+                if not live.all():
+                    raise ValueError(f"row {int(rows[live.argmin()])} holds no stream (add it first)")
+                return rows, count
+        dead = self._live_bytes.find(0, index.start, index.stop)
+        if dead >= 0:
+            raise ValueError(f"row {dead} holds no stream (add it first)")
+        return index, count
+
+    def _fresh_rows(self, index) -> np.ndarray | None:
+        """(B,) bool: rows whose next sample primes x_prev, or None when there are none."""
+        if isinstance(index, slice):
+            return self._fresh[index].copy() if self._fresh_bytes.find(1, index.start, index.stop) >= 0 else None
+        fresh = self._fresh[index]
+        return fresh if fresh.any() else None
+
+    def _route(self, count: int) -> tuple:
+        """(bucket, plan) for a batch of `count` rows: plan is [(state array (S, n), input index, output
+        index, primes x_prev)] of the tensors the model carries."""
+        route = self._routes.get(count)
+        if route is None:
+            bucket = self.batched.bucket(bucket_size(count))
+            plan = [(self._state[name], i, o, name == "x_prev" and self._binding.primes_x_prev)
+                    for name, i, o in bucket.binding.state]
+            route = self._routes[count] = (bucket, plan)
+        return route
 
     def _step_one(self, row: int, sample) -> np.ndarray:
         session = self._session
@@ -200,35 +266,62 @@ class StreamPool:
         for name, array in self.state.items():
             array[row] = session.state[name][0]
         self.steps[row] = session.steps
+        self._fresh[row] = session.steps == 0
         return y
 
     def _step_raw(self, index, x: np.ndarray) -> np.ndarray:
-        """One call of the float companion for B <= max_batch rows: x (B, C) float32 -> (B, O)."""
+        """One call of the float companion for B <= max_batch rows: x (B, C) float32 -> (B, O).
+
+        Rows that fill their bucket and come as a slice (streams added together, stepping together: a
+        gateway's steady state) keep their new state as the arrays the interpreter handed out, and the
+        next call on the same rows feeds them straight back: no scatter, no gather, as a hand-written
+        loop would. Any other call, and every read of state or steps, writes them to their rows first."""
         count = len(x)
-        bucket = self.batched.bucket(bucket_size(count))
+        bucket, plan = self._route(count)
         interp, binding = bucket.interpreter, bucket.binding
-        bucket.put(binding.x, x)
-        for name, in_index, _ in binding.state:
-            rows = self.state[name][index]  # (B, n): a view for a slice, a copy otherwise
-            if name == "x_prev" and self._binding.primes_x_prev:
-                fresh = self.steps[index] == 0  # (B,)
-                if fresh.any():
-                    rows = rows.copy()
-                    rows[fresh] = self._binding.x_prev_from(x[fresh])  # a fresh stream's change reads 0
-            bucket.put(in_index, rows)
+        get = interp.get_tensor
+        exact = count == bucket.size
+        pending = self._pending
+        if pending is not None:
+            if exact and isinstance(index, slice) and pending[0] == index:  # the same rows again: none of them is fresh
+                put = interp.set_tensor
+                put(binding.x, x)
+                for (_, in_index, _, _), value in zip(plan, pending[1]):
+                    put(in_index, value)
+                interp.invoke()
+                self._pending = (index, [get(out_index) for _, _, out_index, _ in plan], pending[2] + 1)
+                return get(binding.y)  # (B, O)
+            self._flush()
+        put = interp.set_tensor if exact else bucket.put  # a slice of rows, or a gathered copy, is contiguous
+        fresh = self._fresh_rows(index)
+        put(binding.x, x)
+        for array, in_index, _, primes in plan:
+            rows = array[index]  # (B, n): a view for a slice, a copy otherwise
+            if primes and fresh is not None:
+                rows = rows.copy()
+                rows[fresh] = self._binding.x_prev_from(x[fresh])  # a fresh stream's change reads 0
+            put(in_index, rows)
         interp.invoke()
-        for name, _, out_index in binding.state:
-            self.state[name][index] = interp.get_tensor(out_index)[:count]
-        self.steps[index] += 1
-        return interp.get_tensor(binding.y)[:count]  # (B, O)
+        if fresh is not None:
+            self._fresh[index] = False
+        if exact and isinstance(index, slice):
+            self._pending = (index, [get(out_index) for _, _, out_index, _ in plan], 1)
+            return get(binding.y)  # (B, O)
+        for array, _, out_index, _ in plan:
+            array[index] = get(out_index)[:count]
+        self._steps[index] += 1
+        return get(binding.y)[:count]  # (B, O)
 
     def _step_core(self, index, x: np.ndarray) -> np.ndarray:
         """One call of a core graph for B <= max_batch rows: x (B, C) float64 -> (B, O), as Session._step_core."""
         count, model_binding, codecs = len(x), self._binding, self._codecs
-        bucket = self.batched.bucket(bucket_size(count))
+        bucket, _ = self._route(count)
         interp, binding = bucket.interpreter, bucket.binding
         holds = model_binding.holds_x_prev
-        fresh = self.steps[index] == 0 if holds else np.ones(count, bool)  # (B,)
+        fresh = self._fresh_rows(index) if holds else None
+        fresh = np.zeros(count, bool) if fresh is None else fresh  # (B,)
+        if not holds:
+            fresh[:] = True  # no x_prev: the change always reads 0, as Session
         held = self.state["x_prev"][index] if holds else x  # (B, C), read only where not fresh
         features, x_prev = model_binding.core_rows(x, held, fresh)  # {name: (B, C)}, (B, C)
         for name, in_index in binding.features:
@@ -241,5 +334,6 @@ class StreamPool:
         if holds:
             self.state["x_prev"][index] = x_prev
         self.steps[index] += 1
+        self._fresh[index] = False
         correction = codecs[f"{CORE_OUTPUT}:out"].decode(interp.get_tensor(binding.y)[:count])  # (B, O)
         return model_binding.forecast_from(x, correction)

@@ -210,3 +210,59 @@ def test_step_rows_in_any_order_equals_step_many_of_the_same_samples(pool_of, da
         assert all(np.array_equal(y_a[j].view(np.uint32), y_b[ids[k]].view(np.uint32)) for j, k in enumerate(chosen))
     for name in a.state:
         assert np.array_equal(a.state[name][rows_a].view(np.uint32), b.state[name][rows_b].view(np.uint32))
+
+
+# The steady state of a gateway: the same streams, in row order, filling their bucket, call after call. The
+# pool then keeps the new state as the interpreter handed it out and feeds it straight back (no scatter);
+# every read, reset, join, leave or other call writes it to the rows first. Reads here come between steps.
+STEADY = """
+import json, numpy as np, edge_runtime
+from edge_runtime.pool import StreamPool
+model = edge_runtime.load(BUNDLE, variant="float32", backend=BACKEND)
+mean = np.asarray(model.manifest.normalization["mean"], np.float64)
+pool, rng = StreamPool(model, max_streams=12, max_batch=8), np.random.default_rng(5)
+ids = [f"s{k}" for k in range(8)]
+sessions = {i: model.session() for i in ids}
+rows = pool.rows_of(ids, add=True)
+bits = lambda a: np.asarray(a, np.float32).view(np.uint32)
+bad, kept = [], 0
+for t in range(300):
+    event = t % 37
+    if event == 5:
+        pool.reset("s3"); sessions["s3"].reset()
+    elif event == 11:                                  # a read of state (a snapshot's) between two steps
+        for name, array in pool.state.items():
+            for k, i in enumerate(ids):
+                bad += [] if np.array_equal(bits(array[rows[k]]), bits(sessions[i].state[name][0])) else [f"t={t} read {name}"]
+    elif event == 17:                                  # another set of rows in between
+        other = mean + rng.normal(0, 1, (3, len(mean)))
+        y = pool.step_rows(rows[2:5], other)
+        for k, i in enumerate(ids[2:5]):
+            bad += [] if np.array_equal(bits(y[k]), bits(sessions[i].step(list(other[k])))) else [f"t={t} other"]
+    elif event == 23:                                  # a stream leaves, another joins on its row
+        pool.remove("s6"); sessions.pop("s6")
+        assert pool.add("s6") == rows[6]; sessions["s6"] = model.session()
+    elif event == 29:                                  # restore a state by hand
+        state = {n: a[rows[1]].copy() for n, a in pool.state.items()}
+        pool.set_state("s1", state, pool.steps_of("s1"))
+    x = mean + rng.normal(0, 1, (8, len(mean)))
+    kept += pool._pending is not None
+    y = pool.step_rows(rows, x)
+    for k, i in enumerate(ids):
+        alone = sessions[i].step(list(x[k]))
+        if not np.array_equal(bits(y[k]), bits(alone)):
+            bad.append(f"t={t} {i} y")
+        if t % 7 == 0 and pool.steps_of(i) != sessions[i].steps:
+            bad.append(f"t={t} {i} steps")
+for name, array in pool.state.items():
+    for k, i in enumerate(ids):
+        bad += [] if np.array_equal(bits(array[rows[k]]), bits(sessions[i].state[name][0])) else [f"end {name} {i}"]
+print(json.dumps({"bad": bad[:5], "kept": kept}))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_steady_state_feeds_the_state_back_and_every_read_sees_it(fixture_bundles, backend):
+    r = run_case(STEADY, BUNDLE=str(fixture_bundles["lstm"][1]), BACKEND=backend)
+    assert r["bad"] == []
+    assert r["kept"] > 150  # most calls took the feed-back path
