@@ -56,7 +56,7 @@ class StreamPool:
         self._steps = np.zeros(max_streams, np.int64)  # (S,) samples since the stream's last reset
         # the last call's new state, not yet written to its rows: (slice, [(B, n) per plan entry], calls);
         # the next call on the same rows feeds it straight back (see step_rows); anything else writes it
-        self._pending: tuple | None = None
+        self._pending: tuple | None = None  # (slice, outputs, a core graph's new x_prev or None, calls)
         # (S,) flags over bytearrays, so a contiguous range is checked with bytearray.find (no numpy call)
         self._live_bytes, self._fresh_bytes = bytearray(max_streams), bytearray(max_streams)
         self.live = np.frombuffer(self._live_bytes, bool)  # rows that hold a stream
@@ -91,10 +91,16 @@ class StreamPool:
         pending = self._pending
         if pending is not None:
             self._pending = None
-            index, outputs, calls = pending
+            index, outputs, x_prev, calls = pending
             bucket, plan = self._route(index.stop - index.start)
-            for (array, _, _, _), value in zip(plan, outputs):
-                array[index] = value
+            if self._core:  # integer outputs: decoded through the table Codec.decode filled
+                for (array, _, _, _, decoded, offsets), q in zip(plan, outputs):
+                    array[index] = decoded.take(q.view(np.uint8) + offsets)
+                if x_prev is not None:
+                    self._state["x_prev"][index] = x_prev
+            else:
+                for (array, _, _, _), value in zip(plan, outputs):
+                    array[index] = value
             self._steps[index] += calls
 
     # -- streams --------------------------------------------------------------
@@ -253,10 +259,29 @@ class StreamPool:
         route = self._routes.get(count)
         if route is None:
             bucket = self.batched.bucket(bucket_size(count))
-            plan = [(self._state[name], i, o, name == "x_prev" and self._binding.primes_x_prev)
-                    for name, i, o in bucket.binding.state]
+            if self._core:
+                plan = [(self._state[name], i, o, *self._requantization(name)) for name, i, o in bucket.binding.state]
+            else:
+                plan = [(self._state[name], i, o, name == "x_prev" and self._binding.primes_x_prev)
+                        for name, i, o in bucket.binding.state]
             route = self._routes[count] = (bucket, plan)
         return route
+
+    def _requantization(self, name: str) -> tuple:
+        """For a state tensor with one-byte integers in and out: (requantized, decoded, offsets), flat
+        tables by column * 256 + the output byte, filled by the model's own Codecs: requantized[q] =
+        encode(decode(q)) (what the next step's input gets from output q), decoded[q] = decode(q) (the
+        named state). Both are element by element, so a table lookup is the Codec's result, bit for bit.
+        (None, None, None) for wider integers (an int16 table would take 128 KB a column)."""
+        encode, decode = self._codecs[name], self._codecs[f"{name}:out"]
+        if not (encode.integer and decode.integer and encode.dtype.itemsize == decode.dtype.itemsize == 1):
+            return None, None, None
+        width = self._state[name].shape[1]
+        grid = np.repeat(np.arange(256, dtype=np.uint8).view(decode.dtype)[:, None], width, axis=1)  # (256, n)
+        decoded = decode.decode(grid)  # (256, n) float32
+        requantized = encode.encode(decoded)  # (256, n) input dtype
+        return (np.ascontiguousarray(requantized.T).reshape(-1), np.ascontiguousarray(decoded.T).reshape(-1),
+                np.arange(width, dtype=np.intp) * 256)
 
     def _step_one(self, row: int, sample) -> np.ndarray:
         session = self._session
@@ -289,7 +314,7 @@ class StreamPool:
                 for (_, in_index, _, _), value in zip(plan, pending[1]):
                     put(in_index, value)
                 interp.invoke()
-                self._pending = (index, [get(out_index) for _, _, out_index, _ in plan], pending[2] + 1)
+                self._pending = (index, [get(out_index) for _, _, out_index, _ in plan], None, pending[3] + 1)
                 return get(binding.y)  # (B, O)
             self._flush()
         put = interp.set_tensor if exact else bucket.put  # a slice of rows, or a gathered copy, is contiguous
@@ -305,7 +330,7 @@ class StreamPool:
         if fresh is not None:
             self._fresh[index] = False
         if exact and isinstance(index, slice):
-            self._pending = (index, [get(out_index) for _, _, out_index, _ in plan], 1)
+            self._pending = (index, [get(out_index) for _, _, out_index, _ in plan], None, 1)
             return get(binding.y)  # (B, O)
         for array, _, out_index, _ in plan:
             array[index] = get(out_index)[:count]
@@ -313,27 +338,53 @@ class StreamPool:
         return get(binding.y)[:count]  # (B, O)
 
     def _step_core(self, index, x: np.ndarray) -> np.ndarray:
-        """One call of a core graph for B <= max_batch rows: x (B, C) float64 -> (B, O), as Session._step_core."""
+        """One call of a core graph for B <= max_batch rows: x (B, C) float64 -> (B, O), as Session._step_core.
+
+        The steady state (the same slice of rows filling its bucket, call after call) keeps the integer
+        outputs pending, as _step_raw does, and feeds the next call requantized[q] from the tables
+        (_requantization) instead of decoding and encoding again; reads decode them through the tables."""
         count, model_binding, codecs = len(x), self._binding, self._codecs
-        bucket, _ = self._route(count)
+        bucket, plan = self._route(count)
         interp, binding = bucket.interpreter, bucket.binding
+        get = interp.get_tensor
         holds = model_binding.holds_x_prev
+        exact = count == bucket.size
+        tables = all(entry[3] is not None for entry in plan)
+        pending = self._pending
+        if pending is not None and exact and tables and isinstance(index, slice) and pending[0] == index:
+            fresh = np.zeros(count, bool) if holds else np.ones(count, bool)  # the same rows again: none is fresh
+            features, x_prev = model_binding.core_rows(x, pending[2] if holds else x, fresh)  # (B, C) each
+            put = interp.set_tensor
+            for name, in_index in binding.features:
+                put(in_index, codecs[name].encode(features[name]))
+            for (_, in_index, _, requantized, _, offsets), q in zip(plan, pending[1]):
+                put(in_index, requantized.take(q.view(np.uint8) + offsets))
+            interp.invoke()
+            self._pending = (index, [get(out_index) for _, _, out_index, *_ in plan], x_prev if holds else None,
+                             pending[3] + 1)
+            correction = codecs[f"{CORE_OUTPUT}:out"].decode(get(binding.y))  # (B, O)
+            return model_binding.forecast_from(x, correction)
+        self._flush()
+        state = self._state
         fresh = self._fresh_rows(index) if holds else None
         fresh = np.zeros(count, bool) if fresh is None else fresh  # (B,)
         if not holds:
             fresh[:] = True  # no x_prev: the change always reads 0, as Session
-        held = self.state["x_prev"][index] if holds else x  # (B, C), read only where not fresh
+        held = state["x_prev"][index] if holds else x  # (B, C), read only where not fresh
         features, x_prev = model_binding.core_rows(x, held, fresh)  # {name: (B, C)}, (B, C)
         for name, in_index in binding.features:
             bucket.put(in_index, codecs[name].encode(features[name]))
         for name, in_index, _ in binding.state:
-            bucket.put(in_index, codecs[name].encode(self.state[name][index]))
+            bucket.put(in_index, codecs[name].encode(state[name][index]))
         interp.invoke()
-        for name, _, out_index in binding.state:
-            self.state[name][index] = codecs[f"{name}:out"].decode(interp.get_tensor(out_index)[:count])
-        if holds:
-            self.state["x_prev"][index] = x_prev
-        self.steps[index] += 1
         self._fresh[index] = False
-        correction = codecs[f"{CORE_OUTPUT}:out"].decode(interp.get_tensor(binding.y)[:count])  # (B, O)
+        if exact and tables and isinstance(index, slice):
+            self._pending = (index, [get(out_index) for _, _, out_index, *_ in plan], x_prev if holds else None, 1)
+        else:
+            for name, _, out_index in binding.state:
+                state[name][index] = codecs[f"{name}:out"].decode(get(out_index)[:count])
+            if holds:
+                state["x_prev"][index] = x_prev
+            self._steps[index] += 1
+        correction = codecs[f"{CORE_OUTPUT}:out"].decode(get(binding.y)[:count])  # (B, O)
         return model_binding.forecast_from(x, correction)

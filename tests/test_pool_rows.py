@@ -214,11 +214,12 @@ def test_step_rows_in_any_order_equals_step_many_of_the_same_samples(pool_of, da
 
 # The steady state of a gateway: the same streams, in row order, filling their bucket, call after call. The
 # pool then keeps the new state as the interpreter handed it out and feeds it straight back (no scatter);
-# every read, reset, join, leave or other call writes it to the rows first. Reads here come between steps.
+# every read, reset, join, leave or other call writes it to the rows first. Reads here come between steps;
+# each step's mean level moves, so the inputs cover the integer range.
 STEADY = """
 import json, numpy as np, edge_runtime
 from edge_runtime.pool import StreamPool
-model = edge_runtime.load(BUNDLE, variant="float32", backend=BACKEND)
+model = edge_runtime.load(BUNDLE, variant=VARIANT, backend=BACKEND)
 mean = np.asarray(model.manifest.normalization["mean"], np.float64)
 pool, rng = StreamPool(model, max_streams=12, max_batch=8), np.random.default_rng(5)
 ids = [f"s{k}" for k in range(8)]
@@ -262,7 +263,10 @@ print(json.dumps({"bad": bad[:5], "kept": kept}))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_the_steady_state_feeds_the_state_back_and_every_read_sees_it(fixture_bundles, backend):
-    r = run_case(STEADY, BUNDLE=str(fixture_bundles["lstm"][1]), BACKEND=backend)
+@pytest.mark.parametrize("variant", ["float32", "int8-io"])
+def test_the_steady_state_feeds_the_state_back_and_every_read_sees_it(fixture_bundles, backend, variant):
+    """int8-io: the pending outputs are integers, requantized and decoded through tables (every read
+    decodes them); float32: the arrays the interpreter handed out."""
+    r = run_case(STEADY, BUNDLE=str(fixture_bundles["lstm"][1]), BACKEND=backend, VARIANT=variant)
     assert r["bad"] == []
     assert r["kept"] > 150  # most calls took the feed-back path
