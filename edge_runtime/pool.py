@@ -175,14 +175,26 @@ class StreamPool:
         ids = list(samples)
         if not ids:
             return {}
-        rows = self.rows_of(ids, add=True)  # (B,)
-        return dict(zip(ids, self.step_rows(rows, [samples[i] for i in ids])))
+        try:
+            rows = np.fromiter(map(self._rows.__getitem__, ids), np.int64, len(ids))  # (B,) known ids
+        except KeyError:
+            rows = self.rows_of(ids, add=True)  # new ids get rows, all or none
+        # rows from the pool's own map: in range, live, once each (the ids are a dict's keys)
+        count = len(ids)
+        first = int(rows[0])
+        index = (slice(first, first + count) if rows.tobytes() == self._order_bytes[8 * first:8 * (first + count)]
+                 else rows)
+        return dict(zip(ids, self._step_index(index, count, [samples[i] for i in ids])))
 
     def step_rows(self, rows, x) -> np.ndarray:
         """rows (B,) integer rows of live streams, each once (or a slice of rows); x (B, C) raw samples
         -> (B, O) float32 forecasts, row k for the stream in rows[k]. Rows in order and contiguous
         (rows_of of streams added together, or a slice) take the fastest path: slices, no gather."""
         index, count = self._checked_rows(rows)
+        return self._step_index(index, count, x)
+
+    def _step_index(self, index: slice | np.ndarray, count: int, x) -> np.ndarray:
+        """step_rows once the rows are checked (index: a slice, or (B,) distinct live rows)."""
         x = np.ascontiguousarray(x, np.float64 if self._core else np.float32)  # a core graph reads x in float64
         if x.shape != (count, self.channels):
             raise ValueError(f"samples have shape {list(x.shape)}, expected ({count}, {self.channels}) "
