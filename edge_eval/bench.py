@@ -232,16 +232,27 @@ def raw_batched_step(model, streams: int):
     return step, encoder
 
 
-def interleaved_us(steps: dict, samples: dict, repeats: int) -> dict:
-    """name -> microseconds per call of each repeat, the candidates taking turns within every repeat, so
-    a noisy neighbour on this shared machine slows them alike and the ratios hold."""
+def interleaved_us(steps: dict, samples: dict, repeats: int, chunk: int = 50) -> dict:
+    """name -> microseconds per call of each repeat. The candidates take turns every `chunk` calls
+    within each repeat, so a noisy neighbour on this shared machine slows them alike and the ratios
+    hold; a repeat's figure is its chunks' total time over its calls."""
     for name, step in steps.items():  # warm-up
         for sample in samples[name][: len(samples[name]) // 10 + 1]:
             step(sample)
     figures = {name: [] for name in steps}
+    clock = time.perf_counter
     for _ in range(repeats):
-        for name, step in steps.items():
-            figures[name] += time_per_step(step, samples[name], 1)
+        spent = dict.fromkeys(steps, 0.0)
+        calls = min(len(v) for v in samples.values())
+        for start in range(0, calls, chunk):
+            for name, step in steps.items():
+                batch = samples[name][start:start + chunk]
+                started = clock()
+                for sample in batch:
+                    step(sample)
+                spent[name] += clock() - started
+        for name in steps:
+            figures[name].append(spent[name] / calls * 1e6)
     return figures
 
 
@@ -249,8 +260,8 @@ def bench_streams(bundle, variants: list[str] | None = None, backend: str | None
                   steps: int = 1000, repeats: int = 5, references: dict | None = None) -> dict:
     """Stream-steps per second at `streams` streams, every stream stepping each call, per variant:
     StreamPool.step_rows with the rows in order (the slice path) and shuffled (the gather path),
-    StreamPool.step_many (the dict API), and the raw batched interpreter call (raw_batched_step), timed
-    in turns. Variants without a batched model get step_rows only (one call per stream).
+    StreamPool.step_many (the dict API), and the raw batched interpreter call (raw_batched_step), taking
+    turns every 50 calls. Variants without a batched model get step_rows only (one call per stream).
     references: name -> (step, samples) of other systems stepping `streams` rows per call (the numpy
     peer), timed in the same turns; the result gives them per variant too."""
     from edge_runtime.pool import StreamPool
@@ -264,15 +275,16 @@ def bench_streams(bundle, variants: list[str] | None = None, backend: str | None
     results, used = {}, None
     for name, model in opened_variants(bundle, names, backend, results):
         used = model.backend
-        pool = StreamPool(model, max_streams=streams, max_batch=streams)
         ids = [f"s{k}" for k in range(streams)]
-        rows = pool.rows_of(ids, add=True)  # 0..B-1, in order
+        pools = [StreamPool(model, max_streams=streams, max_batch=streams) for _ in range(3)]  # one per pattern
+        pool = pools[0]
+        rows = [p.rows_of(ids, add=True) for p in pools][0]  # 0..B-1, in order
         x = walk.astype(np.float32) if not model.binding.core else walk  # what a caller holds
         calls, samples = {"step_rows": partial(pool.step_rows, rows)}, {"step_rows": x}
         if pool.batched is not None:
             shuffled = rng.permutation(rows)
             raw, encoder = raw_batched_step(model, streams)
-            calls.update(step_rows_shuffled=partial(pool.step_rows, shuffled), step_many=pool.step_many,
+            calls.update(step_rows_shuffled=partial(pools[1].step_rows, shuffled), step_many=pools[2].step_many,
                          raw_batched=raw)
             samples.update(step_rows_shuffled=x, step_many=[dict(zip(ids, xt.tolist())) for xt in x],
                            raw_batched=[encoder(xt) for xt in x])
