@@ -6,8 +6,10 @@ snapshot is a slice. A stream id maps to its row once (`add`, `rows_of`);
 the hot path is `step_rows(rows (B,), x (B, C)) -> y (B, O)`: gather the rows
 (a slice when they are contiguous and in order, fancy indexing otherwise),
 one interpreter call through the batched model (the float variants'
-companion, or a core graph's own step model resized; edge_runtime/batched.py),
-scatter the new state back. No per-stream Python object is touched.
+companion, or an int8-io core graph's own step model resized;
+edge_runtime/batched.py), scatter the new state back, or, when the same
+slice of rows steps again, feed it straight back (the steady state, see
+_step_raw). No per-stream Python object is touched.
 `step_many({id: sample})` is the dict API on top of it (the edge service's).
 
     pool = StreamPool(edge_runtime.load("artifacts/temperature-lstm"), max_streams=256)
