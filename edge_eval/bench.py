@@ -7,6 +7,7 @@ repeats; raw sensor samples in and out, exactly what a caller pays.
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -239,3 +240,106 @@ def bench_complete(bundle, variants: list[str] | None = None, backend: str | Non
     return {"backend": used, "k": k, "beam_width": BEAM_WIDTH, "repeats": repeats,
             "lexicon": manifest.raw.get("lexicon") is not None,
             "bundle_bytes": bundle_bytes, "variants": results}
+
+
+def raw_batched_step(model, streams: int):
+    """The floor for many streams: one interpreter at `streams` rows (the batched model StreamPool uses),
+    the state fed in and read out each call, nothing else. For an integer-I/O core graph the features
+    are encoded once up front and the integer state is fed back as it comes out (no decode/encode):
+    less work per call than the pool does, so the ratio favours the floor."""
+    from edge_runtime.batched import BatchedStep
+
+    bucket = BatchedStep(model, max_batch=streams).bucket(streams)  # streams: a power of two
+    interp, binding = bucket.interpreter, bucket.binding
+    set_tensor, get_tensor, invoke = interp.set_tensor, interp.get_tensor, interp.invoke
+    inputs = [binding.x] if binding.x is not None else [index for _, index in binding.features]
+    pairs = [(i, o) for _, i, o in binding.state]
+    state = [bucket.buffers[i].copy() for i, _ in pairs]  # (B, n) each, the tensor's dtype
+    y_index = binding.y
+
+    def encoder(sample_rows):
+        """(B, C) raw -> what each input tensor takes, computed outside the timed loop."""
+        if binding.x is not None:
+            return [np.ascontiguousarray(sample_rows, np.float32)]
+        features, _ = model.binding.core_rows(np.asarray(sample_rows, np.float64), sample_rows,
+                                              np.ones(len(sample_rows), bool))
+        return [model.codecs[name].encode(features[name]) for name, _ in binding.features]
+
+    def step(encoded):
+        for index, value in zip(inputs, encoded):
+            set_tensor(index, value)
+        for (i, _), value in zip(pairs, state):
+            set_tensor(i, value)
+        invoke()
+        for k, (_, o) in enumerate(pairs):
+            state[k] = get_tensor(o)
+        return get_tensor(y_index)
+    return step, encoder
+
+
+def interleaved_us(steps: dict, samples: dict, repeats: int, chunk: int = 50) -> dict:
+    """name -> microseconds per call of each repeat. The candidates take turns every `chunk` calls
+    within each repeat, so a noisy neighbour on this shared machine slows them alike and the ratios
+    hold; a repeat's figure is its chunks' total time over its calls."""
+    for name, step in steps.items():  # warm-up
+        for sample in samples[name][: len(samples[name]) // 10 + 1]:
+            step(sample)
+    figures = {name: [] for name in steps}
+    clock = time.perf_counter
+    for _ in range(repeats):
+        spent = dict.fromkeys(steps, 0.0)
+        calls = min(len(v) for v in samples.values())
+        for start in range(0, calls, chunk):
+            for name, step in steps.items():
+                batch = samples[name][start:start + chunk]
+                started = clock()
+                for sample in batch:
+                    step(sample)
+                spent[name] += clock() - started
+        for name in steps:
+            figures[name].append(spent[name] / calls * 1e6)
+    return figures
+
+
+def bench_streams(bundle, variants: list[str] | None = None, backend: str | None = None, streams: int = 64,
+                  steps: int = 1000, repeats: int = 5, references: dict | None = None) -> dict:
+    """Stream-steps per second at `streams` streams, every stream stepping each call, per variant:
+    StreamPool.step_rows with the rows in order (the slice path) and shuffled (the gather path),
+    StreamPool.step_many (the dict API), and the raw batched interpreter call (raw_batched_step), taking
+    turns every 50 calls. Variants without a batched model get step_rows only (one call per stream).
+    references: name -> (step, samples) of other systems stepping `streams` rows per call (the numpy
+    peer), timed in the same turns; the result gives them per variant too."""
+    from edge_runtime.pool import StreamPool
+
+    manifest = read_manifest(bundle)
+    names = variants or [v.name for v in manifest.variants]
+    mean = np.asarray(manifest.normalization["mean"], np.float64)
+    std = np.asarray(manifest.normalization["std"], np.float64)
+    rng = np.random.default_rng(0)
+    walk = mean + std * np.cumsum(rng.normal(0, 0.05, (steps, streams, len(mean))), axis=0)  # (T, B, C)
+    results, used = {}, None
+    for name, model in opened_variants(bundle, names, backend, results):
+        used = model.backend
+        ids = [f"s{k}" for k in range(streams)]
+        pools = [StreamPool(model, max_streams=streams, max_batch=streams) for _ in range(3)]  # one per pattern
+        pool = pools[0]
+        rows = [p.rows_of(ids, add=True) for p in pools][0]  # 0..B-1, in order
+        x = walk.astype(np.float32) if not model.binding.core else walk  # what a caller holds
+        calls, samples = {"step_rows": partial(pool.step_rows, rows)}, {"step_rows": x}
+        if pool.batched is not None:
+            shuffled = rng.permutation(rows)
+            raw, encoder = raw_batched_step(model, streams)
+            calls.update(step_rows_shuffled=partial(pools[1].step_rows, shuffled), step_many=pools[2].step_many,
+                         raw_batched=raw)
+            samples.update(step_rows_shuffled=x, step_many=[dict(zip(ids, xt.tolist())) for xt in x],
+                           raw_batched=[encoder(xt) for xt in x])
+        for ref, (step, ref_samples) in (references or {}).items():
+            calls[ref], samples[ref] = step, ref_samples
+        entry = {"batched": pool.batched.source if pool.batched else None}
+        for call, figures in interleaved_us(calls, samples, repeats).items():
+            per = summary(figures)
+            entry[call] = {"us_per_call": per["median_us"], "steps_per_s": streams / per["median_us"] * 1e6,
+                           "min_steps_per_s": streams / per["max_us"] * 1e6,
+                           "max_steps_per_s": streams / per["min_us"] * 1e6}
+        results[name] = entry
+    return {"backend": used or backend, "streams": streams, "steps": steps, "repeats": repeats, "variants": results}

@@ -32,6 +32,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bench.add_argument("--backend", choices=list(BACKENDS))
     bench.add_argument("--steps", type=int, default=2000)
     bench.add_argument("--repeats", type=int, default=5)
+    streams = sub.add_parser("bench-streams", help="stream-steps per second through StreamPool.step_rows, "
+                             "step_many and one raw batched interpreter call, at N streams, per variant (JSON)")
+    streams.add_argument("bundle")
+    streams.add_argument("--variant", action="append", help="variant(s) to time (default: all)")
+    streams.add_argument("--backend", choices=list(BACKENDS))
+    streams.add_argument("--streams", type=int, default=64, help="a power of two (one bucket of the batched model)")
+    streams.add_argument("--steps", type=int, default=1000)
+    streams.add_argument("--repeats", type=int, default=5)
     anomalies = sub.add_parser("anomalies", help="score the anomaly detector on labelled CSVs (JSON)",
                                description="Run labelled streams (CSV + <name>.labels.json from python -m "
                                "train.anomalies) through the bundle and its anomaly tracker, as a device "
@@ -116,6 +124,15 @@ def cmd_eval_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_streams(args: argparse.Namespace) -> int:
+    from edge_eval.bench import bench_streams
+
+    if args.streams < 2 or args.streams & (args.streams - 1):
+        raise SystemExit(f"error: --streams must be a power of two >= 2, got {args.streams}")
+    print(json.dumps(bench_streams(args.bundle, args.variant, args.backend, args.streams, args.steps, args.repeats)))
+    return 0
+
+
 def cmd_bench_complete(args: argparse.Namespace) -> int:
     from edge_eval.bench import bench_complete
 
@@ -125,6 +142,7 @@ def cmd_bench_complete(args: argparse.Namespace) -> int:
 
 # command -> (handler, the task of the bundle it takes)
 COMMANDS = {"eval": (cmd_eval, "forecast"), "bench": (cmd_bench, "forecast"),
+            "bench-streams": (cmd_bench_streams, "forecast"),
             "anomalies": (cmd_anomalies, "forecast"), "eval-complete": (cmd_eval_complete, "autocomplete"),
             "bench-complete": (cmd_bench_complete, "autocomplete")}
 

@@ -1,20 +1,30 @@
-"""Many streams' steps in one interpreter call, with the bundle's batched companion model.
+"""Many streams' steps in one interpreter call: the bundle's batched companion, or the resized step model.
 
-The companion is the variant's step graph with a dynamic batch dimension
-(convert/ writes it for the float variants and records file, sha256 and bytes
-in the variant's manifest entry). A TFLite interpreter is resized and
-re-allocated to one batch size at a time, which costs far more than a step,
-so one interpreter per size bucket (2, 4, 8, ... max_batch) is opened lazily
-and a batch is padded with zero rows up to its bucket. Every op of the step
-graph works row by row, so padding rows never touch the real ones.
+Two sources of a batched step graph, both run row by row (row b of a batch
+equals a (1, n) step on row b, bit for bit; tests/test_pool_rows.py):
+- the float variants' companion model (convert/ writes it with a dynamic
+  batch dimension and records file, sha256 and bytes in the variant's entry);
+- an integer-I/O core graph's (int8-io) own step model, its (1, n) inputs
+  resized to (B, n) at open time: every op of a core graph is row-wise and
+  TFLite propagates the batch dimension through it under tflite-runtime 2.14
+  and ai-edge-litert 2.3. The file is the variant's own, already verified.
+  Core graphs with float32 at the signature (int8, int16x8) quantize inside
+  the graph, and ai-edge-litert's QUANTIZE kernel rounded a tie differently
+  for a (32, n) tensor than for a (1, n) one (1 output in 9,600 off by one
+  ulp, int16x8): they keep one call per stream.
+A TFLite interpreter is resized and re-allocated to one batch size at a time,
+which costs far more than a step, so one interpreter per size bucket (2, 4,
+8, ... max_batch) is opened lazily and a batch is padded up to its bucket
+with zero rows. Every op works row by row, so padding rows never touch the
+real ones.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from edge_runtime.backends import interpreter_class
-from edge_runtime.manifest import BundleError, batched_companion, verified_file_bytes
 from edge_runtime.binding import StepBinding, indices, signature_details
+from edge_runtime.manifest import BundleError, batched_companion, verified_file_bytes, verified_model_bytes
 from edge_runtime.model import Model
 
 
@@ -26,68 +36,93 @@ def bucket_size(rows: int) -> int:
     return size
 
 
-class _Bucket:
-    """One interpreter allocated for exactly `size` rows, with its step binding (tensor indices by name)."""
+def batched_source(model: Model) -> str | None:
+    """How this variant batches: "companion", "resized" (a core graph's own step model), or None."""
+    if batched_companion(model.manifest, model.variant) is not None and not model.integer_io:
+        return "companion"
+    if model.binding.core and all(c.integer for c in model.codecs.values()):
+        return "resized"  # integer tensors only at the signature: every kernel is integer, exact at any batch
+    return None
 
-    def __init__(self, interpreter, size: int, manifest, widths: dict[str, int]):
+
+class _Bucket:
+    """One interpreter allocated for exactly `size` rows, its step binding (tensor indices by name) and
+    one zeroed input buffer per input tensor, (size, n) of the tensor's dtype, for padded batches."""
+
+    def __init__(self, interpreter, size: int, model: Model):
         self.size = size
+        m = model.manifest
         inputs, outputs = signature_details(interpreter)
-        self.binding = StepBinding(manifest, indices(inputs), indices(outputs))
-        for name, index in ((manifest.input.name, self.binding.x), *((n, i) for n, i, _ in self.binding.state)):
-            interpreter.resize_tensor_input(index, [size, widths[name]], strict=False)
+        self.binding = StepBinding(m, indices(inputs), indices(outputs), model.variant)
+        self.buffers = {}  # input tensor index -> (size, n) zeros of its dtype
+        for detail in inputs.values():
+            index, width = int(detail["index"]), int(detail["shape"][-1])
+            interpreter.resize_tensor_input(index, [size, width], strict=False)
+            self.buffers[index] = np.zeros((size, width), detail["dtype"])
         interpreter.allocate_tensors()
         self.interpreter = interpreter
 
+    def put(self, index: int, rows: np.ndarray) -> None:
+        """Set input `index` to these (B, n) rows, padded with zero rows up to the bucket."""
+        if len(rows) == self.size:
+            self.interpreter.set_tensor(index, np.ascontiguousarray(rows))
+            return
+        buffer = self.buffers[index]
+        buffer[:len(rows)] = rows
+        buffer[len(rows):] = 0
+        self.interpreter.set_tensor(index, buffer)
+
 
 class BatchedStep:
-    """step(x (B, C), state {name: (B, n)}) -> (y (B, O), new state {name: (B, n)}), B <= max_batch."""
+    """step(x (B, C), state {name: (B, n)}) -> (y (B, O), new state {name: (B, n)}), B <= max_batch.
+
+    step() is the companion's float interface (raw graphs); StreamPool drives core graphs through
+    bucket() and the bucket's binding directly, with the model's codecs.
+    """
 
     def __init__(self, model: Model, max_batch: int = 256):
         m = model.manifest
-        entry = batched_companion(m, model.variant)
-        if entry is None:
+        self.source = batched_source(model)
+        if self.source is None:
+            if model.integer_io:
+                raise BundleError(f"{m.path}: variant {model.variant.name!r} has integer I/O and a raw graph; "
+                                  "batched steps take a float companion or an integer-I/O core graph")
             raise BundleError(f"{m.path}: variant {model.variant.name!r} has no batched step model")
-        if model.integer_io:
-            raise BundleError(f"{m.path}: variant {model.variant.name!r} has integer I/O; batched steps are float only")
-        self._content = verified_file_bytes(m, entry["file"], entry["bytes"], entry["sha256"])
-        self.file = entry["file"]
+        if self.source == "companion":
+            entry = batched_companion(m, model.variant)
+            self._content = verified_file_bytes(m, entry["file"], entry["bytes"], entry["sha256"])
+            self.file = entry["file"]
+        else:
+            self._content = verified_model_bytes(m, model.variant)
+            self.file = model.variant.file
         self.max_batch = max_batch
         self._interpreter_cls = interpreter_class(model.backend)[1]
-        self._manifest = m
-        self._widths = {m.input.name: m.input.shape[1], **{s.name: s.shape[1] for s in m.state}}
+        self._model = model
         self._buckets: dict[int, _Bucket] = {}
-        self._bucket(2)  # open one now: a bundle whose companion cannot open fails at start, not mid-stream
+        self.bucket(2)  # open one now: a bundle whose batched model cannot open fails at start, not mid-stream
 
-    def _bucket(self, size: int) -> _Bucket:
+    def bucket(self, size: int) -> _Bucket:
         bucket = self._buckets.get(size)
         if bucket is None:
             try:
                 interpreter = self._interpreter_cls(model_content=self._content, num_threads=1)
-                bucket = _Bucket(interpreter, size, self._manifest, self._widths)
+                bucket = _Bucket(interpreter, size, self._model)
             except (ValueError, RuntimeError, KeyError) as e:
                 raise BundleError(f"{self.file}: cannot open the batched step model at batch {size} ({e})") from None
             self._buckets[size] = bucket
         return bucket
 
     def step(self, x: np.ndarray, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        if self.source != "companion":
+            raise ValueError(f"{self.file}: a core graph steps through StreamPool (features in, correction out)")
         rows = len(x)
         if not 0 < rows <= self.max_batch:
             raise ValueError(f"batch of {rows} rows; this step takes 1..{self.max_batch}")
-        bucket = self._bucket(bucket_size(rows))
+        bucket = self.bucket(bucket_size(rows))
         interp, binding = bucket.interpreter, bucket.binding
-        interp.set_tensor(binding.x, _padded(x, bucket.size))
+        bucket.put(binding.x, np.asarray(x, np.float32))
         for name, in_index, _ in binding.state:
-            interp.set_tensor(in_index, _padded(state[name], bucket.size))
+            bucket.put(in_index, np.asarray(state[name], np.float32))
         interp.invoke()
         y = interp.get_tensor(binding.y)[:rows]  # (B, O)
         return y, {name: interp.get_tensor(out_index)[:rows] for name, _, out_index in binding.state}
-
-
-def _padded(rows: np.ndarray, size: int) -> np.ndarray:
-    """(B, n) -> (size, n) float32, zero rows appended."""
-    rows = np.asarray(rows, np.float32)
-    if len(rows) == size:
-        return np.ascontiguousarray(rows)
-    out = np.zeros((size, rows.shape[1]), np.float32)
-    out[:len(rows)] = rows
-    return out

@@ -110,8 +110,21 @@ class StepBinding:
         return ({f: values[f][None].astype(np.float32) for f, _ in self.features},
                 level[None].astype(np.float32))
 
+    def core_rows(self, x_raw: np.ndarray, x_prev: np.ndarray, fresh: np.ndarray
+                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """core_inputs for B streams at once, element for element the same arithmetic.
+
+        x_raw (B, C) float64 sensor units; x_prev (B, C) float32 normalized (read where not fresh);
+        fresh (B,) bool: rows that prime x_prev (their change reads 0).
+        Returns ({feature: (B, C) float32}, new x_prev (B, C) float32 normalized).
+        """
+        level = (x_raw - self._mean64) / self._std64  # (B, C)
+        previous = np.where(fresh[:, None], level, np.asarray(x_prev, np.float64))  # (B, C)
+        values = {"delta": (level - previous) * self._delta_gain, "level": level}  # each (B, C)
+        return {f: values[f].astype(np.float32) for f, _ in self.features}, level.astype(np.float32)
+
     def forecast_from(self, x_raw, correction: np.ndarray) -> np.ndarray:
-        """Persistence plus the core's correction: (C,) raw, (O,) typical changes -> (O,) raw float32."""
+        """Persistence plus the core's correction: (..., C) raw, (..., O) typical changes -> (..., O) raw float32."""
         x = np.asarray(x_raw, np.float64)
-        return (x[self._target] + np.asarray(correction, np.float64) * self._delta_std[self._target]).astype(
+        return (x[..., self._target] + np.asarray(correction, np.float64) * self._delta_std[self._target]).astype(
             np.float32)

@@ -36,6 +36,8 @@ class BenchPreset:
     peers: tuple[str, ...] = PEERS
     rss_steps: int = 1000
     stream_counts: tuple[int, ...] = (1, 8, 64, 256)  # batched throughput
+    many_streams: int = 64  # step_rows vs a raw batched call vs numpy, this many streams (a power of two)
+    many_steps: int = 2000
     service_seconds: float = 200.0  # 100 sensors x 50 Hz through Mosquitto: 1,000,000 samples; 0 skips it
     http_phase_s: float = 15.0  # the live page's CPU cost at 100 streams x 50 Hz: 6 phases this long; 0 skips it
     autocomplete: tuple[int, int] = (192, 2)  # hidden, layers: the demo's keystroke model
@@ -51,7 +53,7 @@ BENCH_PRESETS = {
                          service_seconds=0, http_phase_s=0, search_samples=0),
     "tiny": BenchPreset(steps=300, repeats=3, hidden_sizes=(8, 16), layer_counts=(1,), peers=("torch", "numpy"),
                         stream_counts=(1, 8), autocomplete=(16, 2), service_seconds=0, http_phase_s=0,
-                        search_samples=0),
+                        search_samples=0, many_streams=8, many_steps=200),
 }
 
 
@@ -155,7 +157,7 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
                      "steps": preset.steps, "repeats": preset.repeats}
     tasks = ["reference model"] + [f"edge {r}" for r in RUNTIMES] + [f"peer {p}" for p in preset.peers] \
         + ["cold start and RSS"] + [f"scaling {h}x{n}" for h in preset.hidden_sizes for n in preset.layer_counts] \
-        + ["throughput vs streams", "autocomplete keystrokes"] + ["service under load"] * bool(preset.service_seconds) \
+        + ["throughput vs streams", "many streams"] + ["autocomplete keystrokes"] + ["service under load"] * bool(preset.service_seconds) \
         + ["live page cost"] * bool(preset.http_phase_s) + ["model search"] * bool(preset.search_samples)
     bar = tqdm(total=len(tasks), desc="bench", disable=not progress, dynamic_ncols=True)
 
@@ -191,6 +193,13 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
             done(f"scaling {hidden}x{layers}")
     results["throughput"] = throughput(bundle, preset.stream_counts)
     done("throughput vs streams")
+    # issue 19: StreamPool.step_rows next to one raw batched interpreter call and a numpy batched step of
+    # the same weights, timed in turns in one process per runtime
+    results["many_streams"] = {runtime: run_json([py, "-m", "pipeline.many_streams", str(run_dir), str(bundle),
+                                                  "--backend", runtime, "--streams", str(preset.many_streams),
+                                                  "--steps", str(preset.many_steps), "--repeats", str(preset.repeats)])
+                               for runtime in RUNTIMES}
+    done("many streams")
     keystrokes = autocomplete_bundle(work, *preset.autocomplete)
     # under both runtimes: integer variants' steps cost ~20x more under tflite-runtime 2.14 (DESIGN-NOTES)
     for key, runtime in (("autocomplete", "tflite_runtime"), ("autocomplete_litert", "ai_edge_litert")):
@@ -328,6 +337,17 @@ def claims(r: dict) -> list[tuple[str, bool, str]]:
         lines.append((f"a client polling the live page costs the service < 5% more CPU ({cost['streams']} streams x "
                       f"{cost['rate_hz']:g} Hz)", extra < 5,
                       f"{cost['cpu_pct']['http_polled']} vs {cost['cpu_pct']['http_idle']}% of a core: {extra:+.1f}%"))
+    for runtime, many in r.get("many_streams", {}).items():
+        f32 = many["variants"].get("float32", {})
+        if "raw_batched" not in f32:
+            continue
+        rows, n = f32["step_rows"]["steps_per_s"], many["streams"]
+        for peer, factor, label in (("numpy_batched", 3.0, "a numpy batched step of the same model"),
+                                    ("raw_batched", 0.8, "one raw batched interpreter call")):
+            ratio = rows / f32[peer]["steps_per_s"]
+            lines.append((f"StreamPool.step_rows at {n} streams >= {factor:g}x {label} ({runtime}, float32)",
+                          ratio >= factor, f"{rows / 1e6:.2f} vs {f32[peer]['steps_per_s'] / 1e6:.2f} M "
+                          f"stream-steps/s: {ratio:.2f}x"))
     if "search" in r:
         s = r["search"]
         lines.append((f"one model search on a {s['samples']:,}-sample log for the {s['device']} in under 20 min "
@@ -389,7 +409,8 @@ def markdown(r: dict) -> str:
         text += ["", "![bytes and error per variant](bench_variants.png)"]
     else:
         text += ["", "Size and accuracy per variant: run `make demo` first; this run found no demo bundles."]
-    text += throughput_section(r["throughput"]) + autocomplete_section(r["autocomplete"])
+    text += throughput_section(r["throughput"]) + many_streams_section(r.get("many_streams", {}))
+    text += autocomplete_section(r["autocomplete"])
     if "autocomplete_litert" in r:
         text += autocomplete_section(r["autocomplete_litert"])
     if "service" in r:
@@ -419,6 +440,38 @@ def throughput_section(rows: list[dict]) -> list[str]:
         o = next(r for r in rows if r["streams"] == streams and not r["batched"])
         text.append(f"| {streams} | {b['samples_per_s']:,.0f} | {o['samples_per_s']:,.0f} | "
                     f"{b['samples_per_s'] / o['samples_per_s']:.1f}x |")
+    return text
+
+
+MANY_CALLS = (("step_rows", "step_rows, rows in order"), ("step_rows_shuffled", "step_rows, rows shuffled"),
+              ("step_many", "step_many (dict)"), ("raw_batched", "raw batched call"),
+              ("numpy_batched", "numpy batched"))
+
+
+def many_streams_section(many: dict) -> list[str]:
+    """Issue 19: M stream-steps per second at N streams, each system timed in turns in one process."""
+    if not many:
+        return []
+    n = next(iter(many.values()))["streams"]
+    text = ["", f"## Many streams: {n} streams per call (LSTM hidden 32)", "",
+            "Every stream steps once per call; M stream-steps per second, medians of the repeats, the systems "
+            "taking turns within each repeat in one process per runtime. `raw batched call`: one interpreter "
+            "at the batch, state fed in and read out, nothing else (for int8-io the features encoded "
+            "beforehand and the integer state fed back as it comes out). `numpy batched`: the cell equations "
+            "in numpy on (B, H) arrays, float32, features given ready made. int8 keeps float32 at its "
+            "signature and steps one call per stream (see DESIGN-NOTES, issue 19).", "",
+            "| runtime | variant | batched by | " + " | ".join(label for _, label in MANY_CALLS)
+            + " | step_rows / raw | step_rows / numpy |", "|---" * (5 + len(MANY_CALLS)) + "|"]
+    for runtime, result in many.items():
+        for variant, v in result["variants"].items():
+            if "error" in v:
+                text.append(f"| {runtime} | {variant} | {v['error']} |" + " |" * (2 + len(MANY_CALLS)))
+                continue
+            cells = [f"{v[c]['steps_per_s'] / 1e6:.2f}" if c in v else "-" for c, _ in MANY_CALLS]
+            ratios = [f"{v['step_rows']['steps_per_s'] / v[c]['steps_per_s']:.2f}x" if c in v else "-"
+                      for c in ("raw_batched", "numpy_batched")]
+            text.append(f"| {runtime} | {variant} | {v['batched'] or 'one call per stream'} | "
+                        + " | ".join(cells + ratios) + " |")
     return text
 
 

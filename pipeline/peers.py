@@ -29,13 +29,14 @@ def layer_weights(weights: dict, k: int) -> tuple[np.ndarray, ...]:
             weights[f"rnn.bias_ih_l{k}"], weights[f"rnn.bias_hh_l{k}"])
 
 
-def numpy_step(weights: dict, config: ModelConfig):
-    """A plain numpy step: the cell equations written out, state fed back."""
+def numpy_step(weights: dict, config: ModelConfig, streams: int = 1):
+    """A plain numpy step: the cell equations written out, state fed back; `streams` rows at once
+    (features (B, F), state (B, H) per layer): the batched numpy step a many-stream gateway would write."""
     layers = [tuple(np.ascontiguousarray(w.T) if w.ndim == 2 else w for w in layer_weights(weights, k))
               for k in range(config.layers)]
     head_w, head_b = weights["head.weight"].T.copy(), weights["head.bias"]
-    h = [np.zeros((1, config.hidden), np.float32) for _ in range(config.layers)]
-    c = [np.zeros((1, config.hidden), np.float32) for _ in range(config.layers)]
+    h = [np.zeros((streams, config.hidden), np.float32) for _ in range(config.layers)]  # (B, H) each
+    c = [np.zeros((streams, config.hidden), np.float32) for _ in range(config.layers)]
 
     def sigmoid(v):
         return 1.0 / (1.0 + np.exp(-v))
@@ -43,7 +44,7 @@ def numpy_step(weights: dict, config: ModelConfig):
     def step(features):
         inp = features
         for k, (w_ih, w_hh, b_ih, b_hh) in enumerate(layers):
-            gi, gh = inp @ w_ih + b_ih, h[k] @ w_hh + b_hh  # (1, G)
+            gi, gh = inp @ w_ih + b_ih, h[k] @ w_hh + b_hh  # (B, G)
             if config.cell == "lstm":
                 i, f, g, o = np.split(gi + gh, 4, axis=1)
                 c[k] = sigmoid(f) * c[k] + sigmoid(i) * np.tanh(g)
@@ -186,18 +187,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run", help="run folder with checkpoint.safetensors")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--streams", type=int, default=1, help="numpy only: rows per step (a batched step); the "
+                   "result then also gives stream-steps per second")
     args = p.parse_args(argv)
+    if args.streams != 1 and args.system != "numpy":
+        p.error(f"--streams is for the numpy peer only, not {args.system}")
     started = time.perf_counter()
     weights, info = load_checkpoint(f"{args.run}/checkpoint.safetensors")
     config = ModelConfig.from_dict(info["model"])
-    step = BUILDERS[args.system](weights, config)
+    step = (numpy_step(weights, config, args.streams) if args.streams != 1
+            else BUILDERS[args.system](weights, config))
     rng = np.random.default_rng(0)
-    features = rng.standard_normal((args.steps, 1, config.input_size * len(config.features))).astype(np.float32)
+    features = rng.standard_normal((args.steps, args.streams, config.input_size * len(config.features))
+                                   ).astype(np.float32)  # (T, B, F)
     step(features[0])
     first_step_s = time.perf_counter() - started
     result = summary(time_per_step(step, features, args.repeats))
     result.update(system=args.system, first_step_s=first_step_s,
-                  peak_rss_mb=peak_rss_mb())
+                  peak_rss_mb=peak_rss_mb(), streams=args.streams, steps_per_s=args.streams / result["median_us"] * 1e6)
     print(json.dumps(result))
     return 0
 

@@ -33,6 +33,33 @@ def test_every_peer_computes_the_same_forecasts_from_the_same_weights(tiny_bundl
         np.testing.assert_allclose(values, outputs["torch"], rtol=0, atol=PEER_TOLERANCE, err_msg=system)
 
 
+BATCH_TOLERANCE = 1e-6  # the same float32 equations; a (B, H) matmul may sum in another order than (1, H)
+
+
+@pytest.mark.slow
+def test_the_numpy_batched_peer_steps_each_row_as_the_single_stream_peer(tiny_bundles):
+    """The many-streams reference (issue 19) runs the same model on every row."""
+    from train.config import ModelConfig
+
+    run_dir, _ = tiny_bundles["lstm"]
+    weights, info = load_checkpoint(run_dir / "checkpoint.safetensors")
+    config = ModelConfig.from_dict(info["model"])
+    assert numpy_batched_matches(weights, config) <= BATCH_TOLERANCE
+
+
+def numpy_batched_matches(weights, config, streams: int = 5, steps: int = 40) -> float:
+    """Largest difference between a batched numpy step's rows and one single-stream numpy step per row."""
+    features = np.random.default_rng(1).standard_normal((steps, streams, 1, 4)).astype(np.float32)  # (T, B, 1, F)
+    batched, single = BUILDERS["numpy"](weights, config, streams), [BUILDERS["numpy"](weights, config)
+                                                                    for _ in range(streams)]
+    worst = 0.0
+    for t in range(steps):
+        together = batched(features[t, :, 0])  # (B, O)
+        for b in range(streams):
+            worst = max(worst, float(np.max(np.abs(together[b] - single[b](features[t, b])[0]))))
+    return worst
+
+
 def test_macs_count_the_gates():
     assert macs("lstm", 32, 1) == 4 * 32 * (4 + 32) + 32
     assert macs("gru", 16, 2) == 3 * 16 * (4 + 16) + 3 * 16 * (16 + 16) + 16
@@ -51,6 +78,10 @@ def test_tiny_bench_runs_and_writes_its_report(tmp_path):
     assert sorted((t["streams"], t["batched"]) for t in results["throughput"]) == [
         (1, False), (1, True), (8, False), (8, True)]
     assert all(t["samples_per_s"] > 0 for t in results["throughput"]) and "## Throughput over many streams" in text
+    many = results["many_streams"]  # issue 19: step_rows next to the raw batched call and numpy, per runtime
+    assert sorted(many) == sorted(["tflite_runtime", "ai_edge_litert"]) and "## Many streams: 8 streams" in text
+    assert all(many[rt]["variants"]["float32"][k]["steps_per_s"] > 0 for rt in many
+               for k in ("step_rows", "step_many", "raw_batched", "numpy_batched"))
     keys = results["autocomplete"]
     assert keys["k"] == 3 and keys["bundle_bytes"] > 0 and keys["variants"]["float32"]["keystrokes"] > 10
     assert "| float32 |" in text.split("## Autocomplete")[1]
