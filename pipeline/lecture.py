@@ -214,9 +214,9 @@ def context_limit(transformers: list[Built], device: str, variant: str, rate_hz:
         out["deadline_limit_w"] = (deadline_us - a_t) / b_t if b_t > 0 else None
         out["ram_per_w"], out["us_per_w"] = b_ram, b_t
         limits = [v for v in (out["ram_limit_w"], out["deadline_limit_w"]) if v is not None]
-        out["fitted"] = int(min(limits)) if limits else None
-        out["binding"] = ("RAM" if out["ram_limit_w"] is not None and out["fitted"] == int(out["ram_limit_w"])
-                          else "deadline")
+        # the largest whole W within both (1e-6: a fit's rounding must not cost a whole sample)
+        out["fitted"] = math.floor(min(limits) + 1e-6) if limits else None
+        out["binding"] = "RAM" if out["ram_limit_w"] is not None and out["ram_limit_w"] == min(limits) else "deadline"
     return out
 
 
