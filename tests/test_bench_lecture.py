@@ -54,7 +54,11 @@ def test_bench_lecture_quick_end_to_end(tmp_path):
                            str(tmp_path / "work"), "--reports", str(tmp_path / "reports")],
                           capture_output=True, text=True, env=python_env(), cwd=ROOT, timeout=1800)
     assert done.returncode == 0, done.stderr[-2000:]
-    reports = tmp_path / "reports"
+    check_quick_report(tmp_path / "reports")
+
+
+def check_quick_report(reports) -> None:
+    """What the quick preset's report must hold (also callable on a report written outside pytest)."""
     report = (reports / "rnn-vs-transformer.md").read_text()
     for heading in ("## Summary", "## Latency and state against context", "## Microcontroller budgets",
                     "## Accuracy at matched parameter counts"):
