@@ -312,6 +312,10 @@ def headline(recurrent: list[Built], transformers: list[Built], rows: list[Accur
             for rnn in ("lstm", "gru"):
                 if rnn in of:
                     wins.setdefault(rnn, []).append(of["transformer"].mse / of[rnn].mse)
+    best = [min((r for r in rows if r.series == series and r.mse is not None), key=lambda r: r.mse, default=None)
+            for series in dict.fromkeys(r.series for r in rows)]
+    out["best"] = {f: sum(b is not None and b.family == f for b in best) for f in FAMILIES}
+    out["best"] = {f: n for f, n in out["best"].items() if n}
     out["mse_ratio"] = {rnn: {"series": len(v), "transformer_better": sum(x < 1 for x in v),
                               "geo_mean": float(np.exp(np.mean(np.log(v)))), "min": min(v), "max": max(v)}
                         for rnn, v in wins.items()}
@@ -342,16 +346,30 @@ def verdict(h: dict, settings: LectureSettings) -> str:
         parts.append(text + ".")
     elif lim:
         parts.append(f"On the Cortex-M4 profile at {DEADLINE_HZ:g} Hz the Transformer fits at no measured W.")
-    m = h["mse_ratio"].get("lstm")
-    if m:
-        where = ("better" if m["geo_mean"] < 0.98 else "worse" if m["geo_mean"] > 1.02 else "about the same")
-        parts.append(f"In accuracy at matched parameter counts (W = {settings.accuracy_context}, at most "
-                     f"{settings.epochs} epochs), the Transformer was better than the LSTM-32 on "
-                     f"{m['transformer_better']} of {m['series']} series; its test MSE over the LSTM's: geometric "
-                     f"mean x{m['geo_mean']:.2f} (x{m['min']:.2f} to x{m['max']:.2f}), {where} overall.")
-    parts.append("So the recurrent model wins on cost wherever memory or the per-sample deadline is tight and "
-                 "grows no worse with longer history; the Transformer's case has to be made on accuracy, at the "
-                 "context W its budget allows." if r else "")
+    for rnn in ("lstm", "gru"):
+        m = h["mse_ratio"].get(rnn)
+        if not m:
+            continue
+        where = "lower" if m["geo_mean"] < 0.98 else "higher" if m["geo_mean"] > 1.02 else "about the same"
+        lead = (f"In accuracy at matched parameter counts (W = {settings.accuracy_context}, at most "
+                f"{settings.epochs} epochs), the" if rnn == "lstm" or "lstm" not in h["mse_ratio"] else "Against the")
+        parts.append(f"{lead} Transformer's float32 test MSE was below the {LABELS[rnn]}'s on "
+                     f"{m['transformer_better']} of {m['series']} series: geometric mean x{m['geo_mean']:.2f} of it "
+                     f"(x{m['min']:.2f} to x{m['max']:.2f}), {where} overall.")
+    if h.get("best"):
+        parts.append("Lowest test MSE per series: " + ", ".join(f"{LABELS[f]} on {n}" for f, n in h["best"].items())
+                     + ".")
+    if r and r["ratio"] > 1:
+        cost = (f"So on cost the recurrent step wins everywhere measured, by x{r['ratio_low']:.1f} at the shortest "
+                f"context and x{r['ratio']:.0f} at the longest")
+        lim_w = lim.get("fitted") or lim.get("measured")
+        if lim_w is not None:
+            cost += f", and on the Cortex-M4 at {DEADLINE_HZ:g} Hz the Transformer stops at W = {lim_w:,}"
+        mse = h["mse_ratio"].get("lstm")
+        if mse and mse["geo_mean"] < 1:
+            cost += ("; the Transformer's case is accuracy at a short context, where it beat the LSTM on "
+                     f"{mse['transformer_better']} of {mse['series']} series")
+        parts.append(cost + ".")
     return " ".join(p for p in parts if p)
 
 
@@ -455,8 +473,8 @@ def limits_lines(h: dict) -> list[str]:
         text = (f"- {device}, {variant}: largest measured W that fits the RAM and meets {DEADLINE_HZ:g} Hz: "
                 f"**{fmt(lim.get('measured'), ',')}** (first failing: {fmt(lim.get('first_failing'), ',')})")
         if lim.get("fitted") is not None:
-            text += (f"; linear fits: RAM runs out at W = {fmt(lim['ram_limit_w'], ',.0f')}, the deadline at W = "
-                     f"{fmt(lim['deadline_limit_w'], ',.0f')}, so the limit is W = **{lim['fitted']:,}** "
+            text += (f"; linear fits: RAM runs out at W = {fmt(lim['ram_limit_w'], ',.1f')}, the deadline at W = "
+                     f"{fmt(lim['deadline_limit_w'], ',.1f')}, so the limit is W = **{lim['fitted']:,}** "
                      f"({lim['binding']} binds)")
         lines.append(text + ".")
     return lines
@@ -512,12 +530,26 @@ def write_report(recurrent: list[Built], transformers: list[Built], rows: list[A
     (reports / "rnn-vs-transformer.json").write_text(json.dumps(
         {"settings": asdict(s), "recurrent": [asdict(b) for b in recurrent],
          "transformer": [asdict(b) for b in transformers], "accuracy": [asdict(r) for r in rows],
-         "headline": h}, indent=1, default=str))
+         "headline": h, "seconds": seconds}, indent=1, default=str))
     return path, h
 
 
 def summary_lines(recurrent: list[Built], transformers: list[Built], settings: LectureSettings) -> str:
     return latency_table(recurrent, transformers, settings)
+
+
+def rerender(reports: Path) -> int:
+    """Write the report and plots again from reports/rnn-vs-transformer.json (no model is built or timed)."""
+    data = json.loads((reports / "rnn-vs-transformer.json").read_text())
+    s = data["settings"]
+    settings = LectureSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in s.items()})
+    recurrent = [Built(**b) for b in data["recurrent"]]
+    transformers = [Built(**b) for b in data["transformer"]]
+    rows = [AccuracyRow(**r) for r in data["accuracy"]]
+    seconds = data.get("seconds", 0.0)
+    path, h = write_report(recurrent, transformers, rows, settings, seconds, reports, settings != FULL)
+    print(f"{verdict(h, settings)}\n\nreport: {path}")
+    return 0
 
 
 def main(quick: bool, work: Path, reports: Path, progress: bool = True) -> int:
