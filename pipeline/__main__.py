@@ -54,6 +54,13 @@ def main(argv: list[str] | None = None) -> int:
     real.add_argument("--quick", action="store_true", help="3,000 samples and 3 epochs per series (the tests)")
     real.add_argument("--work", default="runs/bench-real", help="where the logs, runs and bundles are written")
     real.add_argument("--reports", default="reports")
+    lecture = sub.add_parser("bench-lecture", help="LSTM, GRU and a streaming Transformer at matched sizes: latency "
+                             "and state bytes against context 64..4096, microcontroller budgets, accuracy -> "
+                             "reports/rnn-vs-transformer.md")
+    lecture.add_argument("--quick", action="store_true", help="W 64..256, float32, 2 series, 1 epoch (the tests)")
+    lecture.add_argument("--work", default="runs/bench-lecture", help="where the logs, runs and bundles are written")
+    lecture.add_argument("--reports", default="reports")
+    lecture.add_argument("--report-only", action="store_true", help="write the report again from its JSON (no runs)")
     add_search_parser(sub)
     sub.add_parser("loadgen", add_help=False,
                    help="the edge service under MQTT load (100 sensors x 50 Hz): latency p50/p99, loss, RSS")
@@ -68,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             return bench_real_main(args.series, args.quick, Path(args.work), Path(args.reports))
+        except FetchError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    if args.command == "bench-lecture":  # every step runs in a process of its own, TensorFlow's output to the log
+        from pipeline.lecture import main as lecture_main, rerender as lecture_rerender
+        from pipeline.real_series import FetchError
+
+        try:
+            if args.report_only:
+                return lecture_rerender(Path(args.reports))
+            return lecture_main(args.quick, Path(args.work), Path(args.reports))
         except FetchError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
