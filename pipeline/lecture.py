@@ -58,8 +58,8 @@ class LectureSettings:
     bench_repeats: int = 3
     scenarios: tuple[str, ...] = ("temperature", "vibration", "random_walk")
     real_series: tuple[str, ...] = ("ecg-mitbih", "ppg-finger", "electricity-demand")
-    # a scenario's stream, a real series' last N samples; the training as `make bench-real` trains (patience 20
-    # at most 60 epochs): the first full run (4,000 samples, 6 epochs, patience 3) left every network above the
+    # a scenario's stream, a real series' last N samples; `make bench-real`'s samples and patience, 60 epochs at
+    # most (bench-real: 200): the first full run (4,000 samples, 6 epochs, patience 3) left every network above the
     # best AR on every series, a verdict on short training rather than on the families
     samples: int = 12000
     epochs: int = 60
