@@ -265,7 +265,7 @@ def raw_batched_step(model, streams: int):
                                               np.ones(len(sample_rows), bool))
         return [model.codecs[name].encode(features[name]) for name, _ in binding.features]
 
-    def step(encoded):
+    def step(encoded):  # the loop written out as in raw_interpreter_step: a shared helper would add a call to a floor
         for index, value in zip(inputs, encoded):
             set_tensor(index, value)
         for (i, _), value in zip(pairs, state):

@@ -30,6 +30,7 @@ from torch import nn
 
 from train.baselines import fit_ar
 from train.config import ModelConfig
+from train.features import primed_zero_state
 
 
 class ARTerm(nn.Module):
@@ -73,9 +74,7 @@ class ARForecaster(nn.Module):
 
     def initial_state(self, first_x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x_prev primed with the first sample (its change reads 0), zero lags. first_x: (B, C)."""
-        state = {n: torch.zeros(shape) for n, shape in self.config.state_shapes(first_x.shape[0]).items()}
-        state["x_prev"] = first_x.detach().clone()
-        return state
+        return primed_zero_state(self.config, first_x)
 
     def forward(self, x: torch.Tensor, state: dict[str, torch.Tensor]):
         """x: (B, T, C) normalized -> y: (B, T, O) normalized forecast of x[t+1], new state."""

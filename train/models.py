@@ -23,7 +23,7 @@ from torch import nn
 
 from train.config import CELL_NAMES, FEATURES, ModelConfig  # noqa: F401  (re-exported)
 from train.config import AR_CELL, TRANSFORMER_CELL
-from train.features import input_features
+from train.features import input_features, primed_zero_state
 from train.config import CELLS as CELL_SPECS
 
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -79,11 +79,7 @@ class Forecaster(nn.Module):
 
     def initial_state(self, first_x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Zero state, with x_prev primed to the first sample so its delta is 0. first_x: (B, C)."""
-        batch = first_x.shape[0]
-        state = {n: torch.zeros(shape) for n, shape in self.config.state_shapes(batch).items()}
-        if "x_prev" in state:
-            state["x_prev"] = first_x.detach().clone()
-        return state
+        return primed_zero_state(self.config, first_x)
 
     def features(self, x: torch.Tensor, x_prev: torch.Tensor | None) -> torch.Tensor:
         return input_features(self.config, self.delta_gain, x, x_prev)

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from train.config import AGE, ModelConfig
-from train.features import input_features
+from train.features import input_features, primed_zero_state
 
 
 def alibi_slopes(heads: int) -> list[float]:
@@ -95,10 +95,7 @@ class TransformerForecaster(nn.Module):
 
     def initial_state(self, first_x: torch.Tensor) -> dict[str, torch.Tensor]:
         """An empty ring, x_prev primed with the first sample (its change reads 0). first_x: (B, C)."""
-        state = {n: torch.zeros(shape) for n, shape in self.config.state_shapes(first_x.shape[0]).items()}
-        if "x_prev" in state:
-            state["x_prev"] = first_x.detach().clone()
-        return state
+        return primed_zero_state(self.config, first_x)
 
     def features(self, x: torch.Tensor, x_prev: torch.Tensor | None) -> torch.Tensor:
         return input_features(self.config, self.delta_gain, x, x_prev)
