@@ -80,8 +80,8 @@ def test_splits_are_chronological_and_normalization_sees_train_only():
 def test_model_config_rejects_unknown_keys_and_bad_values():
     with pytest.raises(ValueError, match=r"unknown model config keys: \['dropout'\]"):
         ModelConfig.from_dict({"cell": "gru", "dropout": 0.1})
-    with pytest.raises(ValueError, match="unknown cell 'transformer'"):
-        ModelConfig(cell="transformer")
+    with pytest.raises(ValueError, match="unknown cell 'mamba'"):  # (a transformer is a cell now: issue 18)
+        ModelConfig(cell="mamba")
     with pytest.raises(ValueError, match=r"target channels \(3,\) out of range for 2 inputs"):
         ModelConfig(input_size=2, target=(3,))
 
