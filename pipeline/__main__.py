@@ -64,10 +64,18 @@ def main(argv: list[str] | None = None) -> int:
     add_search_parser(sub)
     sub.add_parser("loadgen", add_help=False,
                    help="the edge service under MQTT load (100 sensors x 50 Hz): latency p50/p99, loss, RSS")
-    if (argv if argv is not None else sys.argv[1:])[:1] == ["loadgen"]:
+    sub.add_parser("service-ceiling", add_help=False,
+                   help="the edge service's ceiling on one core over TCP (CSV and JSON lines), p50/p99 at 80%, "
+                   "where the time goes")
+    words = argv if argv is not None else sys.argv[1:]
+    if words[:1] == ["loadgen"]:
         from pipeline.loadgen import main as loadgen_main
 
-        return loadgen_main((argv if argv is not None else sys.argv[1:])[1:])
+        return loadgen_main(words[1:])
+    if words[:1] == ["service-ceiling"]:
+        from pipeline.ceiling import main as ceiling_main
+
+        return ceiling_main(words[1:])
     args = p.parse_args(argv)
     if args.command == "bench-real":  # every step runs in a process of its own, TensorFlow's output to the log
         from pipeline.real_bench import main as bench_real_main

@@ -39,6 +39,7 @@ class BenchPreset:
     many_streams: int = 64  # step_rows vs a raw batched call vs numpy, this many streams (a power of two)
     many_steps: int = 2000
     service_seconds: float = 200.0  # 100 sensors x 50 Hz through Mosquitto: 1,000,000 samples; 0 skips it
+    ceiling: bool = True  # the service's ceiling on one core over TCP, CSV and JSON lines (pipeline/ceiling.py)
     http_phase_s: float = 15.0  # the live page's CPU cost at 100 streams x 50 Hz: 6 phases this long; 0 skips it
     autocomplete: tuple[int, int] = (192, 2)  # hidden, layers: the demo's keystroke model
     search_samples: int = 50_000  # one model search on a log this long for the Cortex-M4 (issue 17); 0 skips it
@@ -50,9 +51,9 @@ BENCH_PRESETS = {
     "full": BenchPreset(),
     # the per-step latency table and its claims at full length, without the scaling, service and live-page runs
     "quick": BenchPreset(hidden_sizes=(32,), layer_counts=(1,), stream_counts=(1, 8, 64), autocomplete=(16, 2),
-                         service_seconds=0, http_phase_s=0, search_samples=0),
+                         service_seconds=0, ceiling=False, http_phase_s=0, search_samples=0),
     "tiny": BenchPreset(steps=300, repeats=3, hidden_sizes=(8, 16), layer_counts=(1,), peers=("torch", "numpy"),
-                        stream_counts=(1, 8), autocomplete=(16, 2), service_seconds=0, http_phase_s=0,
+                        stream_counts=(1, 8), autocomplete=(16, 2), service_seconds=0, ceiling=False, http_phase_s=0,
                         search_samples=0, many_streams=8, many_steps=200),
 }
 
@@ -158,6 +159,7 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
     tasks = ["reference model"] + [f"edge {r}" for r in RUNTIMES] + [f"peer {p}" for p in preset.peers] \
         + ["cold start and RSS"] + [f"scaling {h}x{n}" for h in preset.hidden_sizes for n in preset.layer_counts] \
         + ["throughput vs streams", "many streams"] + ["autocomplete keystrokes"] + ["service under load"] * bool(preset.service_seconds) \
+        + ["service ceiling"] * preset.ceiling \
         + ["live page cost"] * bool(preset.http_phase_s) + ["model search"] * bool(preset.search_samples)
     bar = tqdm(total=len(tasks), desc="bench", disable=not progress, dynamic_ncols=True)
 
@@ -210,6 +212,9 @@ def run_bench(preset: BenchPreset, work: Path, progress: bool = True) -> dict:
     if preset.service_seconds:
         results["service"] = service_load(bundle, preset.service_seconds)
         done("service under load")
+    if preset.ceiling:
+        results["ceiling"] = run_json([py, "-m", "pipeline", "service-ceiling", str(bundle)], timeout=1800)
+        done("service ceiling")
     if preset.http_phase_s:
         results["http_cost"] = run_json([py, "-m", "pipeline.http_cost", str(bundle), "--phase", str(preset.http_phase_s)],
                                         timeout=preset.http_phase_s * 6 * 3 + 300)
@@ -331,6 +336,8 @@ def claims(r: dict) -> list[tuple[str, bool, str]]:
         if "rss_growth_pct" in load:
             lines.append(("service RSS flat: after 1,000,000 samples within 5% of after 100,000",
                           abs(load["rss_growth_pct"]) <= 5, f"{load['rss_growth_pct']:+.1f}%"))
+    if "ceiling" in r:
+        lines += ceiling_claims(r["ceiling"])
     if "http_cost" in r:
         cost = r["http_cost"]
         extra = 100 * (cost["polled_over_idle"] - 1)
@@ -356,6 +363,27 @@ def claims(r: dict) -> list[tuple[str, bool, str]]:
     cold = max(p["first_step_s"] for p in r["edge_process"].values())
     lines.append(("edge cold start (import, load, first step) < 0.2 s", cold < 0.2, f"{cold * 1000:.0f} ms"))
     return lines
+
+
+SERVICE_CEILING = 50_000  # samples/s over TCP with CSV lines on one core (issue 19)
+SERVICE_P99_MS = 50.0  # sample-to-forecast at 80% of the ceiling
+
+
+def ceiling_claims(c: dict) -> list[tuple[str, bool, str]]:
+    """Issue 19's service must-shows, from pipeline/ceiling.py's result."""
+    csv, json_lines = c["formats"]["csv"], c["formats"].get("json")
+    top, at = csv["ceiling"], csv["at_80"]
+    also = f"; JSON lines {json_lines['ceiling']['samples_per_s']:,.0f}/s" if json_lines else ""
+    runs = [f[k] for f in c["formats"].values() for k in ("ceiling", "at_80")]
+    lost, dup, sent = (sum(x[k] for x in runs) for k in ("lost", "duplicates", "sent"))
+    return [
+        (f"the service over TCP on one core >= {SERVICE_CEILING:,} samples/s with CSV lines", top["samples_per_s"] >= SERVICE_CEILING,
+         f"{top['samples_per_s']:,.0f} samples/s ({top['samples_per_cpu_s']:,.0f} per service CPU-s){also}"),
+        (f"p99 sample-to-forecast < {SERVICE_P99_MS:g} ms at 80% of that rate (CSV lines)", at["p99_ms"] < SERVICE_P99_MS,
+         f"p50 {at['p50_ms']:.1f}, p99 {at['p99_ms']:.1f} ms at {at['samples_per_s']:,.0f} samples/s"),
+        ("the ceiling runs lost nothing: every sample sent was acknowledged and forecast once", lost == 0 and dup == 0,
+         f"{sent:,} sent, {lost} lost, {dup} duplicates"),
+    ]
 
 
 def latency_row(label: str, v: dict, edge_us: float) -> str:
@@ -419,6 +447,10 @@ def markdown(r: dict) -> str:
         text += ["", "## The edge service under load (LSTM hidden 32 bundle)", ""] + load_table(r["service"])
     else:
         text += ["", "The service under load was not run in this preset (`make bench` runs it)."]
+    if "ceiling" in r:
+        from pipeline.ceiling import table as ceiling_table
+
+        text += ["", "## The service's ceiling on one core over TCP (LSTM hidden 32 bundle)", ""] + ceiling_table(r["ceiling"])
     if "http_cost" in r:
         from pipeline.http_cost import cost_table
 

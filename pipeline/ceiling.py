@@ -1,0 +1,333 @@
+"""The edge service's ceiling on one core: samples/s over TCP, latency at 80% of it, and where the time goes.
+
+    python -m pipeline service-ceiling artifacts/temperature-lstm [--quick] [--streams 64]
+
+The service (`python -m edge_runtime serve`: TCP source with acknowledgements, JSON-lines sink, write-ahead
+log and snapshots as in production) runs pinned to one core; this process, pinned to another, is every
+sensor at once on one TCP connection and reads the sink's file as it grows. Per line format (CSV, JSON):
+
+1. **ceiling**: lines go out as fast as the service takes them (TCP backpressure paces the sender). The
+   ceiling is the forecasts written per second over the measured window (after a warm-up).
+2. **at 80%**: the same, paced at 80% of that ceiling, in ticks of 10 ms. Sample-to-forecast latency is the
+   time this process reads a forecast from the sink file minus the time it sent the sample (the forecast
+   echoes the sample's timestamp, which is the send time); it includes the sink's write and this reader's
+   polling (2 ms). After the sender stops, every line must be acknowledged by the service and forecast
+   exactly once: `lost` counts the sent samples with no forecast, `duplicates` the forecasts seen twice.
+3. **profile**: a third run at the ceiling under cProfile in every thread (pipeline/ceiling_profile.py),
+   which slows the service; only its shares are reported, not its rate.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+TICK_S = 0.01  # the paced sender's tick
+READ_POLL_S = 0.002  # the sink reader's wait when the file has nothing new (part of the measured latency)
+FORMATS = ("csv", "json")
+
+
+@dataclass
+class CeilingPlan:
+    streams: int = 64
+    warmup_s: float = 5.0
+    measure_s: float = 20.0
+    paced_s: float = 20.0
+    profile_s: float = 10.0
+    drain_timeout_s: float = 60.0
+
+
+QUICK = CeilingPlan(streams=16, warmup_s=1.0, measure_s=3.0, paced_s=3.0, profile_s=2.0)
+
+
+def _cores() -> tuple[int | None, int | None]:
+    """(service core, load core): two different CPUs of this process's set, or None where there is one."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None, None
+    return cpus[-1], cpus[0]
+
+
+def _service_config(folder: Path, bundle: Path, streams: int) -> Path:
+    path = folder / "edge.toml"
+    path.write_text(
+        f'bundle = "{Path(bundle).resolve()}"\nstate_dir = "state"\n'
+        f"[streams]\nmax_streams = {streams}\n[snapshot]\ninterval_s = 10.0\n"
+        "[sources.tcp]\nport = 0\nack = true\n"
+        '[sinks.jsonl]\npath = "forecasts.jsonl"\nrotate_bytes = 0\n')
+    return path
+
+
+def _values(bundle: Path, streams: int):
+    """(streams, C) base values and per-stream phases: mean + 0.5 std * a slow sine, inside every bound."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    mean = np.asarray(manifest["normalization"]["mean"], np.float64)  # (C,)
+    std = np.asarray(manifest["normalization"]["std"], np.float64)  # (C,)
+    phases = np.linspace(0, 2 * np.pi, streams, endpoint=False)[:, None]  # (S, 1)
+    return mean, std, phases
+
+
+class LineMaker:
+    """The k-th sample of every stream as one block of lines, CSV or JSON, stamped with the send time."""
+
+    def __init__(self, bundle: Path, streams: int, fmt: str):
+        self.mean, self.std, self.phases = _values(bundle, streams)
+        self.ids = [f"s{i}" for i in range(streams)]
+        self.fmt = fmt
+
+    def block(self, k: int, t: float) -> bytes:
+        v = self.mean + 0.5 * self.std * np.sin(k / 50.0 + self.phases + np.arange(len(self.mean)))  # (S, C)
+        if self.fmt == "csv":
+            return "".join(f"{sid},{t!r},{','.join(f'{x:.5f}' for x in row)}\n"
+                           for sid, row in zip(self.ids, v)).encode()
+        return "".join(json.dumps({"id": sid, "t": t, "values": [round(x, 5) for x in row]}) + "\n"
+                       for sid, row in zip(self.ids, v)).encode()
+
+
+class SinkReader(threading.Thread):
+    """Follows the sink's JSON-lines file: per forecast, the latency (read time - its sample's t)."""
+
+    def __init__(self, path: Path, capacity: int):
+        super().__init__(daemon=True)
+        self.path = path
+        self.latency_s = np.zeros(capacity, np.float64)
+        self.count = self.duplicates = 0
+        self.seen: set = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.path.exists() and not self.stop.is_set():
+            self.stop.wait(READ_POLL_S)
+        with open(self.path, "rb") as f:
+            rest = b""
+            while not self.stop.is_set():
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    self.stop.wait(READ_POLL_S)
+                    continue
+                now = time.time()
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                for line in lines:
+                    self._record(json.loads(line), now)
+
+    def _record(self, record: dict, now: float) -> None:
+        if "prediction" not in record:  # an anomaly event
+            return
+        key = (record["id"], record["t"])
+        if key in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(key)
+        if self.count < len(self.latency_s):
+            self.latency_s[self.count] = now - record["t"]
+        self.count += 1
+
+
+class AckReader(threading.Thread):
+    """Reads 'ack <n>' lines: the highest n is how many of this connection's lines the service is done with."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__(daemon=True)
+        self.sock, self.acked = sock, 0
+
+    def run(self) -> None:
+        rest = b""
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            lines = (rest + data).split(b"\n")
+            rest = lines.pop()
+            if lines:
+                self.acked = int(lines[-1].split()[1])
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Service:
+    """The service as a process on its own core; `profile_to` runs it under pipeline/ceiling_profile.py."""
+
+    def __init__(self, bundle: Path, folder: Path, streams: int, core: int | None, profile_to: Path | None = None):
+        folder.mkdir(parents=True)
+        config = _service_config(folder, bundle, streams)
+        serve = ["serve", "--config", str(config), "--fresh"]
+        cmd = [sys.executable, "-m", "pipeline.ceiling_profile", str(profile_to), "--", *serve] if profile_to \
+            else [sys.executable, "-m", "edge_runtime", *serve]
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.log = open(folder / "service.log", "wb")
+        self.proc = subprocess.Popen(cmd, cwd=folder, stdout=subprocess.DEVNULL, stderr=self.log, env=env,
+                                     preexec_fn=(lambda: os.sched_setaffinity(0, {core})) if core is not None else None)
+        self.status_path, self.sink_path = folder / "state" / "status.json", folder / "forecasts.jsonl"
+        self.port = self._wait_listening()
+
+    def _wait_listening(self, timeout_s: float = 60.0) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the service exited with {self.proc.returncode}: {self.log.name}")
+            try:
+                status = json.loads(self.status_path.read_text())
+                if status["pid"] == self.proc.pid and status["state"] == "running":
+                    return status["sources"]["tcp"]["port"]
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                pass
+            time.sleep(0.05)  # polling status.json, which the service rewrites every second
+        raise RuntimeError(f"the service was not listening within {timeout_s:.0f} s: {self.log.name}")
+
+    def stop(self) -> dict:
+        self.proc.terminate()
+        self.proc.wait(60)
+        self.log.close()
+        return json.loads(self.status_path.read_text())
+
+
+def _run(bundle: Path, folder: Path, plan: CeilingPlan, fmt: str, rate: float | None, seconds: float,
+         cores, profile_to: Path | None = None) -> dict:
+    """One run: `rate` samples/s (None: as fast as the service takes them) for warm-up + `seconds`."""
+    service_core, load_core = cores
+    service = Service(bundle, folder, plan.streams, service_core, profile_to)
+    if load_core is not None:
+        os.sched_setaffinity(0, {load_core})
+    maker = LineMaker(bundle, plan.streams, fmt)
+    total = plan.warmup_s + seconds
+    capacity = int((rate or 200_000) * total * 1.5) + plan.streams
+    reader = SinkReader(service.sink_path, capacity)
+    reader.start()
+    sock = socket.create_connection(("127.0.0.1", service.port))
+    acks = AckReader(sock)
+    acks.start()
+    start = time.time()
+    sent = k = 0
+    window = None  # (time, forecasts) when the warm-up ended
+    try:
+        while (now := time.time()) - start < total:
+            if window is None and now - start >= plan.warmup_s:
+                window, cpu_window = (now, reader.count), _cpu_s(service.proc.pid)
+            if rate is not None:  # paced: the blocks due by now
+                due = int((now - start) * rate / plan.streams)
+                if k >= due:
+                    time.sleep(TICK_S)  # the pacing tick, not a wait for an event
+                    continue
+            sock.sendall(maker.block(k, time.time()))  # blocks while the service is behind (backpressure)
+            sent += plan.streams
+            k += 1
+        end, forecasts_at_end, cpu_end = time.time(), reader.count, _cpu_s(service.proc.pid)
+        if window is None:
+            cpu_window = 0.0
+        deadline = time.monotonic() + plan.drain_timeout_s
+        while (acks.acked < sent or reader.count < sent) and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the two readers' counts while the service drains
+    finally:
+        sock.close()
+        status = service.stop()
+        reader.stop.set()
+        reader.join(10)
+    w_time, w_count = window or (start, 0)  # a sender blocked through the whole warm-up: count from the start
+    measured = (forecasts_at_end - w_count) / (end - w_time)
+    latency_ms = reader.latency_s[:min(reader.count, len(reader.latency_s))] * 1e3
+    lat = latency_ms[w_count:forecasts_at_end] if forecasts_at_end > w_count else latency_ms
+    return {
+        "format": fmt, "paced_rate": rate, "seconds": round(end - w_time, 2), "sent": sent,
+        "acknowledged": acks.acked, "forecasts": reader.count, "lost": sent - reader.count,
+        "duplicates": reader.duplicates, "samples_per_s": measured,
+        "samples_per_cpu_s": (forecasts_at_end - w_count) / max(cpu_end - cpu_window, 1e-9),
+        "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
+        "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
+        "max_ms": float(lat.max()) if len(lat) else None,
+        "service_counters": {k: status["counters"].get(k) for k in ("samples", "rejected") if k in status["counters"]},
+    }
+
+
+FULL = CeilingPlan()
+
+
+def measure(bundle: str | Path, plan: CeilingPlan = FULL, formats=FORMATS, progress: bool = True) -> dict:
+    """Ceiling, 80% run and profile per format; see the module docstring."""
+    bundle = Path(bundle)
+
+    def say(fmt: str, text: str) -> None:
+        if progress:
+            print(f"  service ceiling, {fmt}: {text}", file=sys.stderr, flush=True)
+
+    cores = _cores()
+    affinity = os.sched_getaffinity(0)
+    results: dict = {"streams": plan.streams, "service_core": cores[0], "load_core": cores[1], "formats": {}}
+    try:
+        with tempfile.TemporaryDirectory(prefix="edge-ceiling-") as tmp:
+            for fmt in formats:
+                say(fmt, f"at full speed for {plan.warmup_s + plan.measure_s:.0f} s")
+                top = _run(bundle, Path(tmp) / f"{fmt}-top", plan, fmt, None, plan.measure_s, cores)
+                rate = 0.8 * top["samples_per_s"]
+                say(fmt, f"{top['samples_per_s']:,.0f} samples/s; paced at 80% ({rate:,.0f}/s) for "
+                    f"{plan.warmup_s + plan.paced_s:.0f} s")
+                paced = _run(bundle, Path(tmp) / f"{fmt}-80", plan, fmt, rate, plan.paced_s, cores)
+                say(fmt, "under cProfile")
+                stats = Path(tmp) / f"{fmt}-profile.json"
+                _run(bundle, Path(tmp) / f"{fmt}-profile", plan, fmt, None, plan.profile_s, cores, stats)
+                results["formats"][fmt] = {"ceiling": top, "at_80": paced, "profile": json.loads(stats.read_text())}
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return results
+
+
+def table(r: dict) -> list[str]:
+    """The report's section: one row per format, then the stages and hot spots of the CSV profile."""
+    lines = [f"{r['streams']} streams on one TCP connection with acknowledgements; the service pinned to core "
+             f"{r['service_core']}, the sender and sink reader to core {r['load_core']}; JSON-lines sink, "
+             "write-ahead log and snapshots on.", "",
+             "| lines | samples/s | per service CPU-s | at 80%: p50 ms | p99 ms | max ms | sent | lost | duplicates |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for fmt, f in r["formats"].items():
+        top, at = f["ceiling"], f["at_80"]
+        lines.append(f"| {fmt} | {top['samples_per_s']:,.0f} | {top['samples_per_cpu_s']:,.0f} | {at['p50_ms']:.1f} "
+                     f"| {at['p99_ms']:.1f} | {at['max_ms']:.1f} | {top['sent'] + at['sent']:,} | "
+                     f"{top['lost'] + at['lost']} | {top['duplicates'] + at['duplicates']} |")
+    for fmt, f in r["formats"].items():
+        p = f["profile"]
+        total = p["total_s"] or 1.0
+        shares = ", ".join(f"{stage} {100 * t / total:.0f}%" for stage, t in p["stages"].items())
+        lines += ["", f"Where the service's CPU time goes ({fmt}, cProfile in every thread): {shares}.", "",
+                  "| hot spot | stage | share |", "|---|---|---|"]
+        lines += [f"| `{h['function']}` | {h['stage']} | {100 * h['own_s'] / total:.1f}% |" for h in p["hot"][:8]]
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m pipeline service-ceiling", description=__doc__.split("\n")[0])
+    p.add_argument("bundle", help="a forecast bundle folder")
+    p.add_argument("--quick", action="store_true", help="16 streams, a few seconds per run (the tests)")
+    p.add_argument("--streams", type=int, help="streams (default 64)")
+    p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS))
+    args = p.parse_args(argv)
+    if not (Path(args.bundle) / "manifest.json").is_file():
+        print(f"error: {args.bundle}: not a bundle folder (no manifest.json)", file=sys.stderr)
+        return 2
+    plan = QUICK if args.quick else FULL
+    if args.streams is not None:
+        if args.streams < 1:
+            print("error: --streams must be positive", file=sys.stderr)
+            return 2
+        plan = CeilingPlan(**{**plan.__dict__, "streams": args.streams})
+    result = measure(args.bundle, plan, tuple(args.formats))
+    print("\n".join(table(result)), file=sys.stderr)
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,66 @@
+"""Issue 19's measured service ceiling (pipeline/ceiling.py): a quick run through the real path (the service
+as its own process on one core, TCP with acknowledgements, the JSON-lines sink) must lose nothing, report
+its rate and latency, and say where the service's CPU time went. The rate itself is make bench's to report:
+this machine is shared, so no test asserts a speed."""
+from __future__ import annotations
+
+import cProfile
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.service.lines import parse
+from pipeline.ceiling_profile import breakdown, stage_of
+
+ROOT = Path(__file__).resolve().parents[1]
+BUNDLE = ROOT / "tests" / "fixture_bundles" / "tiny-lstm-level-delta"
+
+
+@pytest.mark.slow  # about two minutes: three service runs per line format
+def test_a_quick_ceiling_run_loses_nothing_and_names_where_the_time_goes():
+    run = subprocess.run([sys.executable, "-m", "pipeline", "service-ceiling", str(BUNDLE), "--quick"],
+                         capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    assert set(result["formats"]) == {"csv", "json"}
+    for fmt, f in result["formats"].items():
+        for phase in ("ceiling", "at_80"):
+            r = f[phase]
+            assert r["sent"] > 1000, (fmt, phase, r)
+            assert (r["acknowledged"], r["forecasts"], r["lost"], r["duplicates"]) == (r["sent"], r["sent"], 0, 0), r
+            assert r["samples_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"], r
+        # the paced run asked for 80% of the ceiling: it must get within 15% of that (it has the headroom)
+        assert f["at_80"]["samples_per_s"] == pytest.approx(0.8 * f["ceiling"]["samples_per_s"], rel=0.15)
+        stages = f["profile"]["stages"]
+        assert {"read", "parse", "model", "sink", "loop"} <= {s for s, t in stages.items() if t > 0}, stages
+        assert sum(stages.values()) == pytest.approx(f["profile"]["total_s"])
+        assert f["profile"]["hot"] and f["profile"]["hot"][0]["own_s"] > 0
+    assert "| csv |" in run.stderr and "Where the service's CPU time goes (csv" in run.stderr
+
+
+def test_a_folder_without_a_manifest_is_refused_in_one_line(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "pipeline", "service-ceiling", str(tmp_path)],
+                         capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"error: {tmp_path}: not a bundle folder (no manifest.json)"
+
+
+def test_stages_follow_the_file_and_builtins_go_to_their_callers():
+    assert stage_of("/x/edge_runtime/service/lines.py") == "parse"
+    assert stage_of("/usr/lib/python3.11/json/encoder.py") == "sink"
+    assert stage_of("/x/edge_runtime/pool.py") == "model"
+    assert stage_of("~") is None  # a built-in
+    profile = cProfile.Profile(time.thread_time)
+    profile.enable()
+    for k in range(3000):
+        parse(f"s{k % 7},{1700000000 + k},{20 + k % 5}.5".encode(), 1, "test", 0.0)
+    profile.disable()
+    import pstats
+
+    result = breakdown(pstats.Stats(profile))
+    assert result["stages"].get("parse", 0) > 0.5 * result["total_s"], result["stages"]
+    assert all(not h["function"].startswith("<built-in") or h["stage"] == "parse" for h in result["hot"][:3]), result["hot"]
