@@ -59,7 +59,7 @@ def breakdown(stats: pstats.Stats, top: int = 10) -> dict:
     raw = stats.stats  # func -> (primitive calls, calls, own time, cumulative, callers)
     stages: dict[str, float] = {}
     hot = []
-    for func, (_cc, _nc, own, _cum, callers) in raw.items():
+    for func, (_cc, calls, own, _cum, callers) in raw.items():
         stage = stage_of(func[0])
         if stage is None:  # a built-in: split its own time over its callers' stages
             by_caller = {c: v[2] for c, v in callers.items()}  # caller -> own time of this built-in under it
@@ -74,7 +74,7 @@ def breakdown(stats: pstats.Stats, top: int = 10) -> dict:
             stage = max(shares, key=shares.get)
         else:
             stages[stage] = stages.get(stage, 0.0) + own
-        hot.append({"function": _name(func), "stage": stage, "own_s": own})
+        hot.append({"function": _name(func), "stage": stage, "own_s": own, "calls": calls})
     hot.sort(key=lambda h: -h["own_s"])
     total = sum(stages.values())
     return {"total_s": total, "stages": dict(sorted(stages.items(), key=lambda kv: -kv[1])), "hot": hot[:top]}
@@ -86,6 +86,7 @@ class ThreadProfiles:
     def __init__(self):
         self.profiles: list[cProfile.Profile] = []
         self._lock = threading.Lock()
+        self.current: cProfile.Profile | None = None  # the main thread's, which merged() may stop
 
     def new(self) -> cProfile.Profile:
         profile = cProfile.Profile(time.thread_time)
@@ -107,14 +108,31 @@ class ThreadProfiles:
         threading.Thread.run = profiled_run
 
     def merged(self) -> pstats.Stats:
+        """Every thread's profile so far. Only the calling thread's is disabled: disabling another thread's
+        profiler from here closes its open calls (a selector's poll) with this thread's CPU clock, which
+        once charged 12 s to a poll; a thread still running keeps counting, its finished calls are taken."""
         with self._lock:
             taken = list(self.profiles)
-        for p in taken:  # a thread still running (a daemon) stops counting here; its stats so far are kept
-            p.disable()
-        stats = pstats.Stats(taken[0])
-        for p in taken[1:]:
-            stats.add(p)
+        snapshots = []
+        for p in taken:
+            if p is self.current:
+                p.disable()
+            p.snapshot_stats()
+            snapshots.append(_Snapshot(p.stats))
+        stats = pstats.Stats(snapshots[0])
+        for snapshot in snapshots[1:]:
+            stats.add(snapshot)
         return stats
+
+
+class _Snapshot:
+    """What pstats.Stats reads from a profile (create_stats, stats), without stopping the profile."""
+
+    def __init__(self, stats: dict):
+        self.stats = dict(stats)
+
+    def create_stats(self) -> None:
+        pass
 
 
 def main(argv: list[str]) -> int:
@@ -126,7 +144,7 @@ def main(argv: list[str]) -> int:
 
     profiles = ThreadProfiles()
     profiles.wrap_threads()
-    main_profile = profiles.new()
+    main_profile = profiles.current = profiles.new()
     main_profile.enable()
     try:
         code = runtime_main(service_args)

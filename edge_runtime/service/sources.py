@@ -257,6 +257,10 @@ class TcpSource(Source):
         self.connections: dict[socket.socket, Connection] = {}
         self.ack_mode = config.ack
         self._acks: deque = deque()  # (socket, n) from the main thread, written out by this thread
+        # True from the main thread's wake until this thread starts draining _acks: one wake byte per
+        # batch of acknowledgements, not one per line (a syscall each, and a selector wake each: 18% of
+        # the service's CPU at its ceiling, pipeline/ceiling.py)
+        self._wake_sent = False
         self._wake_r, self._wake_w = socket.socketpair() if self.ack_mode else (None, None)
         if self._wake_w is not None:
             self._wake_w.setblocking(False)  # the main thread must never wait on this thread
@@ -347,6 +351,9 @@ class TcpSource(Source):
     def _queue_ack(self, conn: socket.socket, n: int) -> None:
         """Called by the main thread once line n of this connection is done; this thread writes it."""
         self._acks.append((conn, n))
+        if self._wake_sent:  # appended before this thread clears the flag, so its drain will see it
+            return
+        self._wake_sent = True
         try:
             self._wake_w.send(b"\0")
         except OSError:
@@ -358,6 +365,7 @@ class TcpSource(Source):
                 pass
         except BlockingIOError:
             pass
+        self._wake_sent = False  # before draining: an ack appended after this point sends a wake of its own
         touched = set()
         while self._acks:
             conn, n = self._acks.popleft()
