@@ -33,7 +33,6 @@ the state is never fed an absurd value.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import threading
 import time
@@ -47,6 +46,7 @@ from edge_runtime.bounds import value_bounds
 from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample
+from edge_runtime.service.intake import Intake
 from edge_runtime.service.log import flush_suppressed, log, set_rate_limit
 from edge_runtime.service.sinks import open_sinks, record_key
 from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, read_snapshot, remove_stale_temps,
@@ -135,7 +135,7 @@ class Service:
         self.step_latency, self.e2e_latency = Percentiles(), Percentiles()
         self.snapshot_info = {"path": str(self.snapshot_path), "written_unix": None, "steps": 0, "streams": 0,
                               "bytes": 0, "duration_s": None}
-        self.queue: queue.Queue = queue.Queue(config.input.queue_size)
+        self.queue = Intake(config.input.queue_size)
         self.stop = threading.Event()
         self.wake = threading.Event()  # set by a sink's acknowledgement (an MQTT PUBACK): the paused loop resumes
         # a sink at its high-water mark stops the intake (see _loop); status.json shows it under "backpressure"
@@ -374,27 +374,15 @@ class Service:
                                   bytes=size, duration_s=round(time.perf_counter() - started, 6))
 
     # -- the loop -------------------------------------------------------------
-    def emit(self, item) -> None:
-        """Called by source threads; blocks while the queue is full (backpressure), gives up on stop."""
-        while True:
-            try:
-                self.queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                if self.stop.is_set():
-                    return  # not processed: an MQTT message stays unacknowledged and comes back
+    def emit(self, items: list) -> None:
+        """Called by source threads with what one read gave them; blocks while the queue is full
+        (backpressure), gives up on stop."""
+        while items := self.queue.put(items, timeout=0.2):
+            if self.stop.is_set():
+                return  # not processed: an MQTT message stays unacknowledged and comes back
 
     def _take(self, timeout: float) -> list:
-        try:
-            items = [self.queue.get(timeout=timeout)]
-        except queue.Empty:
-            return []
-        try:
-            while len(items) < TAKE_MAX:
-                items.append(self.queue.get_nowait())
-        except queue.Empty:
-            pass
-        return items
+        return self.queue.take(timeout, TAKE_MAX)
 
     def process(self, items: list) -> None:
         """Handle queued items in arrival order; each stream's samples stay in order."""

@@ -1,7 +1,7 @@
 """Sources: threads that read lines or messages, parse them and hand them to the service's queue.
 
-Each source runs in its own daemon thread and calls `emit(item)` for every
-sample, reset or rejection (rejections are counted by the main thread, so
+Each source runs in its own daemon thread and calls `emit(items)` with the
+samples, resets and rejections of one read (rejections are counted by the main thread, so
 counters have one writer). `emit` blocks when the queue is full: a fast
 sender is slowed down (TCP backpressure, MQTT's broker queue) instead of
 growing memory. An outage a source expects (a serial port unplugged, a
@@ -116,17 +116,20 @@ class Source:
         pass
 
     def _lines(self, splitter: LineSplitter, data: bytes, source: str) -> None:
+        """The lines of one read, handed over as one chunk (see intake.py)."""
         received = time.perf_counter()
-        for line in splitter.feed(data):
-            self._line(line, source, received)
+        items = [item for line in splitter.feed(data) if (item := self._item(line, source, received)) is not None]
+        self.emit(items)
 
     def _line(self, line: bytes | None, source: str, received: float, ack=None) -> None:
-        if line is None:
-            self.emit(Rejection("oversized", f"line longer than {self.max_line_bytes} bytes", source, ack))
-            return
-        item = self._parse(line, source, received, ack=ack)
+        item = self._item(line, source, received, ack)
         if item is not None:
-            self.emit(item)
+            self.emit([item])
+
+    def _item(self, line: bytes | None, source: str, received: float, ack=None):
+        if line is None:
+            return Rejection("oversized", f"line longer than {self.max_line_bytes} bytes", source, ack)
+        return self._parse(line, source, received, ack=ack)
 
     def _parse(self, data: bytes, source: str, received: float, stream: str | None = None, ack=None):
         """parse(), and should it ever raise anyway, a counted rejection: one line never stops a reader."""
@@ -339,14 +342,15 @@ class TcpSource(Source):
             self._lines(state.splitter, data, state.source)
             return
         received = time.perf_counter()
-        for line in state.splitter.feed(data):
-            self._numbered_line(conn, state, line, received)
+        items = [item for line in state.splitter.feed(data)
+                 if (item := self._numbered_line(conn, state, line, received)) is not None]
+        self.emit(items)
 
-    def _numbered_line(self, conn: socket.socket, state: Connection, line: bytes | None, received: float) -> None:
+    def _numbered_line(self, conn: socket.socket, state: Connection, line: bytes | None, received: float):
         if line is not None and not line.strip():
-            return  # a blank line is not a sample: not numbered, nothing to acknowledge
+            return None  # a blank line is not a sample: not numbered, nothing to acknowledge
         state.lines += 1
-        self._line(line, state.source, received, ack=lambda n=state.lines: self._queue_ack(conn, n))
+        return self._item(line, state.source, received, ack=lambda n=state.lines: self._queue_ack(conn, n))
 
     def _queue_ack(self, conn: socket.socket, n: int) -> None:
         """Called by the main thread once line n of this connection is done; this thread writes it."""
@@ -516,18 +520,18 @@ class MqttSource(Source):
         source = f"mqtt:{message.topic}"
         levels = message.topic.split("/")
         if len(levels) != len(self.levels):
-            self.emit(Rejection("bad_id", f"topic {message.topic[:80]!r} does not match {self.config.topic}",
-                                source, ack))
+            self.emit([Rejection("bad_id", f"topic {message.topic[:80]!r} does not match {self.config.topic}",
+                                 source, ack)])
             return
         if len(message.payload) > self.max_line_bytes:
-            self.emit(Rejection("oversized", f"payload of {len(message.payload)} bytes", source, ack))
+            self.emit([Rejection("oversized", f"payload of {len(message.payload)} bytes", source, ack)])
             return
         stream = levels[self.id_level]
         if not STREAM_ID.match(stream):
-            self.emit(Rejection("bad_id", f"stream id {stream[:80]!r} in topic", source, ack))
+            self.emit([Rejection("bad_id", f"stream id {stream[:80]!r} in topic", source, ack)])
             return
         item = self._parse(message.payload, source, received, stream=stream, ack=ack)
-        self.emit(item if item is not None else Rejection("malformed", "empty payload", source, ack))
+        self.emit([item if item is not None else Rejection("malformed", "empty payload", source, ack)])
 
     def close(self) -> None:
         if self.client is not None:

@@ -1,0 +1,50 @@
+"""The service's intake queue (edge_runtime/service/intake.py): chunks in, the bound in items, order kept."""
+from __future__ import annotations
+
+import threading
+
+from hypothesis import given, settings, strategies as st
+
+from edge_runtime.service.intake import Intake
+
+
+def test_a_chunk_larger_than_the_room_fills_the_queue_exactly_and_waits_for_the_rest():
+    q = Intake(100)
+    left = q.put(list(range(250)), timeout=0.05)
+    assert q.qsize() == 100 and left == list(range(100, 250))
+    assert q.take(0.05, most=4096) == list(range(100))
+    assert q.put(left, timeout=0.05) == list(range(200, 250)) and q.qsize() == 100
+
+
+def test_take_returns_whole_chunks_in_order_up_to_most_and_nothing_when_empty():
+    q = Intake(1000)
+    for chunk in ([1, 2], [3], [4, 5, 6], [7]):
+        assert q.put(chunk, timeout=0) == []
+    assert q.take(0, most=4) == [1, 2, 3]  # [4, 5, 6] would go past 4
+    assert q.take(0, most=1) == [4, 5, 6]  # the first chunk always comes whole
+    assert q.take(0, most=10) == [7] and q.empty()
+    assert q.take(0.01, most=10) == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 50), st.lists(st.integers(0, 80), max_size=40), st.integers(1, 200))
+def test_a_producer_and_a_consumer_see_every_item_once_in_order_and_the_bound_holds(maxsize, sizes, most):
+    q = Intake(maxsize)
+    chunks, start = [], 0
+    for n in sizes:
+        chunks.append(list(range(start, start + n)))
+        start += n
+    seen, peak = [], [0]
+
+    def produce():
+        for chunk in chunks:
+            while chunk := q.put(chunk, timeout=1.0):
+                pass
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    while len(seen) < start:
+        peak[0] = max(peak[0], q.qsize())
+        seen += q.take(1.0, most)
+    producer.join(10)
+    assert seen == list(range(start)) and peak[0] <= maxsize and q.empty()
