@@ -87,20 +87,30 @@ class AnomalySpec:
 
 
 class AnomalyTracker:
-    """One stream's alarm: feed it each residual, get back its score and any event."""
+    """One stream's alarm: feed it each residual, get back its score and any event.
+
+    The state is a few Python floats per channel, not numpy arrays: a tracker sees one sample of a few
+    channels at a time, where numpy's per-call overhead (a dozen calls a sample) was 15% of the service's
+    CPU at its ceiling. Every operation is the same IEEE double operation numpy did, and a NaN goes
+    through a max as numpy's would (tests/test_anomalies.py checks it against the numpy form, bit for bit).
+    """
 
     def __init__(self, spec: AnomalySpec):
         self.spec = spec
-        self._inverse_std = 1.0 / np.asarray(spec.residual_std, np.float64)  # (O,)
+        self._inverse_std = [1.0 / float(s) for s in spec.residual_std]  # (O,)
         self._still = spec.stillness_floor is not None
         if self._still:
-            self._floor = np.asarray(spec.stillness_floor, np.float64)  # (O,)
+            self._floor = [float(f) for f in spec.stillness_floor]  # (O,)
+            self._least_change = [f / STILLNESS_CAP for f in self._floor]  # (O,)
+            self._weights = [0.0] + [max(2.0 / (spec.stillness_window + 1), 1.0 / seen)  # ema_step's, by `seen`
+                                     for seen in range(1, spec.stillness_window + 2)]
         self.reset()
 
     def update(self, residual) -> tuple[float, str | None]:
         """residual: (O,) sensor units -> (score, "start" | "end" | None)."""
-        z = np.asarray(residual, np.float64) * self._inverse_std  # (O,)
-        score = float(np.abs(z).max())  # the method, not np.max: same value, no Python-level dispatch per sample
+        values = residual.tolist() if isinstance(residual, np.ndarray) else [float(r) for r in residual]
+        z = [r * i for r, i in zip(values, self._inverse_std, strict=True)]  # (O,)
+        score = _max([abs(v) for v in z])
         if self._still:
             score = max(score, self._stillness(z))
         if not self.active:
@@ -114,33 +124,36 @@ class AnomalyTracker:
             return score, "end"
         return score, None
 
-    def _stillness(self, z: np.ndarray) -> float:
+    def _stillness(self, z: list[float]) -> float:
         """threshold * floor / (EMA of |dz|), largest over channels; 0 until the EMA has a window of history."""
         if not self.primed:  # the first z after a reset has no predecessor
             self.last_z, self.primed = z, True
             return 0.0
-        self.mean_change, self.still_seen = ema_step(self.mean_change, np.abs(z - self.last_z), self.still_seen,
-                                                     self.spec.stillness_window)
+        window = self.spec.stillness_window
+        self.still_seen = min(self.still_seen + 1, window + 1)  # ema_step, one channel at a time
+        weight = self._weights[self.still_seen]
+        self.mean_change = [m + weight * (abs(v - last) - m) for m, v, last in zip(self.mean_change, z, self.last_z)]
         self.last_z = z
-        if self.still_seen <= self.spec.stillness_window:
+        if self.still_seen <= window:
             return 0.0
         # capped at STILLNESS_CAP x threshold: a frozen reading has |dz| = 0 exactly, and the score
         # should say "far past the threshold", not grow without bound
-        mean_change = np.maximum(self.mean_change, self._floor / STILLNESS_CAP)
-        return float((self.spec.threshold * self._floor / mean_change).max())
+        threshold = self.spec.threshold
+        return _max([threshold * f / _maximum(m, least)
+                     for f, m, least in zip(self._floor, self.mean_change, self._least_change)])
 
     def reset(self) -> None:
         self.active, self.quiet_steps = False, 0
         channels = len(self.spec.residual_std)
         self.primed = False  # whether last_z holds a previous z
-        self.last_z = np.zeros(channels)  # (O,) previous z, for the stillness check
-        self.mean_change = np.zeros(channels)  # (O,) EMA of |z_t - z_{t-1}|
+        self.last_z = [0.0] * channels  # (O,) previous z, for the stillness check
+        self.mean_change = [0.0] * channels  # (O,) EMA of |z_t - z_{t-1}|
         self.still_seen = 0  # changes averaged by the stillness check, capped at window + 1
 
     def to_dict(self) -> dict:
         d = {"active": self.active, "quiet_steps": self.quiet_steps}
         if self._still:
-            d.update(primed=self.primed, last_z=self.last_z.tolist(), mean_change=self.mean_change.tolist(),
+            d.update(primed=self.primed, last_z=list(self.last_z), mean_change=list(self.mean_change),
                      still_seen=self.still_seen)
         return d
 
@@ -149,7 +162,8 @@ class AnomalyTracker:
         self.reset()
         self.active, self.quiet_steps = bool(d["active"]), int(d["quiet_steps"])
         if self._still and "mean_change" in d:
-            self.last_z, self.mean_change = self._channel_values(d, "last_z"), self._channel_values(d, "mean_change")
+            self.last_z = self._channel_values(d, "last_z").tolist()
+            self.mean_change = self._channel_values(d, "mean_change").tolist()
             self.primed, self.still_seen = bool(d["primed"]), int(d["still_seen"])
 
     def _channel_values(self, d: dict, key: str) -> np.ndarray:
@@ -159,3 +173,14 @@ class AnomalyTracker:
             raise ValueError(f"anomaly tracker snapshot: {key} has shape {list(values.shape)}, "
                              f"this bundle scores {channels} channel(s)")
         return values
+
+
+def _max(values: list[float]) -> float:
+    """max() that returns NaN when any value is NaN, as numpy's .max() does."""
+    top = max(values)
+    return top if top == top and all(v == v for v in values) else float("nan")
+
+
+def _maximum(a: float, b: float) -> float:
+    """np.maximum for two floats: NaN if either is NaN."""
+    return a if a != a or a >= b else b
