@@ -19,6 +19,12 @@ Ops: FULLY_CONNECTED, BATCH_MATMUL, SOFTMAX, MEAN, RSQRT, RESHAPE, GATHER, MUL, 
 (RELU fused where the converter can); convert/compat.py's table says which runtimes open them.
 The raw graph (float variants) and the core graph (integer variants: delta/level in, correction out,
 x_prev and persistence outside, convert/core_step.py) share everything after the embedding.
+
+The core graph does not keep `age`: its ring bookkeeping needs whole numbers exactly, and through
+requantized int8/int16 tensors the ages drifted by 10-63 steps (the one-hot write landed in the wrong
+slot). The caller holds `age` (edge_runtime/ring.py, as x_prev) and hands in ring_write (the one-hot),
+ring_since (age' - 1) and ring_empty, each (B, W), calibrated to exact codes (exact_ring_calibration);
+its mask is CORE_MASKED = 16, not 1e4. So the core has no GATHER or MINIMUM, and its MULs stay version 2.
 """
 from __future__ import annotations
 
@@ -32,9 +38,11 @@ from train.config import AGE, ModelConfig
 
 MASKED = 1e4  # subtracted from the score of a slot never written: exp(-1e4) is 0 in float32
 # The core's (integer variants') mask: 1e4 made the int8 scores' scale ~40 (every real score one code) and a
-# MUL rescale of 39 (MUL v3). With 16, a never-written slot keeps at most exp(-16) = 1.1e-7 of the weight a
-# written slot with the same score gets, so its share of the softmax is < W e^-16 / (1 + W e^-16), below
-# 7.2e-6 for W = 64 (and its cached value is 0): under the int8 rounding of every other score.
+# MUL rescale of 39 (MUL v3). With 16: a never-written slot's score is -16 (its key is 0, its `since` 0) and
+# its value is 0, so the attended output is float's times (1 - E), E = the empty slots' softmax share
+# <= (W - 1) e^(-16 - s) with s the best written slot's score (the current sample's slot is always written):
+# 3.9e-4 at W 64 for s >= -4, 1e-5 for s >= 0. Only while the ring fills (the first W - 1 steps of a stream);
+# after that no slot is empty and the mask does nothing.
 CORE_MASKED = 16.0
 
 
@@ -169,7 +177,7 @@ def exact_ring_calibration(samples: list[dict], variant: str) -> list[dict]:
     steps = INPUT_STEPS.get(variant)
     if steps is None or not samples or RING_SINCE not in samples[0]:
         return samples
-    oldest = max(1.0, max(float(s[RING_SINCE].max()) for s in samples))  # W - 1 once the ring has filled
+    oldest = max(1, samples[0][RING_SINCE].shape[1] - 1)  # W - 1: a full ring's oldest slot, filled or not yet
     per_step = steps // oldest
     if per_step < 1:
         return samples

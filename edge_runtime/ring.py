@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-AGE = "age"  # the state tensor's name (train/config.py AGE)
+AGE = "age"  # the state tensor's name (train/config.py takes it from here)
 RING_WRITE, RING_SINCE, RING_EMPTY = "ring_write", "ring_since", "ring_empty"
 RING_INPUTS = (RING_WRITE, RING_SINCE, RING_EMPTY)  # the core graph's input tensors, each (B, W)
 
