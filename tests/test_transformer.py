@@ -394,3 +394,35 @@ def test_python_m_train_trains_a_transformer_and_python_m_convert_bundles_it(tmp
     # the variant one runtime cannot open is kept for the other, and convert says so in one line
     assert ("warning: random_walk-transformer8: variant int16x8 does not open in tflite_runtime: RSQRT on INT16 "
             "does not open in tflite-runtime 2.14.0 (Type INT16 is unsupported by op Rsqrt)") in done.stderr.splitlines()
+
+
+@pytest.mark.slow
+def test_firmware_sim_holds_the_ring_ages_and_writes_the_session_s_codes(transformer_bundles):
+    """firmware_sim's DeviceModel keeps the ages outside the graph (firmware_sim/ring.py): its ring inputs'
+    codes, from tables, equal the Session's Codec encoding of edge_runtime/ring.py's values at every step up
+    to 4 W + 3; the budget counts the held ages (2 bytes a slot) in the state's RAM and runs on the core."""
+    import edge_runtime
+    from edge_runtime.ring import RING_INPUTS, ring_step
+    from firmware_sim.budget import budget, variant_graph
+    from firmware_sim.device_model import encode
+    from firmware_sim.graph import read_graph
+    from firmware_sim.memory import memory_report
+    from firmware_sim.profiles import load_profile
+    from firmware_sim.ring import DeviceRing
+
+    _, bundle = transformer_bundles["temp-tf16"]
+    context = TRANSFORMERS["temp-tf16"][4]
+    model = edge_runtime.load(bundle, variant="int8-io", backend=IN_PROCESS_BACKEND)
+    graph = read_graph((bundle / model.variant.file).read_bytes())
+    ring = DeviceRing({n: graph.tensors[graph.signature_inputs[n]] for n in RING_INPUTS}, context, encode)
+    age = np.zeros((1, context), np.float32)
+    for _ in range(4 * context + 3):
+        values, age = ring_step(age)
+        codes = ring.inputs()
+        for name in RING_INPUTS:
+            np.testing.assert_array_equal(codes[name], model.codecs[name].encode(values[name]))
+        np.testing.assert_array_equal(ring.age, age)
+    cost = budget(str(bundle), "int8-io", "cortex-m4")
+    assert cost["fits"] and cost["us_per_step"] > 0 and cost["float_op"] is None
+    without_ages = memory_report(graph, load_profile("cortex-m4"), variant_graph(str(bundle), "int8-io")[2])
+    assert cost["ram_used"] - without_ages.ram_used == 2 * context  # uint16 ages, W = 16: 32 bytes, aligned
