@@ -265,8 +265,9 @@ print(json.dumps({"backend": model.backend, "ages": ages, "same": same}))
 def test_the_integer_variants_keep_every_age_and_read_the_window(transformer_bundles, variant, backend, tmp_path):
     """Ground truth for the integer cores, in a process with neither torch nor TensorFlow, under each runtime:
     the ages after every step up to 4 W + 3 are exact (error 0), and two streams equal on their last
-    L (W - 1) + 2 samples forecast bit-identically (one sample fewer: they differ), so each sample's key and
-    value went to the slot the ages say. (int16x8 opens in ai-edge-litert only.)"""
+    L (W - 1) + 2 samples forecast bit-identically, so each sample's key and value went to the slot the ages
+    say; with fewer samples in common they differ (not always at one fewer: the int8 output can round the
+    oldest sample's share away). (int16x8 opens in ai-edge-litert only.)"""
     if variant == "int16x8" and backend == "tflite_runtime":
         pytest.skip("tflite-runtime 2.14 has no int16 RSQRT (the manifest records it)")
     run_dir, bundle = transformer_bundles["temp-tf16"]
@@ -282,7 +283,8 @@ def test_the_integer_variants_keep_every_age_and_read_the_window(transformer_bun
     assert result["backend"] == backend
     error = np.abs(np.asarray(result["ages"]) - [true_ages(n, context) for n in range(1, steps + 1)])
     assert error.shape == (steps, context) and error.max() == 0, (variant, backend, error.max())
-    assert all(result["same"][cut + reach - 1:]) and not result["same"][cut + reach - 2]
+    assert all(result["same"][cut + reach - 1:])  # nothing older than the window reaches the forecast
+    assert not all(result["same"][cut:cut + reach - 1])  # and what is in it does (int8 may round the oldest away)
 
 
 @pytest.mark.slow
