@@ -58,7 +58,8 @@ class TaskConversion(Protocol):
     def add_sections(self, manifest: dict, float_model: Model) -> None: ...  # e.g. the anomaly thresholds
     def calibration(self, float_model: Model) -> list[dict]: ...
     # optional (a forecaster's): core_model(tmp) -> (SavedModel dir of the core graph the integer variants
-    # are converted from, its calibration samples, the variant entry's cell_scales: state -> units)
+    # are converted from, its calibration samples, the variant entry's cell_scales: state -> units);
+    # variant_calibration(variant name, samples) -> the samples that variant is calibrated on
     def score(self, model: Model, entry: dict) -> None: ...  # fills entry["metrics"] (and checks)
 
 
@@ -191,7 +192,9 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
             graph = "core" if hasattr(task, "core_model") and spec.core else "raw"
             if graph == "core":
                 core = core or task.core_model(tmp)
-                data = convert_variant(core[0], spec, core[1], core=True)
+                samples = task.variant_calibration(spec.name, core[1]) if hasattr(task, "variant_calibration") \
+                    else core[1]  # a Transformer core's ring inputs get exact scales (convert/transformer_step.py)
+                data = convert_variant(core[0], spec, samples, core=True)
             else:
                 if raw_calibration is None and spec.name in ("int8", "int16x8", "int8-io"):
                     raw_calibration = task.calibration(float_model)

@@ -21,18 +21,20 @@ RUNTIMES = {
 }
 
 # runtime -> operator -> highest version seen to open (tensorflow 2.21 converter)
-# BATCH_MATMUL, MEAN, MINIMUM, RESHAPE, RSQRT, SOFTMAX and MUL 3 come from the transformer's step models
-# (convert/transformer_step.py; MUL 3: its int8 attention mask, a rescale above 1).
+# BATCH_MATMUL, MEAN, MINIMUM, RESHAPE, RSQRT and SOFTMAX come from the transformer's step models
+# (convert/transformer_step.py); MINIMUM only from its float graphs (version 1): the integer core gets its
+# ring bookkeeping from outside (edge_runtime/ring.py), and with it went its MINIMUM 2, GATHER 2 and MUL 3
+# (a mask rescale above 1, issue 18). GATHER 2 still comes from a raw graph's int8 forms (x[target]).
 MAX_OPENED_VERSION: dict[str, dict[str, int]] = {
     "tflite_runtime": {
         "ADD": 2, "BATCH_MATMUL": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 9, "GATHER": 2,
-        "LOGISTIC": 2, "MEAN": 2, "MINIMUM": 2, "MUL": 3, "QUANTIZE": 2, "RESHAPE": 1, "RSQRT": 2,
+        "LOGISTIC": 2, "MEAN": 2, "MINIMUM": 1, "MUL": 2, "QUANTIZE": 2, "RESHAPE": 1, "RSQRT": 2,
         "SOFTMAX": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
         "ASSIGN_VARIABLE": 1, "CALL_ONCE": 1, "READ_VARIABLE": 1, "VAR_HANDLE": 1,
     },
     "ai_edge_litert": {
         "ADD": 2, "BATCH_MATMUL": 2, "CONCATENATION": 2, "DEQUANTIZE": 3, "FULLY_CONNECTED": 12, "GATHER": 2,
-        "LOGISTIC": 2, "MEAN": 2, "MINIMUM": 2, "MUL": 3, "QUANTIZE": 2, "RESHAPE": 1, "RSQRT": 2,
+        "LOGISTIC": 2, "MEAN": 2, "MINIMUM": 1, "MUL": 2, "QUANTIZE": 2, "RESHAPE": 1, "RSQRT": 2,
         "SOFTMAX": 2, "SPLIT": 2, "SUB": 2, "TANH": 2,
         "ASSIGN_VARIABLE": 1, "CALL_ONCE": 1, "READ_VARIABLE": 1, "VAR_HANDLE": 1,
     },

@@ -21,9 +21,9 @@ Here everything that needs the level's full precision stays outside:
 - Normalization, the delta gain and de-normalization all happen outside, so
   no MUL by a broadcast per-channel constant is left: StepGraph's output
   `(level + head) * std` had a rescale factor of 1.34 on a 3-channel model,
-  for which the converter emits MUL version 3, which neither runtime opened there
-  (the transformer's int8 MUL v3 opens in both: docs/DESIGN-NOTES.md, op versions).
-- The state is only the cell's (h, c); x_prev lives outside with the level.
+  for which the converter emits MUL version 3, which neither runtime opened there.
+- The state is only the cell's (h, c); x_prev lives outside with the level, and
+  so do a Transformer's ring ages (edge_runtime/ring.py; convert/transformer_step.py).
 - An LSTM's cell state is carried per unit in its own units (cell_scales):
   c' = c / s with s the unit's largest |c| on the training split, so every
   unit spans about [-1, 1] in the one per-tensor int8 scale of the state.
@@ -50,12 +50,16 @@ import tensorflow as tf
 from convert.ar_step import ar_graph_weights, ar_term
 from convert.tf_step import StepGraph
 from edge_runtime.binding import CORE_FEATURES, CORE_OUTPUT
-from train.config import AR_LAGS, ModelConfig
+from edge_runtime.ring import RING_INPUTS
+from train.config import AGE, AR_LAGS, ModelConfig
 
 
 def core_input_names(config: ModelConfig) -> list[str]:
-    """The core's input tensors: the features it reads (delta, level), then the cell state."""
-    return [f for f in CORE_FEATURES if f in config.features] + [n for n in config.state_names() if n != "x_prev"]
+    """The core's input tensors: the features it reads (delta, level), a Transformer's ring inputs
+    (edge_runtime/ring.py: its ages stay outside, as x_prev), then the state it carries."""
+    ring = list(RING_INPUTS) if AGE in config.state_names() else []
+    return ([f for f in CORE_FEATURES if f in config.features] + ring
+            + [n for n in config.state_names() if n not in ("x_prev", AGE)])
 
 
 class CoreStepGraph(StepGraph):
@@ -78,7 +82,8 @@ class CoreStepGraph(StepGraph):
         self.w = w  # assigned whole: tf.Module tracks it, and a tracked dict must not be mutated
         self._features = [f for f in CORE_FEATURES if f in config.features]
         names = core_input_names(config)
-        shapes = {"delta": (batch, c), "level": (batch, c), **config.state_shapes(batch)}
+        shapes = {"delta": (batch, c), "level": (batch, c), **config.state_shapes(batch),
+                  **{n: (batch, config.context) for n in RING_INPUTS}}
         specs = [tf.TensorSpec(shapes[n], tf.float32, name=n) for n in names]
         self.step = tf.function(self._named_step(names), input_signature=specs, autograph=False)
 

@@ -172,6 +172,15 @@ class ForecastConversion:
         return (save_step_model(scaled, str(tmp / "saved_model_core")),
                 share_change_range(rescale_cell_states(samples, scales)), record)
 
+    def variant_calibration(self, variant: str, samples: list[dict]) -> list[dict]:
+        """The core's calibration samples for one integer variant: a Transformer's ring inputs widened to
+        ranges whose scales keep them exact (convert/transformer_step.py); anything else unchanged."""
+        if self.config.cell != TRANSFORMER_CELL:
+            return samples
+        from convert.transformer_step import exact_ring_calibration
+
+        return exact_ring_calibration(samples, variant)
+
     def manifest(self, name: str, variants: list[dict]) -> dict:
         manifest = build_manifest(name, self.config, self.info, variants)
         if self.config.has_ar:

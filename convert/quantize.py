@@ -102,13 +102,17 @@ def core_calibration_samples(float_core: bytes, binding_for, train_raw: np.ndarr
     binding = binding_for({n: int(d["index"]) for n, d in inputs.items()},
                           {n: int(d["index"]) for n, d in outputs.items()})
     state = {n: np.zeros(inputs[n]["shape"], np.float32) for n, _, _ in binding.state}  # (1, n) each
+    age = np.zeros(inputs[binding.ring[0][0]]["shape"], np.float32) if binding.holds_ring else None  # (1, W)
     stride = max(1, len(train_raw) // count)
     samples, x_prev = [], None
     for t, row in enumerate(train_raw):
         features, x_prev = binding.core_inputs(row, x_prev)
+        if binding.holds_ring:  # a Transformer core: the ring's inputs from the ages held here
+            ring, age = binding.ring_inputs(age)
+            features = {**features, **ring}
         if t % stride == 0 and t > 0:  # t > 0: the first change always reads 0
             samples.append({**features, **{n: v.copy() for n, v in state.items()}})
-        for name, index in binding.features:
+        for name, index in binding.features + binding.ring:
             interpreter.set_tensor(index, features[name])
         for name, index, _ in binding.state:
             interpreter.set_tensor(index, state[name])
@@ -121,7 +125,7 @@ def core_calibration_samples(float_core: bytes, binding_for, train_raw: np.ndarr
         edge_level = (low - margin) if i % 2 == 0 else (high + margin)  # (C,) raw
         change = largest if i % 4 < 2 else -largest
         features, _ = binding.core_inputs(edge_level, binding.x_prev_from(edge_level - change)[None])
-        base = samples[(i * 7919) % len(samples)]
+        base = samples[(i * 7919) % len(samples)]  # (its ring inputs are kept with its state)
         samples[i * (len(samples) // CORE_EDGE_SAMPLES)] = {**base, **features}
     return samples[:count]
 

@@ -40,6 +40,8 @@ def batched_source(model: Model) -> str | None:
     """How this variant batches: "companion", "resized" (a core graph's own step model), or None."""
     if batched_companion(model.manifest, model.variant) is not None and not model.integer_io:
         return "companion"
+    if model.binding.holds_ring:
+        return None  # a Transformer core: its ring is held outside, per stream (StreamPool steps it by Session)
     if model.binding.core and all(c.integer for c in model.codecs.values()):
         return "resized"  # integer tensors only at the signature: every kernel is integer, exact at any batch
     return None

@@ -16,12 +16,17 @@ Two graph kinds (the variant's manifest field "graph"):
   held outside the model, in normalized units as in a raw graph's state, so
   a session's named state is the same whatever the variant; the persistence
   add happens outside too: y = x[target] + correction * delta_std[target].
+  A Transformer's core also leaves its KV ring's `age` state outside and reads
+  ring_write, ring_since and ring_empty instead (edge_runtime/ring.py): the
+  caller holds `age` as it holds x_prev.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from edge_runtime.manifest import CORE_FEATURES, GRAPH_KINDS  # noqa: F401 (the core reads CORE_FEATURES in order)
+from edge_runtime.manifest import BundleError
+from edge_runtime.ring import AGE, RING_INPUTS, ring_step
 
 SIGNATURE = "step"
 CORE_OUTPUT = "correction"
@@ -50,12 +55,27 @@ def core_features(manifest) -> list[str]:
     return [f for f in CORE_FEATURES if f in manifest.raw.get("features", ())]
 
 
+def has_ring(manifest) -> bool:
+    """Whether the forecaster keeps a Transformer's KV ring (its `age` state)."""
+    return any(s.name == AGE for s in manifest.state)
+
+
+def check_ring_inputs(manifest, variant, input_names) -> None:
+    """A core graph that still carries `age` inside (converted before the ring moved out) mis-steps its
+    ring: its requantized ages drift. Refused in one line, not run."""
+    if variant_graph(variant) == "core" and AGE in input_names:
+        raise BundleError(f"{manifest.path}: variant {variant.name} is an integer Transformer core that keeps its "
+                          "KV ring's ages inside the quantized graph, where they drift (written by an older "
+                          "convert): reconvert the bundle")
+
+
 def expected_signature(manifest, variant=None) -> tuple[dict, dict]:
     """name -> shape of the inputs and outputs the variant's step signature must have."""
     if variant_graph(variant) == "core":
         channels = manifest.input.shape
-        held = {s.name: s.shape for s in manifest.state if s.name != "x_prev"}
-        return ({**{f: channels for f in core_features(manifest)}, **held},
+        held = {s.name: s.shape for s in manifest.state if s.name not in ("x_prev", AGE)}
+        ring = {n: s.shape for s in manifest.state if s.name == AGE for n in RING_INPUTS}
+        return ({**{f: channels for f in core_features(manifest)}, **ring, **held},
                 {CORE_OUTPUT: manifest.output.shape, **held})
     state = {s.name: s.shape for s in manifest.state}
     return {manifest.input.name: manifest.input.shape, **state}, {manifest.output.name: manifest.output.shape, **state}
@@ -67,6 +87,8 @@ class StepBinding:
     state: [(name, input index, output index)] of the tensors the model carries, in the manifest's
     order (for a core graph: without x_prev, which the caller holds). features: [(name, input index)]
     of a core graph (empty for a raw one); y is then the correction's output index and x is None.
+    ring: [(name, input index)] of a Transformer core's ring inputs (edge_runtime/ring.py), whose `age`
+    the caller holds (holds_ring), as x_prev; empty otherwise.
     The x_prev rule: a fresh stream's first sample primes x_prev (normalized),
     so the first change the model sees reads 0.
     """
@@ -76,14 +98,18 @@ class StepBinding:
         self.core = self.graph == "core"
         self.primes_x_prev = any(s.name == "x_prev" for s in manifest.state)
         self.holds_x_prev = self.core and self.primes_x_prev  # x_prev lives outside the model
+        check_ring_inputs(manifest, variant, inputs)
+        self.holds_ring = self.core and has_ring(manifest)  # so does a Transformer core's ring (its ages)
+        self.ring = [(n, inputs[n]) for n in RING_INPUTS] if self.holds_ring else []
         if self.core:
             self.x, self.y = None, outputs[CORE_OUTPUT]
             self.features = [(f, inputs[f]) for f in core_features(manifest)]
         else:
             self.x, self.y = inputs[manifest.input.name], outputs[manifest.output.name]
             self.features = []
-        self.state = [(s.name, inputs[s.name], outputs[s.name]) for s in manifest.state
-                      if not (self.holds_x_prev and s.name == "x_prev")]
+        held = {"x_prev"} if self.holds_x_prev else set()
+        held |= {AGE} if self.holds_ring else set()
+        self.state = [(s.name, inputs[s.name], outputs[s.name]) for s in manifest.state if s.name not in held]
         if self.primes_x_prev or self.core:  # only forecasters carry x_prev or have a core
             norm = manifest.normalization
             self._mean = np.asarray(norm["mean"], np.float32)  # (C,)
@@ -122,6 +148,11 @@ class StepBinding:
         previous = np.where(fresh[:, None], level, np.asarray(x_prev, np.float64))  # (B, C)
         values = {"delta": (level - previous) * self._delta_gain, "level": level}  # each (B, C)
         return {f: values[f].astype(np.float32) for f, _ in self.features}, level.astype(np.float32)
+
+    @staticmethod
+    def ring_inputs(age: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """A Transformer core's ring inputs for the held ages (B, W), and the ages after this step."""
+        return ring_step(age)
 
     def forecast_from(self, x_raw, correction: np.ndarray) -> np.ndarray:
         """Persistence plus the core's correction: (..., C) raw, (..., O) typical changes -> (..., O) raw float32."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime.backends import interpreter_class
-from edge_runtime.binding import SIGNATURE, StepBinding, expected_signature, indices, signature_details
+from edge_runtime.binding import (SIGNATURE, StepBinding, check_ring_inputs, expected_signature, indices,
+                                  signature_details)
 from edge_runtime.manifest import BundleError, Manifest, Variant, verified_model_bytes, why_not_deployable
 from edge_runtime.quant import Codec
 
@@ -64,6 +65,7 @@ class Model:
     def _check_signature(self) -> None:
         """Every tensor the manifest promises must be in the model, with the same shape."""
         file = self.manifest.path / self.variant.file
+        check_ring_inputs(self.manifest, self.variant, self.signature_inputs)
         expected_in, expected_out = expected_signature(self.manifest, self.variant)
         for kind, expected, actual in (("input", expected_in, self.signature_inputs),
                                        ("output", expected_out, self.signature_outputs)):

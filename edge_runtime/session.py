@@ -5,8 +5,9 @@ and opens one `Session` per sensor stream. Raw sensor units go in and come
 out. A "raw" variant normalizes inside its graph; a "core" variant (the
 integer ones, edge_runtime/binding.py) gets its change and level features
 from here and its forecast is persistence plus its correction, added here in
-float64; the session holds x_prev (normalized, float32) for it, so the named
-state reads, snapshots and restores the same for every variant.
+float64; the session holds x_prev (normalized, float32) for it, and a
+Transformer core's ring ages (edge_runtime/ring.py), so the named state reads,
+snapshots and restores the same for every variant.
 
 One stream, state inside the interpreter (issue 19): when the variant has a
 resident companion (edge_runtime/resident.py) that this backend opens, each
@@ -23,6 +24,7 @@ from edge_runtime.binding import CORE_OUTPUT
 from edge_runtime.manifest import BundleError, resident_companion, verified_file_bytes
 from edge_runtime.model import Model
 from edge_runtime.resident import ResidentStep, ResidentUnavailable
+from edge_runtime.ring import AGE
 
 
 class ForecastModel(Model):
@@ -139,6 +141,10 @@ class Session:
         features, x_prev = binding.core_inputs(x_raw, held)  # each (1, C)
         for name, index in binding.features:
             self._set(index, codecs[name].encode(features[name]))
+        if binding.holds_ring:  # a Transformer core: the ring's ages stay here, exact (edge_runtime/ring.py)
+            ring, age = binding.ring_inputs(self.state[AGE])  # {name: (1, W)}, (1, W)
+            for name, index in binding.ring:
+                self._set(index, codecs[name].encode(ring[name]))
         for name, in_index, _ in self._state_io:
             self._set(in_index, codecs[name].encode(self.state[name]))
         self._invoke()
@@ -146,6 +152,8 @@ class Session:
             self.state[name] = codecs[f"{name}:out"].decode(self._get(out_index))
         if binding.holds_x_prev:
             self.state["x_prev"] = x_prev
+        if binding.holds_ring:
+            self.state[AGE] = age
         self.steps += 1
         return binding.forecast_from(x_raw, codecs[f"{CORE_OUTPUT}:out"].decode(self._get(self._y_index))[0])
 

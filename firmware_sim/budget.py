@@ -31,11 +31,14 @@ def budget(bundle: str, variant: str, device: str) -> dict:
     """One variant on one device profile, no kernels run: does it fit, RAM/flash used, and time per step."""
     from firmware_sim.memory import memory_report
     from firmware_sim.profiles import load_profile
+    from firmware_sim.ring import AGE, held_ring_bytes
     from firmware_sim.timing import step_cost
 
-    _, graph, state = variant_graph(bundle, variant)
+    manifest, graph, state = variant_graph(bundle, variant)
     profile = load_profile(device)
-    memory, cost = memory_report(graph, profile, state), step_cost(graph, profile)
+    core = manifest.variant(variant).raw.get("graph") == "core"
+    held = held_ring_bytes(manifest, core and not set(graph.signature_inputs) >= {AGE})  # a core's ring ages
+    memory, cost = memory_report(graph, profile, state, held), step_cost(graph, profile)
     return {"device": profile.name, "fits": memory.fits, "ram_used": memory.ram_used, "ram_bytes": memory.ram_bytes,
             "flash_used": memory.flash_used, "flash_bytes": memory.flash_bytes, "model_bytes": graph.model_bytes,
             "us_per_step": cost.seconds * 1e6, "max_rate_hz": cost.max_rate_hz, "problems": memory.problems(),

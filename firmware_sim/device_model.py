@@ -13,7 +13,9 @@ A core variant (edge_runtime/binding.py) gets its features from an outer
 step: for int8-io the firmware's integer one (firmware_sim/outer_step.py:
 the previous reading in int32 sensor counts, per-channel fixed-point
 multipliers, the persistence add in counts); for a float-I/O core (int8,
-int16x8) the Session's float64 one, from the same StepBinding.
+int16x8) the Session's float64 one, from the same StepBinding. A Transformer
+core's ring ages are held here too, as whole numbers, its ring inputs written
+from code tables (firmware_sim/ring.py).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from firmware_sim.fixedpoint import round_half_away
 from firmware_sim.graph import Graph, Tensor, read_graph
 from firmware_sim.kernels import DEFAULT_FLAVOUR
 from firmware_sim.outer_step import IntegerOuterStep
+from firmware_sim.ring import RING_WRITE, DeviceRing
 
 
 def encode(t: Tensor, values) -> np.ndarray:
@@ -67,6 +70,10 @@ class DeviceModel:
             adc = Adc.around(norm["mean"], norm["std"])  # the simulator's default ADC; use_adc() sets the real one
             self.outer = IntegerOuterStep(manifest, self.feature_specs, self.y_spec, adc.low, adc.lsb)
         self.x_prev: np.ndarray | None = None  # (1, C) normalized, a float-I/O core's outer step
+        self.ring = None  # a Transformer core's ring ages, held outside the graph (firmware_sim/ring.py)
+        if self.binding.holds_ring:
+            specs = {name: self.graph.tensors[index] for name, index in self.binding.ring}
+            self.ring = DeviceRing(specs, specs[RING_WRITE].shape[-1], encode)
         self.steps = 0
         self._zero_state = {k: v.copy() for k, v in self.runner.state.items()}
 
@@ -86,15 +93,19 @@ class DeviceModel:
     def reset(self) -> None:
         self.runner.state = {k: v.copy() for k, v in self._zero_state.items()}
         self.steps = 0
+        if self.ring is not None:
+            self.ring.reset()
 
     def core_inputs(self, x_raw) -> dict[str, np.ndarray]:
-        """A core graph's feature tensors for one sample, in their own types; advances the held reading."""
+        """A core graph's input tensors for one sample (features, a Transformer's ring inputs), in their own
+        types; advances the held reading and ring ages."""
+        ring = self.ring.inputs() if self.ring is not None else {}
         if self.outer is not None:
             if self.steps == 0:
                 self.outer.prev = None  # a fresh start (or a restore) primes the previous reading
-            return self.outer.inputs(self.outer.counts(x_raw))
+            return {**self.outer.inputs(self.outer.counts(x_raw)), **ring}
         features, self.x_prev = self.binding.core_inputs(x_raw, None if self.steps == 0 else self.x_prev)
-        return {name: encode(self.feature_specs[name], features[name]) for name in self.feature_specs}
+        return {**{name: encode(self.feature_specs[name], features[name]) for name in self.feature_specs}, **ring}
 
     def step(self, x_raw) -> np.ndarray:
         """(C,) sensor units -> (O,) forecast of the next sample in sensor units."""
@@ -113,7 +124,8 @@ class DeviceModel:
 
     def snapshot(self) -> dict:
         held = {"prev_counts": None if self.outer is None or self.outer.prev is None else self.outer.prev.copy(),
-                "x_prev": None if self.x_prev is None else self.x_prev.copy()}
+                "x_prev": None if self.x_prev is None else self.x_prev.copy(),
+                "age": None if self.ring is None else self.ring.age.copy()}
         return {"steps": self.steps, "state": {k: v.copy() for k, v in self.runner.state.items()}, **held}
 
     def restore(self, snap: dict) -> None:
@@ -122,3 +134,5 @@ class DeviceModel:
         if self.outer is not None:
             self.outer.prev = snap.get("prev_counts")
         self.x_prev = snap.get("x_prev")
+        if self.ring is not None:
+            self.ring.age = snap["age"].copy()

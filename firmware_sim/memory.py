@@ -137,11 +137,12 @@ class DoesNotFit(RuntimeError):
     """Raised by `check_fits`: the message says by how much and which tensors dominate."""
 
 
-def memory_report(graph: Graph, profile: Profile, state_inputs: list[int]) -> MemoryReport:
+def memory_report(graph: Graph, profile: Profile, state_inputs: list[int], held_bytes: int = 0) -> MemoryReport:
+    """held_bytes: state the firmware keeps outside the graph (a Transformer core's ring ages)."""
     buffers = lifetimes(graph)
     arena = greedy_plan(buffers)
     naive = sum(b.size for b in buffers)
-    state_bytes = sum(_aligned(graph.tensors[i].bytes) for i in state_inputs)
+    state_bytes = sum(_aligned(graph.tensors[i].bytes) for i in state_inputs) + _aligned(held_bytes)
     activations = sorted(((b.name, graph.tensors[b.tensor].bytes) for b in buffers), key=lambda x: -x[1])
     constants = sorted(((t.name, t.bytes) for t in graph.tensors if t.is_constant), key=lambda x: -x[1])
     snapshot = 2 * max(FLASH_PAGE_BYTES, -(-state_bytes // FLASH_PAGE_BYTES) * FLASH_PAGE_BYTES)  # A/B pages

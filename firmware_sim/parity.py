@@ -93,7 +93,7 @@ def compare(bundle: str, variant: str, backend: str, steps: int = 10_000, resolv
             inputs = model.core_inputs(raw)
             model.steps += 1
             ours = model.runner.run_inputs(inputs)
-            for n, index in binding.features:
+            for n, index in binding.features + binding.ring:  # a Transformer core's ring inputs too
                 interpreter.set_tensor(index, inputs[n])
         else:
             if step == 0 and binding.primes_x_prev:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from edge_runtime.ring import AGE  # noqa: F401 (state name: per ring slot, 0 = never written, else 1 + steps since)
+
 FEATURES = ("level", "delta")
 
 
@@ -27,7 +29,6 @@ AR_LAGS = "lags"  # state name: the changes the last forecast read, newest first
 # state tensors: `age` (1, W) and per layer k_cache<l>, v_cache<l> (1, heads * W * head_dim).
 TRANSFORMER_CELL = "transformer"
 KV_CACHE = ("k_cache", "v_cache")  # state name prefixes, + the layer: k_cache0, v_cache0, ...
-AGE = "age"  # state name: per ring slot, 0 = never written, else 1 + the steps since its sample was written
 FORECAST_CELLS = CELL_NAMES + (AR_CELL,) + tuple(c + HIGHWAY for c in CELL_NAMES) + (TRANSFORMER_CELL,)
 MAX_STATE_WIDTH = 1 << 16  # a bundle's state tensor is (1, n) with n <= this (edge_runtime/schema.py MAX_DIM)
 
