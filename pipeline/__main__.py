@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("loadgen", add_help=False,
                    help="the edge service under MQTT load (100 sensors x 50 Hz): latency p50/p99, loss, RSS")
     sub.add_parser("service-ceiling", add_help=False,
-                   help="the edge service's ceiling on one core over TCP (CSV and JSON lines), p50/p99 at 80%, "
+                   help="the edge service's ceiling on one core over TCP (CSV and JSON lines), p50/p99 at 80%%, "
                    "where the time goes")
     words = argv if argv is not None else sys.argv[1:]
     if words[:1] == ["loadgen"]:
