@@ -297,12 +297,14 @@ def raw_resident_batched_step(model, streams: int):
             put(x_index, x, sub)
             run(sub)
             return get(y_index, sub)
-        return step
-
-    def step_blocks(x):
-        return [(put(x_index, x[k * rows:(k + 1) * rows], sub), run(sub), get(y_index, sub))[2]
-                for k, (put, run, get, sub, x_index, y_index) in enumerate(calls)]
-    return step_blocks
+    else:
+        def step(x):
+            return [(put(x_index, x[k * rows:(k + 1) * rows], sub), run(sub), get(y_index, sub))[2]
+                    for k, (put, run, get, sub, x_index, y_index) in enumerate(calls)]
+    # the wrappers' bound methods do not keep their Interpreter (which owns the model bytes) alive: without
+    # this, tflite-runtime read freed memory ("gather index out of bounds")
+    step.blocks = blocks
+    return step
 
 
 def interleaved_us(steps: dict, samples: dict, repeats: int, chunk: int = 50) -> dict:
