@@ -310,17 +310,21 @@ def raw_resident_batched_step(model, streams: int):
 def interleaved_us(steps: dict, samples: dict, repeats: int, chunk: int = 50) -> dict:
     """name -> microseconds per call of each repeat. The candidates take turns every `chunk` calls
     within each repeat, so a noisy neighbour on this shared machine slows them alike and the ratios
-    hold; a repeat's figure is its chunks' total time over its calls."""
+    hold; a repeat's figure is its chunks' total time over its calls. The order of the turns is shuffled
+    chunk by chunk (seeded): each candidate finds the caches as the one before it left them (after the
+    numpy peer, cold), so none always follows the same one (a fixed or rotated order would)."""
     for name, step in steps.items():  # warm-up
         for sample in samples[name][: len(samples[name]) // 10 + 1]:
             step(sample)
+    names, order = list(steps), np.random.default_rng(0)
     figures = {name: [] for name in steps}
     clock = time.perf_counter
     for _ in range(repeats):
         spent = dict.fromkeys(steps, 0.0)
         calls = min(len(v) for v in samples.values())
         for start in range(0, calls, chunk):
-            for name, step in steps.items():
+            for name in order.permutation(names):
+                step = steps[name]
                 batch = samples[name][start:start + chunk]
                 started = clock()
                 for sample in batch:
