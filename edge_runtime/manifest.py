@@ -173,6 +173,7 @@ def _parse_variant(d, where: str, outputs: int) -> Variant:
     for companion in COMPANIONS:
         if companion in d:
             _file_entry(schema.obj(d[companion], f"{where}.{companion}"), f"{where}.{companion}")
+            _check_compatibility(d[companion], f"{where}.{companion}")  # a session reads it to fall back
     if "batched_resident" in d:
         _companion_rows(d["batched_resident"], f"{where}.batched_resident")
     _check_variant_records(d, where)
@@ -187,12 +188,17 @@ def _file_entry(d: dict, where: str) -> tuple[str, str, int]:
     return file, sha256, size
 
 
-def _check_variant_records(d: dict, where: str) -> None:
-    """The figures convert recorded that choose_variant, why_not_deployable and `info` read."""
+def _check_compatibility(d: dict, where: str) -> None:
+    """d's compatibility record, when it has one: runtime -> null (opens) or the reason it does not."""
     compatibility = schema.obj(d.get("compatibility", {}), f"{where}.compatibility")
     for runtime, refusal in compatibility.items():
         if refusal is not None and not isinstance(refusal, str):
             raise BundleError(f"{where}.compatibility.{short(runtime)}: should be null or a reason, got {short(refusal)}")
+
+
+def _check_variant_records(d: dict, where: str) -> None:
+    """The figures convert recorded that choose_variant, why_not_deployable and `info` read."""
+    _check_compatibility(d, where)
     if not isinstance(d.get("integer_io", False), bool):
         raise BundleError(f"{where}.integer_io: should be true or false")
     metrics = schema.obj(d.get("metrics", {}), f"{where}.metrics")
