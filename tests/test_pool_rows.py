@@ -356,9 +356,10 @@ print(json.dumps({"bad": bad[:5], "held": held, "kept_by_steps_of": kept_by_step
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_the_steady_state_inside_the_batched_resident_companion_equals_one_session_per_stream(
-        fixture_bundles, tmp_path, backend):
-    r = run_case(RESIDENT_STEADY, BUNDLE=str(fixture_bundles["lstm"][1]), BACKEND=backend, VARIANT="float32",
+        fixture_bundles, tmp_path, cell, backend):
+    r = run_case(RESIDENT_STEADY, BUNDLE=str(fixture_bundles[cell][1]), BACKEND=backend, VARIANT="float32",
                  OUT=str(tmp_path), STEPS=300)
     assert r["bad"] == []
     assert r["why_not"] is None and r["blocks"] == 2  # one interpreter per 64-row block
