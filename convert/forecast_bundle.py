@@ -149,7 +149,7 @@ def batched_resident_parity(model, splits) -> dict:
     """
     from edge_runtime.batched import BatchedStep, ResidentBlocks
 
-    blocks = ResidentBlocks.open(model)
+    blocks = ResidentBlocks.open(model, BATCHED_RESIDENT_STREAMS)
     if isinstance(blocks, str):
         raise RuntimeError(f"{model.manifest.path}: batched resident model of {model.variant.name}: {blocks}")
     rows = blocks.rows

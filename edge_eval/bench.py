@@ -283,7 +283,7 @@ def raw_resident_batched_step(model, streams: int):
     companion here or `streams` is not a multiple of its rows. Samples: (streams, C) float32, contiguous."""
     from edge_runtime.batched import ResidentBlocks
 
-    blocks = ResidentBlocks.open(model)
+    blocks = ResidentBlocks.open(model, streams)
     if isinstance(blocks, str) or streams % blocks.rows:
         return None
     rows = blocks.rows

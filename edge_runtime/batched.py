@@ -142,12 +142,15 @@ class ResidentBlocks:
         self.block(0)  # one now: a companion that cannot open shows at start (and falls back), not mid-stream
 
     @classmethod
-    def open(cls, model: Model) -> "ResidentBlocks | str":
+    def open(cls, model: Model, max_streams: int) -> "ResidentBlocks | str":
         """The blocks, or why the pool feeds the state in and out instead (no companion, an integer variant,
-        a runtime that refuses it). A companion whose size or sha256 is not the manifest's: BundleError."""
+        fewer streams than a block, a runtime that refuses it). A companion whose size or sha256 is not the
+        manifest's: BundleError."""
         entry = batched_resident_companion(model.manifest, model.variant)
         if entry is None:
             return f"variant {model.variant.name} has no batched resident step model"
+        if entry["rows"] > max_streams:
+            return f"max_streams {max_streams} < a block of {entry['rows']} streams"
         if model.integer_io or model.binding.core:
             return f"variant {model.variant.name} is an integer variant"
         refusal = (entry.get("compatibility") or {}).get(model.backend)

@@ -60,11 +60,9 @@ class StreamPool:
         self.batched = BatchedStep(model, max_batch) if source is not None and batched is not False else None
         self.max_streams, self.max_batch = max_streams, max_batch
         # the steady state's blocks (state in variables), or why the pool feeds the state in and out instead
-        blocks = (ResidentBlocks.open(model) if self.batched is not None and self.batched.source == "companion"
-                  else "no float batched step model")
-        self._blocks = blocks if not isinstance(blocks, str) and blocks.rows <= max_streams else None
-        self.resident_why_not = None if self._blocks else (blocks if isinstance(blocks, str) else
-                                                            f"max_streams {max_streams} < a block of {blocks.rows}")
+        blocks = (ResidentBlocks.open(model, max_streams) if self.batched is not None
+                  and self.batched.source == "companion" else "no float batched step model")
+        self._blocks, self.resident_why_not = (None, blocks) if isinstance(blocks, str) else (blocks, None)
         self._held: slice | None = None  # rows whose state lives in the blocks now (block k: the k-th `rows` of them)
         self._held_calls = 0  # steps since it went in, not yet in self._steps
         self._held_engines: list[tuple] = []  # per block: (SetTensor, Invoke, GetTensor, subgraph, x index, y index)

@@ -440,6 +440,8 @@ def test_a_damaged_batched_resident_companion_is_refused_naming_its_file(fixture
         StreamPool(model, max_streams=64)
     assert "\n" not in str(caught.value)
     assert StreamPool(model, max_streams=64, batched=False).resident_why_not  # batched = false still opens
+    # a pool smaller than a block never uses the file (nor reads it: no cost at start for a small gateway)
+    assert StreamPool(model, max_streams=63).resident_why_not == "max_streams 63 < a block of 64 streams"
 
 
 @pytest.mark.parametrize("rows,message", [(1, r"batched_resident\.rows: 1 is outside \[2, 4096\]"),
