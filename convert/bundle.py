@@ -150,6 +150,27 @@ def add_resident_companions(manifest: dict, specs, graph, tmp: Path) -> dict[str
     return files
 
 
+def add_batched_resident_companions(manifest: dict, specs, batched_graph, tmp: Path) -> dict[str, bytes]:
+    """The dynamic-batch step graph with BATCH_ROWS streams' state in resource variables, for the variants
+    that have a batched companion (StreamPool's steady state: edge_runtime/pool.py); record each."""
+    from convert.quantize import convert_variant
+    from convert.resident_step import BATCH_ROWS, SIGNATURES, save_resident_model
+
+    saved_model = save_resident_model(batched_graph, str(tmp / "saved_model_batched_resident"), BATCH_ROWS)
+    files = {}
+    for spec in specs:
+        entry = next((e for e in manifest["variants"] if e["name"] == spec.name), None)
+        if entry is None or "batched" not in entry:
+            continue
+        data = convert_variant(saved_model, spec, [], signatures=SIGNATURES)
+        ops = model_ops(data)
+        entry["batched_resident"] = {"file": f"model.{spec.name}.batch.resident.tflite", "rows": BATCH_ROWS,
+                                     "signatures": list(SIGNATURES), "sha256": hashlib.sha256(data).hexdigest(),
+                                     "bytes": len(data), "ops": ops, "compatibility": compatibility(ops)}
+        files[entry["batched_resident"]["file"]] = data
+    return files
+
+
 def write_scratch(tmp: Path, manifest: dict, files: dict[str, bytes]) -> Path:
     """A scratch bundle, opened with the reader the device uses before the real one is written."""
     scratch = tmp / "bundle"
@@ -217,6 +238,8 @@ def write_bundle(task: TaskConversion, run_dir: Path, out_dir: Path, variants: t
             files.update(add_batched_companions(manifest, specs, task.step_graph(batch=None), tmp))
         if getattr(task, "resident", False):
             files.update(add_resident_companions(manifest, specs, task.step_graph(), tmp))
+            if task.batched and getattr(task, "batched_resident", True):
+                files.update(add_batched_resident_companions(manifest, specs, task.step_graph(batch=None), tmp))
         scratch = write_scratch(tmp, manifest, files)  # once, with every variant
         for entry in manifest["variants"]:
             model = load(scratch, variant=entry["name"], backend=CHECK_BACKEND)

@@ -135,6 +135,56 @@ def resident_parity(model, splits) -> dict:
     return {"steps": len(raw), "identical": True, "backend": model.backend}
 
 
+BATCHED_RESIDENT_STREAMS = 128  # two blocks of BATCH_ROWS
+BATCHED_RESIDENT_STEPS = 300
+
+
+def batched_resident_parity(model, splits) -> dict:
+    """The batched resident companion (64 streams' state in variables) vs the explicit-state batched
+    companion, 128 streams (two interpreters of each) x 300 steps at different offsets, bit for bit.
+
+    The same ops on the same values: every forecast and, every 50 steps and at the end, every state
+    tensor must be the same float32 bits, or the bundle is refused (StreamPool moves a stream's state
+    between the two whenever its row set changes, and its snapshots must not depend on which held it).
+    """
+    from edge_runtime.batched import BatchedStep, ResidentBlocks
+
+    blocks = ResidentBlocks.open(model, BATCHED_RESIDENT_STREAMS)
+    if isinstance(blocks, str):
+        raise RuntimeError(f"{model.manifest.path}: batched resident model of {model.variant.name}: {blocks}")
+    rows = blocks.rows
+    raw = parity_stream(splits)  # (T, C)
+    streams, steps = BATCHED_RESIDENT_STREAMS, min(BATCHED_RESIDENT_STEPS, len(raw) // 2)
+    offsets = [k * (len(raw) - steps) // streams for k in range(streams)]
+    explicit = BatchedStep(model, max_batch=rows)
+    engines = [blocks.block(k) for k in range(streams // rows)]
+    state = {s.name: np.zeros((streams, s.shape[1]), np.float32) for s in model.manifest.state}  # (N, n)
+    primes = model.binding.primes_x_prev
+    first = np.stack([raw[o] for o in offsets]).astype(np.float32)  # (N, C)
+    if primes:  # both start primed as a Session's first step is (x_prev written in, the change reads 0)
+        state["x_prev"] = np.ascontiguousarray(model.binding.x_prev_from(first), np.float32)
+    for k, engine in enumerate(engines):
+        engine.write({n: np.ascontiguousarray(v[k * rows:(k + 1) * rows]) for n, v in state.items()})
+    for t in range(steps):
+        x = np.stack([raw[o + t] for o in offsets]).astype(np.float32)  # (N, C)
+        for k, engine in enumerate(engines):
+            part = slice(k * rows, (k + 1) * rows)
+            y, new = explicit.step(x[part], {n: v[part] for n, v in state.items()})
+            for n, v in new.items():
+                state[n][part] = v
+            differing = []
+            if y.tobytes() != blocks.step(engine, np.ascontiguousarray(x[part])).tobytes():
+                differing.append(f"y at step {t}")
+            if t % 50 == 49 or t == steps - 1:
+                held = engine.read()
+                differing += [f"{n} at step {t}" for n in state if held[n].tobytes() != state[n][part].tobytes()]
+            if differing:
+                raise RuntimeError(f"{model.manifest.path}: batched resident step model of {model.variant.name} "
+                                   f"is not bit-identical to the explicit-state batched one: {differing[0]} "
+                                   f"(block {k})")
+    return {"streams": streams, "steps": steps, "identical": True, "backend": model.backend}
+
+
 class ForecastConversion:
     parity_tolerance = PARITY_TOLERANCE
     parity_units = "normalized units"
@@ -146,6 +196,8 @@ class ForecastConversion:
         self.weights, self.info, self.parity_steps = weights, info, parity_steps
         self.max_mse_ratio = max_mse_ratio
         self.config, self.norm = ModelConfig.from_dict(info["model"]), info["normalization"]
+        # a transformer's key/value cache rows would make the 64 rows' explicit zeros megabytes of constants
+        self.batched_resident = self.config.cell != TRANSFORMER_CELL
         self.splits = np.load(Path(run_dir) / "splits.npz")
         self.torch_model = forecaster_from_weights(weights, info)
 
@@ -220,6 +272,8 @@ class ForecastConversion:
             entry["batched"]["parity"] = batched_parity(model, self.splits)
         if "resident" in entry:
             entry["resident"]["parity"] = resident_parity(model, self.splits)
+        if "batched_resident" in entry:
+            entry["batched_resident"]["parity"] = batched_resident_parity(model, self.splits)
         metrics = variant_metrics(self.torch_model, model, self.splits, self.norm, self.info["metrics"]["test_mse"])
         metrics["drift"]["limit"] = DRIFT_LIMIT
         if self.config.cell == TRANSFORMER_CELL:

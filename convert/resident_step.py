@@ -15,6 +15,11 @@ The step's arithmetic is the explicit model's op for op, so its outputs and
 state are bit-identical to it; convert checks that before it writes the file.
 Only one stream can use one interpreter of it: the explicit (1, n) model
 stays the variant's file (firmware, many streams, snapshots from a pool).
+
+rows > 1 builds the batched resident companion from the dynamic-batch graph
+(the explicit batched companion's): the same signatures on (rows, n) tensors,
+one stream per row, for StreamPool's steady state (a fixed set of streams
+stepping together, state never leaving the interpreter between steps).
 """
 from __future__ import annotations
 
@@ -23,20 +28,21 @@ import tensorflow as tf
 from convert.tf_step import StepGraph
 
 SIGNATURES = ("step", "get_state", "set_state")
+BATCH_ROWS = 64  # streams per batched resident interpreter: a gateway's block (variables have a fixed shape)
 WRITTEN = "written"  # set_state's one output: how many state tensors it wrote (edge_runtime/resident.py)
 
 
 class ResidentStep(tf.Module):
-    def __init__(self, graph: StepGraph):
+    def __init__(self, graph: StepGraph, rows: int = 1):
         super().__init__()
         cfg = graph.config
         self.graph = graph
-        shapes = cfg.state_shapes(1)
+        shapes = cfg.state_shapes(rows)
         self.names = cfg.state_names()
         # explicit zeros: a fresh interpreter holds the zero state, as the contract says
         self.state = {n: tf.Variable(tf.zeros(shapes[n], tf.float32), name=n) for n in self.names}
         self.step = tf.function(self._step, autograph=False,
-                                input_signature=[tf.TensorSpec((1, cfg.input_size), tf.float32, name="x")])
+                                input_signature=[tf.TensorSpec((rows, cfg.input_size), tf.float32, name="x")])
         self.get_state = tf.function(self._get_state, autograph=False, input_signature=[])
         self.set_state = tf.function(self._set_state, autograph=False,
                                      input_signature=[tf.TensorSpec(shapes[n], tf.float32, name=n) for n in self.names])
@@ -58,9 +64,10 @@ class ResidentStep(tf.Module):
             return {WRITTEN: tf.constant([len(writes)], tf.int32)}
 
 
-def save_resident_model(graph: StepGraph, saved_model_dir: str) -> str:
-    """SavedModel with the three signatures; convert.quantize.convert_variant(..., resident=True) converts it."""
-    module = ResidentStep(graph)
+def save_resident_model(graph: StepGraph, saved_model_dir: str, rows: int = 1) -> str:
+    """SavedModel with the three signatures on `rows` streams; convert.quantize.convert_variant(...,
+    signatures=SIGNATURES) converts it. rows > 1 takes the dynamic-batch graph (step_graph(batch=None))."""
+    module = ResidentStep(graph, rows)
     tf.saved_model.save(module, saved_model_dir, signatures={
         "step": module.step.get_concrete_function(), "get_state": module.get_state.get_concrete_function(),
         "set_state": module.set_state.get_concrete_function()})

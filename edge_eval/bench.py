@@ -277,20 +277,54 @@ def raw_batched_step(model, streams: int):
     return step, encoder
 
 
+def raw_resident_batched_step(model, streams: int):
+    """The floor with `streams` rows' state in the batched resident companion's variables (issue 19): per
+    64-row block one interpreter, set x, invoke, get y, nothing else; None when the variant has no such
+    companion here or `streams` is not a multiple of its rows. Samples: (streams, C) float32, contiguous."""
+    from edge_runtime.batched import ResidentBlocks
+
+    blocks = ResidentBlocks.open(model, streams)
+    if isinstance(blocks, str) or streams % blocks.rows:
+        return None
+    rows = blocks.rows
+    engines = [blocks.block(k) for k in range(streams // rows)]
+    calls = [(e.wrapper.SetTensor, e.wrapper.Invoke, e.wrapper.GetTensor, e.subgraph["step"], e.x, e.y)
+             for e in engines]
+    if len(calls) == 1:
+        put, run, get, sub, x_index, y_index = calls[0]
+
+        def step(x):
+            put(x_index, x, sub)
+            run(sub)
+            return get(y_index, sub)
+    else:
+        def step(x):
+            return [(put(x_index, x[k * rows:(k + 1) * rows], sub), run(sub), get(y_index, sub))[2]
+                    for k, (put, run, get, sub, x_index, y_index) in enumerate(calls)]
+    # the wrappers' bound methods do not keep their Interpreter (which owns the model bytes) alive: without
+    # this, tflite-runtime read freed memory ("gather index out of bounds")
+    step.blocks = blocks
+    return step
+
+
 def interleaved_us(steps: dict, samples: dict, repeats: int, chunk: int = 50) -> dict:
     """name -> microseconds per call of each repeat. The candidates take turns every `chunk` calls
     within each repeat, so a noisy neighbour on this shared machine slows them alike and the ratios
-    hold; a repeat's figure is its chunks' total time over its calls."""
+    hold; a repeat's figure is its chunks' total time over its calls. The order of the turns is shuffled
+    chunk by chunk (seeded): each candidate finds the caches as the one before it left them (after the
+    numpy peer, cold), so none always follows the same one (a fixed or rotated order would)."""
     for name, step in steps.items():  # warm-up
         for sample in samples[name][: len(samples[name]) // 10 + 1]:
             step(sample)
+    names, order = list(steps), np.random.default_rng(0)
     figures = {name: [] for name in steps}
     clock = time.perf_counter
     for _ in range(repeats):
         spent = dict.fromkeys(steps, 0.0)
         calls = min(len(v) for v in samples.values())
         for start in range(0, calls, chunk):
-            for name, step in steps.items():
+            for name in order.permutation(names):
+                step = steps[name]
                 batch = samples[name][start:start + chunk]
                 started = clock()
                 for sample in batch:
@@ -305,8 +339,9 @@ def bench_streams(bundle, variants: list[str] | None = None, backend: str | None
                   steps: int = 1000, repeats: int = 5, references: dict | None = None) -> dict:
     """Stream-steps per second at `streams` streams, every stream stepping each call, per variant:
     StreamPool.step_rows with the rows in order (the slice path) and shuffled (the gather path),
-    StreamPool.step_many (the dict API), and the raw batched interpreter call (raw_batched_step), taking
-    turns every 50 calls. Variants without a batched model get step_rows only (one call per stream).
+    StreamPool.step_many (the dict API), the raw batched interpreter call (raw_batched_step) and, when the
+    variant has a batched resident companion, the raw call with the state in its variables
+    (raw_resident_batched_step, the pool's steady state without the pool), taking turns every 50 calls. Variants without a batched model get step_rows only (one call per stream).
     references: name -> (step, samples) of other systems stepping `streams` rows per call (the numpy
     peer), timed in the same turns; the result gives them per variant too."""
     from edge_runtime.pool import StreamPool
@@ -333,9 +368,13 @@ def bench_streams(bundle, variants: list[str] | None = None, backend: str | None
                          raw_batched=raw)
             samples.update(step_rows_shuffled=x, step_many=[dict(zip(ids, xt.tolist())) for xt in x],
                            raw_batched=[encoder(xt) for xt in x])
+            resident = raw_resident_batched_step(model, streams)
+            if resident is not None:
+                calls["raw_resident_batched"], samples["raw_resident_batched"] = resident, x
         for ref, (step, ref_samples) in (references or {}).items():
             calls[ref], samples[ref] = step, ref_samples
-        entry = {"batched": pool.batched.source if pool.batched else None}
+        entry = {"batched": pool.batched.source if pool.batched else None,
+                 "resident_blocks": pool.resident_why_not is None}  # step_rows' steady state in variables
         for call, figures in interleaved_us(calls, samples, repeats).items():
             per = summary(figures)
             entry[call] = {"us_per_call": per["median_us"], "steps_per_s": streams / per["median_us"] * 1e6,

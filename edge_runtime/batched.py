@@ -24,8 +24,10 @@ import numpy as np
 
 from edge_runtime.backends import interpreter_class
 from edge_runtime.binding import StepBinding, indices, signature_details
-from edge_runtime.manifest import BundleError, batched_companion, verified_file_bytes, verified_model_bytes
+from edge_runtime.manifest import (BundleError, batched_companion, batched_resident_companion, verified_file_bytes,
+                                   verified_model_bytes)
 from edge_runtime.model import Model
+from edge_runtime.resident import ResidentStep, ResidentUnavailable
 
 
 def bucket_size(rows: int) -> int:
@@ -128,3 +130,50 @@ class BatchedStep:
         interp.invoke()
         y = interp.get_tensor(binding.y)[:rows]  # (B, O)
         return y, {name: interp.get_tensor(out_index)[:rows] for name, _, out_index in binding.state}
+
+
+class ResidentBlocks:
+    """Interpreters of a variant's batched resident companion, each holding `rows` streams' state (one per
+    row) in its variables: StreamPool's steady state steps a fixed block of streams without feeding the
+    state in and out (issue 19). Block k's interpreter is opened when first needed and kept."""
+
+    def __init__(self, model: Model, content: bytes, entry: dict):
+        self.rows, self.file = int(entry["rows"]), entry["file"]
+        self._open = lambda: ResidentStep(model.interpreter_cls, content, model.manifest, 1, self.file, self.rows)
+        self._engines: list[ResidentStep] = []
+        self.block(0)  # one now: a companion that cannot open shows at start (and falls back), not mid-stream
+
+    @classmethod
+    def open(cls, model: Model, max_streams: int) -> "ResidentBlocks | str":
+        """The blocks, or why the pool feeds the state in and out instead (no companion, an integer variant,
+        fewer streams than a block, a runtime that refuses it). A companion whose size or sha256 is not the
+        manifest's: BundleError."""
+        entry = batched_resident_companion(model.manifest, model.variant)
+        if entry is None:
+            return f"variant {model.variant.name} has no batched resident step model"
+        if entry["rows"] > max_streams:
+            return f"max_streams {max_streams} < a block of {entry['rows']} streams"
+        if model.integer_io or model.binding.core:
+            return f"variant {model.variant.name} is an integer variant"
+        refusal = (entry.get("compatibility") or {}).get(model.backend)
+        if refusal:
+            return f"{model.backend} cannot open {entry['file']}: {refusal}"
+        content = verified_file_bytes(model.manifest, entry["file"], entry["bytes"], entry["sha256"])
+        try:
+            return cls(model, content, entry)
+        except ResidentUnavailable as e:
+            return str(e)
+
+    def block(self, k: int) -> ResidentStep:
+        """Block k's interpreter (rows k*rows .. of whatever slice the pool holds), opened on first use."""
+        while len(self._engines) <= k:
+            self._engines.append(self._open())
+        return self._engines[k]
+
+    @staticmethod
+    def step(engine: ResidentStep, x: np.ndarray) -> np.ndarray:
+        """x (rows, C) float32, C-contiguous -> y (rows, O); the state stays in the engine."""
+        sub = engine.subgraph["step"]
+        engine.wrapper.SetTensor(engine.x, x, sub)
+        engine.wrapper.Invoke(sub)
+        return engine.wrapper.GetTensor(engine.y, sub)

@@ -21,7 +21,7 @@ MANIFEST_NAME = "manifest.json"
 TASKS = ("forecast", "autocomplete")
 VARIANT_DTYPES = ("float32", "float16", "dynamic-int8", "int8", "int16x8")
 CORE_FEATURES = ("delta", "level")  # what a core graph may read (edge_runtime/binding.py)
-COMPANIONS = ("batched", "resident")  # files a variant may have beside its (1, n) model, each hashed
+COMPANIONS = ("batched", "resident", "batched_resident")  # files a variant may have beside its (1, n) model, each hashed
 GRAPH_KINDS = ("raw", "core")  # see edge_runtime/binding.py; no field = "raw" (bundles from before it)
 DEFAULT_MAX_MSE_RATIO = 1.2  # the deployable rule's default budget: test MSE within 1.2x float32's
 
@@ -173,6 +173,9 @@ def _parse_variant(d, where: str, outputs: int) -> Variant:
     for companion in COMPANIONS:
         if companion in d:
             _file_entry(schema.obj(d[companion], f"{where}.{companion}"), f"{where}.{companion}")
+            _check_compatibility(d[companion], f"{where}.{companion}")  # a session reads it to fall back
+    if "batched_resident" in d:
+        _companion_rows(d["batched_resident"], f"{where}.batched_resident")
     _check_variant_records(d, where)
     return Variant(name, file, dtype, sha256, size, d)
 
@@ -185,12 +188,17 @@ def _file_entry(d: dict, where: str) -> tuple[str, str, int]:
     return file, sha256, size
 
 
-def _check_variant_records(d: dict, where: str) -> None:
-    """The figures convert recorded that choose_variant, why_not_deployable and `info` read."""
+def _check_compatibility(d: dict, where: str) -> None:
+    """d's compatibility record, when it has one: runtime -> null (opens) or the reason it does not."""
     compatibility = schema.obj(d.get("compatibility", {}), f"{where}.compatibility")
     for runtime, refusal in compatibility.items():
         if refusal is not None and not isinstance(refusal, str):
             raise BundleError(f"{where}.compatibility.{short(runtime)}: should be null or a reason, got {short(refusal)}")
+
+
+def _check_variant_records(d: dict, where: str) -> None:
+    """The figures convert recorded that choose_variant, why_not_deployable and `info` read."""
+    _check_compatibility(d, where)
     if not isinstance(d.get("integer_io", False), bool):
         raise BundleError(f"{where}.integer_io: should be true or false")
     metrics = schema.obj(d.get("metrics", {}), f"{where}.metrics")
@@ -354,6 +362,32 @@ def batched_companion(manifest: Manifest, variant: Variant) -> dict | None:
     # checked when the manifest was read (_parse_variant); checked again for a Manifest built by hand
     _file_entry(schema.obj(entry, f"{manifest.path / MANIFEST_NAME} variant {variant.name!r} batched"),
                 f"{manifest.path / MANIFEST_NAME} variant {variant.name!r} batched")
+    return entry
+
+
+MAX_RESIDENT_ROWS = 4096
+
+
+def _companion_rows(entry: dict, where: str) -> int:
+    """A batched resident companion's fixed number of streams (rows) per interpreter."""
+    return schema.integer(schema.field(entry, "rows", where), f"{where}.rows", 2, MAX_RESIDENT_ROWS)
+
+
+def batched_resident_companion(manifest: Manifest, variant: Variant) -> dict | None:
+    """The variant's batched resident step model entry (file, rows, sha256, bytes, ...), or None.
+
+    The batched companion's graph with `rows` streams' state kept in resource
+    variables, the resident companion's three signatures on (rows, n) tensors
+    (convert/resident_step.py). StreamPool steps a fixed block of streams in it
+    without feeding the state in and out (edge_runtime/batched.py). Bundles
+    written before it (or for a transformer) have none: the pool feeds the state.
+    """
+    entry = variant.raw.get("batched_resident")
+    if entry is None:
+        return None
+    where = f"{manifest.path / MANIFEST_NAME} variant {variant.name!r} batched_resident"
+    _file_entry(schema.obj(entry, where), where)
+    _companion_rows(entry, where)
     return entry
 
 

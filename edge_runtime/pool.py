@@ -8,8 +8,12 @@ the hot path is `step_rows(rows (B,), x (B, C)) -> y (B, O)`: gather the rows
 one interpreter call through the batched model (the float variants'
 companion, or an int8-io core graph's own step model resized;
 edge_runtime/batched.py), scatter the new state back, or, when the same
-slice of rows steps again, feed it straight back (the steady state, see
-_step_raw). No per-stream Python object is touched.
+slice of rows steps again, feed it straight back (see _step_raw). When the
+variant has a batched resident companion and that slice is a multiple of its
+64 rows (a gateway's fixed set of streams), the steady state steps inside it
+instead, one interpreter per 64-row block, the state kept in its variables
+and read out only when asked (state, snapshots, set_state, reset, remove, a
+different row set; see _hold). No per-stream Python object is touched.
 `step_many({id: sample})` is the dict API on top of it (the edge service's).
 
     pool = StreamPool(edge_runtime.load("artifacts/temperature-lstm"), max_streams=256)
@@ -28,10 +32,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.batched import BatchedStep, batched_source, bucket_size
+from edge_runtime.batched import BatchedStep, ResidentBlocks, batched_source, bucket_size
 from edge_runtime.binding import CORE_OUTPUT
 from edge_runtime.manifest import BundleError
 from edge_runtime.session import ForecastModel
+
+
+_INT64, _FLOAT32 = np.dtype(np.int64), np.dtype(np.float32)  # builtin dtypes are singletons: `is` compares them
 
 
 class StreamLimitError(RuntimeError):
@@ -52,6 +59,14 @@ class StreamPool:
                               "their own); set batched = false")
         self.batched = BatchedStep(model, max_batch) if source is not None and batched is not False else None
         self.max_streams, self.max_batch = max_streams, max_batch
+        # the steady state's blocks (state in variables), or why the pool feeds the state in and out instead
+        blocks = (ResidentBlocks.open(model, max_streams) if self.batched is not None
+                  and self.batched.source == "companion" else "no float batched step model")
+        self._blocks, self.resident_why_not = (None, blocks) if isinstance(blocks, str) else (blocks, None)
+        self._held: slice | None = None  # rows whose state lives in the blocks now (block k: the k-th `rows` of them)
+        self._held_calls = 0  # steps since it went in, not yet in self._steps
+        self._held_engines: list[tuple] = []  # per block: (SetTensor, Invoke, GetTensor, subgraph, x index, y index)
+        self._held_key: tuple | None = None  # (the held rows as int64 bytes, x's shape (B, C)): step_rows' fast check
         self._rows: dict[str, int] = {}
         self._free = list(range(max_streams - 1, -1, -1))  # pop() hands out row 0 first
         self._state = {s.name: np.zeros((max_streams, s.shape[1]), np.float32) for s in m.state}  # (S, n) each
@@ -86,12 +101,28 @@ class StreamPool:
 
     @property
     def steps(self) -> np.ndarray:
-        """(max_streams,) int64 samples since each row's stream was last reset (current when read)."""
-        self._flush()
+        """(max_streams,) int64 samples since each row's stream was last reset (current when read; reading
+        it leaves the state where it is)."""
+        pending = self._pending
+        if pending is not None and pending[3]:
+            self._steps[pending[0]] += pending[3]
+            self._pending = (*pending[:3], 0)
+        if self._held is not None and self._held_calls:
+            self._steps[self._held] += self._held_calls
+            self._held_calls = 0
         return self._steps
 
     def _flush(self) -> None:
-        """Write the last call's new state and step counts to their rows."""
+        """Write the last call's new state and step counts to their rows (reading it out of the blocks)."""
+        held = self._held
+        if held is not None:
+            self._held = self._held_key = None
+            rows = self._blocks.rows
+            for k in range(len(self._held_engines)):
+                part = slice(held.start + k * rows, held.start + (k + 1) * rows)
+                for name, value in self._blocks.block(k).read().items():
+                    self._state[name][part] = value
+            self._steps[held] += self._held_calls
         pending = self._pending
         if pending is not None:
             self._pending = None
@@ -153,7 +184,7 @@ class StreamPool:
             return np.fromiter(map(self.add, stream_ids), np.int64, len(stream_ids))
         return np.fromiter(map(self._rows.__getitem__, stream_ids), np.int64, len(stream_ids))
 
-    def steps_of(self, stream_id: str) -> int:
+    def steps_of(self, stream_id: str) -> int:  # leaves the state in the blocks (see steps)
         return int(self.steps[self._rows[stream_id]])
 
     def set_state(self, stream_id: str, state: dict[str, np.ndarray], steps: int) -> None:
@@ -194,6 +225,12 @@ class StreamPool:
         """rows (B,) integer rows of live streams, each once (or a slice of rows); x (B, C) raw samples
         -> (B, O) float32 forecasts, row k for the stream in rows[k]. Rows in order and contiguous
         (rows_of of streams added together, or a slice) take the fastest path: slices, no gather."""
+        key = self._held_key
+        # the steady state, checked in a few attribute reads: the same (B,) int64 rows as the held slice (all
+        # live, none fresh: whatever would change that reads the state out first), x (B, C) float32
+        if key is not None and type(rows) is np.ndarray and type(x) is np.ndarray and rows.dtype is _INT64 \
+                and x.dtype is _FLOAT32 and x.shape == key[1] and rows.ndim == 1 and rows.tobytes() == key[0]:
+            return self._step_held(x)
         index, count = self._checked_rows(rows)
         return self._step_index(index, count, x)
 
@@ -205,6 +242,12 @@ class StreamPool:
                              f"for {count} rows")
         if count == 0:
             return np.zeros((0, self.outputs), np.float32)
+        if self._held is not None:
+            if type(index) is slice and index == self._held:
+                return self._step_held(x)
+            self._flush()
+        if self._blocks is not None and type(index) is slice and count % self._blocks.rows == 0:
+            return self._hold(index, x)
         if self.batched is None or count == 1:
             if isinstance(index, slice):
                 index = self._order[index]
@@ -352,6 +395,47 @@ class StreamPool:
             array[index] = get(out_index)[:count]
         self._steps[index] += 1
         return get(binding.y)[:count]  # (B, O)
+
+    def _hold(self, index: slice, x: np.ndarray) -> np.ndarray:
+        """Write these rows' state into the blocks (block k: the k-th `rows` rows; a fresh stream's x_prev
+        primed from its sample, as in _step_raw), step them there; they stay until _flush reads them out."""
+        self._flush()
+        rows, count = self._blocks.rows, index.stop - index.start
+        fresh = self._fresh_rows(index)
+        state = {}
+        for name, array in self._state.items():
+            state[name] = array[index]  # (B, n) view
+            if fresh is not None and name == "x_prev" and self._binding.primes_x_prev:
+                state[name] = state[name].copy()
+                state[name][fresh] = self._binding.x_prev_from(x[fresh])
+        self._held_engines = []
+        for k in range(count // rows):
+            engine = self._blocks.block(k)
+            engine.write({name: value[k * rows:(k + 1) * rows] for name, value in state.items()})
+            w = engine.wrapper
+            self._held_engines.append((w.SetTensor, w.Invoke, w.GetTensor, engine.subgraph["step"], engine.x, engine.y))
+        if fresh is not None:
+            self._fresh[index] = False
+        self._held, self._held_calls = index, 0
+        self._held_key = (self._order_bytes[8 * index.start:8 * index.stop], (count, self.channels))
+        return self._step_held(x)
+
+    def _step_held(self, x: np.ndarray) -> np.ndarray:
+        """The steady state: x (B, C) float32 -> (B, O), each block's x set, invoked, y read; nothing else."""
+        self._held_calls += 1
+        engines = self._held_engines
+        if len(engines) == 1:
+            put, run, get, sub, x_index, y_index = engines[0]
+            put(x_index, x, sub)
+            run(sub)
+            return get(y_index, sub)  # (B, O), a fresh array
+        rows = self._blocks.rows
+        y = np.empty((len(x), self.outputs), np.float32)  # (B, O)
+        for k, (put, run, get, sub, x_index, y_index) in enumerate(engines):
+            put(x_index, x[k * rows:(k + 1) * rows], sub)
+            run(sub)
+            y[k * rows:(k + 1) * rows] = get(y_index, sub)
+        return y
 
     def _step_core(self, index, x: np.ndarray) -> np.ndarray:
         """One call of a core graph for B <= max_batch rows: x (B, C) float64 -> (B, O), as Session._step_core.

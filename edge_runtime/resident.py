@@ -18,7 +18,9 @@ reach subgraph 0, so the steps go through the interpreter's wrapper with the
 subgraph's index (the same calls its own SignatureRunner makes, without the
 resize and allocate that runner repeats on every call). Every tensor is
 found by signature and name, never by position, and checked against the
-manifest. One interpreter holds one stream: each Session opens its own.
+manifest. One interpreter holds one stream: each Session opens its own. The
+batched resident companion (`rows` > 1, convert writes it with 64) holds a
+block of that many streams, one per row, for StreamPool's steady state.
 """
 from __future__ import annotations
 
@@ -37,7 +39,8 @@ class ResidentUnavailable(RuntimeError):
 class ResidentStep:
     """An interpreter of the resident companion, its subgraphs and tensor indices by name."""
 
-    def __init__(self, interpreter_cls, content: bytes, manifest, num_threads: int = 1, file: str = "resident"):
+    def __init__(self, interpreter_cls, content: bytes, manifest, num_threads: int = 1, file: str = "resident",
+                 rows: int = 1):
         try:
             interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
             interpreter.allocate_tensors()
@@ -63,7 +66,8 @@ class ResidentStep:
                 raise
             raise ResidentUnavailable(f"{manifest.path / file}: the interpreter cannot open it ({e})") from None
         self.interpreter, self.wrapper = interpreter, wrapper
-        self._check(manifest, details, file)
+        self.rows = rows
+        self._check(manifest, details, file, rows)
         step_in, step_out = details["step"]
         self.x, self.y = int(step_in[manifest.input.name]["index"]), int(step_out[manifest.output.name]["index"])
         self.names = [s.name for s in manifest.state]  # the manifest's order
@@ -71,11 +75,14 @@ class ResidentStep:
         self._writes = [(n, int(details["set_state"][0][n]["index"])) for n in self.names]
 
     @staticmethod
-    def _check(manifest, details: dict, file: str) -> None:
-        """Each signature must take and return exactly what the manifest promises, by name and shape."""
-        state = {s.name: (s.shape, np.float32) for s in manifest.state}
-        expected = {"step": ({manifest.input.name: (manifest.input.shape, np.float32)},
-                             {manifest.output.name: (manifest.output.shape, np.float32)}),
+    def _check(manifest, details: dict, file: str, rows: int) -> None:
+        """Each signature must take and return exactly what the manifest promises, by name and shape
+        (the manifest's (1, n) shapes with `rows` rows)."""
+        def shape(spec):
+            return (rows, *spec.shape[1:])
+        state = {s.name: (shape(s), np.float32) for s in manifest.state}
+        expected = {"step": ({manifest.input.name: (shape(manifest.input), np.float32)},
+                             {manifest.output.name: (shape(manifest.output), np.float32)}),
                     "get_state": ({}, state), "set_state": (state, {WRITTEN: ((1,), np.int32)})}
         for key, sides in expected.items():
             for kind, want, have in zip(("input", "output"), sides, details[key]):
@@ -87,13 +94,13 @@ class ResidentStep:
                                       f"the manifest says ({text(want)})")
 
     def read(self) -> dict[str, np.ndarray]:
-        """The state held in the interpreter: name -> (1, n) float32 (fresh arrays), the manifest's order."""
+        """The state held in the interpreter: name -> (rows, n) float32 (fresh arrays), the manifest's order."""
         sub, get = self.subgraph["get_state"], self.wrapper.GetTensor
         self.wrapper.Invoke(sub)
         return {name: get(index, sub) for name, index in self._reads}
 
     def write(self, state: dict[str, np.ndarray]) -> None:
-        """Set every state tensor inside the interpreter: name -> (1, n) float32."""
+        """Set every state tensor inside the interpreter: name -> (rows, n) float32, C-contiguous."""
         sub, put = self.subgraph["set_state"], self.wrapper.SetTensor
         for name, index in self._writes:
             put(index, state[name], sub)

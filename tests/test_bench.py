@@ -79,9 +79,12 @@ def test_tiny_bench_runs_and_writes_its_report(tmp_path):
         (1, False), (1, True), (8, False), (8, True)]
     assert all(t["samples_per_s"] > 0 for t in results["throughput"]) and "## Throughput over many streams" in text
     many = results["many_streams"]  # issue 19: step_rows next to the raw batched call and numpy, per runtime
-    assert sorted(many) == sorted(["tflite_runtime", "ai_edge_litert"]) and "## Many streams: 8 streams" in text
+    assert sorted(many) == sorted(["tflite_runtime", "ai_edge_litert"]) and "## Many streams: 64 streams" in text
     assert all(many[rt]["variants"]["float32"][k]["steps_per_s"] > 0 for rt in many
-               for k in ("step_rows", "step_many", "raw_batched", "numpy_batched"))
+               for k in ("step_rows", "step_many", "raw_batched", "raw_resident_batched", "numpy_batched"))
+    # at 64 streams the pool's steady state is the batched resident companion, under both runtimes
+    assert all(many[rt]["variants"]["float32"]["resident_blocks"] for rt in many)
+    assert "state in variables (tflite_runtime, float32)" in text and "state in variables (ai_edge_litert" in text
     keys = results["autocomplete"]
     assert keys["k"] == 3 and keys["bundle_bytes"] > 0 and keys["variants"]["float32"]["keystrokes"] > 10
     assert "| float32 |" in text.split("## Autocomplete")[1]

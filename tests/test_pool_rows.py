@@ -9,13 +9,14 @@ Each case runs in a fresh process: tflite-runtime cannot share one with TensorFl
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import IN_PROCESS_BACKEND, run_isolated
+from tests.conftest import IN_PROCESS_BACKEND, copy_bundle, edit_manifest, run_isolated
 
 BACKENDS = ("tflite_runtime", "ai_edge_litert")
 VARIANTS = (("lstm", "float32"), ("lstm", "int8-io"), ("lstm", "int16x8"), ("gru", "int16x8"))
@@ -270,3 +271,190 @@ def test_the_steady_state_feeds_the_state_back_and_every_read_sees_it(fixture_bu
     r = run_case(STEADY, BUNDLE=str(fixture_bundles["lstm"][1]), BACKEND=backend, VARIANT=variant)
     assert r["bad"] == []
     assert r["kept"] > 150  # most calls took the feed-back path
+
+
+# -- the steady state inside the batched resident companion (64 streams' state in variables per interpreter) --
+# 128 streams in two blocks step together call after call; in between: reads of state and steps (steps_of must
+# leave the state in the blocks), a snapshot written and compared byte for byte with the sessions', a reset, a
+# stream leaving and another joining on its row, a hand restore, one block's rows stepped alone, a few rows
+# stepped apart, and a second pool restored from the snapshot going on in its own steady state.
+RESIDENT_STEADY = """
+import json, numpy as np, edge_runtime
+from pathlib import Path
+from edge_runtime.pool import StreamPool
+from edge_runtime.service.snapshot import write_snapshot
+model = edge_runtime.load(BUNDLE, variant=VARIANT, backend=BACKEND)
+mean, std = (np.asarray(model.manifest.normalization[k], np.float64) for k in ("mean", "std"))
+pool, rng = StreamPool(model, max_streams=160, max_batch=64), np.random.default_rng(7)
+ids = [f"s{k}" for k in range(128)]
+sessions = {i: model.session() for i in ids}
+rows = pool.rows_of(ids, add=True)
+level = mean + std * rng.normal(0, 1, (128, len(mean)))
+bits = lambda a: np.asarray(a, np.float32).view(np.uint32)
+bad, held, kept_by_steps_of, snapshots = [], 0, 0, {}
+def compare_state(tag):
+    return [f"{tag} {name} {i}" for name, array in pool.state.items() for k, i in enumerate(ids)
+            if not np.array_equal(bits(array[rows[k]]), bits(sessions[i].state[name][0]))]
+def snapshot(path, arrays):
+    write_snapshot(Path(path), {"streams": [{"id": i, "steps": pool.steps_of(i)} for i in ids]}, arrays)
+    return Path(path).read_bytes()
+for t in range(STEPS):
+    event = t % 41
+    if event == 5:
+        pool.reset("s3"); sessions["s3"].reset()
+    elif event == 9:                                  # steps only: the state stays in the blocks
+        before = pool._held
+        bad += [f"t={t} steps {i}" for i in ids[::9] if pool.steps_of(i) != sessions[i].steps]
+        bad += [] if (pool.steps[rows] == [sessions[i].steps for i in ids]).all() else [f"t={t} steps array"]
+        kept_by_steps_of += before is not None and pool._held is before
+    elif event == 13:                                 # a read of state between two steps
+        bad += compare_state(f"t={t} read")
+    elif event == 17:                                 # a snapshot, byte for byte the sessions' one
+        from_pool = snapshot(OUT + "/pool.snap", {f"state.{n}": a[rows] for n, a in pool.state.items()})
+        from_sessions = snapshot(OUT + "/sessions.snap", {f"state.{n}": np.concatenate(
+            [sessions[i].state[n] for i in ids]) for n in pool.state})
+        bad += [] if from_pool == from_sessions else [f"t={t} snapshot bytes"]
+        snapshots = {"t": t, "state": {n: a[rows].copy() for n, a in pool.state.items()},
+                     "steps": [pool.steps_of(i) for i in ids]}
+    elif event == 23:                                 # a stream leaves, another joins on its row
+        pool.remove("s70"); sessions.pop("s70")
+        assert pool.add("s70") == rows[70]; sessions["s70"] = model.session()
+    elif event == 29:                                 # restore a state by hand
+        state = {n: a[rows[1]].copy() for n, a in pool.state.items()}
+        pool.set_state("s1", state, pool.steps_of("s1"))
+    elif event in (31, 37):                           # one block alone (a different held slice), or a few rows
+        part = slice(64, 128) if event == 31 else slice(2, 5)
+        other = level[part] + std * rng.normal(0, 0.05, level[part].shape)
+        y = pool.step_rows(rows[part], other.astype(np.float32))
+        for k, i in enumerate(ids[part]):
+            bad += [] if np.array_equal(bits(y[k]), bits(sessions[i].step(list(other[k])))) else [f"t={t} other {i}"]
+    level = level + std * rng.normal(0, 0.05, level.shape)
+    x = level.astype(np.float32)
+    held += pool._held is not None
+    y = pool.step_rows(rows, x)
+    for k, i in enumerate(ids):
+        if not np.array_equal(bits(y[k]), bits(sessions[i].step(list(x[k])))):
+            bad.append(f"t={t} {i} y")
+bad += compare_state("end")
+restored = StreamPool(model, max_streams=160)       # from the last snapshot, on through a steady state of its own
+again = restored.rows_of(ids, add=True)
+for k, i in enumerate(ids):
+    restored.set_state(i, {n: a[k] for n, a in snapshots["state"].items()}, snapshots["steps"][k])
+fresh_pool = StreamPool(model, max_streams=160)       # and the same restore through the explicit path
+fresh_pool._blocks = None
+again_explicit = fresh_pool.rows_of(ids, add=True)
+for k, i in enumerate(ids):
+    fresh_pool.set_state(i, {n: a[k] for n, a in snapshots["state"].items()}, snapshots["steps"][k])
+for t in range(30):
+    x = (mean + std * rng.normal(0, 1, (128, len(mean)))).astype(np.float32)
+    if not np.array_equal(bits(restored.step_rows(again, x)), bits(fresh_pool.step_rows(again_explicit, x))):
+        bad.append(f"restored t={t}")
+bad += [f"restored {n}" for n in restored.state if not np.array_equal(bits(restored.state[n]), bits(fresh_pool.state[n]))]
+print(json.dumps({"bad": bad[:5], "held": held, "kept_by_steps_of": kept_by_steps_of,
+                  "why_not": pool.resident_why_not, "blocks": len(pool._blocks._engines)}))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_the_steady_state_inside_the_batched_resident_companion_equals_one_session_per_stream(
+        fixture_bundles, tmp_path, cell, backend):
+    r = run_case(RESIDENT_STEADY, BUNDLE=str(fixture_bundles[cell][1]), BACKEND=backend, VARIANT="float32",
+                 OUT=str(tmp_path), STEPS=300)
+    assert r["bad"] == []
+    assert r["why_not"] is None and r["blocks"] == 2  # one interpreter per 64-row block
+    assert r["held"] > 200  # most calls stepped with the state in the variables
+    assert r["kept_by_steps_of"] >= 5  # reading step counts did not pull the state out
+
+
+def without_batched_resident(bundle: Path) -> Path:
+    """The bundle as convert wrote it before the batched resident companion (entry and file gone)."""
+    def drop(manifest):
+        for variant in manifest["variants"]:
+            variant.pop("batched_resident", None)
+    edit_manifest(bundle, drop)
+    for file in bundle.glob("*.batch.resident.tflite"):
+        file.unlink()
+    return bundle
+
+
+def test_a_bundle_without_the_batched_resident_companion_steps_with_explicit_state(fixture_bundles, tmp_path):
+    """Older bundles (and a transformer's) have none: the pool feeds the state in and out, and says why."""
+    import edge_runtime
+    from edge_runtime.pool import StreamPool
+
+    bundle = without_batched_resident(copy_bundle(fixture_bundles, tmp_path))
+    model = edge_runtime.load(bundle, variant="float32", backend=IN_PROCESS_BACKEND)
+    pool, sessions = StreamPool(model, max_streams=64), [model.session() for _ in range(64)]
+    rows = pool.rows_of([f"s{k}" for k in range(64)], add=True)
+    assert pool.resident_why_not == "variant float32 has no batched resident step model"
+    mean = np.asarray(model.manifest.normalization["mean"], np.float32)
+    for t in range(20):
+        x = mean + np.float32(0.1 * t) * np.ones((64, len(mean)), np.float32)
+        y = pool.step_rows(rows, x)
+        assert all(np.array_equal(y[k].view(np.uint32), s.step(x[k]).view(np.uint32)) for k, s in enumerate(sessions))
+    assert pool._held is None and pool._pending is not None  # the explicit steady state
+
+
+def replace_batched_resident(bundle: Path, content: bytes, rehash: bool = True, **entry) -> None:
+    """Write `content` as the float32 variant's batched resident file; rehash: the manifest's size and sha256
+    follow it (an edited file passed off as the real one), else they stay (a file damaged on the way)."""
+    import hashlib
+
+    file = bundle / "model.float32.batch.resident.tflite"
+    file.write_bytes(content)
+
+    def change(manifest):
+        record = next(v for v in manifest["variants"] if v["name"] == "float32")["batched_resident"]
+        if rehash:
+            record.update(sha256=hashlib.sha256(content).hexdigest(), bytes=len(content))
+        record.update(entry)
+    edit_manifest(bundle, change)
+
+
+@pytest.mark.parametrize("damage,message", [
+    # the bytes changed, the manifest not: the hash check names the file
+    (lambda b: replace_batched_resident(b, b"\0" + (b / "model.float32.batch.resident.tflite").read_bytes()[1:],
+                                        rehash=False), r"model\.float32\.batch\.resident\.tflite: sha256 mismatch"),
+    # the explicit batched model passed off as the resident one: no get/set_state signatures
+    (lambda b: replace_batched_resident(b, (b / "model.float32.batch.tflite").read_bytes()),
+     r"model\.float32\.batch\.resident\.tflite: no signature get_state, set_state"),
+    # the one-stream resident companion passed off as the 64-row one: shapes
+    (lambda b: replace_batched_resident(b, (b / "model.float32.resident.tflite").read_bytes()),
+     r"model\.float32\.batch\.resident\.tflite: signature 'step' has inputs \(x \[1, 2\] float32\) where the "
+     r"manifest says \(x \[64, 2\] float32\)"),
+    # listed, but not there
+    (lambda b: (b / "model.float32.batch.resident.tflite").unlink(), r"model\.float32\.batch\.resident\.tflite"),
+])
+def test_a_damaged_batched_resident_companion_is_refused_naming_its_file(fixture_bundles, tmp_path, damage, message):
+    """Listed in the manifest, it must be what convert wrote (it was checked bit for bit against the explicit
+    batched model): anything else refuses the pool at start with the file named, not a silent fallback."""
+    import edge_runtime
+    from edge_runtime.manifest import BundleError
+    from edge_runtime.pool import StreamPool
+
+    bundle = copy_bundle(fixture_bundles, tmp_path)
+    damage(bundle)
+    model = edge_runtime.load(bundle, variant="float32", backend=IN_PROCESS_BACKEND)
+    with pytest.raises(BundleError, match=message) as caught:
+        StreamPool(model, max_streams=64)
+    assert "\n" not in str(caught.value)
+    assert StreamPool(model, max_streams=64, batched=False).resident_why_not  # batched = false still opens
+    # a pool smaller than a block never uses the file (nor reads it: no cost at start for a small gateway)
+    assert StreamPool(model, max_streams=63).resident_why_not == "max_streams 63 < a block of 64 streams"
+
+
+@pytest.mark.parametrize("rows,message", [(1, r"batched_resident\.rows: 1 is outside \[2, 4096\]"),
+                                          ("64", r"batched_resident\.rows: should be an integer"),
+                                          (None, r"batched_resident: missing required field 'rows'")])
+def test_the_batched_resident_rows_are_checked_when_the_manifest_is_read(fixture_bundles, tmp_path, rows, message):
+    from edge_runtime.manifest import BundleError, read_manifest
+
+    bundle = copy_bundle(fixture_bundles, tmp_path)
+
+    def change(manifest):
+        record = next(v for v in manifest["variants"] if v["name"] == "float32")["batched_resident"]
+        record.pop("rows") if rows is None else record.update(rows=rows)
+    edit_manifest(bundle, change)
+    with pytest.raises(BundleError, match=message):
+        read_manifest(bundle)

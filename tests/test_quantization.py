@@ -134,7 +134,7 @@ def test_the_table_is_what_the_runtimes_do(tmp_path, tiny_bundles, tiny_transfor
     of each op that opened must be the table's entry, and the refusals must match."""
     bundles = [b for _, b in tiny_bundles.values()] + [tiny_transformer[1]]
     files = [str(b / entry["file"]) for b in bundles for v in manifest_of(b)["variants"]
-             for entry in (v, *([v["resident"]] if "resident" in v else []))]  # each variant and its resident companion
+             for entry in (v, *(v[k] for k in ("resident", "batched_resident") if k in v))]  # and its resident companions
     for name, data in big_models.items():
         (tmp_path / f"{name}.tflite").write_bytes(data)
         files.append(str(tmp_path / f"{name}.tflite"))
