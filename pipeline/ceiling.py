@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.loadgen import ForecastTally
+
 ROOT = Path(__file__).resolve().parents[1]
 TICK_S = 0.01  # the paced sender's tick
 READ_POLL_S = 0.002  # the sink reader's wait when the file has nothing new (part of the measured latency)
@@ -94,15 +96,13 @@ class LineMaker:
                        for sid, row in zip(self.ids, v)).encode()
 
 
-class SinkReader(threading.Thread):
+class SinkReader(threading.Thread, ForecastTally):
     """Follows the sink's JSON-lines file: per forecast, the latency (read time - its sample's t)."""
 
     def __init__(self, path: Path, capacity: int):
-        super().__init__(daemon=True)
+        threading.Thread.__init__(self, daemon=True)
+        ForecastTally.__init__(self, capacity)
         self.path = path
-        self.latency_s = np.zeros(capacity, np.float64)
-        self.count = self.duplicates = 0
-        self.seen: set = set()
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -119,19 +119,9 @@ class SinkReader(threading.Thread):
                 lines = (rest + chunk).split(b"\n")
                 rest = lines.pop()
                 for line in lines:
-                    self._record(json.loads(line), now)
-
-    def _record(self, record: dict, now: float) -> None:
-        if "prediction" not in record:  # an anomaly event
-            return
-        key = (record["id"], record["t"])
-        if key in self.seen:
-            self.duplicates += 1
-            return
-        self.seen.add(key)
-        if self.count < len(self.latency_s):
-            self.latency_s[self.count] = now - record["t"]
-        self.count += 1
+                    record = json.loads(line)
+                    if "prediction" in record:  # not an anomaly event
+                        self.add(record, now)
 
 
 class AckReader(threading.Thread):

@@ -81,14 +81,31 @@ def _service_config(folder: Path, bundle: Path, port: int, sensors: int, jsonl: 
     return path
 
 
-class _Subscriber:
+class ForecastTally:
+    """Forecasts counted once per (stream, t), duplicates apart, and each one's latency (seen - t, seconds)
+    into a preallocated array; the sample's t is its send time. Shared with pipeline/ceiling.py."""
+
+    def __init__(self, capacity: int):
+        self.latency_s = np.zeros(capacity, np.float64)
+        self.count = self.duplicates = 0
+        self.seen: set = set()
+
+    def add(self, record: dict, now: float) -> None:
+        key = (record["id"], record["t"])
+        if key in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(key)
+        if self.count < len(self.latency_s):
+            self.latency_s[self.count] = now - record["t"]
+        self.count += 1
+
+
+class _Subscriber(ForecastTally):
     """Counts forecasts per (sensor, t) and records latency into a preallocated array."""
 
     def __init__(self, port: int, capacity: int):
-        self.latency_s = np.zeros(capacity, np.float64)
-        self.count = 0
-        self.seen: set = set()
-        self.duplicates = 0
+        super().__init__(capacity)
         self.lock = threading.Lock()
         self.client = mqtt_client("edge-load-sub", port)
         self.client.on_message = self._message
@@ -101,15 +118,8 @@ class _Subscriber:
     def _message(self, client, userdata, message) -> None:
         now = time.time()
         record = json.loads(message.payload)
-        key = (record["id"], record["t"])
         with self.lock:
-            if key in self.seen:
-                self.duplicates += 1
-                return
-            self.seen.add(key)
-            if self.count < len(self.latency_s):
-                self.latency_s[self.count] = now - record["t"]
-            self.count += 1
+            self.add(record, now)
 
     def close(self) -> None:
         self.client.disconnect()
