@@ -509,8 +509,8 @@ def write_report(recurrent: list[Built], transformers: list[Built], rows: list[A
             "ring's ages (W) and per layer a K and a V ring (heads x W x head_dim each). W x d is capped at 65,536 "
             "by the bundle's state width: d16 reaches W = 4,096.",
             "" if "int8-io" not in s.variants else
-            "\nint8-io is timed too, but its ring is broken (ages requantized, see the design notes): its times "
-            "are those of a graph that computes the wrong attention, kept for the cost trend only.", "",
+            "\nint8-io is timed too: its ring's bookkeeping runs outside the quantized core (edge_runtime/ring.py), "
+            "so its ages are exact and its times are those of the attention the float model computes.", "",
             latency_table(recurrent, transformers, s), "",
             "![latency and state against W](rnn-vs-transformer_latency.png)", "",
             "## Microcontroller budgets (firmware_sim)", "",
