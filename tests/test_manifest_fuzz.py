@@ -74,6 +74,8 @@ def mutated_documents(draw) -> tuple[str, bytes]:
             parent[path[-1]]  # noqa: B018 (an earlier mutation may have removed it)
         except (KeyError, IndexError, TypeError):
             continue
+        if not isinstance(parent, (dict, list)):  # an earlier replace left a string where a list was: "ab"[0] reads
+            continue
         action = draw(st.sampled_from(["replace", "replace", "delete", "add_key"]))
         if action == "replace":
             parent[path[-1]] = draw(json_values)
