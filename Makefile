@@ -90,7 +90,7 @@ demo: setup ## the whole pipeline on built-in data: train, convert, run on the e
 
 test: setup ## the test suite (what CI runs)
 	@bash tools/apt-deps.sh $(TEST_PACKAGES)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=40  # the slowest tests, so CI logs show where its time goes
 
 test-fast: setup ## under a minute, no torch/TensorFlow: the tests not marked slow, on tests/fixture_bundles
 	$(BIN)/python -m pytest -q -m "not slow"
