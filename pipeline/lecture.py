@@ -354,11 +354,13 @@ def verdict(h: dict, settings: LectureSettings) -> str:
         if not m:
             continue
         where = "lower" if m["geo_mean"] < 0.98 else "higher" if m["geo_mean"] > 1.02 else "about the same"
+        first = rnn == "lstm" or "lstm" not in h["mse_ratio"]
         lead = (f"In accuracy at matched parameter counts (W = {settings.accuracy_context}, at most "
-                f"{settings.epochs} epochs), the" if rnn == "lstm" or "lstm" not in h["mse_ratio"] else "Against the")
-        parts.append(f"{lead} Transformer's float32 test MSE was below the {LABELS[rnn]}'s on "
-                     f"{m['transformer_better']} of {m['series']} series: geometric mean x{m['geo_mean']:.2f} of it "
-                     f"(x{m['min']:.2f} to x{m['max']:.2f}), {where} overall.")
+                f"{settings.epochs} epochs), the Transformer's float32 test MSE was below the" if first
+                else "Against the")
+        subject = f"{LABELS[rnn]}'s on" if first else f"{LABELS[rnn]}, it was lower on"
+        parts.append(f"{lead} {subject} {m['transformer_better']} of {m['series']} series: geometric mean "
+                     f"x{m['geo_mean']:.2f} of it (x{m['min']:.2f} to x{m['max']:.2f}), {where} overall.")
     if h.get("best"):
         parts.append("Lowest test MSE per series: " + ", ".join(f"{LABELS[f]} on {n}" for f, n in h["best"].items())
                      + ".")

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from conftest import ROOT, python_env
-from pipeline.lecture import Built, context_limit, state_size
+from pipeline.lecture import Built, LectureSettings, context_limit, state_size, verdict
 
 # Transformer d16, 2 layers: x_prev (C) + ages (W) + per layer a K and a V ring of W x 16 values
 D, LAYERS = 16, 2
@@ -24,6 +24,16 @@ def test_state_size_reads_the_manifest_shapes_and_dtypes():
                           {"name": "age", "shape": [1, 64], "dtype": "float32"},
                           {"name": "k", "shape": [1, 1024], "dtype": "int8"}]}
     assert state_size(manifest) == (2 + 64 + 1024, 4 * 66 + 1024)
+
+
+def test_the_verdict_names_the_transformer_once_and_compares_it_with_each_recurrent_model():
+    h = {"latency_ratio": {}, "limits": {}, "rnn_state_bytes": {}, "best": {},
+         "mse_ratio": {"lstm": {"series": 6, "transformer_better": 4, "geo_mean": 0.95, "min": 0.6, "max": 3.7},
+                       "gru": {"series": 6, "transformer_better": 3, "geo_mean": 1.10, "min": 0.7, "max": 2.4}}}
+    text = verdict(h, LectureSettings())
+    assert "the Transformer's float32 test MSE was below the LSTM-32's on 4 of 6 series" in text, text
+    assert "Against the GRU-37, it was lower on 3 of 6 series: geometric mean x1.10" in text, text
+    assert "Against the Transformer" not in text
 
 
 def budgets(w: int, ram0: float, ram_per_w: float, us0: float, us_per_w: float) -> dict:
