@@ -27,7 +27,7 @@ from edge_runtime.binding import StepBinding, indices, signature_details
 from edge_runtime.manifest import (BundleError, batched_companion, batched_resident_companion, verified_file_bytes,
                                    verified_model_bytes)
 from edge_runtime.model import Model
-from edge_runtime.resident import ResidentStep, ResidentUnavailable
+from edge_runtime.resident import ResidentStep, ResidentUnavailable, verified_companion
 
 
 def bucket_size(rows: int) -> int:
@@ -149,16 +149,11 @@ class ResidentBlocks:
         fewer streams than a block, a runtime that refuses it). A companion whose size or sha256 is not the
         manifest's: BundleError."""
         entry = batched_resident_companion(model.manifest, model.variant)
-        if entry is None:
-            return f"variant {model.variant.name} has no batched resident step model"
-        if entry["rows"] > max_streams:
+        if entry is not None and entry["rows"] > max_streams:
             return f"max_streams {max_streams} < a block of {entry['rows']} streams"
-        if model.integer_io or model.binding.core:
-            return f"variant {model.variant.name} is an integer variant"
-        refusal = (entry.get("compatibility") or {}).get(model.backend)
-        if refusal:
-            return f"{model.backend} cannot open {entry['file']}: {refusal}"
-        content = verified_file_bytes(model.manifest, entry["file"], entry["bytes"], entry["sha256"])
+        content = verified_companion(model, entry, "batched resident step model")
+        if isinstance(content, str):
+            return content
         try:
             return cls(model, content, entry)
         except ResidentUnavailable as e:

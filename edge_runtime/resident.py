@@ -26,10 +26,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.manifest import BundleError
+from edge_runtime.manifest import BundleError, verified_file_bytes
 
 SIGNATURES = ("step", "get_state", "set_state")
 WRITTEN = "written"  # set_state's output, (1,) int32: the number of state tensors written
+
+
+def verified_companion(model, entry: dict | None, what: str) -> bytes | str:
+    """A resident companion's bytes, checked against the manifest's size and sha256 (a mismatch is a
+    BundleError), or why `model` steps with explicit state instead: no companion, an integer variant (its
+    state is requantized outside the model), or a runtime the converter found cannot open it.
+    `model` is an edge_runtime.model.Model (not imported: the model module imports this one's users)."""
+    if entry is None:
+        return f"variant {model.variant.name} has no {what}"
+    if model.integer_io or model.binding.core:
+        return f"variant {model.variant.name} is an integer variant (its state is requantized outside the model)"
+    refusal = (entry.get("compatibility") or {}).get(model.backend)
+    if refusal:
+        return f"{model.backend} cannot open {entry['file']}: {refusal}"
+    return verified_file_bytes(model.manifest, entry["file"], entry["bytes"], entry["sha256"])
 
 
 class ResidentUnavailable(RuntimeError):

@@ -21,9 +21,9 @@ from __future__ import annotations
 import numpy as np
 
 from edge_runtime.binding import CORE_OUTPUT
-from edge_runtime.manifest import BundleError, resident_companion, verified_file_bytes
+from edge_runtime.manifest import BundleError, resident_companion
 from edge_runtime.model import Model
-from edge_runtime.resident import ResidentStep, ResidentUnavailable
+from edge_runtime.resident import ResidentStep, ResidentUnavailable, verified_companion
 from edge_runtime.ring import AGE
 
 
@@ -40,14 +40,9 @@ class ForecastModel(Model):
     def _open_resident(self) -> str | None:
         """Verify and open the resident companion; why a session steps with explicit state otherwise."""
         entry = resident_companion(self.manifest, self.variant)
-        if entry is None:
-            return f"variant {self.variant.name} has no resident step model"
-        if self.integer_io or self.binding.core:
-            return f"variant {self.variant.name} is an integer variant (its state is requantized outside the model)"
-        refusal = (entry.get("compatibility") or {}).get(self.backend)
-        if refusal:
-            return f"{self.backend} cannot open {entry['file']}: {refusal}"
-        content = verified_file_bytes(self.manifest, entry["file"], entry["bytes"], entry["sha256"])
+        content = verified_companion(self, entry, "resident step model")
+        if isinstance(content, str):
+            return content
         try:
             self._spare = ResidentStep(self.interpreter_cls, content, self.manifest, self.num_threads, entry["file"])
         except ResidentUnavailable as e:
