@@ -100,6 +100,12 @@ class StreamPool:
         return self._state
 
     @property
+    def sample_dtype(self) -> type:
+        """The dtype step_rows reads x in: float64 for an integer core graph, float32 otherwise (hand x over in
+        it and no copy is made; float32 x also takes the steady-state path)."""
+        return np.float64 if self._core else np.float32
+
+    @property
     def steps(self) -> np.ndarray:
         """(max_streams,) int64 samples since each row's stream was last reset (current when read; reading
         it leaves the state where it is)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edge_runtime.anomaly import STILLNESS_CAP, AnomalySpec, AnomalyTracker, ema_step
+from edge_runtime.anomaly import STILLNESS_CAP, AnomalySpec, AnomalyTracker, TrackerBank, ema_step
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the numpy reference on NaN and infinities
 
@@ -97,3 +97,43 @@ def test_a_restored_tracker_goes_on_exactly_as_the_one_it_was_taken_from():
     restored.load_dict(json.loads(json.dumps(first.to_dict())))
     assert restored.active and restored.primed  # cut inside an alarm, with the stillness history primed
     assert [restored.update(r) for r in residuals[170:]] == [first.update(r) for r in residuals[170:]]
+
+
+@settings(max_examples=150, deadline=None)
+@given(channels=st.integers(1, 3), still=st.booleans(), window=st.integers(2, 6), data=st.data())
+def test_the_tracker_bank_matches_one_tracker_per_stream_bit_for_bit(channels, still, window, data):
+    """Rounds of any subset of 5 rows (in any order), resets and snapshot reloads between rounds: the bank's
+    scores, events and snapshots are the per-stream trackers' ones, bit for bit."""
+    spec = AnomalySpec(tuple(data.draw(st.lists(st.floats(0.05, 5), min_size=channels, max_size=channels))),
+                       threshold=4.0, clear_threshold=2.0, clear_steps=2,
+                       stillness_floor=tuple([0.3] * channels) if still else None, stillness_window=window)
+    streams = 5
+    bank, trackers = TrackerBank(spec, streams), [AnomalyTracker(spec) for _ in range(streams)]
+    for _ in range(data.draw(st.integers(1, 25))):
+        action = data.draw(st.sampled_from(["round", "round", "round", "reset", "reload"]))
+        if action == "reset":
+            row = data.draw(st.integers(0, streams - 1))
+            bank.reset(row), trackers[row].reset()
+        elif action == "reload":  # a snapshot entry written by a tracker, loaded into the bank
+            row = data.draw(st.integers(0, streams - 1))
+            bank.load_dict(row, json.loads(json.dumps(trackers[row].to_dict())))
+        else:
+            rows = data.draw(st.lists(st.integers(0, streams - 1), unique=True, min_size=1, max_size=streams))
+            residuals = np.array(data.draw(st.lists(st.lists(residual_values, min_size=channels, max_size=channels),
+                                                    min_size=len(rows), max_size=len(rows))), np.float64)
+            scores, events = bank.update(np.array(rows), residuals)
+            expected = [trackers[r].update(residuals[k]) for k, r in enumerate(rows)]
+            assert [(_bits(s), e) for s, e in zip(scores, events)] == [(_bits(s), e) for s, e in expected], rows
+    for row in range(streams):
+        assert json.dumps(bank.to_dict(row)) == json.dumps(trackers[row].to_dict()), row
+
+
+def test_a_bank_refuses_a_snapshot_of_another_width_and_keeps_the_row():
+    spec = AnomalySpec((0.5, 1.0), 5.0, 2.0, 3, stillness_floor=(0.2, 0.3), stillness_window=8)
+    bank = TrackerBank(spec, 2)
+    bank.update(np.array([1]), np.array([[3.0, 0.1]]))
+    before = bank.to_dict(1)
+    with pytest.raises(ValueError, match="last_z has shape \\[3\\], this bundle scores 2 channel"):
+        bank.load_dict(1, {"active": True, "quiet_steps": 1, "primed": True, "last_z": [0, 0, 0],
+                           "mean_change": [0, 0], "still_seen": 2})
+    assert bank.to_dict(1) == before

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
+from edge_runtime.anomaly import AnomalySpec, TrackerBank
 from edge_runtime.bounds import value_bounds
 from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.config import ServiceConfig
@@ -103,13 +103,12 @@ class Pending:
 class StreamInfo:
     """What the service keeps per stream besides the model state (which lives in the pool)."""
 
-    __slots__ = ("last_t", "since_reset", "tracker", "forecast", "last_seen_unix")
+    __slots__ = ("last_t", "since_reset", "forecast", "last_seen_unix")
 
-    def __init__(self, tracker: AnomalyTracker | None, seen_unix: float):
+    def __init__(self, seen_unix: float):
         self.last_seen_unix = seen_unix  # wall clock of the last accepted sample: idle eviction, LRU order
         self.last_t: float | None = None
-        self.since_reset = 0  # samples stepped since the last (re)start of the state
-        self.tracker = tracker
+        self.since_reset = 0  # samples stepped since the last (re)start of the state (its tracker: Service.bank)
         self.forecast: np.ndarray | None = None  # (O,) forecast for the next sample
 
 
@@ -128,6 +127,8 @@ class Service:
         self.identity = m.sha256  # of the very manifest bytes the model was loaded from
         self.spec = AnomalySpec.from_manifest(m)
         self.pool = StreamPool(self.model, s.max_streams, batched=None if s.batched else False, max_batch=s.max_batch)
+        # row r: the anomaly tracker of the stream in the pool's row r (reset whenever a stream takes the row)
+        self.bank = TrackerBank(self.spec, s.max_streams) if self.spec is not None else None
         self.target = np.asarray(m.target)  # (O,) input channels the model forecasts
         self.bounds = value_bounds(m.normalization, config.input.value_range_std)  # (C,) of (low, high)
         self.streams: OrderedDict[str, StreamInfo] = OrderedDict()  # least recently seen first
@@ -318,8 +319,11 @@ class Service:
             self.pool.set_state(stream_id, {n: arrays[f"state.{n}"][k] for n in names}, int(entry["steps"]))
             info = self._new_stream_info(written - idle[k])
             info.last_t, info.since_reset = entry["last_t"], int(entry["since_reset"])
-            if info.tracker is not None and entry.get("anomaly"):
-                info.tracker.load_dict(entry["anomaly"])
+            if self.bank is not None:
+                row = int(self.pool.rows_of([stream_id])[0])
+                self.bank.reset(row)
+                if entry.get("anomaly"):
+                    self.bank.load_dict(row, entry["anomaly"])
             if forecasts is not None and not np.isnan(forecasts[k]).any():
                 info.forecast = forecasts[k].copy()
             self.streams[stream_id] = info
@@ -342,8 +346,7 @@ class Service:
             info.last_t = None
 
     def _new_stream_info(self, seen_unix: float | None = None) -> StreamInfo:
-        return StreamInfo(AnomalyTracker(self.spec) if self.spec is not None else None,
-                          time.time() if seen_unix is None else seen_unix)
+        return StreamInfo(time.time() if seen_unix is None else seen_unix)
 
     def _total_steps(self) -> int:
         ids = self.pool.ids()
@@ -361,7 +364,7 @@ class Service:
                 forecast[k] = info.forecast
             entries.append({"id": stream_id, "steps": int(self.pool.steps[rows[k]]), "last_t": info.last_t,
                             "since_reset": info.since_reset, "last_seen_unix": info.last_seen_unix,
-                            "anomaly": info.tracker.to_dict() if info.tracker is not None else None})
+                            "anomaly": self.bank.to_dict(int(rows[k])) if self.bank is not None else None})
         arrays = {f"state.{name}": array[rows] for name, array in self.pool.state.items()}
         started, now = time.perf_counter(), time.time()
         meta = {"bundle_sha256": self.identity, "bundle_name": self.model.manifest.name,
@@ -486,11 +489,13 @@ class Service:
         info = self.streams.get(sample.stream)
         if info is None:
             try:
-                self.pool.add(sample.stream)
+                row = self.pool.add(sample.stream)
             except StreamLimitError as e:  # only a replay over a smaller max_streams gets here
                 self._reject("stream_limit", str(e), sample.source)
                 return False
             info = self.streams[sample.stream] = self._new_stream_info(now)
+            if self.bank is not None:
+                self.bank.reset(row)  # the row's last stream may have left an alarm in it
             log("info", "stream_created", stream=sample.stream, source=sample.source, streams=len(self.streams))
         last = info.last_t
         if last is not None and sample.t - last > self.config.streams.max_gap_s:
@@ -544,8 +549,8 @@ class Service:
     def _restart_stream(self, stream_id: str, info: StreamInfo) -> None:
         self.pool.reset(stream_id)
         info.since_reset, info.forecast = 0, None
-        if info.tracker is not None:
-            info.tracker.reset()
+        if self.bank is not None:
+            self.bank.reset(int(self.pool.rows_of([stream_id])[0]))
 
     def _reset_requested(self, stream_id: str) -> None:
         info = self.streams.get(stream_id)
@@ -558,47 +563,55 @@ class Service:
             log("info", "stream_reset", stream=stream_id)
 
     def _step(self, batch: dict[str, Sample], records: list) -> None:
-        """One model call for the round's streams (one sample each); then, per stream, its residual against
-        the forecast it had, the anomaly tracker, and its records. Residuals and forecasts are computed for
-        the whole round at once: element for element the same float64/float32 operations as one stream at
-        a time, without a dozen numpy calls per sample."""
+        """One model call for the round's streams (one sample each); then their residuals against the forecasts
+        they had, one anomaly-bank update for the warm ones, and per stream its records. Whole-round arrays:
+        element for element the same float64/float32 operations as one stream at a time, without a dozen
+        numpy or Python operations per sample."""
         first, start = len(records), time.perf_counter()
-        forecasts = self.pool.step_many({i: s.values for i, s in batch.items()})
+        ids, samples = list(batch), list(batch.values())
+        rows = self.pool.rows_of(ids)  # (B,) int64: every stream of the round was added by _accept
+        values = np.array([s.values for s in samples], np.float64)  # (B, C)
+        new = self.pool.step_rows(rows, values.astype(self.pool.sample_dtype, copy=False))  # (B, O) float32
         done = time.perf_counter()
         call_us = (done - start) * 1e6
         warmup = self.config.streams.warmup_steps
         c = self.counters
         c["batches"] += 1
-        samples = list(batch.values())
-        infos = [self.streams[stream_id] for stream_id in batch]
-        new = np.stack([forecasts[stream_id] for stream_id in batch])  # (B, O) float32
+        infos = [self.streams[stream_id] for stream_id in ids]
         before = [info.forecast for info in infos]
         have = [f is not None for f in before]
-        residuals = [None] * len(samples)
-        if any(have):
-            x = np.array([s.values for s in samples], np.float64)[:, self.target]  # (B, O)
-            old = np.stack([f if f is not None else np.zeros_like(new[0]) for f in before])  # (B, O) float32
-            residuals = [r if h else None for r, h in zip((x - old).tolist(), have)]
-        predictions = new.tolist()
-        for k, (stream_id, sample) in enumerate(batch.items()):
-            info, residual, score = infos[k], residuals[k], None
+        residuals: list = [None] * len(ids)
+        scores: list = [None] * len(ids)
+        events: list = [None] * len(ids)
+        warm = []
+        for info in infos:
             info.since_reset += 1
-            warm = info.since_reset > warmup
-            if residual is not None and info.tracker is not None and warm:
-                score, event = info.tracker.update(residual)
-                if event is not None:
-                    c["anomalies"] += event == "start"
-                    records.append({"type": "anomaly", "id": stream_id, "t": sample.t, "event": event,
-                                    "score": score})
-                    log("warning" if event == "start" else "info", "anomaly", stream=stream_id, t=sample.t,
-                        state=event, score=round(score, 3))
-            info.forecast = new[k]  # (O,)
-            records.append({"type": "prediction", "id": stream_id, "t": sample.t, "step": self.pool.steps_of(stream_id),
-                            "prediction": predictions[k], "residual": residual, "score": score, "warm": warm})
-        self.step_latency.add_many(np.full(len(samples), call_us))
-        self.e2e_latency.add_many(np.fromiter((done - s.received for s in samples), np.float64, len(samples)) * 1e6)
-        c["samples"] += len(batch)
-        c["predictions"] += len(batch)
+            warm.append(info.since_reset > warmup)
+        if any(have):
+            old = np.stack([f if f is not None else new[0] for f in before])  # (B, O) float32; rows without: unused
+            difference = values[:, self.target] - old  # (B, O) float64 sensor units
+            residuals = [r if h else None for r, h in zip(difference.tolist(), have)]
+            scored = [k for k in range(len(ids)) if have[k] and warm[k]]
+            if scored and self.bank is not None:
+                at = np.array(scored)
+                for k, score, event in zip(scored, *self.bank.update(rows[at], difference[at])):
+                    scores[k], events[k] = score, event
+        predictions, steps = new.tolist(), self.pool.steps[rows].tolist()
+        for k, stream_id in enumerate(ids):
+            t, event = samples[k].t, events[k]
+            if event is not None:
+                c["anomalies"] += event == "start"
+                records.append({"type": "anomaly", "id": stream_id, "t": t, "event": event, "score": scores[k]})
+                log("warning" if event == "start" else "info", "anomaly", stream=stream_id, t=t,
+                    state=event, score=round(scores[k], 3))
+            infos[k].forecast = new[k]  # (O,)
+            records.append({"type": "prediction", "id": stream_id, "t": t, "step": steps[k],
+                            "prediction": predictions[k], "residual": residuals[k], "score": scores[k],
+                            "warm": warm[k]})
+        self.step_latency.add_many(np.full(len(ids), call_us))
+        self.e2e_latency.add_many(np.fromiter((done - s.received for s in samples), np.float64, len(ids)) * 1e6)
+        c["samples"] += len(ids)
+        c["predictions"] += len(ids)
         for sink in self.sinks:
             sink.pump()  # a busy turn is many rounds: refill the MQTT window as PUBACKs come, not once a turn
         if self.monitor is not None:
