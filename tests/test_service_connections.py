@@ -107,3 +107,36 @@ def test_a_cap_above_the_descriptor_limit_is_refused_at_start(fixture_bundles, t
     service = ServiceProcess(config, preexec_fn=_device_fd_limit)
     assert service.proc.wait(60) == 2
     assert "[sources.tcp].max_connections = 2000 needs 2064 file descriptors, the limit is 1024" in service.logs()
+
+
+def test_acknowledgements_number_the_lines_that_carry_something_in_order(fixture_bundles, tmp_path):
+    """ack = true: the n-th non-blank line (blank: nothing but whitespace once decoded) is answered "ack <n>"
+    exactly once, in order, whether it was a sample, a reset or a rejection, and however the lines were
+    split across reads (one acknowledgement per read, written as one "ack <n>" per line)."""
+    _, bundle = fixture_bundles["lstm"]
+    config = write_config(tmp_path, bundle, "[sources.tcp]\nport = 0\nack = true\n",
+                          '[sinks.jsonl]\npath = "out.jsonl"\n', "[status]\ninterval_s = 0.2\n")
+    blank = [b"", b"   \t", "\u00a0\u2003".encode()]  # spaces, a tab, Unicode spaces
+    rejected = [b"x,y", b"\x0b", b"\xff\xfe"]  # malformed; a control character; not UTF-8
+    lines = [line for c in range(5) for line in (
+        b"a,%d,20,4" % (10 * c + 1), blank[0], blank[1], blank[2], b"a,%d,20.1,4" % (10 * c + 2), rejected[0],
+        rejected[1], b"b,%d,21,3" % (10 * c + 1), rejected[2], b"a,%d,20.2,4" % (10 * c + 3), b"a,reset", b"",
+        b"a,%d,20.3,4" % (10 * c + 4))]
+    numbered = sum(line not in blank for line in lines)
+    service = ServiceProcess(config)
+    port = service.wait_running()["sources"]["tcp"]["port"]
+    data = b"".join(line + b"\n" for line in lines)
+    acks = []
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        for start in range(0, len(data), 37):  # reads that cut lines anywhere
+            s.sendall(data[start:start + 37])
+        buffer = b""
+        while len(acks) < numbered:
+            chunk = s.recv(4096)
+            assert chunk, f"connection closed after {acks[-3:]}"
+            buffer += chunk
+            *whole, buffer = buffer.split(b"\n")
+            acks += whole
+    assert acks == [b"ack %d" % n for n in range(1, numbered + 1)]
+    assert service.stop() == 0
+    assert _forecasts(tmp_path / "out.jsonl", "a") == 20 and _forecasts(tmp_path / "out.jsonl", "b") == 5

@@ -240,8 +240,8 @@ class TcpSource(Source):
     some) nor threads. A client silent for `idle_timeout_s` is closed (counted in `idle_closed`). Binary
     garbage or a flood only costs that connection its lines; a full queue slows every client (backpressure).
 
-    With `ack = true` the n-th non-blank line of a connection is answered "ack <n>\\n" once the service is
-    done with it: its sample is in the durable write-ahead log and its forecast in the sinks, or it was
+    With `ack = true` the n-th non-blank line of a connection (blank: nothing but whitespace once decoded as
+    UTF-8) is answered "ack <n>\\n" once the service is done with it: its sample is in the durable write-ahead log and its forecast in the sinks, or it was
     rejected (counted; sending it again would not help). The main thread queues acknowledgements and wakes
     this thread through a socket pair; a client that leaves MAX_ACK_BACKLOG bytes of them unread is closed.
     """
@@ -259,7 +259,7 @@ class TcpSource(Source):
         self.max_connections, self.idle_timeout_s = config.max_connections, config.idle_timeout_s
         self.connections: dict[socket.socket, Connection] = {}
         self.ack_mode = config.ack
-        self._acks: deque = deque()  # (socket, n) from the main thread, written out by this thread
+        self._acks: deque = deque()  # (socket, first n, last n) from the main thread, written out by this thread
         # True from the main thread's wake until this thread starts draining _acks: one wake byte per
         # batch of acknowledgements, not one per line (a syscall each, and a selector wake each: 18% of
         # the service's CPU at its ceiling, pipeline/ceiling.py)
@@ -342,19 +342,21 @@ class TcpSource(Source):
             self._lines(state.splitter, data, state.source)
             return
         received = time.perf_counter()
+        first = state.lines + 1
         items = [item for line in state.splitter.feed(data)
-                 if (item := self._numbered_line(conn, state, line, received)) is not None]
+                 if (item := self._item(line, state.source, received)) is not None]  # a blank line: None
+        if items:
+            state.lines += len(items)
+            # one acknowledgement for the read's lines, carried by its last: the main thread handles a
+            # connection's items in order and acknowledges only what is done, so when the last line's turn
+            # comes every line before it is done too (a take that splits the read only delays the first part's)
+            items[-1].ack = lambda first=first, last=state.lines: self._queue_ack(conn, first, last)
         self.emit(items)
 
-    def _numbered_line(self, conn: socket.socket, state: Connection, line: bytes | None, received: float):
-        if line is not None and not line.strip():
-            return None  # a blank line is not a sample: not numbered, nothing to acknowledge
-        state.lines += 1
-        return self._item(line, state.source, received, ack=lambda n=state.lines: self._queue_ack(conn, n))
-
-    def _queue_ack(self, conn: socket.socket, n: int) -> None:
-        """Called by the main thread once line n of this connection is done; this thread writes it."""
-        self._acks.append((conn, n))
+    def _queue_ack(self, conn: socket.socket, first: int, last: int) -> None:
+        """Called by the main thread once lines first..last of this connection are done; this thread writes
+        their "ack <n>" lines."""
+        self._acks.append((conn, first, last))
         if self._wake_sent:  # appended before this thread clears the flag, so its drain will see it
             return
         self._wake_sent = True
@@ -372,10 +374,10 @@ class TcpSource(Source):
         self._wake_sent = False  # before draining: an ack appended after this point sends a wake of its own
         touched = set()
         while self._acks:
-            conn, n = self._acks.popleft()
+            conn, first, last = self._acks.popleft()
             state = self.connections.get(conn)
             if state is not None:  # gone: the client sends the line again and hears "ack" as a duplicate's
-                state.out += b"ack %d\n" % n
+                state.out += b"".join([b"ack %d\n" % n for n in range(first, last + 1)])
                 touched.add(conn)
         for conn in touched:
             self._send_acks(selector, conn)
