@@ -108,6 +108,16 @@ def make_tiny_bundle(root: Path, cell: str, features=("level", "delta"), layers:
     return root / "runs" / name, root / "artifacts" / name
 
 
+@pytest.fixture(autouse=True)
+def no_service_outlives_its_test():
+    """A test that fails between starting a service and stopping it must not leave the process running
+    (it kept its port and loaded the machine for the tests after it)."""
+    yield
+    helpers = sys.modules.get("service_helpers")  # only tests that start services import it
+    if helpers is not None:
+        helpers.kill_leftovers()
+
+
 @pytest.fixture(scope="session")
 def fixture_bundles(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
     """The committed bundles, copied (tests may not change the originals):

@@ -42,6 +42,19 @@ def write_config(folder: Path, bundle: Path, sources: str, sinks: str, extra: st
     return path
 
 
+STARTED: list["ServiceProcess"] = []  # every service a test started; conftest kills the ones left running
+
+
+def kill_leftovers() -> int:
+    """SIGKILL the services a test left running (it failed before its stop); how many there were. A
+    leftover would hold its port and keep writing into the next test's load."""
+    left = [service for service in STARTED if service.proc.poll() is None]
+    for service in left:
+        service.kill()
+    STARTED.clear()
+    return len(left)
+
+
 class ServiceProcess:
     """`python -m edge_runtime serve --config ...` with its stderr (JSON logs) in a file."""
 
@@ -53,6 +66,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen([sys.executable, "-m", "edge_runtime", "serve", "--config", str(config), *args],
                                      stdin=stdin, stdout=subprocess.PIPE if stdin == subprocess.PIPE else
                                      subprocess.DEVNULL, stderr=self._log, env=ENV, cwd=ROOT, preexec_fn=preexec_fn)
+        STARTED.append(self)
 
     def status(self) -> dict | None:
         try:

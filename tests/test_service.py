@@ -309,3 +309,19 @@ def test_the_service_imports_nothing_heavy():
     """)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_a_service_a_test_left_running_is_killed_after_it(fixture_bundles, tmp_path):
+    """conftest's no_service_outlives_its_test calls kill_leftovers after every test: a service a failing
+    test never stopped is gone before the next test starts."""
+    import service_helpers
+
+    _, bundle = fixture_bundles["lstm"]
+    configs = [write_config(tmp_path / name, bundle, "[sources.stdin]\n", '[sinks.jsonl]\npath = "out.jsonl"\n')
+               for name in ("ended", "left")]
+    ended, left = ServiceProcess(configs[0], stdin=subprocess.PIPE), ServiceProcess(configs[1], stdin=subprocess.PIPE)
+    ended.proc.stdin.close()
+    assert ended.proc.wait(60) == 0  # ended by its input: not a leftover
+    left.wait_running()
+    assert service_helpers.kill_leftovers() == 1
+    assert left.proc.poll() is not None and service_helpers.STARTED == []
