@@ -175,7 +175,6 @@ class AnomalyTracker:
         return values
 
 
-
 class TrackerBank:
     """The anomaly trackers of many streams as arrays: row r is the AnomalyTracker of the stream in the
     StreamPool's row r. One `update` scores a whole round of streams in a dozen numpy calls, where one
@@ -243,9 +242,8 @@ class TrackerBank:
         # an inactive row keeps its count unless it starts (as AnomalyTracker, for any snapshot it loaded)
         self.quiet_steps[rows] = np.where(active, np.where(ends, 0, counted), np.where(starts, 0, quiet))
         events = [None] * len(rows)
-        if starts.any() or ends.any():
-            for k in np.flatnonzero(starts | ends).tolist():
-                events[k] = "start" if starts[k] else "end"
+        for k in np.flatnonzero(starts | ends).tolist():
+            events[k] = "start" if starts[k] else "end"
         return score.tolist(), events
 
     def _stillness(self, rows: np.ndarray, z: np.ndarray) -> np.ndarray:
@@ -263,6 +261,7 @@ class TrackerBank:
         threshold = self.spec.threshold
         value = (threshold * self._floor / np.maximum(mean_change, self._least_change)).max(axis=1)  # (B,)
         return np.where(primed & (seen > window), value, 0.0)
+
 
 def _max(values: list[float]) -> float:
     """max() that returns NaN when any value is NaN, as numpy's .max() does."""

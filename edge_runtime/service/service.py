@@ -601,21 +601,15 @@ class Service:
         times = [s.t for s in samples]
         for info, forecast in zip(infos, new):
             info.forecast = forecast  # (O,)
-        if not any(events):  # nearly every round: the records in one comprehension
-            records += [{"type": "prediction", "id": i, "t": t, "step": n, "prediction": p, "residual": r,
-                         "score": z, "warm": w}
-                        for i, t, n, p, r, z, w in zip(ids, times, steps, predictions, residuals, scores, warm)]
-        else:
-            for k, stream_id in enumerate(ids):
-                t, event = times[k], events[k]
-                if event is not None:
-                    c["anomalies"] += event == "start"
-                    records.append({"type": "anomaly", "id": stream_id, "t": t, "event": event, "score": scores[k]})
-                    log("warning" if event == "start" else "info", "anomaly", stream=stream_id, t=t,
-                        state=event, score=round(scores[k], 3))
-                records.append({"type": "prediction", "id": stream_id, "t": t, "step": steps[k],
-                                "prediction": predictions[k], "residual": residuals[k], "score": scores[k],
-                                "warm": warm[k]})
+        predicted = [{"type": "prediction", "id": i, "t": t, "step": n, "prediction": p, "residual": r, "score": z,
+                      "warm": w} for i, t, n, p, r, z, w in zip(ids, times, steps, predictions, residuals, scores, warm)]
+        for before, k in enumerate([k for k, event in enumerate(events) if event is not None]):  # rounds are quiet
+            event, stream_id, t = events[k], ids[k], times[k]
+            c["anomalies"] += event == "start"
+            predicted.insert(k + before, {"type": "anomaly", "id": stream_id, "t": t, "event": event, "score": scores[k]})
+            log("warning" if event == "start" else "info", "anomaly", stream=stream_id, t=t,
+                state=event, score=round(scores[k], 3))
+        records += predicted  # each anomaly event just before its stream's forecast
         self.step_latency.add_many(np.full(len(ids), call_us))
         self.e2e_latency.add_many(np.fromiter((done - s.received for s in samples), np.float64, len(ids)) * 1e6)
         c["samples"] += len(ids)

@@ -241,8 +241,9 @@ class TcpSource(Source):
     garbage or a flood only costs that connection its lines; a full queue slows every client (backpressure).
 
     With `ack = true` the n-th non-blank line of a connection (blank: nothing but whitespace once decoded as
-    UTF-8) is answered "ack <n>\\n" once the service is done with it: its sample is in the durable write-ahead log and its forecast in the sinks, or it was
-    rejected (counted; sending it again would not help). The main thread queues acknowledgements and wakes
+    UTF-8) is answered "ack <n>\\n" once the service is done with it: its sample is in the durable
+    write-ahead log and its forecast in the sinks, or it was rejected (counted; sending it again would not
+    help). The main thread queues acknowledgements and wakes
     this thread through a socket pair; a client that leaves MAX_ACK_BACKLOG bytes of them unread is closed.
     """
 
