@@ -46,3 +46,58 @@ def test_a_well_formed_line_takes_the_fast_path_and_keeps_every_digit():
     assert isinstance(item, Sample) and item.values == (20.125, 3.0)
     assert lines._from_csv_fast("s1,1,nan,3", None, 2, BOUNDS) is None  # the full parser names it non_finite
     assert parse(b"s1,1,nan,3", 2, "test", 1.0, bounds=BOUNDS).reason == "non_finite"
+
+
+# -- a whole read at once (issue 19: the parse was the service's largest stage) -----------------------------
+line_text = st.one_of(
+    st.lists(cell, min_size=0, max_size=5).map(lambda cells: ",".join(["s1", *cells])),
+    st.builds(lambda ident, cells: ",".join([ident, *cells]), stream_id, st.lists(cell, max_size=4)),
+    st.sampled_from(['{"id": "s2", "t": 5, "values": [1.5, 2]}', '{"id": "s2", "reset": true}', "{bad json",
+                     "", "   ", "\u2003", "s1,1,2\x07,3", "s1,1,2\x7f,3", "s1,1,2\x0c,3", "s1,1\x1f,2,3", "s\u00e91,1,2,3", "s1,1,2,3\r"]),
+)
+line_bytes = st.one_of(line_text.map(str.encode), st.binary(max_size=30).filter(lambda b: b"\n" not in b))
+
+
+@settings(max_examples=600, deadline=None)
+@given(read=st.lists(line_bytes, min_size=0, max_size=12), bounded=st.booleans())
+def test_a_read_parsed_at_once_gives_what_its_lines_give_one_by_one(read, bounded):
+    bounds = BOUNDS if bounded else None
+    one_by_one = [item for line in read if (item := parse(line, 2, "test", 1.0, bounds=bounds)) is not None]
+    assert repr(lines.parse_many(read, 2, "test", 1.0, bounds=bounds)) == repr(one_by_one), read
+
+
+def _split_line_by_line(chunks: list[bytes], max_bytes: int) -> list:
+    """The splitter as it was, a find per line: the reference for the one-split version."""
+    out, buffer, discarding = [], bytearray(), False
+    for data in chunks:
+        buffer += data
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            if discarding:
+                discarding = False
+            elif end - start > max_bytes:
+                out.append(None)
+            else:
+                out.append(bytes(buffer[start:end]))
+            start = end + 1
+        del buffer[:start]
+        if len(buffer) > max_bytes:
+            if not discarding:
+                out.append(None)
+                discarding = True
+            buffer.clear()
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(stream=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"xxxxxxx", b"\n\n", b"12345678901234567890"]),
+                       max_size=40),
+       cuts=st.lists(st.integers(0, 400), max_size=8), max_bytes=st.integers(1, 24))
+def test_the_line_splitter_gives_the_same_lines_however_the_bytes_are_cut(stream, cuts, max_bytes):
+    data = b"".join(stream)
+    points = sorted({min(c, len(data)) for c in cuts})
+    chunks = [data[a:b] for a, b in zip([0, *points], [*points, len(data)])]
+    splitter = lines.LineSplitter(max_bytes)
+    got = [line for chunk in chunks for line in splitter.feed(chunk)]
+    assert got == _split_line_by_line(chunks, max_bytes)
+    assert len(splitter._buffer) <= max_bytes

@@ -23,6 +23,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 
+from edge_runtime.service.compact import compact_json as _dumps
 from edge_runtime.service.log import log
 
 MAX_PENDING = 100_000  # lines held while the sink cannot write (a full disk): the service stops taking input at it
@@ -370,7 +371,6 @@ class MqttSink:
 
 
 SINKS = {"jsonl": JsonlSink, "mqtt": MqttSink}
-_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode  # one encoder, not one per call
 
 
 def open_sinks(configs: dict, wake: threading.Event | None = None) -> list:

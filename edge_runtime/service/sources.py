@@ -23,7 +23,7 @@ from collections import deque
 from typing import Callable
 
 from edge_runtime.service.config import is_loopback
-from edge_runtime.service.lines import STREAM_ID, LineSplitter, Rejection, parse
+from edge_runtime.service.lines import STREAM_ID, LineSplitter, Rejection, parse, parse_many
 from edge_runtime.service.log import log
 
 RETRY_S = 1.0
@@ -117,14 +117,22 @@ class Source:
 
     def _lines(self, splitter: LineSplitter, data: bytes, source: str) -> None:
         """The lines of one read, handed over as one chunk (see intake.py)."""
-        received = time.perf_counter()
-        items = [item for line in splitter.feed(data) if (item := self._item(line, source, received)) is not None]
-        self.emit(items)
+        self.emit(self._items(splitter.feed(data), source, time.perf_counter()))
 
     def _line(self, line: bytes | None, source: str, received: float, ack=None) -> None:
         item = self._item(line, source, received, ack)
         if item is not None:
             self.emit([item])
+
+    def _items(self, lines: list[bytes | None], source: str, received: float) -> list:
+        """The items of one read's lines, in order (a blank line gives none): parsed as a whole read unless a
+        line was oversized, and line by line should the whole-read parser ever raise."""
+        if None not in lines:
+            try:
+                return parse_many(lines, self.channels, source, received, bounds=self.bounds)
+            except Exception:
+                pass  # parse() below turns the line that trips it into a counted rejection
+        return [item for line in lines if (item := self._item(line, source, received)) is not None]
 
     def _item(self, line: bytes | None, source: str, received: float, ack=None):
         if line is None:
@@ -342,10 +350,8 @@ class TcpSource(Source):
         if not self.ack_mode:
             self._lines(state.splitter, data, state.source)
             return
-        received = time.perf_counter()
         first = state.lines + 1
-        items = [item for line in state.splitter.feed(data)
-                 if (item := self._item(line, state.source, received)) is not None]  # a blank line: None
+        items = self._items(state.splitter.feed(data), state.source, time.perf_counter())
         if items:
             state.lines += len(items)
             # one acknowledgement for the read's lines, carried by its last: the main thread handles a

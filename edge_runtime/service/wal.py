@@ -31,12 +31,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_runtime.service.compact import compact_json as _dumps
 from edge_runtime.service.log import log
 
 WAL_NAME = "wal.jsonl"
 FORMAT = 1
 FSYNC_POLICIES = ("batch", "interval", "off")
-_dumps = json.JSONEncoder(separators=(",", ":")).encode  # one encoder (json.dumps with options builds one per call)
 
 
 @dataclass
