@@ -29,7 +29,7 @@ STAGES = (
     ("edge_runtime/quant.py", "model"), ("edge_runtime/binding.py", "model"), ("edge_runtime/resident.py", "model"),
     ("tflite_runtime", "model"), ("ai_edge_litert", "model"), ("numpy", "model"),
     ("edge_runtime/anomaly.py", "anomaly"),
-    ("edge_runtime/service/sinks.py", "sink"), ("json/encoder.py", "sink"), ("json/__init__.py", "sink"),
+    ("edge_runtime/service/sinks.py", "sink"), ("edge_runtime/service/compact.py", "sink"), ("json/encoder.py", "sink"), ("json/__init__.py", "sink"),
     ("edge_runtime/service/wal.py", "wal"), ("edge_runtime/service/snapshot.py", "wal"),
     ("edge_runtime/service/metrics.py", "status"), ("edge_runtime/service/web.py", "status"),
     ("edge_runtime/service/log.py", "status"),

@@ -67,3 +67,50 @@ def test_stages_follow_the_file_and_builtins_go_to_their_callers():
     result = breakdown(pstats.Stats(profile))
     assert result["stages"].get("parse", 0) > 0.5 * result["total_s"], result["stages"]
     assert all(not h["function"].startswith("<built-in") or h["stage"] == "parse" for h in result["hot"][:3]), result["hot"]
+
+
+@pytest.mark.slow  # about four minutes: the release installed into the Pi's root file system, two runs under qemu
+def test_the_emulated_pi_runs_the_released_service_under_qemu_and_loses_nothing():
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("the emulated Pi needs root (binfmt_misc, chroot)")
+    if os.environ.get("EDGE_RNN_NO_NESTED_PI") == "1":
+        pytest.skip("EDGE_RNN_NO_NESTED_PI=1: a container without binfmt_misc of its own (tests/test_deploy_pi.py)")
+    import re
+
+    packages = re.search(r"^PI_EMU_PACKAGES\s*:=\s*(.+)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1)
+    subprocess.run(["bash", str(ROOT / "tools" / "apt-deps.sh"), *packages.split()], check=True)  # as make pi-emu-up
+    run = subprocess.run([sys.executable, "-m", "pipeline", "service-ceiling", str(BUNDLE), "--quick", "--formats",
+                          "csv", "--pi-emu"], capture_output=True, text=True, timeout=1800, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout)
+    laptop, pi = result["formats"]["csv"], result["pi"]["formats"]["csv"]
+    for phase in ("ceiling", "at_80"):
+        r = pi[phase]
+        assert r["sent"] > 500, (phase, r)
+        assert (r["acknowledged"], r["forecasts"], r["lost"], r["duplicates"]) == (r["sent"], r["sent"], 0, 0), r
+        assert r["p50_ms"] is not None and r["p99_ms"] is not None, r  # forecasts were read inside the window
+        assert "qemu" in r["service_exe"], r["service_exe"]  # the arm64 service, through the emulator's wrapper
+        assert "qemu" not in laptop[phase]["service_exe"]
+    assert result["pi"]["cpu"] == "cortex-a72"
+    ratio = result["pi"]["ratio"]["csv"]
+    assert ratio == pytest.approx(laptop["ceiling"]["samples_per_s"] / pi["ceiling"]["samples_per_s"])
+    assert f"| csv | {pi['ceiling']['samples_per_s']:,.0f} | {ratio:.1f}x |" in run.stderr
+
+
+def test_the_bench_claims_give_the_pi_ratio_or_say_it_was_left_out():
+    from pipeline.bench import ceiling_claims
+
+    def run(rate, p99, lost=0):
+        return {"samples_per_s": rate, "samples_per_cpu_s": rate, "p50_ms": 5.0, "p99_ms": p99, "sent": 1000,
+                "lost": lost, "duplicates": 0}
+    laptop = {"formats": {"csv": {"ceiling": run(30_000, 900), "at_80": run(24_000, 40)}}}
+    claims = {claim: (ok, figure) for claim, ok, figure in ceiling_claims(laptop)}
+    ok, figure = next(v for c, v in claims.items() if "emulated Pi" in c)
+    assert not ok and figure == "left out: it needs root for binfmt_misc and chroot"
+    with_pi = {**laptop, "pi": {"cpu": "cortex-a72", "ratio": {"csv": 12.5},
+                                "formats": {"csv": {"ceiling": run(2_400, 900), "at_80": run(1_920, 300, lost=3)}}}}
+    claims = {claim: (ok, figure) for claim, ok, figure in ceiling_claims(with_pi)}
+    ok, figure = next(v for c, v in claims.items() if "emulated Pi" in c)
+    assert not ok and figure == "CSV 2,400 samples/s, 12.5x below the laptop's; p99 300 ms at 80%; 3 lost or duplicated"

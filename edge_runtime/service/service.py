@@ -257,7 +257,7 @@ class Service:
             if kind == "s":
                 sample = Sample(stream_id, float(event[2]), tuple(float(v) for v in event[3]), "wal",
                                 time.perf_counter())
-                if self._accept(sample, now):
+                if self._accept(sample, now, self.streams.get(stream_id)):
                     batch_round[stream_id] = sample
                     self.counters["wal"]["replayed_samples"] += 1
             elif kind == "r":
@@ -403,9 +403,10 @@ class Service:
         for item in items:
             if item.ack is not None:
                 acks.append(item.ack)
-            if isinstance(item, Rejection):
+            kind = type(item)  # identity checks: nearly every item is a Sample, and these run once per sample
+            if kind is Rejection:
                 self._reject(item.reason, item.detail, item.source)
-            elif isinstance(item, Reset):
+            elif kind is Reset:
                 if item.stream in batch:
                     self._step(batch, records)
                 self._reset_requested(item.stream)
@@ -481,12 +482,11 @@ class Service:
                 self._reject("out_of_order", f"stream {sample.stream} t={sample.t!r} after t={info.last_t!r}",
                              sample.source)
                 return False
-        return self._accept(sample, now)
+        return self._accept(sample, now, info)
 
-    def _accept(self, sample: Sample, now: float) -> bool:
+    def _accept(self, sample: Sample, now: float, info: StreamInfo | None) -> bool:
         """What an accepted sample changes before its step (a new stream, a gap reset, the clock); logged.
-        Shared by the live path and the WAL replay, so both decide alike."""
-        info = self.streams.get(sample.stream)
+        Shared by the live path and the WAL replay, so both decide alike. `info`: self.streams.get(stream)."""
         if info is None:
             try:
                 row = self.pool.add(sample.stream)
@@ -507,7 +507,7 @@ class Service:
         info.last_seen_unix = now
         self.streams.move_to_end(sample.stream)  # most recently seen last: the LRU end is the front
         if not self._replaying and self.wal is not None:
-            self._events.append(["s", sample.stream, sample.t, list(sample.values)])
+            self._events.append(["s", sample.stream, sample.t, sample.values])  # a tuple: JSON writes it as a list
         return True
 
     def _evict_for_room(self, now: float, batch: dict) -> None:
