@@ -349,29 +349,29 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def table(r: dict) -> list[str]:
-    """The report's section: one row per format, then the stages and hot spots of the CSV profile."""
-    lines = [f"{r['streams']} streams on one TCP connection with acknowledgements; the service pinned to core "
-             f"{r['service_core']}, the sender and sink reader to core {r['load_core']}; JSON-lines sink, "
-             "write-ahead log and snapshots on.", "",
-             "| lines | samples/s | per service CPU-s | at 80%: p50 ms | p99 ms | max ms | sent | lost | duplicates |",
+def _rows(formats: dict, head: str, third_column) -> list[str]:
+    """A table's header and one row per format; `third_column(fmt, ceiling_run)` fills the column `head`."""
+    lines = [f"| lines | samples/s | {head} | at 80%: p50 ms | p99 ms | max ms | sent | lost | duplicates |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for fmt, f in r["formats"].items():
+    for fmt, f in formats.items():
         top, at = f["ceiling"], f["at_80"]
-        lines.append(f"| {fmt} | {top['samples_per_s']:,.0f} | {top['samples_per_cpu_s']:,.0f} | {_ms(at['p50_ms'])} "
+        lines.append(f"| {fmt} | {top['samples_per_s']:,.0f} | {third_column(fmt, top)} | {_ms(at['p50_ms'])} "
                      f"| {_ms(at['p99_ms'])} | {_ms(at['max_ms'])} | {top['sent'] + at['sent']:,} | "
                      f"{top['lost'] + at['lost']} | {top['duplicates'] + at['duplicates']} |")
+    return lines
+
+
+def table(r: dict) -> list[str]:
+    """The report's section: one row per format (and per format on the emulated Pi), then the stages and
+    hot spots of each format's profile."""
+    lines = [f"{r['streams']} streams on one TCP connection with acknowledgements; the service pinned to core "
+             f"{r['service_core']}, the sender and sink reader to core {r['load_core']}; JSON-lines sink, "
+             "write-ahead log and snapshots on.", ""] + _rows(r["formats"], "per service CPU-s", lambda _fmt, top: f"{top['samples_per_cpu_s']:,.0f}")
     if "pi" in r:
         pi = r["pi"]
         lines += ["", f"The same service on the emulated Pi (qemu-user as a {pi['cpu']}, {pi['streams']} streams, "
-                  "pinned to the same core; installed from the release `make deploy` pushes):", "",
-                  "| lines | samples/s | laptop / Pi | at 80%: p50 ms | p99 ms | max ms | sent | lost | duplicates |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for fmt, f in pi["formats"].items():
-            top, at = f["ceiling"], f["at_80"]
-            lines.append(f"| {fmt} | {top['samples_per_s']:,.0f} | {pi['ratio'][fmt]:.1f}x | {_ms(at['p50_ms'])} "
-                         f"| {_ms(at['p99_ms'])} | {_ms(at['max_ms'])} | {top['sent'] + at['sent']:,} | "
-                         f"{top['lost'] + at['lost']} | {top['duplicates'] + at['duplicates']} |")
+                  "pinned to the same core; installed from the release `make deploy` pushes):", ""]
+        lines += _rows(pi["formats"], "laptop / Pi", lambda fmt, _top: f"{pi['ratio'][fmt]:.1f}x")
     for fmt, f in r["formats"].items():
         p = f["profile"]
         total = p["total_s"] or 1.0
