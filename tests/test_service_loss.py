@@ -137,8 +137,16 @@ def test_service_and_broker_killed_under_mqtt_load_nothing_acknowledged_is_lost(
         def in_broker_window(key) -> bool:
             return any(0 <= kill - acked[key] < BROKER_WINDOW_S for kill in broker_kills)
         # wait until what is left unforecast is only what a broker kill can explain (or the deadline)
-        wait_for(lambda: not [k for k in unforecast() if not in_broker_window(k)], 120, interval=0.5,
-                 what="every acknowledged sample forecast")
+        # 300 s: on a loaded day this wait timed out at 120 s on the code before and after session 10 alike (1 of 2
+        # and 1 of 5 runs); the failure now names what was left and when it was acknowledged, for the diagnosis
+        try:
+            wait_for(lambda: not [k for k in unforecast() if not in_broker_window(k)], 300, interval=0.5,
+                     what="every acknowledged sample forecast")
+        except AssertionError:
+            left = sorted((acked[k] - started, k) for k in unforecast() if not in_broker_window(k))
+            raise AssertionError(f"{len(left)} acknowledged samples not forecast after 300 s, acknowledged at "
+                                 f"{left[0][0]:.1f}-{left[-1][0]:.1f} s (first {left[:3]}); broker kills at "
+                                 f"{[round(kill - started, 1) for kill in broker_kills]} s") from None
         assert service.stop() == 0
     finally:
         if load is not None:
