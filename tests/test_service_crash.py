@@ -55,7 +55,7 @@ class SnapshotWatcher(threading.Thread):
                 pass  # before the first snapshot only (checked below: reads keep growing)
             except SnapshotError as e:
                 self.failures.append(str(e))
-            time.sleep(0.005)
+            time.sleep(0.005)  # pacing: a reader that checks the snapshot ~200 times a second while it is rewritten
 
 
 def _feed(port: int, start_k: int, stop: threading.Event) -> None:

@@ -257,7 +257,7 @@ def parse_many(lines: list[bytes], channels: int, source: str, received: float, 
             try:
                 fast = _from_csv_fast(text, None, channels, bounds)
             except Exception:  # never raises today; should it ever, parse() below turns the line into a rejection
-                fast = None
+                pass
         if fast is not None:
             items.append(Sample(fast[0], fast[1], fast[2], source, received))
         else:
