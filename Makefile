@@ -66,7 +66,9 @@ $(STAMP): $(DEV_LOCK) requirements/uv.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"edge-rnn needs Python 3.11, found {sys.version.split()[0]} at {sys.executable}"'
 	@$(PYTHON) -m venv $(VENV) || { echo "'$(PYTHON) -m venv' failed: on Debian/Ubuntu install python3-venv (apt-get install python3-venv)"; exit 1; }
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements/uv.txt
-	$(UV) pip sync --quiet --python $(BIN)/python --require-hashes --find-links $(TORCH_WHEELS) $(DEV_LOCK)
+	# --compile-bytecode: uv leaves no .pyc (pip writes them), and where PYTHONDONTWRITEBYTECODE is set (this machine,
+	# most Docker images) every process then compiled torch and TensorFlow from source: 10-17 s a process here
+	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python --require-hashes --find-links $(TORCH_WHEELS) $(DEV_LOCK)
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
