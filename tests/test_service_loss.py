@@ -4,8 +4,9 @@ exactly one forecast in the sink after deduplication by (id, t).
 
 Mosquitto 2.0 writes a PUBACK before the save of the loop turn that received the message, so a
 broker kill can lose what it acknowledged in that very turn (measured in the design notes). A lost
-sample whose PUBACK came less than BROKER_WINDOW_S before a broker kill is counted as the broker's;
-any other is the service's, and there must be none.
+sample whose PUBACK reached the publisher from BROKER_WINDOW_S before a broker kill until the
+publisher's first reconnect after it (a PUBACK sent just before the kill can be read just after it)
+is counted as the broker's; any other is the service's, and there must be none.
 """
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ from pipeline.broker import Mosquitto
 from service_helpers import ServiceProcess, read_jsonl, wait_for, write_config
 from traffic import sensor_value
 
-SENSORS, RATE_HZ = 20, 10  # 200 samples/s: the durable broker rewrites its whole database every loop turn
+# 100 samples/s: the durable broker rewrites its whole database every loop turn, so the more the service lags
+# behind, the slower the broker gets. At 200/s with two CPU-bound processes beside it, its PUBACK rate fell from
+# 200/s to 26/s within 4 min (3 of 3 runs failed); at 100/s it kept up (acknowledged = sent - 8 throughout).
+SENSORS, RATE_HZ = 10, 10
 SERVICE_KILLS, BROKER_KILLS = 20, 3
 BROKER_WINDOW_S = 1.0  # generous: a loop turn of the broker at this load takes milliseconds
 
@@ -53,6 +57,8 @@ class Load:
         self.client = _session_client("loss-pub", port)
         self.refused = 0  # PUBACKs with a failure reason code (the broker did not take the message)
         self.client.on_publish = self._puback
+        self.connects: list[float] = []  # monotonic times of every CONNACK, first connection included
+        self.client.on_connect = lambda *args: self.connects.append(time.monotonic())
         self.sent = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -107,7 +113,7 @@ def test_service_and_broker_killed_under_mqtt_load_nothing_acknowledged_is_lost(
                 load.thread.start()
             if run == SERVICE_KILLS:
                 break
-            target = service.counters().get("samples", 0) + rng.randrange(100, 600)  # killed 0.25-1.5 s in
+            target = service.counters().get("samples", 0) + rng.randrange(50, 300)  # killed 0.5-3 s in
             wait_for(lambda s=service, n=target: s.counters().get("samples", 0) >= n, 60,
                      what="the service forecasting under load")
             if run in broker_kill_runs:  # mid-stream, the service connected: it must reconnect and go on
@@ -116,7 +122,7 @@ def test_service_and_broker_killed_under_mqtt_load_nothing_acknowledged_is_lost(
                 broker.start()
                 wait_for(lambda s=service: len(s.log_events("mqtt_subscribed")) >= 2, 60,
                          what="the service back on the restarted broker")
-                target = service.counters()["samples"] + 200
+                target = service.counters()["samples"] + 100
                 wait_for(lambda s=service, n=target: s.counters()["samples"] >= n, 60,
                          what="forecasts after the broker restart")
             service.kill()
@@ -134,8 +140,12 @@ def test_service_and_broker_killed_under_mqtt_load_nothing_acknowledged_is_lost(
         def unforecast() -> set:
             return set(acked) - {(r["id"], r["t"]) for r in read_jsonl(tmp_path / "out.jsonl")[0]}
 
-        def in_broker_window(key) -> bool:
-            return any(0 <= kill - acked[key] < BROKER_WINDOW_S for kill in broker_kills)
+        def in_broker_window(key) -> bool:  # from the window before a kill until the publisher reconnected
+            return any(kill - BROKER_WINDOW_S <= acked[key] < reconnected_after(kill) for kill in broker_kills)
+
+        def reconnected_after(kill: float) -> float:
+            # until then every PUBACK came from the killed broker: read from the socket after its death
+            return min((c for c in load.connects if c > kill), default=float("inf"))
         # wait until what is left unforecast is only what a broker kill can explain (or the deadline)
         # 300 s: on a loaded day this wait timed out at 120 s on the code before and after session 10 alike (1 of 2
         # and 1 of 5 runs); the failure now names what was left and when it was acknowledged, for the diagnosis
