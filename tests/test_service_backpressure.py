@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 
 from pipeline.broker import Mosquitto, free_port, mqtt_client
-from service_helpers import ServiceProcess, read_jsonl, subscribe_and_wait, wait_for, write_config
-from test_service_mqtt import Publisher
+from service_helpers import OrderedPublisher, ServiceProcess, read_jsonl, subscribe_and_wait, wait_for, write_config
 from traffic import sensor_value
 
 TAKE_MAX = 4096  # edge_runtime.service.service.TAKE_MAX: one batch may overshoot the high-water mark by this
@@ -46,7 +45,7 @@ def _key(record: dict) -> tuple:
     return record["id"], round(record["t"], 6)
 
 
-def _publish_burst(publisher: Publisher, streams: int, per_stream: int, prefix: str) -> list:
+def _publish_burst(publisher: OrderedPublisher, streams: int, per_stream: int, prefix: str) -> list:
     sent = []
     for k in range(per_stream):
         for s in range(streams):
@@ -77,7 +76,7 @@ def test_a_sink_over_its_high_water_mark_pauses_the_intake_and_drops_nothing(fix
         service = ServiceProcess(config)
         service.wait_running()
         wait_for(lambda: service.log_events("mqtt_subscribed"), 60, what="the service's SUBACK")
-        publisher = Publisher(mosquitto.port, "bp-pub")
+        publisher = OrderedPublisher.connect(mosquitto.port, "bp-pub")
         sent = _publish_burst(publisher, streams=20, per_stream=300, prefix="b")
         wait_for(lambda: len(publisher.acked) == len(sent), 120, what="the broker's PUBACK for every sample")
         acknowledged = set(publisher.acked)
@@ -127,7 +126,7 @@ def test_a_dead_sink_stops_the_service_after_its_stall_timeout_and_nothing_is_lo
         service = ServiceProcess(config)
         service.wait_running()
         wait_for(lambda: service.log_events("mqtt_subscribed"), 60, what="the service's SUBACK")
-        publisher = Publisher(source.port, "dead-pub")
+        publisher = OrderedPublisher.connect(source.port, "dead-pub")
         sent = _publish_burst(publisher, streams=10, per_stream=20, prefix="d")
         wait_for(lambda: len(publisher.acked) == len(sent), 60, what="the source broker's PUBACK for every sample")
         code = service.proc.wait(120)

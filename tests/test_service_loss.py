@@ -17,7 +17,7 @@ import time
 import pytest
 
 from pipeline.broker import Mosquitto
-from service_helpers import ServiceProcess, read_jsonl, wait_for, write_config
+from service_helpers import OrderedPublisher, ServiceProcess, read_jsonl, wait_for, write_config
 from traffic import sensor_value
 
 # 100 samples/s: the durable broker rewrites its whole database every loop turn, so the more the service lags
@@ -49,25 +49,13 @@ def _session_client(client_id: str, port: int, on_message=None):
 
 
 class Load:
-    """A paced QoS 1 publisher of SENSORS streams; remembers which samples the broker acknowledged."""
+    """A paced QoS 1 publisher of SENSORS streams, in order across broker kills (OrderedPublisher)."""
 
     def __init__(self, port: int):
-        self.by_mid: dict[int, tuple] = {}
-        self.acked_mids: list[tuple[int, float]] = []  # (mid, monotonic time of its PUBACK)
-        self.client = _session_client("loss-pub", port)
-        self.refused = 0  # PUBACKs with a failure reason code (the broker did not take the message)
-        self.client.on_publish = self._puback
-        self.connects: list[float] = []  # monotonic times of every CONNACK, first connection included
-        self.client.on_connect = lambda *args: self.connects.append(time.monotonic())
+        self.publisher = OrderedPublisher(_session_client("loss-pub", port))
         self.sent = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _puback(self, client, userdata, mid, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            self.refused += 1
-        else:
-            self.acked_mids.append((mid, time.monotonic()))
 
     def _run(self) -> None:
         k = 0
@@ -76,19 +64,10 @@ class Load:
             for s in range(SENSORS):
                 t = round(1000.0 + k * 0.05, 3)
                 v = sensor_value(s, k)
-                info = self.client.publish(f"sensors/q{s}", f"{t},{v[0]},{v[1]}".encode(), qos=1)
-                self.by_mid[info.mid] = (f"q{s}", t)  # fewer than 65,535 messages: mids do not wrap
+                self.publisher.publish(f"sensors/q{s}", f"{t},{v[0]},{v[1]}".encode(), key=(f"q{s}", t))
                 self.sent += 1
             k += 1
             time.sleep(max(0.0, start + k / RATE_HZ - time.monotonic()))  # pacing only
-
-    @property
-    def acked(self) -> dict:
-        """(id, t) -> when the broker acknowledged it (the first time)."""
-        out: dict = {}
-        for mid, when in list(self.acked_mids):
-            out.setdefault(self.by_mid[mid], when)
-        return out
 
 
 @pytest.mark.slow
@@ -129,20 +108,23 @@ def test_service_and_broker_killed_under_mqtt_load_nothing_acknowledged_is_lost(
         load.stop.set()
         load.thread.join(10)
         try:
-            wait_for(lambda: len(load.acked) >= load.sent, 60, what="the publisher's last messages acknowledged")
+            load.publisher.flush()
+            wait_for(lambda: len(load.publisher.acked_at) >= load.sent, 60,
+                     what="the publisher's last messages acknowledged")
         except AssertionError:
-            out = load.client._out_messages
-            raise AssertionError(f"sent {load.sent} acked {len(load.acked)} paho out {len(out)} states "
-                                 f"{sorted({m.state for m in out.values()})} inflight {load.client._inflight_messages} "
-                                 f"connected {load.client.is_connected()} refused {load.refused}") from None
-        acked = load.acked
+            client = load.publisher.client
+            out = client._out_messages
+            raise AssertionError(f"sent {load.sent} acked {len(load.publisher.acked_at)} paho out {len(out)} states "
+                                 f"{sorted({m.state for m in out.values()})} inflight {client._inflight_messages} "
+                                 f"connected {client.is_connected()} refused {load.publisher.refused}") from None
+        acked = load.publisher.acked_at
 
         def unforecast() -> set:
             return set(acked) - {(r["id"], r["t"]) for r in read_jsonl(tmp_path / "out.jsonl")[0]}
 
         def reconnected_after(kill: float) -> float:
             # until then every PUBACK came from the killed broker: read from the socket after its death
-            return min((c for c in load.connects if c > kill), default=float("inf"))
+            return min((c for c in load.publisher.connects if c > kill), default=float("inf"))
         # per broker kill, when a PUBACK may be for a message the broker lost: from the window before the kill
         # until the publisher reconnected (the load has stopped: kills and connects are final)
         broker_windows = [(kill - BROKER_WINDOW_S, reconnected_after(kill)) for kill in broker_kills]
@@ -165,8 +147,7 @@ def test_service_and_broker_killed_under_mqtt_load_nothing_acknowledged_is_lost(
     finally:
         if load is not None:
             load.stop.set()
-            load.client.disconnect()
-            load.client.loop_stop()
+            load.publisher.close()
         broker.stop()
     records, torn = read_jsonl(tmp_path / "out.jsonl")
     keys = [(r["id"], r["t"]) for r in records]
@@ -177,7 +158,7 @@ def test_service_and_broker_killed_under_mqtt_load_nothing_acknowledged_is_lost(
     counts = {"sent": load.sent, "acknowledged": len(acked), "forecasts": len(forecasts),
               "duplicates_removed": len(keys) - len(forecasts), "lost": len(lost),
               "lost_by_service": len(lost_by_service), "lost_by_broker": len(lost_by_broker), "torn_lines": torn,
-              "pubacks_refused": load.refused,
+              "pubacks_refused": load.publisher.refused,
               "service_kills": SERVICE_KILLS, "broker_kills": BROKER_KILLS,
               "wall_s": round(time.monotonic() - started, 1)}
     print(f"\nloss: {counts}")

@@ -221,7 +221,8 @@ class MqttSink:
     Records wait in the sink (`waiting`) and are handed to paho `window` at a time (the Receive Maximum
     the broker announces in its CONNACK: 1,000 for Mosquitto's max_inflight_messages 1000): paho has every
     message it holds in flight (its own inflight limit is off, whose queue rescans every held message at
-    each PUBACK), and publishes made while the broker is away stay in paho and go out on reconnect.
+    each PUBACK). While the broker is away new records wait here; what paho held goes out again after the
+    reconnection, and the new ones only once that is acknowledged, so subscribers get each stream in order.
     `max_queued` is the high-water mark: with that many records not yet acknowledged by the broker
     (waiting + in flight), the service stops taking input until PUBACKs come back (backpressure).
     Only the main thread publishes (`pump`); paho's thread only counts PUBACKs and wakes the main thread.
@@ -253,6 +254,11 @@ class MqttSink:
         self.window = min(MQTT_WINDOW, 1000)  # until the CONNACK says what the broker takes
         self.last_error: str | None = None
         self.connected = threading.Event()
+        # paho sends a publish made while it reconnects (socket open, CONNACK not yet read) at once, ahead of
+        # the older ones it resends after the CONNACK: subscribers would see forecasts out of order. So after
+        # a disconnect (the first connection counts as one) nothing new goes to paho until it is connected
+        # and has everything it held acknowledged. Counted by paho's thread; caught up with by the main one.
+        self.disconnects, self.resumed_after = 1, 0
         client = Client(CallbackAPIVersion.VERSION2, client_id=config.client_id, protocol=MQTTProtocolVersion.MQTTv5)
         client.max_queued_messages_set(0)  # the window below bounds what paho holds
         client.max_inflight_messages_set(0)  # everything paho holds is in flight: no O(held) rescans per PUBACK
@@ -280,6 +286,7 @@ class MqttSink:
 
     def _disconnected(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.disconnects += 1
         self.last_error = f"disconnected: {reason_code}"
         log("warning", "mqtt_disconnected", sink="mqtt", reason=str(reason_code), reconnecting=True)
 
@@ -333,6 +340,8 @@ class MqttSink:
         if self.refused:
             return  # a refused message was not delivered: settle nothing more (status shows the error)
         qos = self.config.qos
+        if qos and not self._resumed(inflight):
+            return
         while waiting and len(inflight) < self.window:
             n, topic, payload = waiting[0]
             if qos == 0 and not self.connected.is_set():
@@ -344,6 +353,16 @@ class MqttSink:
                 return  # kept waiting: tried again at the next pump
             waiting.popleft()
             inflight[n] = info.mid  # at most 65,535 in flight: a mid is not reused before its PUBACK
+
+    def _resumed(self, inflight) -> bool:
+        """False from a disconnect until paho is connected again with nothing of ours left unacknowledged."""
+        disconnects = self.disconnects
+        if disconnects == self.resumed_after:
+            return True
+        if not self.connected.is_set() or inflight:
+            return False
+        self.resumed_after = disconnects
+        return True
 
     def settled(self, token: int) -> bool:
         """True once the broker acknowledged every record up to this batch's (PUBACK; for QoS 0: sent)."""
