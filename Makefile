@@ -97,7 +97,7 @@ test: setup ## the test suite (what CI runs)
 	@bash tools/apt-deps.sh $(TEST_PACKAGES)
 	$(BIN)/python -m pytest -q --durations=40  # the slowest tests, so CI logs show where its time goes
 
-test-fast: setup ## under a minute, no torch/TensorFlow: the tests not marked slow, on tests/fixture_bundles
+test-fast: setup ## ~5 minutes, no torch/TensorFlow: the tests not marked slow, on tests/fixture_bundles
 	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup ## latency, memory, cold start, scaling vs PyTorch/ONNX Runtime/numpy/Keras -> reports/bench.md

@@ -66,6 +66,36 @@ def test_a_read_parsed_at_once_gives_what_its_lines_give_one_by_one(read, bounde
     assert repr(lines.parse_many(read, 2, "test", 1.0, bounds=bounds)) == repr(one_by_one), read
 
 
+# A sensor's steady traffic: every line `id,t,v1,v2` with a valid id, so the read is parsed as one block
+# (_csv_block); the numbers include what a check must refuse (NaN, infinities, out of bounds), and now and
+# then one line is something else, so that the read goes one by one.
+number = st.one_of(st.floats(-2000, 2000), st.floats(allow_nan=True, allow_infinity=True),
+                   st.sampled_from(["nan", "-inf", "1e400", " 2.5", "3\r", "1_0", "-0", "abc", ""]))
+good_id = st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True)
+sample_line = st.builds(lambda ident, t, v1, v2: f"{ident},{t},{v1},{v2}".encode(), good_id, number, number, number)
+odd_line = st.sampled_from([b"", b"s1,1,2", b"s1,1,2,3,4", b'{"id": "s2", "t": 5, "values": [1.5, 2]}',
+                            b"s 1,1,2,3", b"\xff,1,2,3", b"s1,1,2\x07,3"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(read=st.lists(sample_line, min_size=1, max_size=40), odd=st.lists(odd_line, max_size=1),
+       at=st.integers(0, 40), bounded=st.booleans())
+def test_a_read_of_sample_lines_parsed_as_one_block_gives_what_its_lines_give_one_by_one(read, odd, at, bounded):
+    read = read[:at] + odd + read[at:]
+    bounds = BOUNDS if bounded else None
+    one_by_one = [item for line in read if (item := parse(line, 2, "test", 1.0, bounds=bounds)) is not None]
+    assert repr(lines.parse_many(read, 2, "test", 1.0, bounds=bounds)) == repr(one_by_one), read
+
+
+def test_steady_sample_lines_are_parsed_as_one_block():
+    texts = [f"s{k % 3},{100 + k / 50},{20 + k / 10},{k % 5}" for k in range(64)]
+    ids, ts, values, passed = lines._csv_block(texts, 2, BOUNDS)
+    assert ids[:3] == ["s0", "s1", "s2"] and ts[1] == 100.02 and values[1] == [20.1, 1.0] and passed.all()
+    texts[5] = "s5,1,2000,3"  # out of bounds: refused by the block's check, so parse() names it
+    assert lines._csv_block(texts, 2, BOUNDS)[3].tolist() == [k != 5 for k in range(64)]
+    assert lines._csv_block(texts + ["s1,1,2"], 2, BOUNDS) is None  # a line with other fields: one by one
+
+
 def _split_line_by_line(chunks: list[bytes], max_bytes: int) -> list:
     """The splitter as it was, a find per line: the reference for the one-split version."""
     out, buffer, discarding = [], bytearray(), False
