@@ -13,7 +13,7 @@ from pipeline.broker import Mosquitto, free_port, mqtt_client
 from service_helpers import OrderedPublisher, ServiceProcess, read_jsonl, subscribe_and_wait, wait_for, write_config
 from traffic import sensor_value
 
-TAKE_MAX = 4096  # edge_runtime.service.service.TAKE_MAX: one batch may overshoot the high-water mark by this
+TAKE_MAX = 1024  # edge_runtime.service.service.TAKE_MAX: one batch may overshoot the high-water mark by this
 
 
 class Forecasts:
