@@ -241,7 +241,7 @@ class LineSplitter:
         return [rest] if len(rest) <= self.max_bytes else [None]
 
 
-def _csv_block(texts: list[str], channels: int, bounds) -> tuple[list, list, np.ndarray] | None:
+def _csv_block(texts: list[str], channels: int, bounds) -> tuple[list, list, list, np.ndarray] | None:
     """A read's lines when every one has the fields of `id,t,v1..vC` and a valid id: (ids, ts, rows of
     values, and which lines passed _from_csv_fast's number checks); None otherwise. The numbers are
     parsed by float() as in _from_csv_fast, into one (N, 1 + C) array, and checked as arrays."""
