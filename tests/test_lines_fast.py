@@ -87,6 +87,28 @@ def test_a_read_of_sample_lines_parsed_as_one_block_gives_what_its_lines_give_on
     assert repr(lines.parse_many(read, 2, "test", 1.0, bounds=bounds)) == repr(one_by_one), read
 
 
+@settings(max_examples=600, deadline=None)
+@given(read=st.lists(st.one_of(sample_line, line_bytes), min_size=1, max_size=20), bounded=st.booleans())
+def test_a_sample_s_logged_line_reads_back_as_the_same_sample(read, bounded):
+    """The write-ahead log keeps a CSV sample as its line (["c", line]) and a replay parses it again, without
+    the bounds: that must give the stream, t and values that the live parse gave, to the bit."""
+    samples = [item for item in lines.parse_many(read, 2, "test", 1.0, bounds=BOUNDS if bounded else None)
+               if isinstance(item, Sample)]
+    for sample in samples:
+        if sample.line is None:
+            continue
+        again = parse(sample.line.encode(), 2, "wal", 2.0)
+        assert isinstance(again, Sample) and again.line == sample.line, sample
+        assert (again.stream, repr(again.t), repr(again.values)) == (sample.stream, repr(sample.t), repr(sample.values))
+    assert all(sample.line is not None for sample in samples if b"{" not in b"".join(read)), read
+
+
+def test_only_a_whole_csv_line_is_kept_as_the_sample_s_line():
+    assert parse(b"  s1,5,20.125,3\r", 2, "test", 1.0).line == "s1,5,20.125,3"  # stripped, as it is parsed
+    assert parse(b'{"id": "s2", "t": 5, "values": [1.5, 2]}', 2, "test", 1.0).line is None  # JSON: the numbers
+    assert parse(b"5,20.125,3", 2, "mqtt", 1.0, stream="s1").line is None  # the id is in the topic, not the line
+
+
 def test_steady_sample_lines_are_parsed_as_one_block():
     texts = [f"s{k % 3},{100 + k / 50},{20 + k / 10},{k % 5}" for k in range(64)]
     ids, ts, values, passed = lines._csv_block(texts, 2, BOUNDS)

@@ -45,6 +45,7 @@ class Sample:
     source: str
     received: float  # time.perf_counter() when read, for sample-to-prediction latency
     ack: Callable[[], None] | None = None  # MQTT: acknowledge once processed
+    line: str | None = None  # a CSV sample: the line as read, which the write-ahead log keeps instead of the numbers
 
 
 @dataclass(slots=True)
@@ -199,7 +200,8 @@ def parse(data: bytes, channels: int, source: str, received: float, stream: str 
         return Rejection("malformed", f"unparsable ({type(e).__name__}): {data[:40]!r}", source, ack)
     if t is None:
         return Reset(stream_id, source, ack)
-    return Sample(stream_id, t, values, source, received, ack)
+    whole_line = text if stream is None and not text.startswith("{") else None  # what parse() reads back alike
+    return Sample(stream_id, t, values, source, received, ack, whole_line)
 
 
 class LineSplitter:
@@ -287,9 +289,11 @@ def parse_many(lines: list[bytes], channels: int, source: str, received: float, 
     if block is not None:
         ids, ts, values, passed = block
         if passed.all():
-            return [Sample(i, t, tuple(v), source, received) for i, t, v in zip(ids, ts, values)]
-        return [Sample(i, t, tuple(v), source, received) if ok else parse(data, channels, source, received, bounds=bounds)
-                for i, t, v, ok, data in zip(ids, ts, values, passed.tolist(), lines)]  # a failed check: its reason
+            return [Sample(i, t, tuple(v), source, received, None, text.strip())
+                    for i, t, v, text in zip(ids, ts, values, texts)]
+        return [Sample(i, t, tuple(v), source, received, None, text.strip()) if ok
+                else parse(data, channels, source, received, bounds=bounds)  # a failed check: its reason
+                for i, t, v, ok, data, text in zip(ids, ts, values, passed.tolist(), lines, texts)]
     items = []
     for data, text in zip(lines, texts):
         text = text.strip()
@@ -302,7 +306,7 @@ def parse_many(lines: list[bytes], channels: int, source: str, received: float, 
             except Exception:  # never raises today; should it ever, parse() below turns the line into a rejection
                 pass
         if fast is not None:
-            items.append(Sample(fast[0], fast[1], fast[2], source, received))
+            items.append(Sample(fast[0], fast[1], fast[2], source, received, None, text))
         else:
             item = parse(data, channels, source, received, bounds=bounds)
             if item is not None:

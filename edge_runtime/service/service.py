@@ -46,14 +46,14 @@ from edge_runtime.anomaly import AnomalySpec, TrackerBank
 from edge_runtime.bounds import value_bounds
 from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.config import ServiceConfig
-from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample
+from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample, parse
 from edge_runtime.service.intake import Intake
 from edge_runtime.service.log import flush_suppressed, log, set_rate_limit
 from edge_runtime.service.sinks import open_sinks, record_key
 from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, read_snapshot, remove_stale_temps,
                                            write_json_atomically, write_snapshot)
 from edge_runtime.service.sources import check_fd_budget, raise_fd_limit, start_sources
-from edge_runtime.service.wal import WalContents, WriteAheadLog
+from edge_runtime.service.wal import FORMATS_READ, WalContents, WriteAheadLog
 
 STATUS_NAME = "status.json"
 TAKE_MAX = 1024  # queued items handled per loop turn (beyond a read's first chunk). A turn's records reach the
@@ -218,6 +218,9 @@ class Service:
     def _replay_wal(self, snapshot_seq: int) -> int:
         """Apply the log's batches after the snapshot through the same step path; returns the last seq."""
         contents = self.wal.read()
+        if contents.format not in (None, *FORMATS_READ):  # a newer runtime's log: replaying part of it would lose samples
+            raise ServiceError(f"{self.wal.path}: write-ahead log format {contents.format!r}, this runtime reads "
+                               f"{', '.join(map(str, FORMATS_READ))}; start the runtime that wrote it, or --fresh")
         if contents.bundle_sha256 not in (None, self.identity):
             log("warning", "wal_discarded", path=str(self.wal.path), reason="written with another bundle")
             contents = WalContents()
@@ -254,12 +257,18 @@ class Service:
         now = float(batch["now"])
         self._clock_at_stop = max(self._clock_at_stop, now)
         for event in batch["events"]:
-            kind, stream_id = event[0], event[1]
+            kind = event[0]
+            if kind == "c":
+                sample = self._logged_line(event[1])
+                kind, stream_id = "s", sample.stream
+            else:
+                stream_id = event[1]
+                if kind == "s":
+                    sample = Sample(stream_id, float(event[2]), tuple(float(v) for v in event[3]), "wal",
+                                    time.perf_counter())
             if stream_id in batch_round:  # a stream appears once per round, as in process()
                 self._step(batch_round, records)
             if kind == "s":
-                sample = Sample(stream_id, float(event[2]), tuple(float(v) for v in event[3]), "wal",
-                                time.perf_counter())
                 if self._accept(sample, now, self.streams.get(stream_id)):
                     batch_round[stream_id] = sample
                     self.counters["wal"]["replayed_samples"] += 1
@@ -270,6 +279,14 @@ class Service:
         if batch_round:
             self._step(batch_round, records)
         return records
+
+    def _logged_line(self, line: str) -> Sample:
+        """A ["c", line] event's sample, parsed as it was when it was read (the line passed then; the bounds
+        held then too, and replaying them could only refuse what was accepted)."""
+        item = parse(line.encode(), self.pool.channels, "wal", time.perf_counter())
+        if type(item) is not Sample:
+            raise ServiceError(f"{self.wal.path}: a logged sample line no longer parses: {line[:80]!r}")
+        return item
 
     def _restore_snapshot(self, fresh: bool) -> dict | None:
         """The snapshot's meta once loaded; None when starting fresh."""
@@ -510,7 +527,10 @@ class Service:
         info.last_seen_unix = now
         self.streams.move_to_end(sample.stream)  # most recently seen last: the LRU end is the front
         if not self._replaying and self.wal is not None:
-            self._events.append(["s", sample.stream, sample.t, sample.values])  # a tuple: JSON writes it as a list
+            if sample.line is not None:  # a CSV line: logged as read, since printing its floats again costs 5x
+                self._events.append(["c", sample.line])
+            else:
+                self._events.append(["s", sample.stream, sample.t, sample.values])  # a tuple: JSON writes a list
         return True
 
     def _evict_for_room(self, now: float, batch: dict) -> None:
