@@ -45,6 +45,7 @@ import numpy as np
 from edge_runtime.anomaly import AnomalySpec, TrackerBank
 from edge_runtime.bounds import value_bounds
 from edge_runtime.pool import StreamLimitError, StreamPool
+from edge_runtime.service.compact import compact_json, forecast_lines
 from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample, parse
 from edge_runtime.service.intake import Intake
@@ -417,7 +418,7 @@ class Service:
 
     def process(self, items: list) -> None:
         """Handle queued items in arrival order; each stream's samples stay in order."""
-        records, acks = [], []
+        records, lines, acks = [], [], []
         batch: dict[str, Sample] = {}
         now = time.time()  # one wall clock per batch: logged with it, so a replay decides alike
         for item in items:
@@ -428,25 +429,26 @@ class Service:
                 self._reject(item.reason, item.detail, item.source)
             elif kind is Reset:
                 if item.stream in batch:
-                    self._step(batch, records)
+                    self._step(batch, records, lines)
                 self._reset_requested(item.stream)
             else:
                 if item.stream in batch:  # the stream's previous sample is not stepped yet
-                    self._step(batch, records)
+                    self._step(batch, records, lines)
                 if self._admit(item, batch, now):
                     batch[item.stream] = item
         if batch:
-            self._step(batch, records)
-        self._commit(now, records, acks)
+            self._step(batch, records, lines)
+        self._commit(now, records, lines, acks)
 
-    def _commit(self, now: float, records: list, acks: list) -> None:
-        """Log the batch (write-ahead), hand its records to the sinks; acknowledge once both are settled."""
+    def _commit(self, now: float, records: list, lines: list, acks: list) -> None:
+        """Log the batch (write-ahead), hand its records (and their JSON texts) to the sinks; acknowledge once
+        both are settled."""
         seq = 0
         if self.wal is not None:
             seq = self.wal.append(now, self._events) if self._events else self.wal.seq
             self._events = []
         positions = self._sink_positions()
-        tokens = [sink.write(records) for sink in self.sinks]
+        tokens = [sink.write(records, lines) for sink in self.sinks]
         self._pending.append(Pending(seq, acks, tokens, records, positions))
         self._unsettled_records += len(records)
         self._settle()
@@ -586,11 +588,11 @@ class Service:
             self.counters["resets"]["requested"] += 1
             log("info", "stream_reset", stream=stream_id)
 
-    def _step(self, batch: dict[str, Sample], records: list) -> None:
+    def _step(self, batch: dict[str, Sample], records: list, lines: list | None = None) -> None:
         """One model call for the round's streams (one sample each); then their residuals against the forecasts
-        they had, one anomaly-bank update for the warm ones, and per stream its records. Whole-round arrays:
-        element for element the same float64/float32 operations as one stream at a time, without a dozen
-        numpy or Python operations per sample."""
+        they had, one anomaly-bank update for the warm ones, and per stream its records (and, given `lines`, the
+        records' JSON texts, for the sinks). Whole-round arrays: element for element the same float64/float32
+        operations as one stream at a time, without a dozen numpy or Python operations per sample."""
         first, start = len(records), time.perf_counter()
         ids, samples = list(batch), list(batch.values())
         rows = self.pool.rows_of(ids)  # (B,) int64: every stream of the round was added by _accept
@@ -607,6 +609,7 @@ class Service:
         residuals: list = [None] * len(ids)
         scores: list = [None] * len(ids)
         events: list = [None] * len(ids)
+        scored: list = []
         warm = []
         for info in infos:
             info.since_reset += 1
@@ -626,13 +629,24 @@ class Service:
             info.forecast = forecast  # (O,)
         predicted = [{"type": "prediction", "id": i, "t": t, "step": n, "prediction": p, "residual": r, "score": z,
                       "warm": w} for i, t, n, p, r, z, w in zip(ids, times, steps, predictions, residuals, scores, warm)]
+        if lines is not None:
+            texts = None
+            if len(scored) == len(ids) and self.bank is not None:  # a steady round: one format for all its records
+                texts = forecast_lines(ids, times, steps, new, difference, scores)
+            if texts is None:
+                texts = [compact_json(record) for record in predicted]
         for before, k in enumerate([k for k, event in enumerate(events) if event is not None]):  # rounds are quiet
             event, stream_id, t = events[k], ids[k], times[k]
             c["anomalies"] += event == "start"
-            predicted.insert(k + before, {"type": "anomaly", "id": stream_id, "t": t, "event": event, "score": scores[k]})
+            anomaly = {"type": "anomaly", "id": stream_id, "t": t, "event": event, "score": scores[k]}
+            predicted.insert(k + before, anomaly)
+            if lines is not None:
+                texts.insert(k + before, compact_json(anomaly))
             log("warning" if event == "start" else "info", "anomaly", stream=stream_id, t=t,
                 state=event, score=round(scores[k], 3))
         records += predicted  # each anomaly event just before its stream's forecast
+        if lines is not None:
+            lines += texts
         self.step_latency.add_many(np.full(len(ids), call_us))
         self.e2e_latency.add_many(np.fromiter((done - s.received for s in samples), np.float64, len(ids)) * 1e6)
         c["samples"] += len(ids)

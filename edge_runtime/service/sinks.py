@@ -2,9 +2,11 @@
 
 A record is a dict: a forecast {"id", "t", "step", "prediction", "residual",
 "score", "warm"} or an anomaly event {"id", "t", "event": "start"|"end",
-"score"}. `write(records)` is called once per model batch and returns a
-token; `settled(token)` says when those records are in the sink (a JSONL
-line written, an MQTT publish acknowledged by the broker): only then does
+"score"}. `write(records, lines)` is called once per model batch (lines:
+the records' JSON texts, encoded once by the service for every sink; None:
+the sink encodes them) and returns a token; `settled(token)` says when
+those records are in the sink (a JSONL line written, an MQTT publish
+acknowledged by the broker): only then does
 the service acknowledge the samples behind them. A sink never drops a
 record: what it cannot deliver yet it holds, and `backlog()` (records handed
 to it and not yet settled) against `high_water` is what makes the service
@@ -72,12 +74,15 @@ class JsonlSink:
     def pump(self) -> None:
         pass
 
-    def write(self, records: list[dict]) -> int:
+    def write(self, records: list[dict], lines: list[str] | None = None) -> int:
         """Queue the records' lines behind any pending ones and write what the file takes (never raises).
+        lines: the records' JSON texts, when the caller has them (compact_json of each).
 
         Returns the settle token: these records are out of `pending` once `written` reaches it.
         """
-        self.pending.extend((_dumps(r) + "\n").encode() for r in records)
+        if lines is None:
+            lines = [_dumps(r) for r in records]
+        self.pending.extend([(line + "\n").encode() for line in lines])
         self.accepted += len(records)
         self._flush()
         return self.accepted
@@ -309,15 +314,16 @@ class MqttSink:
         """Records handed to this sink and not yet acknowledged by the broker."""
         return self.accepted - self.done
 
-    def write(self, records: list[dict]) -> int:
-        """Queue the records for publishing and publish what the window allows; returns the settle token."""
+    def write(self, records: list[dict], lines: list[str] | None = None) -> int:
+        """Queue the records for publishing and publish what the window allows; returns the settle token.
+        lines: the records' JSON texts, when the caller has them (compact_json of each)."""
         prefix = self.config.prefix
-        for r in records:
+        for k, r in enumerate(records):
             kind = r["type"]  # "prediction" or "anomaly": the topic's last level
             if kind == "prediction" and not self.config.predictions:
                 continue
             self.accepted += 1
-            self.waiting.append((self.accepted, f"{prefix}/{r['id']}/{kind}", _dumps(r)))
+            self.waiting.append((self.accepted, f"{prefix}/{r['id']}/{kind}", _dumps(r) if lines is None else lines[k]))
         self.pump()
         return self.accepted
 
