@@ -481,7 +481,8 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     chosen_runtime = choose_runtime(bundles, runtime)
     pinned = pins()
     runtime_package = RUNTIME_PACKAGES[chosen_runtime]
-    wanted = {"numpy": pinned["numpy"], runtime_package: pinned[runtime_package]}
+    # orjson: the service's record encoder; without it the service runs as well, encoding ~4 us a record slower
+    wanted = {"numpy": pinned["numpy"], runtime_package: pinned[runtime_package], "orjson": pinned["orjson"]}
     check_service_config(config_text, (config or Path("edge.toml")).resolve())
     for extra in extra_packages(config_data):
         if extra not in pinned:

@@ -13,8 +13,8 @@ from pathlib import Path
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 RUNTIMES = ("tflite-runtime", "ai-edge-litert")
 # numpy + the interpreter, and the extras a service config may need (MQTT, serial port, /metrics,
-# bundle signatures)
-DEVICE_PACKAGES = ("numpy", "paho-mqtt", "pyserial", "prometheus-client", "cryptography")
+# bundle signatures), and orjson, the service's record encoder
+DEVICE_PACKAGES = ("numpy", "paho-mqtt", "pyserial", "prometheus-client", "cryptography", "orjson")
 
 
 def pinned_requirements() -> dict[str, str]:

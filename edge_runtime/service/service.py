@@ -45,7 +45,7 @@ import numpy as np
 from edge_runtime.anomaly import AnomalySpec, TrackerBank
 from edge_runtime.bounds import value_bounds
 from edge_runtime.pool import StreamLimitError, StreamPool
-from edge_runtime.service.compact import compact_json, forecast_lines
+from edge_runtime.service.compact import record_lines
 from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample, parse
 from edge_runtime.service.intake import Intake
@@ -609,7 +609,6 @@ class Service:
         residuals: list = [None] * len(ids)
         scores: list = [None] * len(ids)
         events: list = [None] * len(ids)
-        scored: list = []
         warm = []
         for info in infos:
             info.since_reset += 1
@@ -629,24 +628,15 @@ class Service:
             info.forecast = forecast  # (O,)
         predicted = [{"type": "prediction", "id": i, "t": t, "step": n, "prediction": p, "residual": r, "score": z,
                       "warm": w} for i, t, n, p, r, z, w in zip(ids, times, steps, predictions, residuals, scores, warm)]
-        if lines is not None:
-            texts = None
-            if len(scored) == len(ids) and self.bank is not None:  # a steady round: one format for all its records
-                texts = forecast_lines(ids, times, steps, new, difference, scores)
-            if texts is None:
-                texts = [compact_json(record) for record in predicted]
         for before, k in enumerate([k for k, event in enumerate(events) if event is not None]):  # rounds are quiet
             event, stream_id, t = events[k], ids[k], times[k]
             c["anomalies"] += event == "start"
-            anomaly = {"type": "anomaly", "id": stream_id, "t": t, "event": event, "score": scores[k]}
-            predicted.insert(k + before, anomaly)
-            if lines is not None:
-                texts.insert(k + before, compact_json(anomaly))
+            predicted.insert(k + before, {"type": "anomaly", "id": stream_id, "t": t, "event": event, "score": scores[k]})
             log("warning" if event == "start" else "info", "anomaly", stream=stream_id, t=t,
                 state=event, score=round(scores[k], 3))
         records += predicted  # each anomaly event just before its stream's forecast
         if lines is not None:
-            lines += texts
+            lines += record_lines(predicted, _finite(new, difference if any(have) else None, times, scores))
         self.step_latency.add_many(np.full(len(ids), call_us))
         self.e2e_latency.add_many(np.fromiter((done - s.received for s in samples), np.float64, len(ids)) * 1e6)
         c["samples"] += len(ids)
@@ -920,6 +910,13 @@ class Service:
             error=self._error)
         self.write_status()
         return 1 if failed else 0
+
+
+def _finite(forecasts: np.ndarray, residuals: np.ndarray | None, times: list, scores: list) -> bool:
+    """No NaN or infinity in a round's records: forecasts (B, O) float32, residuals (B, O) float64 (rows without
+    a forecast before hold junk, which can only make this say False), times and scores (None: not scored)."""
+    total = sum(times) + sum(z for z in scores if z is not None)  # a NaN or infinity makes the sum one too
+    return bool(total - total == 0.0 and np.isfinite(forecasts).all() and (residuals is None or np.isfinite(residuals).all()))
 
 
 def _seen_unix(entry: dict, written: float) -> float:

@@ -74,15 +74,15 @@ class JsonlSink:
     def pump(self) -> None:
         pass
 
-    def write(self, records: list[dict], lines: list[str] | None = None) -> int:
+    def write(self, records: list[dict], lines: list[bytes] | None = None) -> int:
         """Queue the records' lines behind any pending ones and write what the file takes (never raises).
-        lines: the records' JSON texts, when the caller has them (compact_json of each).
+        lines: the records' JSON texts, when the caller has them (compact.record_lines).
 
         Returns the settle token: these records are out of `pending` once `written` reaches it.
         """
         if lines is None:
-            lines = [_dumps(r) for r in records]
-        self.pending.extend([(line + "\n").encode() for line in lines])
+            lines = [_dumps(r).encode() for r in records]
+        self.pending.extend([line + b"\n" for line in lines])
         self.accepted += len(records)
         self._flush()
         return self.accepted
@@ -314,9 +314,9 @@ class MqttSink:
         """Records handed to this sink and not yet acknowledged by the broker."""
         return self.accepted - self.done
 
-    def write(self, records: list[dict], lines: list[str] | None = None) -> int:
+    def write(self, records: list[dict], lines: list[bytes] | None = None) -> int:
         """Queue the records for publishing and publish what the window allows; returns the settle token.
-        lines: the records' JSON texts, when the caller has them (compact_json of each)."""
+        lines: the records' JSON texts, when the caller has them (compact.record_lines)."""
         prefix = self.config.prefix
         for k, r in enumerate(records):
             kind = r["type"]  # "prediction" or "anomaly": the topic's last level
