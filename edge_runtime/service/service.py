@@ -107,13 +107,12 @@ class Pending:
 class StreamInfo:
     """What the service keeps per stream besides the model state (which lives in the pool)."""
 
-    __slots__ = ("last_t", "since_reset", "forecast", "last_seen_unix")
+    __slots__ = ("last_t", "since_reset", "last_seen_unix")
 
     def __init__(self, seen_unix: float):
         self.last_seen_unix = seen_unix  # wall clock of the last accepted sample: idle eviction, LRU order
         self.last_t: float | None = None
         self.since_reset = 0  # samples stepped since the last (re)start of the state (its tracker: Service.bank)
-        self.forecast: np.ndarray | None = None  # (O,) forecast for the next sample
 
 
 class Service:
@@ -134,6 +133,10 @@ class Service:
         # row r: the anomaly tracker of the stream in the pool's row r (reset whenever a stream takes the row)
         self.bank = TrackerBank(self.spec, s.max_streams) if self.spec is not None else None
         self.target = np.asarray(m.target)  # (O,) input channels the model forecasts
+        # row r: the forecast the pool's row r made for its stream's next sample, if it made one since the
+        # stream took the row or was last restarted (a round reads and writes them as two arrays)
+        self.forecasts = np.zeros((s.max_streams, m.output.shape[1]), np.float32)  # (S, O)
+        self.has_forecast = np.zeros(s.max_streams, bool)  # (S,)
         self.bounds = value_bounds(m.normalization, config.input.value_range_std)  # (C,) of (low, high)
         self.streams: OrderedDict[str, StreamInfo] = OrderedDict()  # least recently seen first
         self.state_dir = Path(config.state_dir)
@@ -345,8 +348,10 @@ class Service:
                 self.bank.reset(row)
                 if entry.get("anomaly"):
                     self.bank.load_dict(row, entry["anomaly"])
-            if forecasts is not None and not np.isnan(forecasts[k]).any():
-                info.forecast = forecasts[k].copy()
+            row = int(self.pool.rows_of([stream_id])[0])
+            self.has_forecast[row] = forecasts is not None and not np.isnan(forecasts[k]).any()
+            if self.has_forecast[row]:
+                self.forecasts[row] = forecasts[k]
             self.streams[stream_id] = info
             self._heal_restored(stream_id, info)
         self.snapshot_info.update(written_unix=meta.get("written_unix"), steps=self._total_steps(),
@@ -359,7 +364,7 @@ class Service:
         (state, or clock) instead of carrying the poison across the restart."""
         row = self.pool.rows_of([stream_id])[0]
         if not all(np.isfinite(array[row]).all() for array in self.pool.state.values()) or (
-                info.forecast is not None and not np.isfinite(info.forecast).all()):
+                self.has_forecast[row] and not np.isfinite(self.forecasts[row]).all()):
             self._restart_stream(stream_id, info)
             log("warning", "restored_state_not_finite", stream=stream_id, action="state reset")
         if info.last_t is not None and not info.last_t <= time.time() + self.config.input.future_horizon_s:
@@ -376,13 +381,10 @@ class Service:
     def write_snapshot(self) -> None:
         ids = self.pool.ids()
         rows = self.pool.rows_of(ids)
-        outputs = self.model.manifest.output.shape[1]
-        forecast = np.full((len(ids), outputs), np.nan, np.float32)  # (S, O)
+        forecast = np.where(self.has_forecast[rows][:, None], self.forecasts[rows], np.float32(np.nan))  # (S, O)
         entries = []
         for k, stream_id in enumerate(ids):
             info = self.streams[stream_id]
-            if info.forecast is not None:
-                forecast[k] = info.forecast
             entries.append({"id": stream_id, "steps": int(self.pool.steps[rows[k]]), "last_t": info.last_t,
                             "since_reset": info.since_reset, "last_seen_unix": info.last_seen_unix,
                             "anomaly": self.bank.to_dict(int(rows[k])) if self.bank is not None else None})
@@ -516,6 +518,7 @@ class Service:
                 self._reject("stream_limit", str(e), sample.source)
                 return False
             info = self.streams[sample.stream] = self._new_stream_info(now)
+            self.has_forecast[row] = False  # the row's last stream may have left its forecast in it
             if self.bank is not None:
                 self.bank.reset(row)  # the row's last stream may have left an alarm in it
             log("info", "stream_created", stream=sample.stream, source=sample.source, streams=len(self.streams))
@@ -574,9 +577,11 @@ class Service:
 
     def _restart_stream(self, stream_id: str, info: StreamInfo) -> None:
         self.pool.reset(stream_id)
-        info.since_reset, info.forecast = 0, None
+        info.since_reset = 0
+        row = int(self.pool.rows_of([stream_id])[0])
+        self.has_forecast[row] = False
         if self.bank is not None:
-            self.bank.reset(int(self.pool.rows_of([stream_id])[0]))
+            self.bank.reset(row)
 
     def _reset_requested(self, stream_id: str) -> None:
         info = self.streams.get(stream_id)
@@ -603,29 +608,27 @@ class Service:
         warmup = self.config.streams.warmup_steps
         c = self.counters
         c["batches"] += 1
-        infos = [self.streams[stream_id] for stream_id in ids]
-        before = [info.forecast for info in infos]
-        have = [f is not None for f in before]
         residuals: list = [None] * len(ids)
         scores: list = [None] * len(ids)
         events: list = [None] * len(ids)
         warm = []
-        for info in infos:
+        for stream_id in ids:
+            info = self.streams[stream_id]
             info.since_reset += 1
             warm.append(info.since_reset > warmup)
-        if any(have):
-            old = np.stack([f if f is not None else new[0] for f in before])  # (B, O) float32; rows without: unused
-            difference = values[:, self.target] - old  # (B, O) float64 sensor units
-            residuals = [r if h else None for r, h in zip(difference.tolist(), have)]
-            scored = [k for k in range(len(ids)) if have[k] and warm[k]]
-            if scored and self.bank is not None:
-                at = np.array(scored)
-                for k, score, event in zip(scored, *self.bank.update(rows[at], difference[at])):
+        have = self.has_forecast[rows]  # (B,) bool: a forecast to compare this sample with
+        difference = None
+        if have.any():
+            difference = values[:, self.target] - self.forecasts[rows]  # (B, O) float64 sensor units; rows without: junk
+            residuals = difference.tolist() if have.all() else [r if h else None for r, h in zip(difference.tolist(),
+                                                                                                  have.tolist())]
+            scored = np.flatnonzero(have & np.array(warm))  # (K,) positions in the round
+            if len(scored) and self.bank is not None:
+                for k, score, event in zip(scored.tolist(), *self.bank.update(rows[scored], difference[scored])):
                     scores[k], events[k] = score, event
+        self.forecasts[rows], self.has_forecast[rows] = new, True
         predictions, steps = new.tolist(), self.pool.steps[rows].tolist()
         times = [s.t for s in samples]
-        for info, forecast in zip(infos, new):
-            info.forecast = forecast  # (O,)
         predicted = [{"type": "prediction", "id": i, "t": t, "step": n, "prediction": p, "residual": r, "score": z,
                       "warm": w} for i, t, n, p, r, z, w in zip(ids, times, steps, predictions, residuals, scores, warm)]
         for before, k in enumerate([k for k, event in enumerate(events) if event is not None]):  # rounds are quiet
@@ -636,7 +639,7 @@ class Service:
                 state=event, score=round(scores[k], 3))
         records += predicted  # each anomaly event just before its stream's forecast
         if lines is not None:
-            lines += record_lines(predicted, _finite(new, difference if any(have) else None, times, scores))
+            lines += record_lines(predicted, _finite(new, difference, times, scores))
         self.step_latency.add_many(np.full(len(ids), call_us))
         self.e2e_latency.add_many(np.fromiter((done - s.received for s in samples), np.float64, len(ids)) * 1e6)
         c["samples"] += len(ids)
