@@ -376,7 +376,9 @@ def table(r: dict) -> list[str]:
         p = f["profile"]
         total = p["total_s"] or 1.0
         shares = ", ".join(f"{stage} {100 * t / total:.0f}%" for stage, t in p["stages"].items())
-        lines += ["", f"Where the service's CPU time goes ({fmt}, cProfile in every thread): {shares}.", "",
+        lines += ["", f"Where the service's CPU time goes ({fmt}, cProfile in every thread): {shares}. cProfile "
+                  "charges its own overhead to every Python call, so call-heavy code looks 2-3x its size (a "
+                  "stage's share is where to look, not what removing it would gain).", "",
                   "| hot spot | stage | share |", "|---|---|---|"]
         lines += [f"| `{h['function']}` | {h['stage']} | {100 * h['own_s'] / total:.1f}% |" for h in p["hot"][:8]]
     return lines

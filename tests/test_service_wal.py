@@ -271,3 +271,29 @@ def test_a_log_in_a_format_this_runtime_does_not_read_stops_the_start(fixture_bu
     assert errors == [f"error: {wal}: write-ahead log format 3, this runtime reads 1, 2; start the runtime that "
                       "wrote it, or --fresh"], service.logs()[-2000:]
     assert "Traceback" not in service.logs() and wal.read_text() == text
+
+
+def test_a_log_with_events_this_runtime_did_not_write_stops_the_start(fixture_bundles, tmp_path):
+    """An edited or damaged log (a wrong id, a line that does not parse, a NaN, too few values, an unknown
+    eviction reason, a batch without a clock): one line naming the file and the way out, no traceback; the
+    log is left as it was for whoever looks into it."""
+    _, bundle = fixture_bundles["lstm"]
+    config = _config(tmp_path, bundle, free_port())
+    wal = tmp_path / "state" / "wal.jsonl"
+    wal.parent.mkdir()
+    header = '{"wal":2,"bundle_sha256":null,"base":0}\n'
+    for bad in ('["c","w0,1.0,abc,3"]', '["c",17]', '["s","w 0",1.0,[20.0,3.0]]', '["s","w0",1.0,[20.0]]',
+                '["s","w0",NaN,[20.0,3.0]]', '["e","w0","tired"]', '["r"]', '"s"'):
+        text = header + '{"seq":1,"now":1.0,"events":[' + bad + "]}\n"
+        wal.write_text(text)
+        service = ServiceProcess(config)
+        assert service.proc.wait(60) == 2, bad
+        errors = [line for line in service.logs().splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and errors[0].startswith(f"error: {wal}: a logged event this runtime did not "
+                                                          "write: "), (bad, service.logs()[-1500:])
+        assert errors[0].endswith("start with --fresh to drop the state and the log")
+        assert "Traceback" not in service.logs() and wal.read_text() == text
+    wal.write_text(header + '{"seq":1,"now":"soon","events":[]}\n')
+    service = ServiceProcess(config)
+    assert service.proc.wait(60) == 2
+    assert "batch 1 is not one this runtime wrote" in service.logs() and "Traceback" not in service.logs()

@@ -47,7 +47,7 @@ from edge_runtime.bounds import value_bounds
 from edge_runtime.pool import StreamLimitError, StreamPool
 from edge_runtime.service.compact import record_lines
 from edge_runtime.service.config import ServiceConfig
-from edge_runtime.service.lines import REASONS, Rejection, Reset, Sample, parse
+from edge_runtime.service.lines import REASONS, STREAM_ID, Rejection, Reset, Sample, parse
 from edge_runtime.service.intake import Intake
 from edge_runtime.service.log import flush_suppressed, log, set_rate_limit
 from edge_runtime.service.sinks import open_sinks, record_key
@@ -258,18 +258,10 @@ class Service:
         """One logged batch, event by event, as process() applied it; returns the records it produced."""
         records: list = []
         batch_round: dict[str, Sample] = {}
-        now = float(batch["now"])
+        now, events = self._logged_batch(batch)
         self._clock_at_stop = max(self._clock_at_stop, now)
-        for event in batch["events"]:
-            kind = event[0]
-            if kind == "c":
-                sample = self._logged_line(event[1])
-                kind, stream_id = "s", sample.stream
-            else:
-                stream_id = event[1]
-                if kind == "s":
-                    sample = Sample(stream_id, float(event[2]), tuple(float(v) for v in event[3]), "wal",
-                                    time.perf_counter())
+        for event in events:
+            kind, stream_id, sample = self._logged_event(event)
             if stream_id in batch_round:  # a stream appears once per round, as in process()
                 self._step(batch_round, records)
             if kind == "s":
@@ -284,13 +276,34 @@ class Service:
             self._step(batch_round, records)
         return records
 
-    def _logged_line(self, line: str) -> Sample:
-        """A ["c", line] event's sample, parsed as it was when it was read (the line passed then; the bounds
-        held then too, and replaying them could only refuse what was accepted)."""
-        item = parse(line.encode(), self.pool.channels, "wal", time.perf_counter())
-        if type(item) is not Sample:
-            raise ServiceError(f"{self.wal.path}: a logged sample line no longer parses: {line[:80]!r}")
-        return item
+    def _logged_batch(self, batch: dict) -> tuple[float, list]:
+        now, events = batch.get("now"), batch.get("events")
+        if type(now) not in (int, float) or not np.isfinite(now) or type(events) is not list:
+            raise ServiceError(f"{self.wal.path}: batch {str(batch.get('seq'))[:20]} is not one this runtime "
+                               "wrote (its now or events); start with --fresh to drop the state and the log")
+        return float(now), events
+
+    def _logged_event(self, event) -> tuple[str, str, Sample | None]:
+        """(kind, stream id, the sample of an "s" or "c" event) of one logged event, checked: a log this runtime
+        did not write (edited, or damaged in the middle) stops the start with one line, not a traceback."""
+        try:
+            kind, stream_id = event[0], event[1]
+            if kind == "c":
+                item = parse(stream_id.encode(), self.pool.channels, "wal", time.perf_counter())
+                if type(item) is Sample:  # the line passed when it was read (bounds too: they only refuse)
+                    return "s", item.stream, item
+            elif kind == "s" and STREAM_ID.match(stream_id) and len(event[3]) == self.pool.channels:
+                t, values = float(event[2]), tuple(float(v) for v in event[3])
+                if np.isfinite((t, *values)).all():  # what the live path accepts
+                    return "s", stream_id, Sample(stream_id, t, values, "wal", time.perf_counter())
+            elif kind == "r" and STREAM_ID.match(stream_id):
+                return "r", stream_id, None
+            elif kind == "e" and STREAM_ID.match(stream_id) and event[2] in self.counters["evicted"]:
+                return "e", stream_id, None
+        except (TypeError, ValueError, IndexError, AttributeError, OverflowError):
+            pass
+        raise ServiceError(f"{self.wal.path}: a logged event this runtime did not write: {str(event)[:80]}; "
+                           "start with --fresh to drop the state and the log")
 
     def _restore_snapshot(self, fresh: bool) -> dict | None:
         """The snapshot's meta once loaded; None when starting fresh."""
