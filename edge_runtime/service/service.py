@@ -78,12 +78,17 @@ class Percentiles:
         self.count += 1
 
     def add_many(self, values: np.ndarray) -> None:
-        """add() for each of values (n,), in order: the ring's positions count..count+n-1."""
+        """add() for each of values (n,), in order: the ring's positions count..count+n-1, written as at most two
+        slices (a whole round at a time: an index array per call cost more than the copy)."""
         size = len(self.values)
-        for chunk in range(0, len(values), size):  # more than a ring's worth: the last ones win, as with add()
-            part = values[chunk:chunk + size]
-            self.values[(self.count + np.arange(len(part))) % size] = part
-            self.count += len(part)
+        if len(values) > size:  # more than a ring's worth: the last ones win, as with add()
+            self.count += len(values) - size
+            values = values[-size:]
+        start, n = self.count % size, len(values)
+        first = min(n, size - start)  # up to the ring's end, then on from its start
+        self.values[start:start + first] = values[:first]
+        self.values[:n - first] = values[first:]
+        self.count += n
 
     def summary(self) -> dict:
         if not self.count:
@@ -636,7 +641,9 @@ class Service:
             residuals = difference.tolist() if have.all() else [r if h else None for r, h in zip(difference.tolist(),
                                                                                                   have.tolist())]
             scored = np.flatnonzero(have & np.array(warm))  # (K,) positions in the round
-            if len(scored) and self.bank is not None:
+            if len(scored) == len(ids) and self.bank is not None:  # a steady round: every stream scored
+                scores, events = self.bank.update(rows, difference)
+            elif len(scored) and self.bank is not None:
                 for k, score, event in zip(scored.tolist(), *self.bank.update(rows[scored], difference[scored])):
                     scores[k], events[k] = score, event
         self.forecasts[rows], self.has_forecast[rows] = new, True
@@ -653,7 +660,7 @@ class Service:
         records += predicted  # each anomaly event just before its stream's forecast
         if lines is not None:
             lines += record_lines(predicted, _finite(new, difference, times, scores))
-        self.step_latency.add_many(np.full(len(ids), call_us))
+        self.step_latency.add_many(np.full(len(ids), call_us))  # every sample of the round waited for the one call
         self.e2e_latency.add_many(np.fromiter((done - s.received for s in samples), np.float64, len(ids)) * 1e6)
         c["samples"] += len(ids)
         c["predictions"] += len(ids)
