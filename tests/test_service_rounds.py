@@ -4,9 +4,14 @@ score, warm flag, anomaly start and end) is the one a Session and an AnomalyTrac
 bit. The service steps a round in one pool call and scores it in one TrackerBank update (issue 19)."""
 from __future__ import annotations
 
+import itertools
 import json
+import time
 
 import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from conftest import IN_PROCESS_BACKEND
 from edge_runtime.anomaly import AnomalyTracker
@@ -99,3 +104,93 @@ def test_the_services_records_are_one_session_and_tracker_per_stream_bit_for_bit
     assert len(written) == len(expected)
     for k, (got, want) in enumerate(zip(written, expected)):
         assert json.dumps(got) == json.dumps(want), (k, got, want)
+
+
+def _full_path_process(service, items: list) -> None:
+    """Service.process as it was before its inline admission: every sample through _admit (and _accept).
+    The reference the inline path must equal."""
+    records, lines, acks = [], [], []
+    batch: dict = {}
+    now = time.time()
+    for item in items:
+        if type(item) is Reset:
+            if item.stream in batch:
+                service._step(batch, records, lines)
+            service._reset_requested(item.stream)
+            continue
+        if item.stream in batch:
+            service._step(batch, records, lines)
+        if service._admit(item, batch, now):
+            batch[item.stream] = item
+    if batch:
+        service._step(batch, records, lines)
+    service._commit(now, records, lines, acks)
+
+
+MAX_GAP_S, HORIZON_S = 1000.0, 100.0
+_STEPS = st.sampled_from([1.0, 1.0, 1.0, 0.25, 0.0, -0.5, MAX_GAP_S, MAX_GAP_S + 1.0, "future", "reset"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(arrivals=st.lists(st.tuples(st.integers(0, 3), _STEPS, st.booleans()), min_size=1, max_size=40),
+       cuts=st.lists(st.integers(1, 40), max_size=4))
+def test_inline_admission_decides_as_the_full_checks(paired_services, arrivals, cuts):
+    """Duplicates, out-of-order and future timestamps, gaps just at and past max_gap_s, resets, CSV lines and
+    not: the inline admission in Service.process rejects, resets and logs exactly what _admit/_accept do."""
+    fast, full, example = paired_services["fast"], paired_services["full"], next(paired_services["counter"])
+    mean = fast.model.manifest.normalization["mean"]
+    # streams 0 and 1 start long before the wall clock (a gap step stays behind the horizon), 2 and 3 just
+    # before it (a future sample is within max_gap_s of them): each check is the only one to refuse some sample
+    now = time.time()
+    clocks: dict[int, float] = {}
+    start = {0: now - 5 * MAX_GAP_S, 1: now - 5 * MAX_GAP_S, 2: now - HORIZON_S / 2, 3: now - HORIZON_S / 2}
+    items = []
+    for k, step, as_line in arrivals:
+        stream = f"x{example}-{k}"
+        if step == "reset":
+            items.append(Reset(stream, "test"))
+            continue
+        if step == "future":
+            t = time.time() + HORIZON_S + 1.0
+        else:
+            t = clocks[k] = clocks.get(k, start[k]) + step
+        values = tuple(float(m) + 0.01 * k for m in mean)
+        line = ",".join([stream, repr(t), *map(repr, values)]) if as_line else None
+        items.append(Sample(stream, t, values, "test", time.perf_counter(), None, line))
+    chunks = [items[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(items)]) if items[a:b]]
+    for chunk in chunks:
+        fast.process(list(chunk))
+        _full_path_process(full, list(chunk))
+    assert fast.counters == full.counters
+    assert _wal_events(fast) == _wal_events(full)
+    assert (fast.state_dir / "out.jsonl").read_bytes() == (full.state_dir / "out.jsonl").read_bytes()
+    assert {i: s.last_t for i, s in fast.streams.items()} == {i: s.last_t for i, s in full.streams.items()}
+    assert list(fast.streams) == list(full.streams)  # the LRU order: eviction picks from its front
+    assert np.array_equal(fast.since_reset, full.since_reset)
+
+
+def _wal_events(service) -> list:
+    lines = service.wal.path.read_bytes().splitlines()
+    return [json.loads(line)["events"] for line in lines if b'"seq"' in line]
+
+
+@pytest.fixture(scope="module")
+def paired_services(fixture_bundles, tmp_path_factory):
+    from edge_runtime.service.config import read_config
+    from edge_runtime.service.service import Service
+    from edge_runtime.service.sinks import open_sinks
+
+    services = {"counter": itertools.count()}
+    for name in ("fast", "full"):
+        folder = tmp_path_factory.mktemp(name)
+        config = write_config(folder, fixture_bundles["lstm"][1], "[sources.stdin]\n",
+                              f'[sinks.jsonl]\npath = "{folder / "state" / "out.jsonl"}"\nrotate_bytes = 0\n',
+                              extra=f'backend = "{IN_PROCESS_BACKEND}"\n[streams]\nmax_streams = 512\n'
+                                    f"max_gap_s = {MAX_GAP_S}\n[input]\nfuture_horizon_s = {HORIZON_S}\n"
+                                    '[wal]\nfsync = "off"\n')
+        service = services[name] = Service(read_config(config))
+        service.sinks = open_sinks(service.config.sinks)
+    yield services
+    for name in ("fast", "full"):
+        for sink in services[name].sinks:
+            sink.close()
