@@ -11,7 +11,11 @@ import socket
 import threading
 import time
 
-from conftest import ROOT, run_isolated
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from conftest import IN_PROCESS_BACKEND, ROOT, run_isolated
 from service_helpers import ServiceProcess, free_port, read_jsonl, wait_for, write_config
 from traffic import sensor_value
 
@@ -256,21 +260,64 @@ def test_a_log_written_before_lines_were_kept_still_replays_bit_for_bit(fixture_
     assert all(r["prediction"] == reference[r["id"]][int(r["t"])] and r["step"] == int(r["t"]) + 1 for r in records)
 
 
+@pytest.mark.parametrize("header", ['{"wal":2,"bundle_sha256":"another bundle","base":0}',
+                                    '{"wal":2,"bundle_sha256":null,"base":5}'], ids=["another bundle", "after"])
+def test_a_discarded_log_is_started_again_not_appended_to(fixture_bundles, tmp_path, header):
+    """A log the start discards (another bundle's, or one that starts after the snapshot) is replaced: appended
+    to, the next start discarded the acknowledged batches after it too (its header still said so)."""
+    from edge_runtime.service.config import read_config
+    from edge_runtime.service.lines import Sample
+    from edge_runtime.service.service import Service
+
+    config = write_config(tmp_path, fixture_bundles["lstm"][1], "[sources.stdin]\n", '[sinks.jsonl]\npath = "o"\n',
+                          extra=f'backend = "{IN_PROCESS_BACKEND}"\n[wal]\nfsync = "off"\n')
+    wal = tmp_path / "state" / "wal.jsonl"
+    wal.parent.mkdir()
+    wal.write_text(header + "\n" + "".join('{"seq":%d,"now":1.0,"events":[]}\n' % seq for seq in (6, 7, 8)))
+    service = Service(read_config(config))
+    service.process([Sample("w0", 1_700_000_000.0, (20.0, 3.0), "test", 0.0)])
+    service.wal.close()
+    restarted = Service(read_config(config))  # as after a kill -9: no snapshot
+    restarted.wal.close()
+    assert restarted.counters["wal"]["replayed_samples"] == 1 and list(restarted.streams) == ["w0"]
+    assert json.loads(wal.read_text().splitlines()[0]) == {"wal": 2, "bundle_sha256": service.identity, "base": 0}
+
+
+HEADER = b'{"wal":2,"bundle_sha256":null,"base":0}\n'
+
+
+def _batch(seq: int) -> bytes:
+    return b'{"seq":%d,"now":1.0,"events":[["c","w0,%d.0,20.0,3.0"]]}' % (seq, seq)
+
+
+def _refused_start(config, wal, text: bytes) -> str:
+    """Start the service on a log holding `text`: it must stop at once with exit code 2, one `error: ` line
+    on stderr naming the log and no traceback, and leave the log as it was. Returns that line."""
+    wal.parent.mkdir(exist_ok=True)
+    wal.write_bytes(text)
+    service = ServiceProcess(config)
+    wait_for(lambda: service.proc.poll() is not None or (service.status() or {}).get("pid") == service.proc.pid,
+             60, what="the start to end")
+    if service.proc.poll() is None:
+        service.stop()
+        raise AssertionError(f"the service started on {text[:300]!r}")
+    logs = service.logs()
+    errors = [line for line in logs.splitlines() if line.startswith("error: ")]
+    assert service.proc.returncode == 2 and len(errors) == 1, (text[:300], logs[-2000:])
+    assert str(wal) in errors[0] and "--fresh" in errors[0], errors[0]
+    assert "Traceback" not in logs and wal.read_bytes() == text
+    return errors[0]
+
+
 def test_a_log_in_a_format_this_runtime_does_not_read_stops_the_start(fixture_bundles, tmp_path):
     """A log from a newer runtime (after a downgrade): replaying what this one understands would drop samples
     that were acknowledged, so it does not start; one line names the file and the way out, the log stays."""
     _, bundle = fixture_bundles["lstm"]
     config = _config(tmp_path, bundle, free_port())
     wal = tmp_path / "state" / "wal.jsonl"
-    wal.parent.mkdir()
-    text = '{"wal":3,"bundle_sha256":null,"base":0}\n{"seq":1,"now":1.0,"events":[["z","w0","w0,1.0,20,3"]]}\n'
-    wal.write_text(text)
-    service = ServiceProcess(config)
-    assert service.proc.wait(60) == 2
-    errors = [line for line in service.logs().splitlines() if line.startswith("error: ")]
-    assert errors == [f"error: {wal}: write-ahead log format 3, this runtime reads 1, 2; start the runtime that "
-                      "wrote it, or --fresh"], service.logs()[-2000:]
-    assert "Traceback" not in service.logs() and wal.read_text() == text
+    text = b'{"wal":3,"bundle_sha256":null,"base":0}\n{"seq":1,"now":1.0,"events":[["z","w0","w0,1.0,20,3"]]}\n'
+    assert _refused_start(config, wal, text) == (f"error: {wal}: write-ahead log format 3, this runtime reads 1, 2; "
+                                                 "start the runtime that wrote it, or --fresh")
 
 
 def test_a_log_with_events_this_runtime_did_not_write_stops_the_start(fixture_bundles, tmp_path):
@@ -280,20 +327,147 @@ def test_a_log_with_events_this_runtime_did_not_write_stops_the_start(fixture_bu
     _, bundle = fixture_bundles["lstm"]
     config = _config(tmp_path, bundle, free_port())
     wal = tmp_path / "state" / "wal.jsonl"
-    wal.parent.mkdir()
-    header = '{"wal":2,"bundle_sha256":null,"base":0}\n'
     for bad in ('["c","w0,1.0,abc,3"]', '["c",17]', '["s","w 0",1.0,[20.0,3.0]]', '["s","w0",1.0,[20.0]]',
                 '["s","w0",NaN,[20.0,3.0]]', '["e","w0","tired"]', '["r"]', '"s"'):
-        text = header + '{"seq":1,"now":1.0,"events":[' + bad + "]}\n"
-        wal.write_text(text)
-        service = ServiceProcess(config)
-        assert service.proc.wait(60) == 2, bad
-        errors = [line for line in service.logs().splitlines() if line.startswith("error: ")]
-        assert len(errors) == 1 and errors[0].startswith(f"error: {wal}: a logged event this runtime did not "
-                                                          "write: "), (bad, service.logs()[-1500:])
-        assert errors[0].endswith("start with --fresh to drop the state and the log")
-        assert "Traceback" not in service.logs() and wal.read_text() == text
-    wal.write_text(header + '{"seq":1,"now":"soon","events":[]}\n')
-    service = ServiceProcess(config)
-    assert service.proc.wait(60) == 2
-    assert "batch 1 is not one this runtime wrote" in service.logs() and "Traceback" not in service.logs()
+        error = _refused_start(config, wal, HEADER + b'{"seq":1,"now":1.0,"events":[' + bad.encode() + b"]}\n")
+        assert error.startswith(f"error: {wal}: a logged event this runtime did not write: "), (bad, error)
+        assert error.endswith("start with --fresh to drop the state and the log")
+    for now in (b'"soon"', b"1e400", b"1" + b"0" * 400):  # not a number; beyond a float's range (as an int too)
+        error = _refused_start(config, wal, HEADER + b'{"seq":1,"now":' + now + b',"events":[]}\n')
+        assert "batch 1 is not one this runtime wrote" in error
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # deeper than the JSON parser recurses
+DAMAGED_LINES = {  # a line the runtime does not write, between two whole batches (line 3 of 4)
+    "a list": b'["seq", 1]', "a number": b"5", "a string": b'"wal"', "null": b"null", "an empty object": b"{}",
+    "an empty line": b"", "not JSON": b'{"seq":2,"now":1.0,"ev', "not UTF-8": b'{"seq":2,"now":1.0,"events":["\xff"]}',
+    "nested too deep": DEEP,
+    "seq a string": b'{"seq":"2","now":1.0,"events":[]}', "seq a bool": b'{"seq":true,"now":1.0,"events":[]}',
+    "seq a float": b'{"seq":2.0,"now":1.0,"events":[]}', "seq infinite": b'{"seq":1e400,"now":1.0,"events":[]}',
+    "seq huge": b'{"seq":%d,"now":1.0,"events":[]}' % 2**64, "seq negative": b'{"seq":-2,"now":1.0,"events":[]}',
+    "seq repeated": _batch(1), "two kinds": b'{"seq":2,"sunk":1,"now":1.0,"events":[]}',
+    "an unknown key": b'{"seq":2,"now":1.0,"events":[],"why":1}', "a second header": HEADER.strip(),
+    "sunk a string": b'{"sunk":"x","sinks":{}}', "sunk without sinks": b'{"sunk":1}',
+    "sinks a list": b'{"sunk":1,"sinks":[]}', "a position of one number": b'{"sunk":1,"sinks":{"jsonl":[1]}}',
+    "a position a string": b'{"sunk":1,"sinks":{"jsonl":"x"}}',
+    "a position a float": b'{"sunk":1,"sinks":{"jsonl":[1,0.5]}}',
+}
+DAMAGED_HEADERS = {  # the first line
+    "base a string": b'{"wal":2,"bundle_sha256":null,"base":"x"}',
+    "base infinite": b'{"wal":2,"bundle_sha256":null,"base":1e400}',
+    "base null": b'{"wal":2,"bundle_sha256":null,"base":null}', "no base": b'{"wal":2,"bundle_sha256":null}',
+    "base negative": b'{"wal":2,"bundle_sha256":null,"base":-1}',
+    "base a bool": b'{"wal":2,"bundle_sha256":null,"base":false}',
+    "format a string": b'{"wal":"2","bundle_sha256":null,"base":0}',
+    "bundle a number": b'{"wal":2,"bundle_sha256":5,"base":0}', "no header": _batch(1),
+}
+DAMAGED = {**{name: (3, HEADER + _batch(1) + b"\n" + line + b"\n" + _batch(3) + b"\n")
+              for name, line in DAMAGED_LINES.items()},
+           **{name: (1, line + b"\n" + _batch(1) + b"\n" + _batch(2) + b"\n") for name, line in DAMAGED_HEADERS.items()}}
+
+
+@pytest.mark.parametrize("case", DAMAGED)
+def test_a_damaged_line_in_the_log_stops_the_start(fixture_bundles, tmp_path, case):
+    """A log edited or damaged in the middle, not just a torn last line: one line naming the file and the line,
+    no traceback, the log left as it was. Only the text after the last newline can be a cut write (whole lines
+    are written at once), so a bad line followed by good ones is not dropped as torn: the batches after it
+    were acknowledged."""
+    number, text = DAMAGED[case]
+    _, bundle = fixture_bundles["lstm"]
+    wal = tmp_path / "state" / "wal.jsonl"
+    error = _refused_start(_config(tmp_path, bundle, free_port()), wal, text)
+    assert error.startswith(f"error: {wal}: damaged or edited at line {number} ("), error
+    assert error.endswith("; start with --fresh to drop the state and the log") and len(error) < len(str(wal)) + 250
+
+
+KEYS = ("wal", "seq", "sunk", "now", "events", "base", "sinks", "bundle_sha256")
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.sampled_from([2**63 - 1, 2**63, 2**64, -(2**70), 10**100])
+    | st.floats() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4), children, max_size=5),
+    max_leaves=12)
+
+
+@pytest.fixture(scope="module")
+def real_log(fixture_bundles, tmp_path_factory):
+    """(config, the lines of a log the service wrote: a header, batches of samples, resets and evictions, and
+    'sunk' markers) from the service in this process, stepped directly (test_service_rounds does so too)."""
+    from edge_runtime.service.config import read_config
+    from edge_runtime.service.lines import Reset, Sample
+    from edge_runtime.service.service import Service
+    from edge_runtime.service.sinks import open_sinks
+
+    folder = tmp_path_factory.mktemp("real-log")
+    config = write_config(folder, fixture_bundles["lstm"][1], "[sources.stdin]\n",
+                          f'[sinks.jsonl]\npath = "{folder / "out.jsonl"}"\n',
+                          extra=f'backend = "{IN_PROCESS_BACKEND}"\n[wal]\nfsync = "off"\n')
+    service = Service(read_config(config))
+    service.sinks = open_sinks(service.config.sinks)
+    t0 = 1_700_000_000.0
+    for k in range(6):
+        if k == 3:
+            service.evict_idle(time.time() + 10**7)  # as if idle long enough: logged with the next batch
+        service.process([Sample(f"w{s}", t0 + k, (20.0 + 0.1 * k, 3.0), "test", 0.0) for s in range(2)]
+                        + ([Reset("w0", "test")] if k == 4 else []))
+    for sink in service.sinks:
+        sink.close()
+    service.wal.close()
+    lines = service.wal.path.read_bytes().splitlines()
+    kinds = {next(iter(json.loads(line))) for line in lines}
+    events = {event[0] for line in lines for event in json.loads(line).get("events", [])}
+    assert kinds == {"wal", "seq", "sunk"} and events == {"s", "r", "e"}, lines
+    return config, lines, service.model
+
+
+def _changed(record: dict):
+    """`record` with one field, (a batch) one event or one field of an event set to any JSON value: deeper than
+    the reader's checks, into the replay's."""
+    fields = st.builds(lambda key, value: {**record, key: value}, st.sampled_from(sorted({*record, *KEYS})),
+                       JSON_VALUES)
+    events = record.get("events")
+    if not events:
+        return fields
+
+    def with_event(k: int, event) -> dict:
+        return {**record, "events": [*events[:k], event, *events[k + 1:]]}
+
+    def with_event_field(k: int, j: int, value) -> dict:
+        event = events[k]
+        return with_event(k, [*event[:j % len(event)], value, *event[j % len(event) + 1:]])
+
+    return (fields | st.builds(with_event, st.integers(0, len(events) - 1), JSON_VALUES)
+            | st.builds(with_event_field, st.integers(0, len(events) - 1), st.integers(0, 3),
+                        JSON_VALUES | st.floats() | st.floats(-1e12, 4e9)))
+
+
+@settings(max_examples=100, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_json_in_place_of_a_logged_line_starts_or_stops_with_one_line(real_log, data):
+    """Any JSON value, or the record with one field or event changed to any JSON value, in place of one line
+    of a real log: the start either goes through (a record the runtime could have written) or stops with the
+    service's one-line error; never another exception, and a refused log is left as it was. In this process,
+    the probe's child left out (3 ms a start)."""
+    from edge_runtime.service.config import read_config
+    from edge_runtime.service.service import Service, ServiceError
+
+    config, lines, model = real_log
+    number = data.draw(st.integers(2, len(lines) - 1), label="line")  # never the header nor the last line
+    value = data.draw(JSON_VALUES | _changed(json.loads(lines[number - 1])), label="in its place")
+    text = b"".join(json.dumps(value).encode() + b"\n" if k == number else line + b"\n"
+                    for k, line in enumerate(lines, 1))
+    wal = config.parent / "state" / "wal.jsonl"
+    wal.write_bytes(text)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("edge_runtime.probe.load_probed", lambda *args, **kwargs: model)
+        try:
+            service = Service(read_config(config))
+        except ServiceError as e:
+            message = str(e)
+            assert len(message.splitlines()) == 1 and str(wal) in message and "--fresh" in message, message
+            assert wal.read_bytes() == text
+            event(f"refused: {message[len(str(wal)) + 2:].split(' (')[0].split(':')[0][:40]}")
+        else:
+            service.wal.close()
+            event("started")

@@ -35,6 +35,7 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
@@ -54,7 +55,7 @@ from edge_runtime.service.sinks import open_sinks, record_key
 from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, read_snapshot, remove_stale_temps,
                                            write_json_atomically, write_snapshot)
 from edge_runtime.service.sources import check_fd_budget, raise_fd_limit, start_sources
-from edge_runtime.service.wal import FORMATS_READ, WalContents, WriteAheadLog
+from edge_runtime.service.wal import FORMATS_READ, WalContents, WalError, WriteAheadLog
 
 STATUS_NAME = "status.json"
 TAKE_MAX = 1024  # queued items handled per loop turn (beyond a read's first chunk). A turn's records reach the
@@ -227,17 +228,20 @@ class Service:
 
     def _replay_wal(self, snapshot_seq: int) -> int:
         """Apply the log's batches after the snapshot through the same step path; returns the last seq."""
-        contents = self.wal.read()
+        try:
+            contents = self.wal.read()
+        except WalError as e:  # left as it is, for whoever looks into it
+            raise ServiceError(f"{e}; start with --fresh to drop the state and the log") from None
         if contents.format not in (None, *FORMATS_READ):  # a newer runtime's log: replaying part of it would lose samples
             raise ServiceError(f"{self.wal.path}: write-ahead log format {contents.format!r}, this runtime reads "
                                f"{', '.join(map(str, FORMATS_READ))}; start the runtime that wrote it, or --fresh")
         if contents.bundle_sha256 not in (None, self.identity):
             log("warning", "wal_discarded", path=str(self.wal.path), reason="written with another bundle")
-            contents = WalContents()
+            contents = self._discard_wal()
         elif contents.base > snapshot_seq:  # the snapshot it continues is gone: replaying a tail would be wrong
             log("error", "wal_discarded", path=str(self.wal.path), base=contents.base, snapshot_seq=snapshot_seq,
                 reason="the log starts after the snapshot")
-            contents = WalContents()
+            contents = self._discard_wal()
         if contents.sunk > self._sunk[0]:
             self._sunk = (contents.sunk, contents.sink_positions)
             self._replayed = [(seq, records) for seq, records in self._replayed if seq > contents.sunk]
@@ -259,6 +263,12 @@ class Service:
                 samples=self.counters["wal"]["replayed_samples"], torn_tail=contents.torn, last_seq=last,
                 sunk=self._sunk[0], owed_records=sum(len(r) for _, r in self._replayed))
         return last
+
+    def _discard_wal(self) -> WalContents:
+        """Removed, so open() starts a new log under this header: appended to, the batches after the discarded
+        ones were discarded with them at the next start (now a damaged log: their seqs start again)."""
+        self.wal.remove()
+        return WalContents()
 
     def _apply(self, batch: dict) -> list:
         """One logged batch, event by event, as process() applied it; returns the records it produced."""
@@ -284,7 +294,8 @@ class Service:
 
     def _logged_batch(self, batch: dict) -> tuple[float, list]:
         now, events = batch.get("now"), batch.get("events")
-        if type(now) not in (int, float) or not np.isfinite(now) or type(events) is not list:
+        # finite, and an int a float can hold (np.isfinite raises TypeError for an int beyond 64 bits)
+        if type(now) not in (int, float) or not abs(now) <= sys.float_info.max or type(events) is not list:
             raise ServiceError(f"{self.wal.path}: batch {str(batch.get('seq'))[:20]} is not one this runtime "
                                "wrote (its now or events); start with --fresh to drop the state and the log")
         return float(now), events
@@ -293,7 +304,7 @@ class Service:
         """(kind, stream id, the sample of an "s" or "c" event) of one logged event, checked: a log this runtime
         did not write (edited, or damaged in the middle) stops the start with one line, not a traceback."""
         try:
-            kind, stream_id = event[0], event[1]
+            kind, stream_id = (event[0], event[1]) if type(event) is list else (None, None)  # a dict: KeyError
             if kind == "c":
                 item = parse(stream_id.encode(), self.pool.channels, "wal", time.perf_counter())
                 if type(item) is Sample:  # the line passed when it was read (bounds too: they only refuse)

@@ -24,6 +24,10 @@ the fsync that covers them (survives a power cut, fewer fsyncs, later
 acknowledgements); "off" never fsyncs (survives a crash of the service,
 not of the machine). After a snapshot is durable, the log is cut back to a
 header whose base is the snapshot's `wal_seq`.
+
+read() checks every whole line's shape: only the text after the last newline
+can be a cut write (see read()), so anything else that is not a record as
+written here is a damaged or edited log, a WalError naming the line.
 """
 from __future__ import annotations
 
@@ -40,6 +44,41 @@ WAL_NAME = "wal.jsonl"
 FORMAT = 2  # 2 added ["c", line] events; a log in a format this runtime does not know is not replayed
 FORMATS_READ = (1, 2)
 FSYNC_POLICIES = ("batch", "interval", "off")
+SEQ_MAX = 2**63 - 1  # a seq, base or sunk beyond this is damage (a batch a microsecond for 292,000 years)
+POSITION_MAX = 2**64 - 1  # a sink position's inode and size
+
+
+class WalError(ValueError):
+    """The log on disk is not one this runtime wrote (edited, or damaged in the middle); the message is one
+    line naming the file, the line and what is wrong with it."""
+
+
+HEADER_KEYS, BATCH_KEYS, SUNK_KEYS = {"wal", "bundle_sha256", "base"}, {"seq", "now", "events"}, {"sunk", "sinks"}
+
+
+def _count(value, top: int = SEQ_MAX) -> bool:
+    return type(value) is int and 0 <= value <= top
+
+
+def _kind(record) -> str | None:
+    """"header", "batch" or "sunk" for a record shaped as the writer writes it, else None."""
+    if type(record) is not dict:
+        return None
+    if "seq" in record:  # the most lines: first. now/events are checked as the batch is applied
+        seq = record["seq"]
+        return "batch" if type(seq) is int and 0 <= seq <= SEQ_MAX and record.keys() <= BATCH_KEYS else None
+    if "sunk" in record:
+        sinks = record.get("sinks")
+        ok = record.keys() == SUNK_KEYS and _count(record["sunk"]) and type(sinks) is dict and all(
+            type(name) is str and type(at) is list and len(at) == 2 and all(_count(n, POSITION_MAX) for n in at)
+            for name, at in sinks.items())
+        return "sunk" if ok else None
+    if "wal" in record and record.keys() <= HEADER_KEYS:
+        sha = record.get("bundle_sha256")
+        ok = type(record["wal"]) is int and (record["wal"] not in FORMATS_READ or (
+            _count(record.get("base")) and (sha is None or type(sha) is str)))
+        return "header" if ok else None
+    return None
 
 
 @dataclass
@@ -68,7 +107,17 @@ class WriteAheadLog:
         self._last_fsync = 0.0
 
     def read(self) -> WalContents:
-        """The log as left on disk (nothing if absent); a torn last line is left out (and cut off by open())."""
+        """The log as left on disk (nothing if absent); a torn last line is left out (and cut off by open()).
+
+        Raises WalError for a log this runtime did not write (edited, or damaged in the middle). Every record
+        is written whole, newline last, by one _write() (its loop only continues a partial write, and a failed
+        one is cut back in _break()), and the page cache outlives a kill -9: only the text after the last
+        newline can be cut short. A whole line that does not parse, or does not hold what the writer writes,
+        is damage, not a torn write; skipping it, or stopping there, would drop the acknowledged batches
+        after it (and those appended after the next start: open() keeps every whole line). (A power cut can
+        leave junk only after the last fsync, on a filesystem that does not write data before the size: an
+        error then too, though what it drops was not acknowledged unless fsync = "off".)
+        """
         contents = WalContents()
         try:
             data = self.path.read_bytes()
@@ -76,20 +125,35 @@ class WriteAheadLog:
             return contents
         lines = data.split(b"\n")
         contents.torn = bool(lines[-1])  # after the last newline: a write cut short
-        for line in lines[:-1]:
+        for number, line in enumerate(lines[:-1], 1):
             try:
                 record = json.loads(line)
-            except ValueError:
-                contents.torn = True  # only a cut line can be unparsable (whole lines are written at once)
-                break
-            if "wal" in record:
-                contents.base, contents.bundle_sha256 = int(record["base"]), record.get("bundle_sha256")
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep for the parser
+                raise self._damaged(number, line, "not JSON") from None
+            kind = _kind(record)
+            if kind is None:
+                raise self._damaged(number, line, "not a record this runtime writes")
+            if (kind == "header") != (number == 1):
+                raise self._damaged(number, line, "a header after the first line" if kind == "header" else
+                                    "the first line is not a header")
+            if kind == "header":
                 contents.format = record["wal"]
-            elif "seq" in record:
-                contents.batches.append(record)
-            elif "sunk" in record:
-                contents.sunk, contents.sink_positions = int(record["sunk"]), record.get("sinks", {})
+                if contents.format not in FORMATS_READ:
+                    return contents  # what follows is in a format unknown here: the service says so
+                contents.base, contents.bundle_sha256 = record["base"], record.get("bundle_sha256")
+            elif kind == "batch":
+                last = contents.batches[-1]["seq"] if contents.batches else contents.base
+                if record["seq"] <= last:
+                    raise self._damaged(number, line, f"seq {record['seq']} after {last}: seqs only increase")
+                contents.batches.append(record)  # its now and events: the service checks them as it applies it
+            else:
+                contents.sunk, contents.sink_positions = record["sunk"], record["sinks"]
         return contents
+
+    def _damaged(self, number: int, line: bytes, why: str) -> WalError:
+        shown = line.decode("utf-8", "replace")
+        shown = repr(shown[:80] + "..." if len(shown) > 80 else shown)  # escaped: the message stays one line
+        return WalError(f"{self.path}: damaged or edited at line {number} ({why}): {shown}")
 
     def open(self, last_seq: int) -> None:
         """Append from here on; batches are numbered after last_seq. A torn tail is cut off first."""
