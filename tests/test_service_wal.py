@@ -281,6 +281,7 @@ def test_a_discarded_log_is_started_again_not_appended_to(fixture_bundles, tmp_p
     restarted.wal.close()
     assert restarted.counters["wal"]["replayed_samples"] == 1 and list(restarted.streams) == ["w0"]
     assert json.loads(wal.read_text().splitlines()[0]) == {"wal": 2, "bundle_sha256": service.identity, "base": 0}
+    assert (wal.parent / "wal.jsonl.discarded").read_text().startswith(header), "set aside, not deleted"
 
 
 HEADER = b'{"wal":2,"bundle_sha256":null,"base":0}\n'

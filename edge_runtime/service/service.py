@@ -265,9 +265,11 @@ class Service:
         return last
 
     def _discard_wal(self) -> WalContents:
-        """Removed, so open() starts a new log under this header: appended to, the batches after the discarded
-        ones were discarded with them at the next start (now a damaged log: their seqs start again)."""
-        self.wal.remove()
+        """Set aside (wal.jsonl.discarded, for whoever looks into it), so open() starts a new log under this header:
+        appended to, the batches after the discarded ones were discarded with them at the next start (now a
+        damaged log: their seqs start again)."""
+        aside = self.wal.set_aside()
+        log("warning", "wal_set_aside", path=str(aside))
         return WalContents()
 
     def _apply(self, batch: dict) -> list:

@@ -247,6 +247,12 @@ class WriteAheadLog:
         except OSError as e:
             self._break(e, 0)
 
+    def set_aside(self) -> Path:
+        """A log the start discards: renamed to <name>.discarded (replacing an older one), not deleted."""
+        aside = self.path.with_name(self.path.name + ".discarded")
+        os.replace(self.path, aside)
+        return aside
+
     def remove(self) -> None:
         """--fresh or a refused snapshot: the log belongs to the state that was thrown away."""
         self.path.unlink(missing_ok=True)
