@@ -292,7 +292,16 @@ def _run(where, folder: Path, plan: CeilingPlan, fmt: str, rate: float | None, s
         "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
         "max_ms": float(lat.max()) if len(lat) else None,
         "service_exe": service.exe, "service_counters": {k: status["counters"].get(k) for k in ("samples", "rejected") if k in status["counters"]},
+        **_collector(status.get("gc") or {}, cpu_end),
     }
+
+
+def _collector(gc_status: dict, cpu_s: float) -> dict:
+    """The service's time in the cyclic garbage collector over its life (status.json's gc), and its share of the
+    CPU time the service had used when the sender stopped (start-up and drain make the share a little high)."""
+    seconds = sum(gc_status.get("seconds", []))
+    return {"gc_s": seconds, "gc_share": seconds / cpu_s if cpu_s > 0 else None,
+            "gc_longest_ms": gc_status.get("longest_ms"), "gc_collections": gc_status.get("collections")}
 
 
 FULL = CeilingPlan()
@@ -372,6 +381,12 @@ def table(r: dict) -> list[str]:
         lines += ["", f"The same service on the emulated Pi (qemu-user as a {pi['cpu']}, {pi['streams']} streams, "
                   "pinned to the same core; installed from the release `make deploy` pushes):", ""]
         lines += _rows(pi["formats"], "laptop / Pi", lambda fmt, _top: f"{pi['ratio'][fmt]:.1f}x")
+    collector = [f"{fmt} {100 * f['ceiling']['gc_share']:.1f}% (longest pause "
+                 f"{f['ceiling']['gc_longest_ms']:.1f} ms)" for fmt, f in r["formats"].items()
+                 if f["ceiling"].get("gc_share") is not None and f["ceiling"].get("gc_longest_ms") is not None]
+    if collector:
+        lines += ["", "The cyclic garbage collector's share of the service's CPU time at the ceiling (status.json's "
+                  f"`gc`, timed by the service): {'; '.join(collector)}."]
     for fmt, f in r["formats"].items():
         p = f["profile"]
         total = p["total_s"] or 1.0

@@ -33,6 +33,9 @@ def test_a_quick_ceiling_run_loses_nothing_and_names_where_the_time_goes():
             assert r["sent"] > 1000, (fmt, phase, r)
             assert (r["acknowledged"], r["forecasts"], r["lost"], r["duplicates"]) == (r["sent"], r["sent"], 0, 0), r
             assert r["samples_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"], r
+            # thousands of samples make young collections: the service timed them (status.json's gc)
+            assert r["gc_collections"][0] > 0 and r["gc_s"] > 0 and 0 < r["gc_share"] < 1, r
+            assert 0 < r["gc_longest_ms"] <= r["gc_s"] * 1e3 + 1e-3, r
         # the paced run asks for 80% of the measured ceiling and never sends ahead of that pace (how close it
         # gets to the pace is a speed, so make bench reports it; the CI machine is shared)
         paced = f["at_80"]
@@ -43,6 +46,7 @@ def test_a_quick_ceiling_run_loses_nothing_and_names_where_the_time_goes():
         assert sum(stages.values()) == pytest.approx(f["profile"]["total_s"])
         assert f["profile"]["hot"] and f["profile"]["hot"][0]["own_s"] > 0
     assert "| csv |" in run.stderr and "Where the service's CPU time goes (csv" in run.stderr
+    assert "The cyclic garbage collector's share of the service's CPU time at the ceiling" in run.stderr
 
 
 def test_a_folder_without_a_manifest_is_refused_in_one_line(tmp_path):

@@ -99,6 +99,24 @@ class Percentiles:
         return {"p50": round(float(p50), 1), "p99": round(float(p99), 1)}
 
 
+class CollectorClock:
+    """Time spent in the cyclic garbage collector, per generation, from gc.callbacks: status.json's `gc`, so a
+    run at the ceiling says what the collector cost it (a profiler's figure for it is no better than a guess)."""
+
+    def __init__(self):
+        self.seconds = [0.0, 0.0, 0.0]  # per generation
+        self.longest = 0.0  # the longest single collection, seconds
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        self.seconds[info["generation"]] += took
+        self.longest = max(self.longest, took)
+
+
 class Pending:
     """A processed batch whose acknowledgements wait until its WAL record is durable and its records are in
     every sink (each sink's settle token)."""
@@ -183,6 +201,7 @@ class Service:
         self._sunk = (0, {})  # (seq, sink positions) of the last 'sunk' marker: replays start after it
         self._replayed: list[tuple[int, list]] = []  # (seq, records) a replay owes the sinks, sent once they open
         self.monitor, self.web = self._monitor(config), None  # [http]: /metrics and the live page
+        self.collector = CollectorClock()
         remove_stale_temps(self.state_dir)
         self._restore(fresh)
 
@@ -742,7 +761,9 @@ class Service:
                 "sources": {s.name: dict(s.info) for s in self.sources},  # a copy: source threads write them
                 "http": self.web and self.web.info,
                 "gc": {"frozen_objects": gc.get_freeze_count(),
-                       "collections": [generation["collections"] for generation in gc.get_stats()]}}
+                       "collections": [generation["collections"] for generation in gc.get_stats()],
+                       "seconds": [round(s, 6) for s in self.collector.seconds],  # per generation, since running
+                       "longest_ms": round(self.collector.longest * 1e3, 3)}}
 
     def _backpressure_status(self) -> dict:
         bp = dict(self.backpressure)
@@ -784,6 +805,7 @@ class Service:
         # the cyclic collector's sight, a full collection walks only what the samples make: 19-26 ms -> ~0.4 ms
         # here, and those pauses sat in the p99 of sample-to-forecast latency (docs/DESIGN-NOTES.md).
         gc.freeze()
+        gc.callbacks.append(self.collector)
         self._state = "running"
         log("info", "started", bundle=str(self.config.bundle), variant=self.model.variant.name,
             backend=self.model.backend, batched=self.pool.batched is not None, streams=len(self.streams),
@@ -936,6 +958,8 @@ class Service:
     def shutdown(self) -> int:
         """Final drain, snapshot and status; 0 after a clean stop, 1 after a failure (systemd restarts us)."""
         failed = self._state == "failed"
+        if self.collector in gc.callbacks:
+            gc.callbacks.remove(self.collector)  # the figures so far stay in status.json
         if not failed:
             self._state = "stopping"
         self.write_status()
