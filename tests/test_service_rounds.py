@@ -194,3 +194,20 @@ def paired_services(fixture_bundles, tmp_path_factory):
     for name in ("fast", "full"):
         for sink in services[name].sinks:
             sink.close()
+
+
+def test_the_collector_clock_times_each_generation():
+    import gc
+
+    from edge_runtime.service.service import CollectorClock
+
+    clock = CollectorClock()
+    gc.callbacks.append(clock)
+    try:
+        gc.collect(0)
+        assert clock.seconds[0] > 0 and clock.seconds[2] == 0
+        gc.collect(2)
+    finally:
+        gc.callbacks.remove(clock)
+    assert clock.seconds[2] > 0 and clock.longest == max(clock.longest, clock.seconds[2])
+    assert clock.longest <= sum(clock.seconds)

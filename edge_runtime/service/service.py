@@ -58,6 +58,12 @@ from edge_runtime.service.sources import check_fd_budget, raise_fd_limit, start_
 from edge_runtime.service.wal import FORMATS_READ, WalContents, WalError, WriteAheadLog
 
 STATUS_NAME = "status.json"
+# The cyclic collector's young generation runs when tracked objects made minus freed pass this (Python's
+# default: 700). At 700 a full queue (20,000 samples waiting, each a few objects) was promoted and walked
+# again and again: 15.7% of the service's CPU at its ceiling, pauses up to 40 ms (docs/DESIGN-NOTES.md).
+# Counted net of frees, 20,000 is only reached when that many objects outlive their sample; a cycle
+# made per sample is still collected, every 20,000 objects, in pauses of ~2 ms.
+YOUNG_COLLECTION_AFTER = 20_000
 TAKE_MAX = 1024  # queued items handled per loop turn (beyond a read's first chunk). A turn's records reach the
 # sinks at its end, so after a stall a 4,096-item turn kept every sample of the backlog waiting ~0.1 s: at
 # 80% of the ceiling p99 was 55.5/92.8 ms with 4,096 and 35.4/33.4 ms with 1,024 (docs/DESIGN-NOTES.md)
@@ -762,6 +768,7 @@ class Service:
                 "http": self.web and self.web.info,
                 "gc": {"frozen_objects": gc.get_freeze_count(),
                        "collections": [generation["collections"] for generation in gc.get_stats()],
+                       "threshold": list(gc.get_threshold()),
                        "seconds": [round(s, 6) for s in self.collector.seconds],  # per generation, since running
                        "longest_ms": round(self.collector.longest * 1e3, 3)}}
 
@@ -805,6 +812,8 @@ class Service:
         # the cyclic collector's sight, a full collection walks only what the samples make: 19-26 ms -> ~0.4 ms
         # here, and those pauses sat in the p99 of sample-to-forecast latency (docs/DESIGN-NOTES.md).
         gc.freeze()
+        self._gc_threshold = gc.get_threshold()
+        gc.set_threshold(YOUNG_COLLECTION_AFTER, *self._gc_threshold[1:])
         gc.callbacks.append(self.collector)
         self._state = "running"
         log("info", "started", bundle=str(self.config.bundle), variant=self.model.variant.name,
@@ -958,8 +967,6 @@ class Service:
     def shutdown(self) -> int:
         """Final drain, snapshot and status; 0 after a clean stop, 1 after a failure (systemd restarts us)."""
         failed = self._state == "failed"
-        if self.collector in gc.callbacks:
-            gc.callbacks.remove(self.collector)  # the figures so far stay in status.json
         if not failed:
             self._state = "stopping"
         self.write_status()
@@ -987,6 +994,9 @@ class Service:
         log("info", "stopped", samples=self.counters["samples"], snapshot=str(self.snapshot_path), state=self._state,
             error=self._error)
         self.write_status()
+        if self.collector in gc.callbacks:  # as it was before run(), for whatever this process does next
+            gc.callbacks.remove(self.collector)
+            gc.set_threshold(*self._gc_threshold)
         return 1 if failed else 0
 
 
