@@ -165,6 +165,9 @@ class AnomalyTracker:
             self.last_z = self._channel_values(d, "last_z").tolist()
             self.mean_change = self._channel_values(d, "mean_change").tolist()
             self.primed, self.still_seen = bool(d["primed"]), int(d["still_seen"])
+            if not 0 <= self.still_seen <= self.spec.stillness_window + 1:  # TrackerBank indexes its weights by it
+                raise ValueError(f"anomaly tracker snapshot: still_seen {self.still_seen} is outside 0.."
+                                 f"{self.spec.stillness_window + 1} (stillness_window + 1)")
 
     def _channel_values(self, d: dict, key: str) -> np.ndarray:
         values = np.asarray(d[key], np.float64)

@@ -52,8 +52,8 @@ from edge_runtime.service.lines import REASONS, STREAM_ID, Rejection, Reset, Sam
 from edge_runtime.service.intake import Intake
 from edge_runtime.service.log import flush_suppressed, log, set_rate_limit
 from edge_runtime.service.sinks import open_sinks, record_key
-from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, read_snapshot, remove_stale_temps,
-                                           write_json_atomically, write_snapshot)
+from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, check_meta, is_finite, read_snapshot,
+                                           remove_stale_temps, write_json_atomically, write_snapshot)
 from edge_runtime.service.sources import check_fd_budget, raise_fd_limit, start_sources
 from edge_runtime.service.wal import FORMATS_READ, WalContents, WalError, WriteAheadLog
 
@@ -360,18 +360,31 @@ class Service:
                 raise SnapshotError(
                     f"{self.snapshot_path} was taken with bundle {meta.get('bundle_name')!r} "
                     f"(manifest sha256 {str(meta.get('bundle_sha256'))[:12]}...), not with {self.config.bundle} "
-                    f"(sha256 {self.identity[:12]}...); refusing to load another model's state. "
-                    "Set fresh_start = true in the config or pass --fresh to start over")
+                    f"(sha256 {self.identity[:12]}...); refusing to load another model's state")
+            check_meta(self.snapshot_path, meta)  # every field _load and _restore_wal read
             self._load(meta, arrays)
             return meta
         except SnapshotError as e:
             if not self.config.fresh_start:
-                raise ServiceError(str(e)) from None
+                raise ServiceError(f"{e}. Set fresh_start = true in the config or pass --fresh to start over") \
+                    from None
             log("warning", "snapshot_discarded", reason=str(e), fresh_start=True)
-            self.streams.clear()
-            for stream_id in self.pool.ids():
-                self.pool.remove(stream_id)
+            self._forget_restored()
             return None
+
+    def _forget_restored(self) -> None:
+        """Undo a _load that stopped part-way: no stream, and every row as a new stream finds it."""
+        self.streams.clear()
+        for stream_id in self.pool.ids():
+            self.pool.remove(stream_id)
+        self.forecasts[:] = 0.0
+        self.has_forecast[:] = False
+        self.since_reset[:] = 0
+        if self.bank is not None:
+            for row in range(self.pool.max_streams):
+                self.bank.reset(row)
+        self.counters["evicted"]["idle"] = 0
+        self._clock_at_stop = 0.0
 
     def _load(self, meta: dict, arrays: dict) -> None:
         names = {s.name: s.shape[1] for s in self.model.manifest.state}
@@ -383,8 +396,10 @@ class Service:
             raise SnapshotError(f"{self.snapshot_path}: {len(meta['streams'])} streams, the limit is "
                                 f"{self.pool.max_streams}")
         forecasts = arrays.get("forecast")
+        if forecasts is not None and (forecasts.ndim != 2 or forecasts.shape[1] != self.forecasts.shape[1]):
+            raise SnapshotError(f"{self.snapshot_path}: forecast is not {self.forecasts.shape[1]} wide")
         written = meta.get("written_unix")
-        written = written if isinstance(written, (int, float)) and np.isfinite(written) else time.time()
+        written = float(written) if is_finite(written) else time.time()
         # a stream already idle idle_evict_s when the snapshot was written is not restored; the others keep
         # their last-seen, moved past the downtime once the log is replayed too (_skip_downtime)
         self._clock_at_stop = max(self._clock_at_stop, written)
@@ -399,14 +414,16 @@ class Service:
                 continue
             self.pool.set_state(stream_id, {n: arrays[f"state.{n}"][k] for n in names}, int(entry["steps"]))
             info = self._new_stream_info(written - idle[k])
-            info.last_t = entry["last_t"]
+            info.last_t = None if entry.get("last_t") is None else float(entry["last_t"])
             row = int(self.pool.rows_of([stream_id])[0])
-            # only compared with warmup_steps: clamped, so an edited count cannot overflow the int64 row
-            self.since_reset[row] = min(max(int(entry["since_reset"]), 0), 2 ** 62)
+            self.since_reset[row] = entry["since_reset"]  # a count: check_meta checked every field read here
             if self.bank is not None:
                 self.bank.reset(row)
-                if entry.get("anomaly"):
-                    self.bank.load_dict(row, entry["anomaly"])
+                if entry.get("anomaly") is not None:
+                    try:
+                        self.bank.load_dict(row, entry["anomaly"])
+                    except ValueError as e:  # its shapes: the types were checked
+                        raise SnapshotError(f"{self.snapshot_path}: stream {k} ({stream_id!r}): {e}") from None
             self.has_forecast[row] = forecasts is not None and not np.isnan(forecasts[k]).any()
             if self.has_forecast[row]:
                 self.forecasts[row] = forecasts[k]
@@ -418,14 +435,14 @@ class Service:
             steps={i: self.pool.steps_of(i) for i in list(self.streams)[:50]}, written_unix=meta.get("written_unix"))
 
     def _heal_restored(self, stream_id: str, info: StreamInfo) -> None:
-        """A snapshot from before the input bounds may hold a NaN state or a t of 1e300: restart that stream
-        (state, or clock) instead of carrying the poison across the restart."""
+        """A snapshot from before the input bounds may hold a NaN state or a t of 1e300 (or NaN): restart that
+        stream (state, or clock) instead of carrying the poison across the restart."""
         row = self.pool.rows_of([stream_id])[0]
         if not all(np.isfinite(array[row]).all() for array in self.pool.state.values()) or (
                 self.has_forecast[row] and not np.isfinite(self.forecasts[row]).all()):
             self._restart_stream(stream_id, info)
             log("warning", "restored_state_not_finite", stream=stream_id, action="state reset")
-        if info.last_t is not None and not info.last_t <= time.time() + self.config.input.future_horizon_s:
+        if info.last_t is not None and not -np.inf < info.last_t <= time.time() + self.config.input.future_horizon_s:
             log("warning", "restored_clock_in_future", stream=stream_id, last_t=info.last_t, action="clock reset")
             info.last_t = None
 
@@ -1009,8 +1026,7 @@ def _finite(forecasts: np.ndarray, residuals: np.ndarray | None, times: list, sc
 
 def _seen_unix(entry: dict, written: float) -> float:
     """A snapshot entry's last_seen_unix; snapshots from before idle eviction: when the snapshot was written."""
-    seen = entry.get("last_seen_unix", written)
-    return float(seen) if isinstance(seen, (int, float)) and np.isfinite(seen) else float(written)
+    return float(entry.get("last_seen_unix", written))  # finite when present: check_meta checked it
 
 
 def serve(config_path: str, fresh: bool = False) -> int:
