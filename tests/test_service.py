@@ -62,7 +62,7 @@ def test_config_errors_name_the_key(text, message):
     (b"s1,1,2,3,4", "wrong_channels"), (b"s1,1,warm,3", "non_numeric"),
     (b'{"id":"s1","t":1,"values":["2",3]}', "non_numeric"), (b'{"id":"s1","t":1,"values":[true,3]}', "non_numeric"),
     (b"s1,1,nan,3", "non_finite"), (b'{"id":"s1","t":1,"values":[Infinity,3]}', "non_finite"),
-    (b"s1,inf,2,3", "bad_timestamp"),
+    (b"s1,inf,2,3", "bad_timestamp"), (b'{"id":"s1\\n","t":1,"values":[2,3]}', "bad_id"),
 ])
 def test_each_bad_line_gets_its_reason(line, reason):
     item = parse(line, 2, "test", 0.0)

@@ -160,6 +160,7 @@ REFUSED = [
     ("last_seen_unix-nan", _stream("last_seen_unix", math.nan), "last_seen_unix nan"),
     ("last_seen_unix-beyond-float", _stream("last_seen_unix", 10 ** 400), "last_seen_unix 1000"),
     ("id-path", _stream("id", "../../etc"), "stream 0 ('../../etc'): id"),
+    ("id-newline", _stream("id", "a\n"), "stream 0 ('a\\n'): id"),
     ("id-empty", _stream("id", ""), "stream 0 (''): id"),
     ("id-too-long", _stream("id", "a" * 65), "stream 0 ('aaaa"),
     ("id-number", _stream("id", 5), "stream 0 (5): id"),

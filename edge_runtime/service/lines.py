@@ -32,7 +32,8 @@ from edge_runtime.bounds import out_of_range
 
 REASONS = ("oversized", "binary", "malformed", "bad_id", "bad_timestamp", "wrong_channels", "non_numeric",
            "non_finite", "out_of_range", "stream_limit", "duplicate", "out_of_order", "future_timestamp")
-STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # safe inside an MQTT topic and a file name
+# safe inside an MQTT topic and a file name; \Z, not $: "$" also matches before a final newline ("a\n")
+STREAM_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}\Z")
 _STREAM_IDS = re.compile(r"(?:[A-Za-z0-9_.:-]{1,64}\n)*")  # STREAM_ID for many, each followed by "\n"
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
