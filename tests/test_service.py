@@ -181,9 +181,9 @@ def test_ten_thousand_malformed_lines_over_tcp_every_valid_sample_once(fixture_b
     assert {k: v for k, v in status["counters"]["rejected"].items() if v} == dict(traffic.expected)
     # what start-up loaded is out of the collector's sight (a full collection walked it: 19-26 ms a pause)
     assert status["gc"]["frozen_objects"] > 10_000, status["gc"]
-    # young collections only once 20,000 objects outlive their samples (a full queue), each of them timed
-    assert status["gc"]["threshold"] == [20_000, 10, 10], status["gc"]
-    assert len(status["gc"]["seconds"]) == 3 and 0 <= status["gc"]["longest_ms"] <= sum(status["gc"]["seconds"]) * 1e3 + 1e-3
+    # the collector's time since running, per generation, and its longest pause (thousands of samples: some)
+    assert len(status["gc"]["seconds"]) == 3 and status["gc"]["seconds"][0] > 0, status["gc"]
+    assert 0 < status["gc"]["longest_ms"] <= sum(status["gc"]["seconds"]) * 1e3 + 1e-3, status["gc"]
     records, torn = read_jsonl(tmp_path / "out.jsonl")
     seen = [(r["id"], r["t"]) for r in records]
     assert torn == 0 and len(seen) == len(set(seen))  # exactly once
