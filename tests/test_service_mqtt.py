@@ -60,6 +60,35 @@ def test_ten_thousand_malformed_messages_over_mqtt(fixture_bundles, tmp_path, br
     assert sum(status["gc"]["collected"]) < len(traffic.messages) / 10, status["gc"]
 
 
+def test_a_message_may_carry_a_batch_of_its_streams_samples(fixture_bundles, tmp_path, broker):
+    """One sample per payload line, each checked alone; the message is acknowledged once all are processed:
+    a restarted service gets nothing of it again (a redelivered sample would count as a duplicate)."""
+    _, bundle = fixture_bundles["lstm"]
+    lines = [f"{k},{v[0]},{v[1]}" for k, v in ((k, sensor_value(0, k)) for k in range(20))]
+    lines[7] = "soon,20.0,4.0"  # a bad timestamp in the middle: rejected alone, the rest still steps
+    lines.append("20," + ",".join(["1.0"] * 3000))  # longer than max_line_bytes: that line only is oversized
+    service = _mqtt_service(tmp_path, bundle, broker.port, "batch-in")
+    publisher = OrderedPublisher.connect(broker.port, "batch-pub")
+    publisher.publish("sensors/b1", ("\n".join(lines) + "\n").encode())
+    publisher.publish("sensors/b2", b"0,20.0,4.0\n\n1,20.1,4.0")  # a blank line between is no sample
+    wait_for(lambda: service.counters().get("samples") == 21, 60, what="the batches' 21 good samples")
+    rejected = {k: v for k, v in service.counters()["rejected"].items() if v}
+    assert rejected == {"bad_timestamp": 1, "oversized": 1}, rejected
+    assert service.stop() == 0
+    records, torn = read_jsonl(tmp_path / "out.jsonl")
+    assert torn == 0 and [r["t"] for r in records if r["id"] == "b1"] == [k for k in range(20) if k != 7]
+    assert [r["t"] for r in records if r["id"] == "b2"] == [0.0, 1.0]
+
+    again = ServiceProcess(tmp_path / "edge.toml")  # the same client id and state: the broker's session resumes
+    again.wait_running()
+    wait_for(lambda: again.log_events("mqtt_subscribed"), 30, what="the SUBACK after the restart")
+    publisher.publish("sensors/b1", b"21,20.0,4.0")  # after anything the broker might still redeliver
+    wait_for(lambda: again.counters().get("samples") == 1, 60, what="the sample after the restart")
+    assert not any(again.counters()["rejected"].values()), again.counters()["rejected"]
+    assert again.stop() == 0
+    publisher.close()
+
+
 @pytest.mark.slow
 def test_end_to_end_load_through_mosquitto_loses_nothing(fixture_bundles, broker, tmp_path):
     """The benchmark's path, shortened: 100 sensors x 50 Hz for 3 s (15,000 samples) at QoS 1."""

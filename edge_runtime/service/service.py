@@ -830,8 +830,8 @@ class Service:
         # here, and those pauses sat in the p99 of sample-to-forecast latency (docs/DESIGN-NOTES.md).
         gc.freeze()
         # Python's thresholds stay: 20,000 for the young generation cut the collector's share at the ceiling from
-        # ~15% to ~0.05%, but in make bench's MQTT run the RSS grew 38.5% (56.9 -> 78.8 MB) where it had been
-        # flat; reverted until that is measured (docs/DESIGN-NOTES.md)
+        # ~15% to ~0.05%, but under make loadgen's MQTT load the RSS grew 17.9% with it against 5.9% without
+        # (docs/DESIGN-NOTES.md, session 15)
         gc.callbacks.append(self.collector)
         self._state = "running"
         log("info", "started", bundle=str(self.config.bundle), variant=self.model.variant.name,
