@@ -71,9 +71,12 @@ def test_a_message_may_carry_a_batch_of_its_streams_samples(fixture_bundles, tmp
     publisher = OrderedPublisher.connect(broker.port, "batch-pub")
     publisher.publish("sensors/b1", ("\n".join(lines) + "\n").encode())
     publisher.publish("sensors/b2", b"0,20.0,4.0\n\n1,20.1,4.0")  # a blank line between is no sample
-    wait_for(lambda: service.counters().get("samples") == 21, 60, what="the batches' 21 good samples")
+    publisher.publish("sensors/b3", b"\n" * 5000)  # more lines than MQTT_BATCH_LINES: one rejection, no parse each
+    wait_for(lambda: service.counters().get("samples") == 21 and sum(service.counters()["rejected"].values()) == 3,
+             60, what="the batches' 21 good samples and 3 rejections")
     rejected = {k: v for k, v in service.counters()["rejected"].items() if v}
-    assert rejected == {"bad_timestamp": 1, "oversized": 1}, rejected
+    assert rejected == {"bad_timestamp": 1, "oversized": 2}, rejected
+    assert any("5001 lines (at most 1000 lines" in e.get("detail", "") for e in service.log_events("rejected"))
     assert service.stop() == 0
     records, torn = read_jsonl(tmp_path / "out.jsonl")
     assert torn == 0 and [r["t"] for r in records if r["id"] == "b1"] == [k for k in range(20) if k != 7]

@@ -535,8 +535,10 @@ class MqttSource(Source):
                                  source, ack)])
             return
         payload = message.payload
-        if len(payload) > self.max_line_bytes * MQTT_BATCH_LINES:
-            self.emit([Rejection("oversized", f"payload of {len(payload)} bytes", source, ack)])
+        breaks = payload.count(b"\n")  # a payload of 4 MB of newlines must not be 4 million parses
+        if len(payload) > self.max_line_bytes * MQTT_BATCH_LINES or breaks > MQTT_BATCH_LINES:
+            self.emit([Rejection("oversized", f"payload of {len(payload)} bytes, {breaks + 1} lines (at most "
+                                 f"{MQTT_BATCH_LINES} lines of {self.max_line_bytes} bytes)", source, ack)])
             return
         stream = levels[self.id_level]
         if not STREAM_ID.match(stream):
