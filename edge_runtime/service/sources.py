@@ -546,9 +546,11 @@ class MqttSource(Source):
             return
         # one sample per line: a gateway may batch a stream's samples in one message (at 5,000 messages a second
         # paho's own packet handling was 2/3 of the service's CPU, docs/DESIGN-NOTES.md)
-        lines = payload.split(b"\n") if b"\n" in payload else [payload]
-        items = [item for line in lines if (item := self._item(line if len(line) <= self.max_line_bytes else None,
-                                                                source, received, stream=stream)) is not None]
+        items = []
+        for line in payload.split(b"\n"):
+            item = self._item(line if len(line) <= self.max_line_bytes else None, source, received, stream=stream)
+            if item is not None:
+                items.append(item)
         if not items:
             items = [Rejection("malformed", "empty payload", source)]
         if ack is not None:  # acknowledged once the whole message is processed: its items are handled in order
