@@ -7,7 +7,9 @@ from hypothesis import given, settings, strategies as st
 
 from edge_runtime.service.service import Percentiles
 
-rounds = st.lists(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=40), max_size=8)
+# latencies in microseconds: finite and far from float64's limits, where np.percentile's interpolation of
+# -1.7e308 and 1.7e308 gives inf * 0 = NaN, and NaN != NaN made this test fail once in CI (not the ring's doing)
+rounds = st.lists(st.lists(st.floats(min_value=-1e12, max_value=1e12), max_size=40), max_size=8)
 
 
 @settings(max_examples=500, deadline=None)
