@@ -2,9 +2,10 @@
 
 One main thread owns the model, the streams and the counters; sources only
 parse and queue. Per loop: take up to a few thousand queued items, cut them
-into rounds in which each stream appears at most once (a stream's samples
-stay in order), advance each round with one `StreamPool.step_many` call,
-hand the records to the sinks, then acknowledge MQTT messages.
+into rounds in which each stream appears at most once (rounds.py: a stream's
+k-th sample of the take joins round k, so its samples stay in order), advance
+each round with one `StreamPool.step_rows` call, hand the records to the
+sinks, then acknowledge MQTT messages.
 
 Time policy, per stream, on the samples' own timestamps:
 - t more than `future_horizon_s` ahead of both the wall clock and the
@@ -51,6 +52,7 @@ from edge_runtime.service.config import ServiceConfig
 from edge_runtime.service.lines import REASONS, STREAM_ID, Rejection, Reset, Sample, parse
 from edge_runtime.service.intake import Intake
 from edge_runtime.service.log import flush_suppressed, log, set_rate_limit
+from edge_runtime.service.rounds import Rounds
 from edge_runtime.service.sinks import open_sinks, record_key
 from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, check_meta, is_finite, read_snapshot,
                                            remove_stale_temps, write_json_atomically, write_snapshot)
@@ -201,6 +203,8 @@ class Service:
         w = config.wal
         self.wal = WriteAheadLog(self.state_dir, self.identity, w.fsync, w.fsync_interval_s) if w.enabled else None
         self._events: list = []  # what this batch changed, for the WAL (see wal.py); applied already
+        self._rounds = Rounds()  # this batch's accepted samples, not stepped yet
+        self._out: tuple[list, list | None] = ([], None)  # this batch's records and their JSON texts (or None)
         self._replaying = False  # True while the WAL is replayed: nothing is logged again
         self._pending: deque[Pending] = deque()  # processed batches not yet acknowledged, oldest first
         self._sunk = (0, {})  # (seq, sink positions) of the last 'sunk' marker: replays start after it
@@ -299,23 +303,20 @@ class Service:
     def _apply(self, batch: dict) -> list:
         """One logged batch, event by event, as process() applied it; returns the records it produced."""
         records: list = []
-        batch_round: dict[str, Sample] = {}
+        self._out = (records, None)
         now, events = self._logged_batch(batch)
         self._clock_at_stop = max(self._clock_at_stop, now)
         for event in events:
             kind, stream_id, sample = self._logged_event(event)
-            if stream_id in batch_round:  # a stream appears once per round, as in process()
-                self._step(batch_round, records)
             if kind == "s":
                 if self._accept(sample, now, self.streams.get(stream_id)):
-                    batch_round[stream_id] = sample
+                    self._rounds.add(sample)  # into the round process() gave it
                     self.counters["wal"]["replayed_samples"] += 1
             elif kind == "r":
                 self._reset_requested(stream_id)
             elif kind == "e" and stream_id in self.streams:
                 self._evict(stream_id, self.streams[stream_id], event[2], now)
-        if batch_round:
-            self._step(batch_round, records)
+        self._step_rounds()
         return records
 
     def _logged_batch(self, batch: dict) -> tuple[float, list]:
@@ -493,9 +494,12 @@ class Service:
         return self.queue.take(timeout, TAKE_MAX)
 
     def process(self, items: list) -> None:
-        """Handle queued items in arrival order; each stream's samples stay in order."""
+        """Handle queued items in arrival order, then step their rounds (rounds.py); each stream's samples stay
+        in order."""
         records, lines, acks = [], [], []
-        batch: dict[str, Sample] = {}
+        self._out = (records, lines)
+        rounds = self._rounds
+        first = rounds.first  # round 0: nearly every sample joins it
         now = time.time()  # one wall clock per batch: logged with it, so a replay decides alike
         streams, logged = self.streams, self.wal is not None
         latest, max_gap = now + self.config.input.future_horizon_s, self.config.streams.max_gap_s
@@ -505,8 +509,6 @@ class Service:
             kind = type(item)  # identity checks: nearly every item is a Sample, and these run once per sample
             if kind is Sample:
                 stream = item.stream
-                if stream in batch:  # the stream's previous sample is not stepped yet
-                    self._step(batch, records, lines)
                 info = streams.get(stream)
                 last = None if info is None else info.last_t
                 t = item.t
@@ -519,18 +521,25 @@ class Service:
                     if logged:
                         self._events.append(["c", item.line] if item.line is not None else
                                             ["s", stream, t, item.values])
-                    batch[stream] = item
-                elif self._admit(item, batch, now):
-                    batch[stream] = item
+                    if stream in first:
+                        rounds.add(item)  # the stream came again: into a later round
+                    else:
+                        first[stream] = item
+                elif self._admit(item, now):
+                    rounds.add(item)
             elif kind is Rejection:
                 self._reject(item.reason, item.detail, item.source)
             elif kind is Reset:
-                if item.stream in batch:
-                    self._step(batch, records, lines)
                 self._reset_requested(item.stream)
-        if batch:
-            self._step(batch, records, lines)
+        self._step_rounds()
         self._commit(now, records, lines, acks)
+
+    def _step_rounds(self) -> None:
+        """Step every pending round, in order, into this batch's records."""
+        records, lines = self._out
+        for batch in self._rounds.drain():
+            if batch:
+                self._step(batch, records, lines)
 
     def _commit(self, now: float, records: list, lines: list, acks: list) -> None:
         """Log the batch (write-ahead), hand its records (and their JSON texts) to the sinks; acknowledge once
@@ -575,14 +584,14 @@ class Service:
             for ack in pending.acks:  # only now: a crash before this point gets the messages redelivered
                 ack()
 
-    def _admit(self, sample: Sample, batch: dict, now: float) -> bool:
+    def _admit(self, sample: Sample, now: float) -> bool:
         """The live checks (clock, stream limit, order); then _accept. False: rejected and counted."""
         info = self.streams.get(sample.stream)
         if self._too_far_ahead(sample, info, now):
             return False
         if info is None:
             if len(self.streams) >= self.pool.max_streams:
-                self._evict_for_room(now, batch)
+                self._evict_for_room(now)
             if len(self.streams) >= self.pool.max_streams:
                 self._reject("stream_limit", f"stream {sample.stream!r} would exceed the limit of "
                              f"{self.pool.max_streams} streams; none silent for "
@@ -629,10 +638,10 @@ class Service:
                 self._events.append(["s", sample.stream, sample.t, sample.values])  # a tuple: JSON writes a list
         return True
 
-    def _evict_for_room(self, now: float, batch: dict) -> None:
+    def _evict_for_room(self, now: float) -> None:
         """The pool is full: evict the least recently seen stream if it has been silent long enough."""
         stream_id, info = next(iter(self.streams.items()))
-        if stream_id not in batch and now - info.last_seen_unix >= self.config.streams.evict_when_full_after_s:
+        if stream_id not in self._rounds and now - info.last_seen_unix >= self.config.streams.evict_when_full_after_s:
             self._evict(stream_id, info, "full", now)
 
     def evict_idle(self, now: float) -> None:
@@ -645,6 +654,8 @@ class Service:
             self._evict(stream_id, info, "idle", now)
 
     def _evict(self, stream_id: str, info: StreamInfo, reason: str, now: float) -> None:
+        if stream_id in self._rounds:  # its samples so far meet the state they followed
+            self._step_rounds()
         if not self._replaying and self.wal is not None:
             self._events.append(["e", stream_id, reason])
         del self.streams[stream_id]
@@ -667,6 +678,8 @@ class Service:
         return True
 
     def _restart_stream(self, stream_id: str, info: StreamInfo) -> None:
+        if stream_id in self._rounds:  # its samples so far meet the state they followed
+            self._step_rounds()
         self.pool.reset(stream_id)
         row = int(self.pool.rows_of([stream_id])[0])
         self.since_reset[row] = 0
