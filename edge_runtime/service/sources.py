@@ -23,6 +23,7 @@ from collections import deque
 from typing import Callable
 
 from edge_runtime.service.config import is_loopback
+from edge_runtime.service.intake import Lines
 from edge_runtime.service.lines import STREAM_ID, LineSplitter, Rejection, parse, parse_many
 from edge_runtime.service.log import log
 
@@ -117,8 +118,11 @@ class Source:
         pass
 
     def _lines(self, splitter: LineSplitter, data: bytes, source: str) -> None:
-        """The lines of one read, handed over as one chunk (see intake.py)."""
-        self.emit(self._items(splitter.feed(data), source, time.perf_counter()))
+        """The lines of one read, handed over raw as one chunk and parsed when taken (see intake.py)."""
+        lines = splitter.feed(data)
+        if lines:
+            received = time.perf_counter()
+            self.emit(Lines(lines, lambda run: self._items(run, source, received)))
 
     def _line(self, line: bytes | None, source: str, received: float, ack=None) -> None:
         item = self._item(line, source, received, ack)
@@ -234,7 +238,7 @@ class Connection:
         self.splitter = LineSplitter(max_line_bytes)
         self.source = source
         self.last_active = time.monotonic()
-        self.lines = 0  # non-blank lines received: the n of "ack <n>"
+        self.lines = 0  # non-blank lines parsed (by the main thread, as it takes them): the n of "ack <n>"
         self.out = bytearray()  # "ack <n>\n" lines the socket has not taken yet
 
 
@@ -351,15 +355,22 @@ class TcpSource(Source):
         if not self.ack_mode:
             self._lines(state.splitter, data, state.source)
             return
-        first = state.lines + 1
-        items = self._items(state.splitter.feed(data), state.source, time.perf_counter())
+        lines = state.splitter.feed(data)
+        if lines:
+            received = time.perf_counter()
+            self.emit(Lines(lines, lambda run: self._acknowledged_items(conn, state, run, received)))
+
+    def _acknowledged_items(self, conn: socket.socket, state: Connection, lines: list, received: float) -> list:
+        """A run of one read's lines parsed (in the main thread, when taken), numbered on from the connection's
+        earlier items (a blank line gives none, so only the parse can count), and one acknowledgement for them
+        carried by the last: the main thread handles a connection's items in order and acknowledges only what is
+        done, so when the last one's turn comes every line before it is done too."""
+        items = self._items(lines, state.source, received)
         if items:
+            first = state.lines + 1
             state.lines += len(items)
-            # one acknowledgement for the read's lines, carried by its last: the main thread handles a
-            # connection's items in order and acknowledges only what is done, so when the last line's turn
-            # comes every line before it is done too (a take that splits the read only delays the first part's)
             items[-1].ack = lambda first=first, last=state.lines: self._queue_ack(conn, first, last)
-        self.emit(items)
+        return items
 
     def _queue_ack(self, conn: socket.socket, first: int, last: int) -> None:
         """Called by the main thread once lines first..last of this connection are done; this thread writes
