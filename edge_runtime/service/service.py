@@ -1,7 +1,8 @@
 """The service loop: take what the sources queued, step the streams, score, emit, snapshot, report.
 
 One main thread owns the model, the streams and the counters; sources only
-parse and queue. Per loop: take up to a few thousand queued items, cut them
+read and queue (line sources queue raw lines, parsed when taken: intake.py;
+MQTT messages are parsed in their thread). Per loop: take up to a few thousand queued items, cut them
 into rounds in which each stream appears at most once (rounds.py: a stream's
 k-th sample of the take joins round k, so its samples stay in order), advance
 each round with one `StreamPool.step_rows` call, hand the records to the

@@ -1,7 +1,8 @@
-"""Sources: threads that read lines or messages, parse them and hand them to the service's queue.
+"""Sources: threads that read lines or messages and hand them to the service's queue.
 
 Each source runs in its own daemon thread and calls `emit(items)` with the
-samples, resets and rejections of one read (rejections are counted by the main thread, so
+samples, resets and rejections of one read, or for a line source with the
+read's raw lines (`intake.Lines`, parsed when the main thread takes them; rejections are counted by the main thread, so
 counters have one writer). `emit` blocks when the queue is full: a fast
 sender is slowed down (TCP backpressure, MQTT's broker queue) instead of
 growing memory. An outage a source expects (a serial port unplugged, a
