@@ -12,6 +12,7 @@ import socket
 import subprocess
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from service_helpers import ServiceProcess, wait_for, write_config
 
@@ -119,3 +120,33 @@ def test_the_jsonl_file_rotates_by_size(fixture_bundles, tmp_path):
     assert kept == [float(k) for k in range(301 - len(kept), 301)]  # the newest lines, contiguous
     counters = json.loads((tmp_path / "state" / "status.json").read_text())["counters"]["sinks"]["jsonl"]
     assert counters["rotations"] >= 3  # 300 lines of ~150 bytes: about 11 files' worth, 3 kept
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(1, 300), min_size=1, max_size=120), st.sampled_from([0, 200, 1000, 5000]),
+       st.integers(1, 7), st.integers(16, 2000), st.lists(st.integers(1, 40), min_size=1, max_size=6))
+def test_jsonl_chunks_end_on_lines_keep_every_line_in_order_and_respect_the_rotation_size(
+        tmp_path_factory, monkeypatch, sizes, rotate_bytes, chunk_lines, chunk_bytes, batches):
+    """The chunking of JsonlSink._write_pending, with small chunk limits so that every branch runs: every line
+    whole, in order, each file within rotate_bytes unless it holds a single longer line."""
+    from edge_runtime.service import sinks
+    from edge_runtime.service.config import JsonlSink as JsonlSinkConfig
+
+    monkeypatch.setattr(sinks, "CHUNK_LINES", chunk_lines)
+    monkeypatch.setattr(sinks, "CHUNK_BYTES", chunk_bytes)
+    folder = tmp_path_factory.mktemp("chunks")
+    keep = len(sizes) + 1  # rotated files are all kept: the whole output can be read back
+    sink = sinks.JsonlSink(JsonlSinkConfig(path=str(folder / "out.jsonl"), rotate_bytes=rotate_bytes, keep=keep))
+    lines = [b"%d:" % k + b"x" * size for k, size in enumerate(sizes)]
+    start = 0
+    for n in batches * (len(lines) // sum(batches) + 1):
+        if start < len(lines):
+            sink.write([{}] * len(lines[start:start + n]), lines[start:start + n])
+            start += n
+    sink.close()
+    assert sink.written == len(lines) and not sink.pending
+    files = [folder / f"out.jsonl.{k}" for k in range(keep, 0, -1)] + [folder / "out.jsonl"]
+    texts = [f.read_bytes() for f in files if f.exists()]
+    assert b"".join(texts) == b"".join(line + b"\n" for line in lines)
+    if rotate_bytes:
+        assert all(len(t) <= rotate_bytes or t.count(b"\n") == 1 for t in texts)

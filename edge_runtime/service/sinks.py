@@ -23,13 +23,16 @@ import os
 import sys
 import threading
 import time
+from bisect import bisect_right
 from collections import OrderedDict, deque
+from itertools import accumulate, islice
 
 from edge_runtime.service.compact import compact_json as _dumps
 from edge_runtime.service.log import log
 
 MAX_PENDING = 100_000  # lines held while the sink cannot write (a full disk): the service stops taking input at it
 CHUNK_BYTES = 1 << 20  # one os.write at most this large
+CHUNK_LINES = 8192  # and at most this many lines (the sizes of a long backlog are summed a chunk at a time)
 MQTT_WINDOW = 65535  # publishes handed to paho, not yet acknowledged, at most (lowered to the broker's Receive Maximum)
 
 
@@ -154,11 +157,11 @@ class JsonlSink:
             if self.fd is None:
                 self._open()  # a rotation closed the file and could not open the new one
             room = self.rotate_bytes - self.size if self.to_file and self.rotate_bytes else CHUNK_BYTES
-            count, size = 0, 0
-            for line in self.pending:
-                if count and (size + len(line) > min(room, CHUNK_BYTES)):
-                    break
-                count, size = count + 1, size + len(line)
+            # the lines that fit, at least one: the running sizes of the first CHUNK_LINES, summed and searched
+            # in C (a Python loop over the lines was a tenth of the service's time at its ceiling)
+            ends = list(accumulate(map(len, islice(self.pending, CHUNK_LINES))))  # (n,) bytes up to each line
+            count = max(1, bisect_right(ends, min(room, CHUNK_BYTES)))
+            size = ends[count - 1]
             if self.to_file and self.rotate_bytes and self.size and size > room:
                 self._rotate()
                 continue
