@@ -43,7 +43,6 @@ class Intake:
         self.maxsize = maxsize
         self._chunks: deque[list] = deque()
         self._count = 0  # items in _chunks
-        self._nudged = False  # nudge(): a waiting take returns at once, empty
         self._lock = threading.Lock()
         self._not_full, self._not_empty = threading.Condition(self._lock), threading.Condition(self._lock)
 
@@ -66,8 +65,7 @@ class Intake:
         """The items of whole chunks in arrival order (raw lines parsed here), at least one chunk and (beyond the
         first) at most `most` items or lines; [] if nothing came within `timeout` seconds."""
         with self._not_empty:
-            if not self._not_empty.wait_for(lambda: self._count > 0 or self._nudged, timeout) or not self._count:
-                self._nudged = False
+            if not self._not_empty.wait_for(lambda: self._count > 0, timeout):
                 return []
             chunks = [self._chunks.popleft()]
             count = len(chunks[0])
@@ -80,13 +78,6 @@ class Intake:
         for chunk in chunks:
             items += chunk.parse(chunk) if type(chunk) is Lines else chunk
         return items
-
-    def nudge(self) -> None:
-        """Wake the consumer's take now (it returns what is there, or nothing): the service's fsync thread
-        calls it when records may go out."""
-        with self._not_empty:
-            self._nudged = True
-            self._not_empty.notify()
 
     def qsize(self) -> int:
         return self._count

@@ -58,16 +58,12 @@ from edge_runtime.service.sinks import open_sinks, record_key
 from edge_runtime.service.snapshot import (SNAPSHOT_NAME, SnapshotError, check_meta, is_finite, read_snapshot,
                                            remove_stale_temps, write_json_atomically, write_snapshot)
 from edge_runtime.service.sources import check_fd_budget, raise_fd_limit, start_sources
-from edge_runtime.service.syncer import Syncer
 from edge_runtime.service.wal import FORMATS_READ, WalContents, WalError, WriteAheadLog
 
 STATUS_NAME = "status.json"
 TAKE_MAX = 1024  # queued items handled per loop turn (beyond a read's first chunk). A turn's records reach the
 # sinks at its end, so after a stall a 4,096-item turn kept every sample of the backlog waiting ~0.1 s: at
 # 80% of the ceiling p99 was 55.5/92.8 ms with 4,096 and 35.4/33.4 ms with 1,024 (docs/DESIGN-NOTES.md)
-# Records of batches whose log record is still being fsynced (fsync = "batch") at most: beyond, the loop takes
-# no input until the disk catches up (backpressure, as when the main thread itself waited for the fsync)
-MAX_UNHANDED_RECORDS = 16 * TAKE_MAX
 
 
 class ServiceError(RuntimeError):
@@ -131,15 +127,13 @@ class CollectorClock:
 
 class Pending:
     """A processed batch whose acknowledgements wait until its WAL record is durable and its records are in
-    every sink (each sink's settle token). Under fsync = "batch" its records reach the sinks only once its WAL
-    record is durable (tokens None until then)."""
+    every sink (each sink's settle token)."""
 
-    __slots__ = ("seq", "acks", "tokens", "records", "lines", "positions")
+    __slots__ = ("seq", "acks", "tokens", "records", "positions")
 
-    def __init__(self, seq: int, acks: list, records: list, lines: list | None):
-        self.seq, self.acks, self.records, self.lines = seq, acks, records, lines
-        self.tokens: list | None = None  # each sink's settle token, once the records were handed to the sinks
-        self.positions: dict = {}  # each sink's position before these records: what the 'sunk' marker keeps
+    def __init__(self, seq: int, acks: list, tokens: list, records: list, positions: dict):
+        self.seq, self.acks, self.tokens, self.records = seq, acks, tokens, records
+        self.positions = positions  # each sink's position before these records: what the 'sunk' marker keeps
 
 
 class StreamInfo:
@@ -214,9 +208,6 @@ class Service:
         self._out: tuple[list, list | None] = ([], None)  # this batch's records and their JSON texts (or None)
         self._replaying = False  # True while the WAL is replayed: nothing is logged again
         self._pending: deque[Pending] = deque()  # processed batches not yet acknowledged, oldest first
-        self._unhanded: deque[Pending] = deque()  # the newest of them, whose records wait for their log's fsync
-        self._unhanded_records = 0
-        self.syncer: Syncer | None = None  # the fsync thread (syncer.py), while the loop runs with a log that fsyncs
         self._sunk = (0, {})  # (seq, sink positions) of the last 'sunk' marker: replays start after it
         self._replayed: list[tuple[int, list]] = []  # (seq, records) a replay owes the sinks, sent once they open
         self.monitor, self.web = self._monitor(config), None  # [http]: /metrics and the live page
@@ -489,8 +480,6 @@ class Service:
         if self.wal is not None:
             self.wal.cut(self.wal.seq)  # the snapshot is durable (fsync, rename, folder fsync): the log restarts
             self._events.clear()  # evictions since the last batch: in the snapshot already
-            if self.syncer is not None and not self.wal.broken:
-                self.syncer.resume_log()
         self.snapshot_info.update(written_unix=now, steps=sum(e["steps"] for e in entries), streams=len(entries),
                                   bytes=size, duration_s=round(time.perf_counter() - started, 6))
 
@@ -560,61 +549,33 @@ class Service:
         if self.wal is not None:
             seq = self.wal.append(now, self._events) if self._events else self.wal.seq
             self._events = []
-        pending = Pending(seq, acks, records, lines)
-        self._pending.append(pending)
-        self._unhanded.append(pending)
-        self._unhanded_records += len(records)
+        positions = self._sink_positions()
+        tokens = [sink.write(records, lines) for sink in self.sinks]
+        self._pending.append(Pending(seq, acks, tokens, records, positions))
         self._unsettled_records += len(records)
-        if self.syncer is not None:
-            self.syncer.ask()
         self._settle()
 
     def _sink_positions(self) -> dict:
         return {sink.name: position for sink in self.sinks if (position := sink.position()) is not None}
 
-    def _durable_seq(self) -> int | None:
-        """The last batch whose log record is durable (None without a log); adopts the fsync thread's news."""
-        if self.wal is None:
-            return None
-        syncer = self.syncer
-        if syncer is not None:
-            if syncer.log_failed is not None and not self.wal.broken:
-                self.wal.fsync_failed(syncer.log_failed)
-            return self.wal.note_durable(syncer.log_seq)
-        return self.wal.durable_seq
-
-    def _hand_to_sinks(self, durable: int | None) -> None:
-        """Write the records of the batches that may go out, in order: under fsync = "batch" those whose log
-        record is durable, otherwise all."""
-        gate = durable if self.wal is not None and self.wal.fsync_policy == "batch" else None
-        handed = False
-        while self._unhanded and (gate is None or self._unhanded[0].seq <= gate):
-            pending = self._unhanded.popleft()
-            self._unhanded_records -= len(pending.records)
-            pending.positions = self._sink_positions()
-            pending.tokens = [sink.write(pending.records, pending.lines) for sink in self.sinks]
-            pending.lines = None
-            handed = handed or bool(pending.records)
-        if handed and self.syncer is not None:
-            self.syncer.ask()  # the forecasts must outlive a power cut too
-
     def _settle(self) -> None:
-        """Hand what may go out to the sinks; acknowledge, oldest first, every batch whose log record is durable
-        and whose records are in the sinks (durably, when the log fsyncs)."""
+        """Acknowledge, oldest first, every batch whose log record is durable and whose records are in the sinks."""
         if not self._pending:
             return
-        durable = self._durable_seq()
-        self._hand_to_sinks(durable)
-        ready, check_durable = 0, self.syncer is not None
+        durable = self.wal.sync_if_due() if self.wal is not None else None
+        ready = 0
         for pending in self._pending:
-            if pending.tokens is None or (durable is not None and pending.seq > durable):
+            if durable is not None and pending.seq > durable:
                 break
-            if not all(sink.settled(token) and (not check_durable or sink.durable(token))
-                       for sink, token in zip(self.sinks, pending.tokens)):
+            if not all(sink.settled(token) for sink, token in zip(self.sinks, pending.tokens)):
                 break
             ready += 1
         if not ready:
             return
+        if self.wal is not None and self.wal.fsync_policy != "off" and any(pending.records for pending in
+                                                                           list(self._pending)[:ready]):
+            if not all([sink.sync() for sink in self.sinks]):  # the forecasts must outlive a power cut too
+                return
         done = [self._pending.popleft() for _ in range(ready)]
         self._unsettled_records -= sum(len(pending.records) for pending in done)
         if self.wal is not None and done[-1].seq > self._sunk[0]:
@@ -814,8 +775,6 @@ class Service:
         c["sink_dropped"] = sum(s.dropped for s in self.sinks)
         if self.wal is not None:
             c["wal"].update(self.wal.stats())
-            if self.syncer is not None:
-                c["wal"]["fsyncs"] += self.syncer.log_fsyncs
         c["unacknowledged_batches"] = len(self._pending)
         c["sinks"] = {s.name: s.stats() for s in self.sinks}
         c["source_restarts"] = {s.name: s.restarts for s in self.sources}
@@ -849,7 +808,6 @@ class Service:
         if self._paused_at is not None:  # the current pause counts too
             bp["paused_s"] = round(bp["paused_s"] + time.monotonic() - self._paused_at, 3)
         bp["unsettled_records"] = self._unsettled_records
-        bp["awaiting_log_fsync_records"] = self._unhanded_records  # fsync = "batch": records not yet in the sinks
         bp["high_water"] = {sink.name: sink.high_water for sink in self.sinks}
         return bp
 
@@ -873,8 +831,6 @@ class Service:
                 from edge_runtime.service.web import WebServer
                 self.web = WebServer(self, self.monitor, self.config.http.host, self.config.http.port).start()
             self._open_ends()
-            if self.wal is not None and self.wal.fsync_policy != "off":
-                self.syncer = Syncer(self.wal, self.sinks, self._synced)
         except Exception as e:  # a port in use, a sink that cannot open: status must not say starting/running
             self._fail(str(e))
             self.stop.set()
@@ -901,11 +857,6 @@ class Service:
             self._fail(f"{type(e).__name__}: {e}"[:500])
         return self.shutdown()
 
-    def _synced(self) -> None:
-        """The fsync thread finished a round: records may go out, samples may be acknowledged."""
-        self.wake.set()
-        self.queue.nudge()
-
     def _emit_replayed(self) -> None:
         """Records the WAL replay (or the snapshot) owes the sinks: each sink gets those it does not hold yet."""
         if not self._replayed:
@@ -920,9 +871,7 @@ class Service:
             tokens.append(sink.write(fresh))
         self.counters["wal"]["reemitted"] += len(records)
         log("info", "wal_records_sent", records=len(records), deduplicated=self.counters["wal"]["deduplicated"])
-        pending = Pending(self.wal.seq, [], records, None)
-        pending.tokens, pending.positions = tokens, self._sink_positions()
-        self._pending.append(pending)
+        self._pending.append(Pending(self.wal.seq, [], tokens, records, self._sink_positions()))
         self._unsettled_records += len(records)
         self._replayed = []
         self._settle()
@@ -937,9 +886,6 @@ class Service:
                 self.wake.clear()
                 if self._stalled(full):
                     return
-            elif self._unhanded_records >= MAX_UNHANDED_RECORDS:  # the log's fsync is behind: wait for it
-                self.wake.wait(0.05)
-                self.wake.clear()
             else:
                 items = self._take(0.005 if self._pending else 0.05)
                 if items:
@@ -1064,8 +1010,6 @@ class Service:
         self._drain()
         self._settle_before_stop()
         self.write_snapshot()  # holds the records of batches still unsettled: they are sent again at the next start
-        if self.syncer is not None:
-            self.syncer.stop()
         for sink in self.sinks:
             sink.close()
         if self.wal is not None:

@@ -6,10 +6,8 @@ A record is a dict: a forecast {"id", "t", "step", "prediction", "residual",
 the records' JSON texts, encoded once by the service for every sink; None:
 the sink encodes them) and returns a token; `settled(token)` says when
 those records are in the sink (a JSONL line written, an MQTT publish
-acknowledged by the broker), and `durable(token)` when they would survive a
-power cut too (a JSONL file fsynced by the service's fsync thread through
-`sync_written()`): only then does the service acknowledge the samples behind
-them (when its log's fsync policy is not "off"). A sink never drops a
+acknowledged by the broker): only then does
+the service acknowledge the samples behind them. A sink never drops a
 record: what it cannot deliver yet it holds, and `backlog()` (records handed
 to it and not yet settled) against `high_water` is what makes the service
 stop taking input (backpressure) until the sink catches up. `position()` is
@@ -57,8 +55,6 @@ class JsonlSink:
         self.rotate_bytes, self.keep = config.rotate_bytes, config.keep
         self.to_file = config.path != "-"
         self.written = self.failures = self.rotations = self.unwritten = 0
-        self.synced = 0  # lines fsynced (by the fsync thread, syncer.py): what durable() compares with
-        self._fd_lock = threading.Lock()  # fd and written, read together by the fsync thread
         self.accepted = 0  # lines ever handed to write(): the settle token (written catches up with it)
         self.pending: list[bytes] = []  # encoded lines not yet written, oldest first
         self.last_error: str | None = None
@@ -97,29 +93,18 @@ class JsonlSink:
     def settled(self, token: int) -> bool:
         return self.written >= token
 
-    def durable(self, token: int) -> bool:
-        return self.synced >= token or not self.to_file
-
-    def sync_written(self) -> None:
-        """From the fsync thread: fsync the lines written so far. A duplicate of the descriptor is synced, so a
-        rotation on the main thread meanwhile cannot close it under the fsync (a rotation fsyncs the file it
-        closes itself). A failure is counted and the lines stay unsynced; the next round tries again."""
-        if not self.to_file:
-            return
-        with self._fd_lock:
-            mark = self.written
-            if mark <= self.synced or self.fd is None:
-                return
-            fd = os.dup(self.fd)
+    def sync(self) -> bool:
+        """fsync the file (what the WAL's fsync policy asks before a 'sunk' marker); False if it failed."""
+        if not self.to_file or self.fd is None:
+            return True
         try:
-            os.fsync(fd)
-            self.synced = mark
+            os.fsync(self.fd)
+            return True
         except OSError as e:
             self.failures += 1
             self.last_error = str(e)
             log("error", "sink_sync_failed", sink="jsonl", path=self.path, error=str(e))
-        finally:
-            os.close(fd)
+            return False
 
     def position(self):
         """[inode, size] of the file now: where the lines of later batches begin. None for stdout."""
@@ -182,8 +167,7 @@ class JsonlSink:
                 continue
             self._write_whole(b"".join(self.pending[:count]))
             del self.pending[:count]
-            with self._fd_lock:
-                self.written += count
+            self.written += count
 
     def _write_whole(self, data: bytes) -> None:
         """All of data or nothing: a partial write to the file is truncated back (no torn line)."""
@@ -198,16 +182,12 @@ class JsonlSink:
         self.size += len(data)
 
     def _open(self) -> None:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        with self._fd_lock:
-            self.fd = fd
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
 
     def _rotate(self) -> None:
-        with self._fd_lock:
-            os.fsync(self.fd)  # its lines are durable before the fsync thread can only reach the next file
-            os.close(self.fd)
-            self.fd = None
+        os.close(self.fd)
+        self.fd = None
         for k in range(self.keep - 1, 0, -1):  # .1 -> .2, ...: the oldest (.keep) is replaced
             if os.path.exists(f"{self.path}.{k}"):
                 os.replace(f"{self.path}.{k}", f"{self.path}.{k + 1}")
@@ -225,9 +205,8 @@ class JsonlSink:
             log("error", "sink_unwritten", sink="jsonl", path=self.path, records=self.unwritten,
                 error=self.last_error)
         if self.to_file and self.fd is not None:
-            with self._fd_lock:
-                os.close(self.fd)
-                self.fd = None
+            os.close(self.fd)
+            self.fd = None
 
 
 def record_key(record: dict) -> tuple:
@@ -398,11 +377,8 @@ class MqttSink:
         """True once the broker acknowledged every record up to this batch's (PUBACK; for QoS 0: sent)."""
         return self.done >= token
 
-    def durable(self, token: int) -> bool:
-        return True  # settled: the broker has it
-
-    def sync_written(self) -> None:
-        pass
+    def sync(self) -> bool:
+        return True
 
     def position(self):
         return None

@@ -16,16 +16,13 @@ eviction. `now` is the batch's wall clock (a new stream's last_seen), so a
 replay through the same step path rebuilds state, steps and anomaly
 trackers exactly. Rejected input is not logged: it changed nothing.
 
-fsync policy (`[wal] fsync`): "batch" fsyncs as soon as a batch is
-written, and the batch's records reach the sinks and its samples are
-acknowledged only after that fsync (survives a power cut; batches written
-while the disk syncs share the next fsync: a group commit); "interval"
+fsync policy (`[wal] fsync`): "batch" fsyncs every batch before its
+acknowledgement (survives a power cut; the queue grows while the disk
+syncs, so the next batch is larger: a natural group commit); "interval"
 fsyncs at most every `fsync_interval_s` and holds acknowledgements until
 the fsync that covers them (survives a power cut, fewer fsyncs, later
 acknowledgements); "off" never fsyncs (survives a crash of the service,
-not of the machine). The service's fsync thread (syncer.py) does the
-fsyncs of both policies; the main thread never waits for one, except at a
-snapshot's cut and at the stop. After a snapshot is durable, the log is cut back to a
+not of the machine). After a snapshot is durable, the log is cut back to a
 header whose base is the snapshot's `wal_seq`.
 
 read() checks every whole line's shape: only the text after the last newline
@@ -36,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,11 +100,11 @@ class WriteAheadLog:
         self.identity = bundle_sha256
         self.fsync_policy, self.fsync_interval_s = fsync, fsync_interval_s
         self.seq = 0  # the last batch appended
-        self.written_seq = 0  # the last batch whose record is written whole (what an fsync now would cover)
         self.durable_seq = 0  # the last batch that would survive a power cut under the policy
         self.fsyncs = self.appended = self.failures = 0
         self.broken = False  # a write failed: nothing more is logged until the next snapshot (see append)
         self.fd: int | None = None
+        self._last_fsync = 0.0
 
     def read(self) -> WalContents:
         """The log as left on disk (nothing if absent); a torn last line is left out (and cut off by open()).
@@ -159,7 +157,7 @@ class WriteAheadLog:
 
     def open(self, last_seq: int) -> None:
         """Append from here on; batches are numbered after last_seq. A torn tail is cut off first."""
-        self.seq = self.written_seq = self.durable_seq = last_seq
+        self.seq = self.durable_seq = last_seq
         self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         size = os.fstat(self.fd).st_size
         if size == 0:
@@ -178,8 +176,7 @@ class WriteAheadLog:
         self._fsync()
 
     def append(self, now: float, events: list) -> int:
-        """One batch's events; returns its seq. On disk (page cache) when this returns; the fsync thread
-        (syncer.py) makes it durable and note_durable() records that.
+        """One batch's events; returns its seq. On disk (page cache) when this returns; fsynced per policy.
 
         A write or fsync that fails (disk full) is cut back and the log is `broken` until the next durable
         snapshot (cut()): later batches are not written either, since a replay with a hole would be wrong.
@@ -192,7 +189,8 @@ class WriteAheadLog:
         try:
             self._write({"seq": self.seq, "now": now, "events": events})
             self.appended += 1
-            self.written_seq = self.seq
+            if self.fsync_policy == "batch":
+                self._fsync()
         except OSError as e:
             self._break(e, size)
             return self.seq
@@ -209,17 +207,15 @@ class WriteAheadLog:
         except OSError:
             pass  # a torn tail is cut off when the log is next opened
 
-    def note_durable(self, seq: int) -> int:
-        """The fsync thread made every batch up to seq durable; returns durable_seq."""
-        if seq > self.durable_seq:
-            self.durable_seq = seq
+    def sync_if_due(self) -> int:
+        """For "interval": fsync when the interval has passed and something is not durable. The durable seq."""
+        if self.fsync_policy == "interval" and self.durable_seq < self.seq and not self.broken:
+            if time.monotonic() - self._last_fsync >= self.fsync_interval_s:
+                try:
+                    self._fsync()
+                except OSError as e:
+                    self._break(e, os.fstat(self.fd).st_size)
         return self.durable_seq
-
-    def fsync_failed(self, error: OSError) -> None:
-        """The fsync thread's fsync failed: what it was to cover may be lost, so the log is broken (as after a
-        failed write) until the next durable snapshot cuts it."""
-        if not self.broken:
-            self._break(error, os.fstat(self.fd).st_size)
 
     def sync(self) -> None:
         """Make every appended batch durable now (at stop)."""
@@ -244,7 +240,6 @@ class WriteAheadLog:
         """After a durable snapshot covering batches up to base: every batch so far is durable (in the
         snapshot), and the log restarts as a header with that base."""
         self.durable_seq = max(self.durable_seq, base)
-        self.written_seq = max(self.written_seq, base)
         try:
             os.ftruncate(self.fd, 0)
             self._header(base)
@@ -271,6 +266,7 @@ class WriteAheadLog:
     def _fsync(self) -> None:
         os.fsync(self.fd)
         self.fsyncs += 1
+        self._last_fsync = time.monotonic()
         self.durable_seq = self.seq
 
     def close(self) -> None:
