@@ -48,8 +48,9 @@ class SnapshotConfig:
 @dataclass
 class WalConfig:
     enabled: bool = True  # log accepted samples between snapshots: a kill -9 or power cut loses nothing acknowledged
-    fsync: str = "batch"  # "batch": fsync every batch before acknowledging it; "interval": at most every
-    #  fsync_interval_s, acknowledgements wait for it; "off": no fsync (survives a crash, not a power cut)
+    fsync: str = "batch"  # "batch": fsync every batch before its forecasts and acknowledgements; "interval": at
+    #  most every fsync_interval_s, forecasts and acknowledgements wait for it; "off": no fsync (survives a crash,
+    #  not a power cut)
     fsync_interval_s: float = 0.05
 
 

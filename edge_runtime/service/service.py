@@ -35,6 +35,7 @@ the state is never fed an absurd value.
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import signal
 import sys
@@ -126,13 +127,14 @@ class CollectorClock:
 
 
 class Pending:
-    """A processed batch whose acknowledgements wait until its WAL record is durable and its records are in
-    every sink (each sink's settle token)."""
+    """A processed batch. Its records go to the sinks once its WAL record is durable (`tokens` is None until
+    then); its acknowledgements wait until they are in every sink (each sink's settle token), durably."""
 
-    __slots__ = ("seq", "acks", "tokens", "records", "positions")
+    __slots__ = ("seq", "acks", "tokens", "records", "lines", "positions")
 
-    def __init__(self, seq: int, acks: list, tokens: list, records: list, positions: dict):
-        self.seq, self.acks, self.tokens, self.records = seq, acks, tokens, records
+    def __init__(self, seq: int, acks: list, records: list, lines: list | None, tokens: list | None = None,
+                 positions: dict | None = None):
+        self.seq, self.acks, self.tokens, self.records, self.lines = seq, acks, tokens, records, lines
         self.positions = positions  # each sink's position before these records: what the 'sunk' marker keeps
 
 
@@ -208,6 +210,7 @@ class Service:
         self._out: tuple[list, list | None] = ([], None)  # this batch's records and their JSON texts (or None)
         self._replaying = False  # True while the WAL is replayed: nothing is logged again
         self._pending: deque[Pending] = deque()  # processed batches not yet acknowledged, oldest first
+        self._released = 0  # of them, the first this many have their records in the sinks
         self._sunk = (0, {})  # (seq, sink positions) of the last 'sunk' marker: replays start after it
         self._replayed: list[tuple[int, list]] = []  # (seq, records) a replay owes the sinks, sent once they open
         self.monitor, self.web = self._monitor(config), None  # [http]: /metrics and the live page
@@ -543,15 +546,13 @@ class Service:
                 self._step(batch, records, lines)
 
     def _commit(self, now: float, records: list, lines: list, acks: list) -> None:
-        """Log the batch (write-ahead), hand its records (and their JSON texts) to the sinks; acknowledge once
-        both are settled."""
+        """Log the batch (write-ahead); its records (and their JSON texts) go to the sinks once the log record is
+        durable, and its samples are acknowledged once the records are settled in the sinks (_settle)."""
         seq = 0
         if self.wal is not None:
             seq = self.wal.append(now, self._events) if self._events else self.wal.seq
             self._events = []
-        positions = self._sink_positions()
-        tokens = [sink.write(records, lines) for sink in self.sinks]
-        self._pending.append(Pending(seq, acks, tokens, records, positions))
+        self._pending.append(Pending(seq, acks, records, lines))
         self._unsettled_records += len(records)
         self._settle()
 
@@ -562,21 +563,20 @@ class Service:
         """Acknowledge, oldest first, every batch whose log record is durable and whose records are in the sinks."""
         if not self._pending:
             return
-        durable = self.wal.sync_if_due() if self.wal is not None else None
+        self._release(self.wal.sync_if_due() if self.wal is not None else None)
         ready = 0
-        for pending in self._pending:
-            if durable is not None and pending.seq > durable:
-                break
+        for pending in itertools.islice(self._pending, self._released):
             if not all(sink.settled(token) for sink, token in zip(self.sinks, pending.tokens)):
                 break
             ready += 1
         if not ready:
             return
-        if self.wal is not None and self.wal.fsync_policy != "off" and any(pending.records for pending in
-                                                                           list(self._pending)[:ready]):
+        if self.wal is not None and self.wal.fsync_policy != "off" and any(
+                pending.records for pending in itertools.islice(self._pending, ready)):
             if not all([sink.sync() for sink in self.sinks]):  # the forecasts must outlive a power cut too
                 return
         done = [self._pending.popleft() for _ in range(ready)]
+        self._released -= ready
         self._unsettled_records -= sum(len(pending.records) for pending in done)
         if self.wal is not None and done[-1].seq > self._sunk[0]:
             self._sunk = (done[-1].seq, done[-1].positions)
@@ -584,6 +584,20 @@ class Service:
         for pending in done:
             for ack in pending.acks:  # only now: a crash before this point gets the messages redelivered
                 ack()
+
+    def _release(self, durable: int | None) -> None:
+        """The records of the batches whose log record is durable (seq up to `durable`; None: no log) go to the
+        sinks, in order. Under fsync = "batch" that is at once (append() fsynced); under "interval" at the fsync
+        that covers them: a forecast in a sink whose log record a power cut then lost would be made a second
+        time from the sensor's resent sample."""
+        while self._released < len(self._pending):
+            pending = self._pending[self._released]
+            if durable is not None and pending.seq > durable:
+                return
+            pending.positions = self._sink_positions()
+            pending.tokens = [sink.write(pending.records, pending.lines) for sink in self.sinks]
+            pending.lines = None
+            self._released += 1
 
     def _admit(self, sample: Sample, now: float) -> bool:
         """The live checks (clock, stream limit, order); then _accept. False: rejected and counted."""
@@ -871,7 +885,8 @@ class Service:
             tokens.append(sink.write(fresh))
         self.counters["wal"]["reemitted"] += len(records)
         log("info", "wal_records_sent", records=len(records), deduplicated=self.counters["wal"]["deduplicated"])
-        self._pending.append(Pending(self.wal.seq, [], tokens, records, self._sink_positions()))
+        self._pending.append(Pending(self.wal.seq, [], records, None, tokens, self._sink_positions()))
+        self._released += 1  # nothing else is pending yet: these records are the first
         self._unsettled_records += len(records)
         self._replayed = []
         self._settle()
@@ -963,10 +978,15 @@ class Service:
         soft, hard = raise_fd_limit()
         log("info", "fd_limit", soft=soft, hard=hard)
         check_fd_budget(self.config.sources, soft)
-        self.sinks = open_sinks(self.config.sinks, self.wake)
+        self._open_sinks()
         self.sources = start_sources(self.config.sources, self.emit, self.pool.channels,
                                      self.config.input.max_line_bytes, self.stop, self.bounds,
                                      self.config.input.max_source_restarts)
+
+    def _open_sinks(self) -> None:
+        self.sinks = open_sinks(self.config.sinks, self.wake)
+        for sink in self.sinks:  # sync() sees the open file only: a rotated-out one is made durable as it closes
+            sink.fsync_on_rotate = self.wal is not None and self.wal.fsync_policy != "off"
 
     def _fail(self, error: str) -> None:
         self._state, self._error = "failed", error

@@ -56,6 +56,7 @@ class JsonlSink:
         self.to_file = config.path != "-"
         self.written = self.failures = self.rotations = self.unwritten = 0
         self.accepted = 0  # lines ever handed to write(): the settle token (written catches up with it)
+        self.fsync_on_rotate = False  # set by the service when its fsync policy makes forecasts durable
         self.pending: list[bytes] = []  # encoded lines not yet written, oldest first
         self.last_error: str | None = None
         self.fd: int | None = None
@@ -186,6 +187,8 @@ class JsonlSink:
         self.size = os.fstat(self.fd).st_size
 
     def _rotate(self) -> None:
+        if self.fsync_on_rotate:  # sync() fsyncs the open file only: the lines of this one are made durable now
+            os.fsync(self.fd)
         os.close(self.fd)
         self.fd = None
         for k in range(self.keep - 1, 0, -1):  # .1 -> .2, ...: the oldest (.keep) is replaced
@@ -240,6 +243,7 @@ class MqttSink:
 
     name = "mqtt"
     unwritten = 0
+    fsync_on_rotate = False  # a broker has no files
     dropped = 0  # kept for the counters' shape: this sink no longer drops
 
     def __init__(self, config, wake: threading.Event | None = None):

@@ -242,7 +242,10 @@ class WriteAheadLog:
         self.durable_seq = max(self.durable_seq, base)
         try:
             os.ftruncate(self.fd, 0)
-            self._header(base)
+            # not fsynced: the next batch's fsync makes the cut durable with it, and until then a power cut leaves
+            # the old log (whose batches up to base the replay skips), an empty one or this header: each replays
+            # right after the snapshot. One fsync fewer of a snapshot's three on the main thread (~8 ms).
+            self._write({"wal": FORMAT, "bundle_sha256": self.identity, "base": base})
             self.broken = False
         except OSError as e:
             self._break(e, 0)
