@@ -18,8 +18,10 @@ by (type, id, t, event)).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 import threading
 import time
@@ -44,6 +46,13 @@ class JsonlSink:
     and is retried at the next write and at every status tick; nothing is dropped: with MAX_PENDING lines
     pending the service stops taking input (backpressure). `unwritten` counts what was still pending at close. With rotate_bytes,
     a file that would grow past it is renamed to <path>.1 (and .1 to .2, ... up to `keep`) first.
+
+    A path that exists and is not a regular file (/dev/null, a serial port, a FIFO another process reads) is a
+    stream, as stdout is: written to, never fsynced (fsync fails there with EINVAL, and no batch was ever
+    acknowledged, while the unacknowledged batches piled up in memory), never rotated (that would rename the
+    device node) and never read back. A FIFO is opened without waiting: with no reader yet the start fails with
+    one line; a slow reader slows the service as a slow disk would; a reader that goes away is an error
+    counted like a full disk, and the FIFO is opened again at the next try.
     """
 
     name = "jsonl"
@@ -53,7 +62,7 @@ class JsonlSink:
     def __init__(self, config):
         self.path = config.path
         self.rotate_bytes, self.keep = config.rotate_bytes, config.keep
-        self.to_file = config.path != "-"
+        self.to_file = config.path != "-" and not _is_stream(config.path)  # a regular file (or one to create)
         self.written = self.failures = self.rotations = self.unwritten = 0
         self.accepted = 0  # lines ever handed to write(): the settle token (written catches up with it)
         self.fsync_on_rotate = False  # set by the service when its fsync policy makes forecasts durable
@@ -61,12 +70,12 @@ class JsonlSink:
         self.last_error: str | None = None
         self.fd: int | None = None
         self.size = 0
-        if self.to_file:
-            self._open()
-            if _ends_mid_line(self.path):  # a power cut tore the last line: keep it from merging with the next
-                self._write_whole(b"\n")
-        else:
+        if config.path == "-":
             self.fd = sys.stdout.fileno()
+        else:
+            self._open()
+            if self.to_file and _ends_mid_line(self.path):  # a power cut tore the last line: keep it apart
+                self._write_whole(b"\n")
 
     def stats(self) -> dict:
         return {"written": self.written, "failures": self.failures, "pending": len(self.pending),
@@ -149,6 +158,9 @@ class JsonlSink:
         try:
             self._write_pending()
         except OSError as e:  # disk full, closed stdout: count, keep the lines, try again later
+            if e.errno == errno.EPIPE and self.path != "-" and self.fd is not None:  # a FIFO's reader left
+                os.close(self.fd)
+                self.fd = None
             self.failures += 1
             self.last_error = str(e)
             log("error", "sink_write_failed", sink="jsonl", path=self.path, error=str(e), pending=len(self.pending))
@@ -183,6 +195,9 @@ class JsonlSink:
         self.size += len(data)
 
     def _open(self) -> None:
+        if not self.to_file:
+            self.fd = _open_stream(self.path)
+            return
         self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.size = os.fstat(self.fd).st_size
 
@@ -207,9 +222,28 @@ class JsonlSink:
         if self.unwritten:
             log("error", "sink_unwritten", sink="jsonl", path=self.path, records=self.unwritten,
                 error=self.last_error)
-        if self.to_file and self.fd is not None:
+        if self.path != "-" and self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _is_stream(path: str) -> bool:
+    """The path exists and is not a regular file: a device, a FIFO (a directory fails at open, saying so)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _open_stream(path: str) -> int:
+    try:  # without O_NONBLOCK, opening a FIFO nobody reads would wait for a reader, forever
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as e:
+        if e.errno == errno.ENXIO:
+            raise OSError(errno.ENXIO, f"{path} is a FIFO that nobody reads: start its reader first") from None
+        raise
+    os.set_blocking(fd, True)  # whole lines: a write waits for the reader rather than stopping part-way
+    return fd
 
 
 def record_key(record: dict) -> tuple:
