@@ -37,6 +37,17 @@ def _samples(service, t: float, acked: list) -> list:
             for s in range(STREAMS)]
 
 
+def _feed(service, batches: int, acked: list) -> None:
+    """`batches` batches of one sample per stream, t one second apart; then the sinks are closed."""
+    try:
+        t0 = time.time() - 100.0
+        for k in range(batches):
+            service.process(_samples(service, t0 + k, acked))
+    finally:
+        for sink in service.sinks:
+            sink.close()
+
+
 def test_under_interval_forecasts_wait_for_the_fsync_of_their_log_record(fixture_bundles, tmp_path):
     out = tmp_path / "out.jsonl"
     service = _service(tmp_path, fixture_bundles["lstm"][1], "interval",
@@ -76,13 +87,7 @@ def test_a_rotated_out_sink_file_is_fsynced_whole_before_it_is_closed(fixture_bu
 
     monkeypatch.setattr(os, "fsync", fsync)
     acked: list = []
-    try:
-        t0 = time.time() - 100.0
-        for k in range(20):
-            service.process(_samples(service, t0 + k, acked))
-    finally:
-        for sink in service.sinks:
-            sink.close()
+    _feed(service, 20, acked)
     rotated = sorted(tmp_path.glob("out.jsonl.*"))
     assert len(rotated) >= 3, "the test needs rotations"
     for path in rotated:
@@ -98,13 +103,7 @@ def test_without_fsync_a_rotation_does_not_fsync(fixture_bundles, tmp_path, monk
                        f'[sinks.jsonl]\npath = "{out}"\nrotate_bytes = 2000\nkeep = 50\n')
     calls = []
     monkeypatch.setattr(os, "fsync", calls.append)
-    try:
-        t0 = time.time() - 100.0
-        for k in range(20):
-            service.process(_samples(service, t0 + k, []))
-    finally:
-        for sink in service.sinks:
-            sink.close()
+    _feed(service, 20, [])
     assert len(list(tmp_path.glob("out.jsonl.*"))) >= 3 and calls == []
 
 
@@ -164,16 +163,10 @@ def test_a_sink_on_dev_null_settles_every_batch(fixture_bundles, tmp_path):
     the unacknowledged batches piled up in memory (297 MB and 80% of a core after 60 s at 5,000 samples/s)."""
     service = _service(tmp_path, fixture_bundles["lstm"][1], "batch", '[sinks.jsonl]\npath = "/dev/null"\n')
     acked: list = []
-    try:
-        t0 = time.time() - 100.0
-        for k in range(30):
-            service.process(_samples(service, t0 + k, acked))
-        assert len(acked) == 30 * STREAMS and not service._pending
-        sink = service.sinks[0]
-        assert sink.failures == 0 and sink.position() is None and os.path.exists("/dev/null")
-    finally:
-        for sink in service.sinks:
-            sink.close()
+    _feed(service, 30, acked)
+    assert len(acked) == 30 * STREAMS and not service._pending
+    sink = service.sinks[0]
+    assert sink.failures == 0 and not sink.to_file and os.path.exists("/dev/null")
 
 
 def test_a_fifo_sink_is_a_stream_never_rotated_and_every_line_arrives_whole(fixture_bundles, tmp_path):
@@ -192,13 +185,7 @@ def test_a_fifo_sink_is_a_stream_never_rotated_and_every_line_arrives_whole(fixt
     service = _service(tmp_path, fixture_bundles["lstm"][1], "batch",
                        f'[sinks.jsonl]\npath = "{fifo}"\nrotate_bytes = 1024\n')
     acked: list = []
-    try:
-        t0 = time.time() - 100.0
-        for k in range(40):
-            service.process(_samples(service, t0 + k, acked))
-    finally:
-        for sink in service.sinks:
-            sink.close()
+    _feed(service, 40, acked)
     reader.join(30)
     assert not reader.is_alive()
     assert fifo.is_fifo() and not list(tmp_path.glob("forecasts.fifo.*")), "the FIFO was rotated"
