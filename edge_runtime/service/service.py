@@ -560,7 +560,8 @@ class Service:
         return {sink.name: position for sink in self.sinks if (position := sink.position()) is not None}
 
     def _settle(self) -> None:
-        """Acknowledge, oldest first, every batch whose log record is durable and whose records are in the sinks."""
+        """Hand the sinks the records of every batch whose log record is durable (_release), then acknowledge,
+        oldest first, every batch whose records are settled in the sinks."""
         if not self._pending:
             return
         self._release(self.wal.sync_if_due() if self.wal is not None else None)
