@@ -16,6 +16,7 @@ cost (per-stream counts, rings, histograms) in two more phases.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
@@ -24,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -115,14 +115,19 @@ class Poller(threading.Thread):
 
     def __init__(self, port: int, metrics_every_s: float = 15.0):
         super().__init__(daemon=True)
-        self.base = f"http://127.0.0.1:{port}"
+        # one kept-alive connection, as a browser's fetch() uses (a new connection a request cost the
+        # service ~0.3-0.6 ms more of CPU each, measured)
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         self.every = round(metrics_every_s / POLL_S)
         self.stop = threading.Event()
         self.requests, self.bytes = 0, 0
 
     def _get(self, path: str) -> bytes:
-        with urllib.request.urlopen(self.base + path, timeout=10) as reply:
-            body = reply.read()
+        self.connection.request("GET", path)
+        reply = self.connection.getresponse()
+        body = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"GET {path}: HTTP {reply.status}")
         self.requests += 1
         self.bytes += len(body)
         return body
@@ -140,6 +145,7 @@ class Poller(threading.Thread):
                 self._get("/metrics")
             k += 1
             self.stop.wait(max(0.0, start + k * POLL_S - time.monotonic()))
+        self.connection.close()
 
 
 def _phase(service: Service, seconds: float, poll: bool) -> dict:

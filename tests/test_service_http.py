@@ -6,10 +6,12 @@ The service runs as a real subprocess fed over a real TCP socket.
 from __future__ import annotations
 
 import csv
+import http.client
 import json
 import re
 import shutil
 import socket
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -158,6 +160,49 @@ def test_live_json_shows_the_stream_forecast_and_the_spike_as_one_anomaly_span(f
     assert (newer["full"], newer["t"], newer["value"]) == (False, live["t"][-2:], live["value"][-2:])
     assert _get(http_port, "/").startswith(b"<!doctype html>") and b"setInterval" in _get(http_port, "/live.js")
     assert service.stop() == 0
+
+
+def test_a_polling_client_keeps_its_connection_and_idle_connections_beyond_the_cap_get_503(fixture_bundles, tmp_path):
+    from edge_runtime.service.web import MAX_CONNECTIONS
+
+    _, bundle = fixture_bundles["gru"]
+    service, tcp_port, http_port = _start(tmp_path, bundle)
+    _send_lines(tcp_port, spiked_lines("room", 50, spike_at=49)[0])
+    wait_for(lambda: service.counters().get("samples") == 50, 60, what="50 samples")
+    # what a browser's fetch does: one connection for every poll (HTTP/1.0 closed it after each answer)
+    page = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+    sockets = []
+    for _ in range(3):
+        page.request("GET", "/api/live?stream=room&n=10")
+        reply = page.getresponse()
+        assert reply.status == 200 and len(json.loads(reply.read())["live"]["t"]) == 10
+        assert not reply.will_close, reply.getheaders()
+        sockets.append(page.sock)
+    assert page.sock is not None and all(s is sockets[0] for s in sockets)
+    # connections that open and say nothing hold a thread each until their idle timeout: the cap bounds them
+    idle = [socket.create_connection(("127.0.0.1", http_port)) for _ in range(MAX_CONNECTIONS - 1)]
+    try:
+        with socket.create_connection(("127.0.0.1", http_port), timeout=10) as extra:
+            extra.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = extra.makefile("rb").read()
+        assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(b"too many open connections: close one and retry\n")
+        page.request("GET", "/api/live?stream=room&n=5")  # the kept connection is one of the 32: still served
+        assert page.getresponse().read() and page.sock is sockets[0]
+    finally:
+        for s in idle:
+            s.close()
+    # closed connections give their slots back: a new client is served again
+    wait_for(lambda: _get_or_none(http_port, "/metrics"), 30, what="a new connection served after the idle ones closed")
+    page.close()
+    assert service.stop() == 0
+
+
+def _get_or_none(port: int, path: str) -> bytes | None:
+    try:
+        return _get(port, path)
+    except urllib.error.HTTPError as e:
+        assert e.code == 503, e
+        return None
 
 
 def test_http_off_unless_configured_and_bad_keys_refused(fixture_bundles, tmp_path):
