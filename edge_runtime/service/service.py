@@ -718,7 +718,7 @@ class Service:
         they had, one anomaly-bank update for the warm ones, and per stream its records (and, given `lines`, the
         records' JSON texts, for the sinks). Whole-round arrays: element for element the same float64/float32
         operations as one stream at a time, without a dozen numpy or Python operations per sample."""
-        first, start = len(records), time.perf_counter()
+        start = time.perf_counter()
         ids, samples = list(batch), list(batch.values())
         rows = self.pool.rows_of(ids)  # (B,) int64: every stream of the round was added by _accept
         values = np.array([s.values for s in samples], np.float64)  # (B, C)
@@ -746,13 +746,17 @@ class Service:
             elif len(scored) and self.bank is not None:
                 for k, score, event in zip(scored.tolist(), *self.bank.update(rows[scored], difference[scored])):
                     scores[k], events[k] = score, event
+        watched = None  # the live page's forecast for each sample, taken before it is replaced
+        if self.monitor is not None:
+            watched = np.where(have, self.forecasts[rows, 0], np.nan)  # (B,) float64
         self.forecasts[rows], self.has_forecast[rows] = new, True
         predictions, steps = new.tolist(), self.pool.steps[rows].tolist()
         times = [s.t for s in samples]
         predicted = [{"type": "prediction", "id": i, "t": t, "step": n, "prediction": p, "residual": r, "score": z,
                       "warm": w} for i, t, n, p, r, z, w in zip(ids, times, steps, predictions, residuals, scores,
                                                             warm.tolist())]
-        for before, k in enumerate([k for k, event in enumerate(events) if event is not None]):  # rounds are quiet
+        raised = [k for k, event in enumerate(events) if event is not None]  # rounds are quiet
+        for before, k in enumerate(raised):
             event, stream_id, t = events[k], ids[k], times[k]
             c["anomalies"] += event == "start"
             predicted.insert(k + before, {"type": "anomaly", "id": stream_id, "t": t, "event": event, "score": scores[k]})
@@ -762,13 +766,16 @@ class Service:
         if lines is not None:
             lines += record_lines(predicted, _finite(new, difference, times, scores))
         self.step_latency.add_many(np.full(len(ids), call_us))  # every sample of the round waited for the one call
-        self.e2e_latency.add_many(np.fromiter((done - s.received for s in samples), np.float64, len(ids)) * 1e6)
+        e2e_s = np.fromiter((done - s.received for s in samples), np.float64, len(ids))  # (B,)
+        self.e2e_latency.add_many(e2e_s * 1e6)
         c["samples"] += len(ids)
         c["predictions"] += len(ids)
         for sink in self.sinks:
             sink.pump()  # a busy turn is many rounds: refill the MQTT window as PUBACKs come, not once a turn
         if self.monitor is not None:
-            self.monitor.stepped(batch, records[first:], done - start, done)
+            self.monitor.stepped(ids, np.asarray(times, np.float64), values[:, self.monitor.target0], watched,
+                                 np.asarray(scores, np.float64), new[:, 0], [(k, events[k]) for k in raised],
+                                 done - start, e2e_s)
         batch.clear()
 
     def _reject(self, reason: str, detail: str, source: str) -> None:
