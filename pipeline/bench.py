@@ -380,11 +380,13 @@ def ceiling_claims(c: dict) -> list[tuple[str, bool, str]]:
     also = f"; JSON lines {json_lines['ceiling']['samples_per_s']:,.0f}/s" if json_lines else ""
     runs = [f[k] for f in c["formats"].values() for k in ("ceiling", "at_80")]
     lost, dup, sent = (sum(x[k] for x in runs) for k in ("lost", "duplicates", "sent"))
+    wal = (at.get("fsync") or {}).get("wal")  # the disk's part: forecasts wait for the log's fsync
+    disk = f"; the log's longest fsync in that run {wal['longest_ms']:.1f} ms, {wal['over_10ms']} over 10 ms" if wal else ""
     return [
         (f"the service over TCP on one core >= {SERVICE_CEILING:,} samples/s with CSV lines", top["samples_per_s"] >= SERVICE_CEILING,
          f"{top['samples_per_s']:,.0f} samples/s ({top['samples_per_cpu_s']:,.0f} per service CPU-s){also}"),
         (f"p99 sample-to-forecast < {SERVICE_P99_MS:g} ms at 80% of that rate (CSV lines)", at["p99_ms"] < SERVICE_P99_MS,
-         f"p50 {at['p50_ms']:.1f}, p99 {at['p99_ms']:.1f} ms at {at['samples_per_s']:,.0f} samples/s"),
+         f"p50 {at['p50_ms']:.1f}, p99 {at['p99_ms']:.1f} ms at {at['samples_per_s']:,.0f} samples/s{disk}"),
         ("the ceiling runs lost nothing: every sample sent was acknowledged and forecast once", lost == 0 and dup == 0,
          f"{sent:,} sent, {lost} lost, {dup} duplicates"),
     ] + pi_ceiling_claims(c)

@@ -293,7 +293,16 @@ def _run(where, folder: Path, plan: CeilingPlan, fmt: str, rate: float | None, s
         "max_ms": float(lat.max()) if len(lat) else None,
         "service_exe": service.exe, "service_counters": {k: status["counters"].get(k) for k in ("samples", "rejected") if k in status["counters"]},
         **_collector(status.get("gc") or {}, cpu_end),
+        "fsync": _fsyncs(status.get("counters") or {}),
     }
+
+
+def _fsyncs(counters: dict) -> dict:
+    """{file: status.json's timed fsyncs (count, seconds, longest_ms, over_10ms)} of the write-ahead log and the
+    JSONL sink, over the run: the disk's part in the run's latency tail."""
+    files = {"wal": (counters.get("wal") or {}).get("fsync"),
+             **{name: stats.get("fsync") for name, stats in (counters.get("sinks") or {}).items()}}
+    return {name: stats for name, stats in files.items() if stats}
 
 
 def _collector(gc_status: dict, cpu_s: float) -> dict:
@@ -387,6 +396,13 @@ def table(r: dict) -> list[str]:
     if collector:
         lines += ["", "The cyclic garbage collector's share of the service's CPU time at the ceiling (status.json's "
                   f"`gc`, timed by the service): {'; '.join(collector)}."]
+    disk = [f"{fmt}: " + ", ".join(f"{name} {d['count']:,} fsyncs, {d['seconds']:.2f} s in all, longest "
+                                   f"{d['longest_ms']:.1f} ms, {d['over_10ms']} over 10 ms" for name, d in fsync.items())
+            for fmt, f in r["formats"].items() if (fsync := f["at_80"].get("fsync"))]
+    if disk:
+        lines += ["", "The disk under the 80% runs (status.json's `fsync`, timed by the service; under fsync = "
+                  "\"batch\" a round's forecasts wait for the write-ahead log's fsync, on the main thread, so a slow "
+                  f"one delays every sample queued behind it): {'; '.join(disk)}."]
     for fmt, f in r["formats"].items():
         p = f["profile"]
         total = p["total_s"] or 1.0

@@ -35,6 +35,10 @@ def test_a_quick_ceiling_run_loses_nothing_and_names_where_the_time_goes():
             assert r["samples_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] <= r["max_ms"], r
             # the collector's time as the service measured it (status.json's gc): a share, its longest pause
             assert r["gc_s"] >= 0 and 0 <= r["gc_share"] < 1 and 0 <= r["gc_longest_ms"] <= r["gc_s"] * 1e3 + 1e-3, r
+            # the disk as the service timed it (status.json's fsync): the log's fsyncs, one per batch or fewer
+            wal, sink = r["fsync"]["wal"], r["fsync"]["jsonl"]
+            assert wal["count"] >= 10 and wal["seconds"] > 0 and 0 < wal["longest_ms"] <= wal["seconds"] * 1e3, r
+            assert 0 <= wal["over_10ms"] <= wal["count"] and sink["count"] >= 1, r
         # the paced run asks for 80% of the measured ceiling and never sends ahead of that pace (how close it
         # gets to the pace is a speed, so make bench reports it; the CI machine is shared)
         paced = f["at_80"]
@@ -46,6 +50,7 @@ def test_a_quick_ceiling_run_loses_nothing_and_names_where_the_time_goes():
         assert f["profile"]["hot"] and f["profile"]["hot"][0]["own_s"] > 0
     assert "| csv |" in run.stderr and "Where the service's CPU time goes (csv" in run.stderr
     assert "The cyclic garbage collector's share of the service's CPU time at the ceiling" in run.stderr
+    assert "The disk under the 80% runs (status.json's `fsync`" in run.stderr and "over 10 ms" in run.stderr
 
 
 def test_a_folder_without_a_manifest_is_refused_in_one_line(tmp_path):
@@ -117,3 +122,9 @@ def test_the_bench_claims_give_the_pi_ratio_or_say_it_was_left_out():
     claims = {claim: (ok, figure) for claim, ok, figure in ceiling_claims(with_pi)}
     ok, figure = next(v for c, v in claims.items() if "emulated Pi" in c)
     assert not ok and figure == "CSV 2,400 samples/s, 12.5x below the laptop's; p99 300 ms at 80%; 3 lost or duplicated"
+    # the p99 claim names the disk's part when the run has the service's fsync timings
+    laptop["formats"]["csv"]["at_80"]["fsync"] = {"wal": {"count": 900, "seconds": 0.4, "longest_ms": 55.9,
+                                                          "over_10ms": 7}}
+    ok, figure = next((ok, f) for c, ok, f in ceiling_claims(laptop) if c.startswith("p99"))
+    assert ok and figure == ("p50 5.0, p99 40.0 ms at 24,000 samples/s; the log's longest fsync in that run "
+                             "55.9 ms, 7 over 10 ms")

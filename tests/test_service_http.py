@@ -86,6 +86,7 @@ def test_metrics_counters_equal_what_was_sent_and_rejections_by_reason(fixture_b
              what="every line counted")
     wait_for(lambda: service.status()["snapshot"]["written_unix"], 30, what="a snapshot")
     wait_for(lambda: service.counters()["sinks"]["jsonl"]["written"] >= len(traffic.valid), 30, what="the sink")
+    status_counters = service.status()["counters"]  # before the scrape: the scrape's counts can only be higher
     metrics = _scrape(http_port)
 
     per_stream = Counter(stream for stream, _ in traffic.valid)  # s0..s5: 120 each
@@ -108,6 +109,12 @@ def test_metrics_counters_equal_what_was_sent_and_rejections_by_reason(fixture_b
     # sink and connection counts, copied in by the main thread with each status write
     assert metrics[("edge_sink_written_total", frozenset({("sink", "jsonl")}))] >= len(traffic.valid)
     assert metrics[("edge_sink_failures_total", frozenset({("sink", "jsonl")}))] == 0
+    # every fsync of the log and of the sink, timed: a histogram per file, its count the status' count or more
+    for file, fsync in (("wal", status_counters["wal"]["fsync"]), ("jsonl", status_counters["sinks"]["jsonl"]["fsync"])):
+        labels = frozenset({("file", file)})
+        count = metrics[("edge_fsync_seconds_count", labels)]
+        assert count >= fsync["count"] >= 1 and metrics[("edge_fsync_seconds_sum", labels)] > 0, (file, fsync)
+        assert metrics[("edge_fsync_seconds_bucket", labels | {("le", "+Inf")})] == count
     assert metrics[("edge_stream_evictions_total", frozenset({("cause", "idle")}))] == 0
     assert metrics[("edge_queue_depth", frozenset())] == 0
     assert metrics[("process_resident_memory_bytes", frozenset())] > 10e6

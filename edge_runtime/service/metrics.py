@@ -38,6 +38,7 @@ from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily, Hist
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from edge_runtime.service.fsyncs import FSYNC_BUCKETS_S
 from edge_runtime.service.lines import REASONS
 
 OTHER = "_other"  # the label of every stream beyond max_stream_labels
@@ -252,6 +253,13 @@ class ServiceCollector(Collector):
             yield _labelled(CounterMetricFamily("edge_tcp_connections_closed", "TCP connections refused (cap) or "
                                                 "closed idle", labels=["cause"]),
                             {"refused": connections["refused"], "idle": connections["idle_closed"]})
+        fsyncs = HistogramMetricFamily("edge_fsync_seconds", "Duration of each fsync, per file: under fsync = "
+                                       "\"batch\" a round's forecasts wait for the write-ahead log's", labels=["file"])
+        for name, clock in s.fsync_clocks():
+            counts = np.cumsum(clock.buckets).tolist()
+            fsyncs.add_metric([name], [(f"{le:g}", n) for le, n in zip(FSYNC_BUCKETS_S, counts)] + [("+Inf", counts[-1])],
+                              sum_value=clock.seconds)
+        yield fsyncs
         yield m.step_seconds.family("edge_step_seconds", "Duration of one model call stepping a round of streams")
         yield m.e2e_seconds.family("edge_sample_to_forecast_seconds",
                                    "From a sample read by its source to its forecast computed")

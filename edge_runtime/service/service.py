@@ -778,6 +778,11 @@ class Service:
                                  done - start, e2e_s)
         batch.clear()
 
+    def fsync_clocks(self) -> list:
+        """[(file, FsyncClock)]: the write-ahead log's and each file sink's timed fsyncs (/metrics)."""
+        return ([("wal", self.wal.fsync_clock)] if self.wal is not None else []) + [
+            (sink.name, sink.fsync_clock) for sink in self.sinks if sink.fsync_clock is not None]
+
     def _reject(self, reason: str, detail: str, source: str) -> None:
         self.counters["rejected"][reason] += 1  # exact; the log line is rate-limited per reason (log.py)
         log("warning", "rejected", reason=reason, source=source, detail=detail)

@@ -30,6 +30,7 @@ from collections import OrderedDict, deque
 from itertools import accumulate, islice
 
 from edge_runtime.service.compact import compact_json as _dumps
+from edge_runtime.service.fsyncs import FsyncClock
 from edge_runtime.service.log import log
 
 MAX_PENDING = 100_000  # lines held while the sink cannot write (a full disk): the service stops taking input at it
@@ -66,6 +67,7 @@ class JsonlSink:
         self.written = self.failures = self.rotations = self.unwritten = 0
         self.accepted = 0  # lines ever handed to write(): the settle token (written catches up with it)
         self.fsync_on_rotate = False  # set by the service when its fsync policy makes forecasts durable
+        self.fsync_clock = FsyncClock()
         self.pending: list[bytes] = []  # encoded lines not yet written, oldest first
         self.last_error: str | None = None
         self.fd: int | None = None
@@ -79,7 +81,8 @@ class JsonlSink:
 
     def stats(self) -> dict:
         return {"written": self.written, "failures": self.failures, "pending": len(self.pending),
-                "backlog": len(self.pending), "dropped": 0, "rotations": self.rotations, "error": self.last_error if self.pending else None}
+                "backlog": len(self.pending), "dropped": 0, "rotations": self.rotations,
+                "error": self.last_error if self.pending else None, "fsync": self.fsync_clock.stats()}
 
     def backlog(self) -> int:
         return len(self.pending)
@@ -108,7 +111,7 @@ class JsonlSink:
         if not self.to_file or self.fd is None:
             return True
         try:
-            os.fsync(self.fd)
+            self.fsync_clock.fsync(self.fd)
             return True
         except OSError as e:
             self.failures += 1
@@ -203,7 +206,7 @@ class JsonlSink:
 
     def _rotate(self) -> None:
         if self.fsync_on_rotate:  # sync() fsyncs the open file only: the lines of this one are made durable now
-            os.fsync(self.fd)
+            self.fsync_clock.fsync(self.fd)
         os.close(self.fd)
         self.fd = None
         for k in range(self.keep - 1, 0, -1):  # .1 -> .2, ...: the oldest (.keep) is replaced
@@ -278,6 +281,7 @@ class MqttSink:
     name = "mqtt"
     unwritten = 0
     fsync_on_rotate = False  # a broker has no files
+    fsync_clock = None  # nor fsyncs
     dropped = 0  # kept for the counters' shape: this sink no longer drops
 
     def __init__(self, config, wake: threading.Event | None = None):

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_runtime.service.compact import compact_json as _dumps
+from edge_runtime.service.fsyncs import FsyncClock
 from edge_runtime.service.log import log
 
 WAL_NAME = "wal.jsonl"
@@ -102,6 +103,7 @@ class WriteAheadLog:
         self.seq = 0  # the last batch appended
         self.durable_seq = 0  # the last batch that would survive a power cut under the policy
         self.fsyncs = self.appended = self.failures = 0
+        self.fsync_clock = FsyncClock()
         self.broken = False  # a write failed: nothing more is logged until the next snapshot (see append)
         self.fd: int | None = None
         self._last_fsync = 0.0
@@ -268,7 +270,7 @@ class WriteAheadLog:
             done += os.write(self.fd, data[done:])
 
     def _fsync(self) -> None:
-        os.fsync(self.fd)
+        self.fsync_clock.fsync(self.fd)
         self.fsyncs += 1
         self._last_fsync = time.monotonic()
         self.durable_seq = self.seq
@@ -280,4 +282,4 @@ class WriteAheadLog:
 
     def stats(self) -> dict:
         return {"seq": self.seq, "durable_seq": self.durable_seq, "appended": self.appended, "fsyncs": self.fsyncs,
-                "failures": self.failures}
+                "failures": self.failures, "fsync": self.fsync_clock.stats()}
