@@ -187,8 +187,11 @@ def test_a_polling_client_keeps_its_connection_and_idle_connections_beyond_the_c
         sockets.append(page.sock)
     assert page.sock is not None and all(s is sockets[0] for s in sockets)
     # connections that open and say nothing hold a thread each until their idle timeout: the cap bounds them
+    threads = _threads(service.proc.pid)
     idle = [socket.create_connection(("127.0.0.1", http_port)) for _ in range(MAX_CONNECTIONS - 1)]
     try:
+        # the server has taken every one of them (a thread each) before the next client knocks
+        wait_for(lambda: _threads(service.proc.pid) >= threads + MAX_CONNECTIONS - 1, 30, what="31 handler threads")
         with socket.create_connection(("127.0.0.1", http_port), timeout=10) as extra:
             extra.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = extra.makefile("rb").read()
@@ -202,6 +205,10 @@ def test_a_polling_client_keeps_its_connection_and_idle_connections_beyond_the_c
     wait_for(lambda: _get_or_none(http_port, "/metrics"), 30, what="a new connection served after the idle ones closed")
     page.close()
     assert service.stop() == 0
+
+
+def _threads(pid: int) -> int:
+    return int(open(f"/proc/{pid}/status").read().split("Threads:")[1].split()[0])
 
 
 def _get_or_none(port: int, path: str) -> bytes | None:

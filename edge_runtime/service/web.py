@@ -38,6 +38,7 @@ BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a client that hangs on must not hold the service's exit
     allow_reuse_address = True
+    request_queue_size = 64  # the listen backlog: a burst of connections waits to be accepted (and counted)
 
     def __init__(self, *args, **kwargs):
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
