@@ -62,9 +62,14 @@ class Buckets:
         self.sum += float(values.sum())
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        cumulative = np.cumsum(self.counts)
-        buckets = [(f"{le:g}", int(n)) for le, n in zip(self.bounds, cumulative)] + [("+Inf", int(cumulative[-1]))]
-        return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.sum)
+        return HistogramMetricFamily(name, documentation, buckets=le_buckets(self.bounds, self.counts),
+                                     sum_value=self.sum)
+
+
+def le_buckets(bounds, counts) -> list[tuple[str, int]]:
+    """Counts per bucket (the last one above every bound) -> Prometheus' cumulative (le, count) pairs."""
+    cumulative = np.cumsum(counts).tolist()
+    return [(f"{le:g}", n) for le, n in zip(bounds, cumulative)] + [("+Inf", cumulative[-1])]
 
 
 class StreamView:
@@ -256,9 +261,7 @@ class ServiceCollector(Collector):
         fsyncs = HistogramMetricFamily("edge_fsync_seconds", "Duration of each fsync, per file: under fsync = "
                                        "\"batch\" a round's forecasts wait for the write-ahead log's", labels=["file"])
         for name, clock in s.fsync_clocks():
-            counts = np.cumsum(clock.buckets).tolist()
-            fsyncs.add_metric([name], [(f"{le:g}", n) for le, n in zip(FSYNC_BUCKETS_S, counts)] + [("+Inf", counts[-1])],
-                              sum_value=clock.seconds)
+            fsyncs.add_metric([name], le_buckets(FSYNC_BUCKETS_S, clock.buckets), sum_value=clock.seconds)
         yield fsyncs
         yield m.step_seconds.family("edge_step_seconds", "Duration of one model call stepping a round of streams")
         yield m.e2e_seconds.family("edge_sample_to_forecast_seconds",
