@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import tempfile
 
 BACKENDS = {
     "tflite_runtime": "tflite_runtime.interpreter",
@@ -16,6 +18,11 @@ BACKENDS = {
     "tensorflow": "tensorflow.lite",  # imported by name only: a development fallback
 }
 ENV_VAR = "EDGE_RNN_BACKEND"
+# What both runtimes print from C++ to file descriptor 2 at the first allocate_tensors() of a process, the
+# XNNPACK delegate's banner: no Python setting reaches it, and in `serve` it was the one line of the log on
+# stderr that was not JSON. The first allocation runs with fd 2 captured; every other line is passed on.
+BANNERS = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+_banner_shown = False  # set once the first allocation of this process has run (TFLite prints it once)
 
 
 class BackendError(RuntimeError):
@@ -51,6 +58,37 @@ def interpreter_class(name: str | None = None) -> tuple[str, type]:
             continue
     raise BackendError("no TFLite interpreter installed: pip install tflite-runtime==2.14.0 "
                        "(or ai-edge-litert==2.3.0)")
+
+
+def allocate(interpreter) -> None:
+    """interpreter.allocate_tensors(), without the runtime's one-time banner on stderr (BANNERS).
+
+    Only the process's first allocation is captured, into a file rather than a pipe (nothing can block on a
+    full buffer), before any source thread runs; what else reached fd 2 meanwhile (an ERROR line from TFLite,
+    another thread's log line) is written back unchanged once fd 2 is restored.
+    """
+    global _banner_shown
+    if _banner_shown:
+        interpreter.allocate_tensors()
+        return
+    _banner_shown = True
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no fd 2 (a daemon with stderr closed): nothing to keep clean
+        interpreter.allocate_tensors()
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            interpreter.allocate_tensors()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().splitlines(keepends=True) if line.rstrip(b"\r\n") not in BANNERS]
+            if kept:
+                os.write(2, b"".join(kept))
 
 
 def available_backends() -> list[str]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.backends import interpreter_class
+from edge_runtime.backends import allocate, interpreter_class
 from edge_runtime.binding import StepBinding, indices, signature_details
 from edge_runtime.manifest import (BundleError, batched_companion, batched_resident_companion, verified_file_bytes,
                                    verified_model_bytes)
@@ -63,7 +63,7 @@ class _Bucket:
             index, width = int(detail["index"]), int(detail["shape"][-1])
             interpreter.resize_tensor_input(index, [size, width], strict=False)
             self.buffers[index] = np.zeros((size, width), detail["dtype"])
-        interpreter.allocate_tensors()
+        allocate(interpreter)
         self.interpreter = interpreter
 
     def put(self, index: int, rows: np.ndarray) -> None:

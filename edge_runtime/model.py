@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge_runtime.backends import interpreter_class
+from edge_runtime.backends import allocate, interpreter_class
 from edge_runtime.binding import (SIGNATURE, StepBinding, check_ring_inputs, expected_signature, indices,
                                   signature_details)
 from edge_runtime.manifest import BundleError, Manifest, Variant, verified_model_bytes, why_not_deployable
@@ -34,7 +34,7 @@ class Model:
         content = verified_model_bytes(manifest, self.variant)
         try:
             self.interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
-            self.interpreter.allocate_tensors()
+            allocate(self.interpreter)
             # name -> {index, shape, dtype, ...}, read once
             self.signature_inputs, self.signature_outputs = signature_details(self.interpreter)
         except (ValueError, RuntimeError) as e:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge_runtime.backends import allocate
 from edge_runtime.manifest import BundleError, verified_file_bytes
 
 SIGNATURES = ("step", "get_state", "set_state")
@@ -58,7 +59,7 @@ class ResidentStep:
                  rows: int = 1):
         try:
             interpreter = interpreter_cls(model_content=content, num_threads=num_threads)
-            interpreter.allocate_tensors()
+            allocate(interpreter)
             wrapper = interpreter._interpreter  # the runtime's C++ wrapper: per-subgraph set, invoke and get
             if not all(hasattr(wrapper, f) for f in ("GetSubgraphIndexFromSignature", "AllocateTensors",
                                                      "SetTensor", "Invoke", "GetTensor")):

@@ -26,6 +26,7 @@ import importlib
 
 import numpy as np
 
+from edge_runtime.backends import allocate
 from firmware_sim.device_model import DeviceModel, encode
 from firmware_sim.sensor import synthetic_stream
 
@@ -37,7 +38,7 @@ def _interpreter(backend: str, content: bytes, resolver: str, preserve: bool):
     kind = module.OpResolverType.BUILTIN_REF if resolver == "reference" else module.OpResolverType.AUTO
     interpreter = module.Interpreter(model_content=content, experimental_op_resolver_type=kind,
                                      experimental_preserve_all_tensors=preserve, num_threads=1)
-    interpreter.allocate_tensors()
+    allocate(interpreter)
     return interpreter
 
 
