@@ -73,9 +73,10 @@ def allocate(interpreter) -> None:
         return
     _banner_shown = True
     try:
-        sys.stderr.flush()
+        if sys.stderr is not None:  # None when the process started without fd 2
+            sys.stderr.flush()
         saved = os.dup(2)
-    except (OSError, ValueError):  # no fd 2 (a daemon with stderr closed): nothing to keep clean
+    except (OSError, ValueError):  # no fd 2 (a daemon with stderr closed), or sys.stderr closed: nothing to keep clean
         interpreter.allocate_tensors()
         return
     with tempfile.TemporaryFile() as capture:
