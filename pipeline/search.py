@@ -458,22 +458,30 @@ def test_score(chosen: Candidate, log) -> dict:
 
 def firmware_check(chosen: Candidate, job: SearchJob, log) -> dict:
     """`python -m firmware_sim run` on the chosen variant at the sensor's rate, over the validation log's
-    samples (up to 2,000): fits the profile, deadline misses, CPU load. It refuses a variant that convert did
-    not mark deployable, and that refusal is the answer."""
+    samples (up to 2,000): fits the profile, deadline misses, CPU load; and whether convert marked it deployable.
+
+    Fit and deadline do not depend on accuracy, so the run does not stop at the deployable flag
+    (--allow-not-deployable): a choice made on validation can come out at persistence on test (cycling-ride,
+    1.005x), and the report then says both that it fits and keeps up and that it is not deployable, and why."""
+    from edge_runtime.manifest import read_manifest, why_not_deployable
+
+    manifest = read_manifest(chosen.bundle)
+    not_deployable = why_not_deployable(manifest, manifest.variant(chosen.variant))
     run = Path(chosen.run)
     rows = sum(1 for _ in open(run / "val.csv")) - 1
     seconds = min(rows, 2000) / job.rate_hz
     out = run / "firmware"
     done = run_logged([sys.executable, "-m", "firmware_sim", "run", chosen.bundle, "--device", job.device,
                        "--variant", chosen.variant, "--rate", repr(job.rate_hz), "--seconds", repr(seconds),
-                       "--csv", str(run / "val.csv"), "--no-plot", "--out", str(out)],
+                       "--csv", str(run / "val.csv"), "--no-plot", "--allow-not-deployable", "--out", str(out)],
                       log, "firmware_sim run (the chosen variant)", check=False)
+    deployable = {"deployable": not not_deployable, "why_not_deployable": not_deployable}
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
-        return {"ok": False, "why": lines[-1] if lines else f"exit {done.returncode}"}
+        return {"ok": False, "why": lines[-1] if lines else f"exit {done.returncode}", **deployable}
     report = json.loads(next(out.glob(f"sim-*-{chosen.variant}-*.json")).read_text())
     timing = report["timing"]
-    return {"ok": report["memory"]["fits"] and timing["deadline_misses"] == 0, "fits": report["memory"]["fits"],
+    return {**deployable, "ok": report["memory"]["fits"] and timing["deadline_misses"] == 0, "fits": report["memory"]["fits"],
             "ticks": timing["ticks"], "deadline_misses": timing["deadline_misses"], "cpu_load": timing["cpu_load"],
             "ram_used": report["memory"]["ram_used"], "flash_used": report["memory"]["flash_used"]}
 
@@ -526,13 +534,27 @@ def pareto_plot(rows: list[Candidate], chosen: Candidate | None, job: SearchJob,
 
 
 def firmware_line(check: dict, job: SearchJob) -> str:
+    return _firmware_sentence(check, job) + _deployable_sentence(check)
+
+
+def _firmware_sentence(check: dict, job: SearchJob) -> str:
     if not check["ok"] and "ticks" not in check:
-        return f"firmware_sim run on it: **refused or failed**: {check['why']}"
+        return f"firmware_sim run on it: **failed**: {check['why']}"
     verdict = "confirms it fits and keeps up" if check["ok"] else "**does not confirm it**"
     return (f"firmware_sim run on it ({job.device}, {job.rate_hz:g} Hz, {check['ticks']:,} samples of the validation "
             f"log) {verdict}: fits {'yes' if check['fits'] else 'NO'}, RAM {check['ram_used']:,} B, flash "
             f"{check['flash_used']:,} B, {check['deadline_misses']} deadline misses, CPU load "
             f"{100 * check['cpu_load']:.3g}%.")
+
+
+def _deployable_sentence(check: dict) -> str:
+    """What convert's flag says, from the test split (which did not choose): `deploy` and `run --max-mse-ratio`
+    follow it."""
+    if check.get("deployable", True):
+        return ""
+    return (f" **Not deployable** as convert judged it on the test split ({'; '.join(check['why_not_deployable'])}): "
+            "`deploy` and `run --max-mse-ratio` will not take it; the choice was made on validation, which cannot "
+            "see this.")
 
 
 def markdown(job: SearchJob, rows: list[Candidate], chosen: Candidate | None, test: dict | None) -> str:

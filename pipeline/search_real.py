@@ -46,6 +46,7 @@ def markdown(rows: list[dict], template: SearchJob, trials: int) -> str:
     within = sum(r["chosen"]["of_ar"] <= AR_BUDGET for r in scored)
     confirmed = sum(bool(r["chosen"].get("firmware", {}).get("ok")) for r in scored)
     below = sum(r["chosen"]["of_ar"] < 1.0 for r in scored)
+    deployable = sum(bool(r["chosen"].get("firmware", {}).get("deployable")) for r in scored)
     lines = ["# Model search on the real-data benchmark", "",
              f"Device profile `{template.device}`, each series' own sample rate as the deadline, up to {trials} "
              f"candidates per series ({', '.join(template.families)}), chosen on validation through the device "
@@ -53,7 +54,7 @@ def markdown(rows: list[dict], template: SearchJob, trials: int) -> str:
              "(k chosen on validation); `of pers.`: over persistence's.", "",
              f"**Within {AR_BUDGET}x the best AR(k) on {within} of {len(rows)} series; strictly below on {below} "
              f"of {len(rows)}; firmware_sim confirms the chosen variant fits and keeps up on {confirmed} of "
-             f"{len(rows)}.**", "",
+             f"{len(rows)}; convert marks it deployable on {deployable} of {len(rows)}.**", "",
              "| series | rate | ch | chosen | variant | bytes | us/step | test MSE | of AR (k) | of pers. | firmware_sim | "
              "best per family (validation) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -73,10 +74,11 @@ def markdown(rows: list[dict], template: SearchJob, trials: int) -> str:
 def firmware_cell(check: dict | None) -> str:
     if not check:
         return "-"
+    deployable = "" if check.get("deployable", True) else "; **not deployable**: " + "; ".join(check["why_not_deployable"])
     if "ticks" not in check:
-        return f"refused: {check['why']}"
+        return f"failed: {check['why']}{deployable}"
     return (f"fits, {check['deadline_misses']} misses" if check["ok"] else
-            f"{'fits' if check['fits'] else 'does NOT fit'}, {check['deadline_misses']} misses")
+            f"{'fits' if check['fits'] else 'does NOT fit'}, {check['deadline_misses']} misses") + deployable
 
 
 def main(names: list[str] | None, device: str, trials: int, minutes: float | None, families: tuple[str, ...],
