@@ -73,20 +73,26 @@ def test_under_interval_forecasts_wait_for_the_fsync_of_their_log_record(fixture
             sink.close()
 
 
-def test_a_rotated_out_sink_file_is_fsynced_whole_before_it_is_closed(fixture_bundles, tmp_path, monkeypatch):
-    out = tmp_path / "out.jsonl"
-    service = _service(tmp_path, fixture_bundles["lstm"][1], "batch",
-                       f'[sinks.jsonl]\npath = "{out}"\nrotate_bytes = 2000\nkeep = 50\n')
-    assert [sink.fsync_on_rotate for sink in service.sinks] == [True]
-    fsynced = {}  # inode -> the largest size an fsync of it covered
+def _record_fsyncs(monkeypatch) -> dict:
+    """os.fsync as it is, recording each file's size at its last fsync: {inode: size} (what a power cut keeps)."""
+    fsynced: dict = {}
     real_fsync = os.fsync
 
     def fsync(fd: int) -> None:
         real_fsync(fd)
         st = os.fstat(fd)
-        fsynced[st.st_ino] = max(fsynced.get(st.st_ino, 0), st.st_size)
+        fsynced[st.st_ino] = st.st_size
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return fsynced
+
+
+def test_a_rotated_out_sink_file_is_fsynced_whole_before_it_is_closed(fixture_bundles, tmp_path, monkeypatch):
+    out = tmp_path / "out.jsonl"
+    service = _service(tmp_path, fixture_bundles["lstm"][1], "batch",
+                       f'[sinks.jsonl]\npath = "{out}"\nrotate_bytes = 2000\nkeep = 50\n')
+    assert [sink.fsync_on_rotate for sink in service.sinks] == [True]
+    fsynced = _record_fsyncs(monkeypatch)
     acked: list = []
     _feed(service, 20, acked)
     rotated = sorted(tmp_path.glob("out.jsonl.*"))
@@ -234,15 +240,7 @@ def test_a_power_cut_loses_no_acknowledged_forecast_and_doubles_none(snapshot_at
     out = tmp_path / "out.jsonl"
     sink = f'[sinks.jsonl]\npath = "{out}"\nrotate_bytes = 0\n'
     service = _service(tmp_path, bundle, "batch", sink)
-    fsynced = {}  # inode -> its size at its last fsync
-    real_fsync = os.fsync
-
-    def fsync(fd: int) -> None:
-        real_fsync(fd)
-        st = os.fstat(fd)
-        fsynced[st.st_ino] = st.st_size
-
-    monkeypatch.setattr(os, "fsync", fsync)
+    fsynced = _record_fsyncs(monkeypatch)
     acked: list = []
     t0 = time.time() - 100.0
     for k in range(14):
