@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.anomaly import AnomalySpec, AnomalyTracker
-from edge_runtime.csvrows import CsvError, CsvRows
+from edge_runtime.csvrows import CsvError, CsvRows, open_csv
 from edge_runtime.manifest import BundleError
 from edge_runtime.model import Model
 
@@ -59,7 +59,7 @@ def read_labels(path: Path) -> Labelled:
 
 def read_values(path: Path, channels: list[str]) -> np.ndarray:
     """A CSV log's bundle channels, (T, C) float32; any bad row is an error naming its line."""
-    with open(path, newline="") as f:
+    with open_csv(str(path)) as f:
         rows = list(CsvRows(f, str(path), channels))
     errors = [r for r in rows if isinstance(r, CsvError)]
     if errors:

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from edge_runtime.backends import BACKENDS, BackendError
-from edge_runtime.csvrows import CsvError
+from edge_runtime.csvrows import CsvError, open_csv
 from edge_runtime.manifest import BundleError
 
 
@@ -62,12 +62,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def open_input(path: str):
+    """The CSV to stream: a file (a FIFO too: a sensor's pipe), or stdin for "-"; bytes that are not UTF-8 are
+    their row's error, not the run's end (csvrows.open_csv)."""
     if path == "-":
+        if hasattr(sys.stdin, "reconfigure"):
+            sys.stdin.reconfigure(errors="surrogateescape")
         return sys.stdin
-    try:
-        return open(path, newline="")
-    except FileNotFoundError:
-        raise CsvError(f"{path}: file not found") from None
+    return open_csv(path)
 
 
 def cmd_complete(args: argparse.Namespace) -> int:

@@ -5,9 +5,11 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import run_cli
-from edge_runtime.csvrows import CsvError
+from edge_runtime.csvrows import MAX_LINE_CHARS, CsvError, CsvRows, Row, open_csv
 from train.data import load_csv
 
 GOOD = "minute,indoor,outdoor\n0,20.1,5.0\n1,20.2,5.1\n2,20.25,4.9\n3,20.3,4.8\n"
@@ -58,6 +60,82 @@ def test_bad_csv_gives_a_clear_error_not_a_traceback(fixture_bundles, text, mess
 def test_missing_input_file_is_named(fixture_bundles, tmp_path):
     done = run_cli("edge_runtime", "run", str(fixture_bundles["gru"][1]), "--input", str(tmp_path / "nope.csv"))
     assert done.returncode == 2 and "nope.csv: file not found" in done.stderr
+
+
+# a row each that once ended `run` in a traceback (csv.Error, UnicodeDecodeError) or, for a line with no end,
+# would have been read whole into memory
+HOSTILE_ROWS = {
+    "a field over csv's limit": (b"1," + b"9" * 200_000 + b",5.0", "line 3: field larger than field limit (131072)"),
+    "bytes that are not UTF-8": (b"\xff\xfe,20.2,5.1", "line 3: b'\\xff\\xfe' is not UTF-8 text"),
+    "a line over the length cap": (b"7" * (MAX_LINE_CHARS + 10), f"line 3: longer than {MAX_LINE_CHARS:,} characters"),
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_ROWS)
+def test_a_hostile_row_is_one_named_error_and_the_rows_after_it_still_run(fixture_bundles, tmp_path, name):
+    row, message = HOSTILE_ROWS[name]
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"minute,indoor,outdoor\n0,20.1,5.0\n" + row + b"\n2,20.25,4.9\n")
+    bundle = str(fixture_bundles["gru"][1])
+    stopped = run_cli("edge_runtime", "run", bundle, "--input", str(path))
+    assert stopped.returncode == 2 and f"error: {path}: {message}" in stopped.stderr
+    assert "Traceback" not in stopped.stderr and [o["index"] for o in lines_of(stopped)] == ["0"]
+    skipping = run_cli("edge_runtime", "run", bundle, "--input", str(path), "--skip-bad-rows")
+    assert skipping.returncode == 0 and f"skipped: {path}: {message}" in skipping.stderr
+    assert [o["index"] for o in lines_of(skipping)] == ["0", "2"]
+
+
+def test_a_line_with_no_end_is_never_held_whole():
+    """A device reading a sensor's pipe must not grow by the size of a line that never ends: the longest piece
+    taken from the file is the cap, and the rows around the line are still read."""
+    import io
+
+    class Pieces(io.StringIO):
+        longest = 0
+
+        def readline(self, size=-1):
+            piece = super().readline(size)
+            Pieces.longest = max(Pieces.longest, len(piece))
+            return piece
+
+        def __iter__(self):  # reading whole lines would hold the long one whole
+            raise AssertionError("iterated by whole lines")
+
+    log = Pieces("t,a\n0,1\n" + "7" * (5 * MAX_LINE_CHARS) + "\n1,2\n")
+    rows = list(CsvRows(log, "pipe"))
+    assert [row.key for row in rows if isinstance(row, Row)] == ["0", "1"]
+    assert [str(row) for row in rows if isinstance(row, CsvError)] == [
+        f"pipe: line 3: longer than {MAX_LINE_CHARS:,} characters (not a row of a sensor log)"]
+    assert Pieces.longest <= MAX_LINE_CHARS + 1
+
+
+def test_bytes_that_are_not_utf8_on_stdin_are_their_rows_error():
+    lines = CsvRows(["minute,indoor\n", "0,20.1\n", "\udcff,20.2\n", "2,20.3\n"], "<stdin>")
+    kinds = [type(row) for row in lines]
+    assert kinds == [Row, CsvError, Row]
+
+
+def test_a_folder_as_input_is_named_not_a_traceback(fixture_bundles, tmp_path):
+    done = run_cli("edge_runtime", "run", str(fixture_bundles["gru"][1]), "--input", str(tmp_path))
+    assert done.returncode == 2 and f"{tmp_path}: is a folder, not a CSV file" in done.stderr
+    assert "Traceback" not in done.stderr
+    with pytest.raises(CsvError, match="is a folder, not a CSV file"):
+        load_csv(tmp_path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(junk=st.binary(max_size=300).filter(lambda b: not any(c in b for c in b'\r\n"')))
+def test_any_bytes_in_a_row_give_a_row_or_its_error_and_the_next_row_survives(tmp_path_factory, junk):
+    """Whatever one line holds (no line break or quote, which would join it to the next), reading it gives a
+    Row or a CsvError, never another exception, and the line after it is read as it was written."""
+    path = tmp_path_factory.mktemp("csv") / "log.csv"
+    path.write_bytes(b"t,a,b\n0,1,2\n" + junk + b"\n9,3.5,-4\n")
+    with open_csv(str(path)) as f:
+        rows = list(CsvRows(f, str(path)))
+    assert all(isinstance(row, (Row, CsvError)) for row in rows)
+    assert rows[0] == Row(2, "0", (1.0, 2.0))
+    assert rows[-1] == Row(4, "9", (3.5, -4.0))
+    assert len(rows) in (2, 3)  # a blank junk line is skipped
 
 
 def test_skipped_bad_rows_leave_the_state_untouched(fixture_bundles):

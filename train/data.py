@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_runtime.csvrows import CsvError, CsvRows
+from edge_runtime.csvrows import CsvError, CsvRows, open_csv
 from train.scenarios import Stream, make_stream
 
 MAX_REPORTED_PROBLEMS = 10
@@ -19,19 +19,14 @@ def load_csv(path: str | Path, columns: list[str] | None = None, target: list[st
     the ones to forecast (default: all inputs).
     """
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise CsvError(f"{path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise CsvError(f"{path}: not a text file ({e})") from None
-    rows = CsvRows(text.splitlines(), str(path), columns)
     values, problems = [], []
-    for row in rows:
-        if isinstance(row, CsvError):
-            problems.append(str(row))
-        else:
-            values.append(row.values)
+    with open_csv(str(path)) as f:
+        rows = CsvRows(f, str(path), columns)
+        for row in rows:
+            if isinstance(row, CsvError):
+                problems.append(str(row))
+            else:
+                values.append(row.values)
     if problems:
         shown = "\n  ".join(problems[:MAX_REPORTED_PROBLEMS])
         more = len(problems) - MAX_REPORTED_PROBLEMS
