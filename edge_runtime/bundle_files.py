@@ -62,6 +62,23 @@ def read_bundle_file(folder: str | Path, name: str, max_bytes: int, what: str = 
         raise BundleError(f"{shown}: {what} cannot be opened ({os.strerror(e.errno or 0)})") from None
     finally:
         os.close(dir_fd)
+    return _read_regular(fd, shown, what, max_bytes)
+
+
+def read_regular_file(path: str | Path, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of the user's own file at `path` (a symlink is followed: it is theirs to place), if it is a
+    regular file of at most max_bytes; BundleError naming it otherwise. Never blocks on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise BundleError(f"{path}: {what} is missing") from None
+    except OSError as e:
+        raise BundleError(f"{path}: {what} cannot be opened ({os.strerror(e.errno or 0)})") from None
+    return _read_regular(fd, path, what, max_bytes)
+
+
+def _read_regular(fd: int, shown, what: str, max_bytes: int) -> bytes:
+    """Read an open fd (closed here) if fstat says it is a regular file within max_bytes."""
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):

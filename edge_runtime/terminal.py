@@ -25,6 +25,7 @@ import termios
 import tty
 
 from edge_runtime.autocomplete import Autocomplete
+from edge_runtime.userwords import UserWordsError
 
 CTRL_C, CTRL_D, TAB, BACKSPACES, ENTERS = "\x03", "\x04", "\t", ("\x7f", "\x08"), ("\r", "\n")
 CLEAR_LINE = "\r\x1b[K"
@@ -70,7 +71,10 @@ class TypingScreen:
     def _end_word(self, word: str) -> None:
         if word:
             self.line += word + " "
-            self.typing.accept(word)
+            try:
+                self.typing.accept(word)
+            except UserWordsError as e:  # a read-only disk must not end the session: say so and go on
+                self.message = str(e)
         self.typing.reset()
 
     def _reopen_last_word(self) -> None:

@@ -15,9 +15,24 @@ import json
 import os
 from pathlib import Path
 
+from edge_runtime.bundle_files import BundleError, read_regular_file
+
 USER_WORDS_FORMAT = 1
 DEFAULT_CAPACITY = 1000  # words; a few tens of KB on disk
 MAX_WORD_LETTERS = 48  # longer "words" are pasted text, not vocabulary
+MIN_FILE_CAP = 4 << 20  # bytes; a file of `capacity` words is far smaller, and a larger one is not ours to load
+
+
+def is_word(word: object) -> bool:
+    """What the dictionary holds: 1-48 printable characters, no space. A file edited by hand (or by someone
+    else) may hold anything; a terminal escape sequence must never come back as a suggestion."""
+    return (isinstance(word, str) and 0 < len(word) <= MAX_WORD_LETTERS and word.isprintable()
+            and not any(c.isspace() for c in word))
+
+
+def file_cap(capacity: int) -> int:
+    """The largest user dictionary file read: `capacity` words of the longest UTF-8, with room to spare."""
+    return max(MIN_FILE_CAP, 64 + capacity * (4 * MAX_WORD_LETTERS + 3))
 
 
 class UserWordsError(ValueError):
@@ -65,13 +80,15 @@ class UserWords:
         if self.path is None or not self.path.exists():
             return []
         try:
-            d = json.loads(self.path.read_text(encoding="utf-8"))
+            d = json.loads(read_regular_file(self.path, file_cap(self.capacity), "user dictionary"))
             words = d["words"]
-            if d.get("format") != USER_WORDS_FORMAT or not all(isinstance(w, str) for w in words):
+            if d.get("format") != USER_WORDS_FORMAT or not isinstance(words, list):
                 raise ValueError("unexpected format")
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except BundleError as e:
+            raise UserWordsError(f"{e}; move it away to start a new one") from None
+        except (ValueError, KeyError, TypeError) as e:
             raise UserWordsError(f"{self.path}: not a user dictionary ({e}); move it away to start a new one") from None
-        return words[-self.capacity:]
+        return [word for word in words if is_word(word)][-self.capacity:]  # anything else was never ours to keep
 
     def __contains__(self, word: str) -> bool:
         return word in self._words
@@ -86,7 +103,7 @@ class UserWords:
 
     def use(self, word: str) -> None:
         """The user accepted `word`: add it (or make it the most recent) and save."""
-        if not word or len(word) > MAX_WORD_LETTERS:
+        if not is_word(word):
             return
         self._words.pop(word, None)
         self._words[word] = None
@@ -96,6 +113,13 @@ class UserWords:
         self.save()
 
     def save(self) -> None:
+        """Write the file; UserWordsError if it cannot be (a read-only or full disk): the words stay in memory,
+        and the file keeps its last good contents."""
         if self.path is not None:
             data = json.dumps({"format": USER_WORDS_FORMAT, "words": list(self._words)}, separators=(",", ":"))
-            write_atomically(self.path, data.encode("utf-8"))
+            try:
+                write_atomically(self.path, data.encode("utf-8"))
+            except OSError as e:
+                where = f": {e.filename}" if e.filename and str(e.filename) != str(self.path) else ""
+                raise UserWordsError(f"{self.path}: the user dictionary cannot be saved ({e.strerror or e}{where}); "
+                                     "words are kept until the program ends") from None

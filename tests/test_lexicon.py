@@ -208,6 +208,59 @@ def test_the_user_dictionary_is_capped_least_recently_used_first(tmp_path):
         UserWords(tmp_path / "bad.json")
 
 
+def test_a_user_dictionary_that_is_not_a_small_regular_file_is_refused_at_once(tmp_path):
+    """A FIFO would block an ordinary open forever, a folder or a 100 MB file would end or swamp a small device:
+    each is one error naming the file, from the first read, and nothing is written."""
+    fifo, folder, huge = tmp_path / "fifo.json", tmp_path / "folder.json", tmp_path / "huge.json"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    huge.write_text(json.dumps({"format": 1, "words": ["word"] * 700_000}))  # 5.6 MB, over the 4 MiB floor
+    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("reading the user dictionary blocked"))
+    signal.alarm(20)
+    try:
+        for path, what in ((fifo, "is a FIFO, not a regular file"), (folder, "is a directory, not a regular file"),
+                           (huge, "is larger than the 4194304-byte limit")):
+            with pytest.raises(UserWordsError, match=f"{path.name}: user dictionary {what}; move it away"):
+                UserWords(path)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.json", "folder.json", "huge.json"]
+
+
+def test_entries_that_are_not_words_never_come_back_as_suggestions(tmp_path, words_model):
+    """A file edited by hand (or by someone else) may hold terminal escapes, spaces, numbers, pasted text."""
+    path = tmp_path / "w.json"
+    path.write_text(json.dumps({"format": 1, "words": [
+        "zorblax", "zor\x1b[2J", "", "zor blax", 5, None, "z" * 49, "zorbit\n", "zorbite"]}))
+    words = UserWords(path)
+    assert words.words == ["zorblax", "zorbite"]
+    words.use("zor\x1b]0;owned\x07")
+    words.use("zor\tblax")
+    assert words.words == ["zorblax", "zorbite"]
+    typing = typed(words_model.session(words), "zor")
+    assert {s.word for s in typing.suggest(10)} >= {"zorblax", "zorbite"}
+    assert all(s.word.isprintable() and " " not in s.word for s in typing.suggest(10))
+
+
+def test_a_dictionary_that_cannot_be_saved_says_so_and_typing_goes_on(tmp_path, words_model):
+    from edge_runtime.terminal import TypingScreen
+
+    (tmp_path / "file").write_text("a file where the dictionary's folder should be")
+    words = UserWords(tmp_path / "file" / "w.json")
+    drawn: list[str] = []
+    screen = TypingScreen(words_model.session(words), k=3, write=drawn.append)
+    for key in "zorblax ":
+        assert screen.key(key)
+    assert "the user dictionary cannot be saved" in drawn[-1] and "kept until the program ends" in drawn[-1]
+    assert "zorblax" in words  # kept for this session
+    for key in "zor":
+        assert screen.key(key)
+    assert "zorblax" in screen.suggestion_text() and "cannot be saved" not in drawn[-1]
+    with pytest.raises(UserWordsError, match=r"w.json: the user dictionary cannot be saved \(File exists: .*/file\)"):
+        words.use("zorbite")
+
+
 WRITER = textwrap.dedent("""
     import os, sys
     from edge_runtime import userwords
