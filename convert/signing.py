@@ -15,9 +15,9 @@ import stat
 import tempfile
 from pathlib import Path
 
-from edge_runtime.bundle_files import MAX_MANIFEST_BYTES, read_bundle_file
+from edge_runtime.bundle_files import MAX_MANIFEST_BYTES, BundleError, read_bundle_file, read_regular_file
 from edge_runtime.manifest import MANIFEST_NAME, read_manifest
-from edge_runtime.signature import SIGNATURE_NAME, public_raw, signature_document
+from edge_runtime.signature import MAX_KEY_BYTES, SIGNATURE_NAME, public_raw, signature_document
 
 ROOT = Path(__file__).resolve().parents[1]
 PRIVATE_NAME = "edge-rnn-signing.key"
@@ -69,9 +69,11 @@ def load_private_key(path: Path):
     resolved = _outside_repository(Path(path), "the signing key")
     try:
         mode = resolved.stat().st_mode
-        data = resolved.read_bytes()
+        data = read_regular_file(resolved, MAX_KEY_BYTES, "signing key")  # a FIFO or a folder: never a hang
     except OSError as e:
         raise SigningError(f"{path}: signing key cannot be read ({e.strerror})") from None
+    except BundleError as e:
+        raise SigningError(str(e).replace(str(resolved), str(path), 1)) from None
     if stat.S_IMODE(mode) & 0o077:
         raise SigningError(f"{path}: signing key is readable by others (mode {stat.S_IMODE(mode):o}); "
                            f"chmod 600 {path}")

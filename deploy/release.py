@@ -28,6 +28,8 @@ from pathlib import Path
 
 from edge_runtime.manifest import (DEFAULT_MAX_MSE_RATIO, BundleError, read_manifest, verified_model_bytes,
                                    why_not_deployable)
+from edge_runtime.bundle_files import read_regular_file
+from edge_runtime.service.config import MAX_CONFIG_BYTES
 from edge_runtime.signature import SIGNATURE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,11 +120,19 @@ def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def read_config_text(config: Path) -> str:
+    """The service config's text: a regular UTF-8 file within the service's own cap, as `serve` reads it."""
+    try:
+        return read_regular_file(config, MAX_CONFIG_BYTES, "config file").decode("utf-8")
+    except BundleError as e:
+        raise ReleaseError(str(e)) from None
+    except UnicodeDecodeError as e:
+        raise ReleaseError(f"{config}: config file is not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
 def read_config(config: Path) -> dict:
     try:
-        return tomllib.loads(config.read_text())
-    except FileNotFoundError:
-        raise ReleaseError(f"{config}: config file not found") from None
+        return tomllib.loads(read_config_text(config))
     except tomllib.TOMLDecodeError as e:
         raise ReleaseError(f"{config}: not valid TOML ({e})") from None
 
@@ -457,7 +467,7 @@ def build_release(bundle_dirs: list[Path], config: Path | None = None, out_root:
     """
     if not bundle_dirs:
         raise ReleaseError("no bundles given (BUNDLES=artifacts/<name> ...)")
-    config_text = config.read_text() if config else None
+    config_text = read_config_text(config) if config else None
     config_data = read_config(config) if config else {}
     wanted_variant = variant or config_variant(config_data)
     try:

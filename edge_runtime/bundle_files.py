@@ -71,7 +71,7 @@ def read_regular_file(path: str | Path, max_bytes: int, what: str = "file") -> b
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise BundleError(f"{path}: {what} is missing") from None
+        raise BundleError(f"{path}: {what} not found") from None
     except OSError as e:
         raise BundleError(f"{path}: {what} cannot be opened ({os.strerror(e.errno or 0)})") from None
     return _read_regular(fd, path, what, max_bytes)

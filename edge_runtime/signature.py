@@ -24,7 +24,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from edge_runtime.bundle_files import BundleError, clip, read_bundle_file
+from edge_runtime.bundle_files import BundleError, clip, read_bundle_file, read_regular_file
 
 SIGNATURE_NAME = "manifest.json.sig"
 ALGORITHM = "ed25519"
@@ -52,11 +52,7 @@ def load_public_key(path: str | Path):
     """The Ed25519 public key in a PEM file; BundleError naming the file otherwise."""
     _, serialization, Ed25519PublicKey = _crypto()
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_KEY_BYTES + 1)
-    except OSError as e:
-        raise BundleError(f"{path}: trusted key cannot be read ({e.strerror})") from None
+    data = read_regular_file(path, MAX_KEY_BYTES, "trusted key")  # a FIFO or a folder: one line, never a hang
     try:
         key = serialization.load_pem_public_key(data)
     except (ValueError, TypeError) as e:

@@ -13,9 +13,11 @@ opened with ai_edge_litert.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import runpy
+import signal
 import shutil
 import subprocess
 import sys
@@ -88,6 +90,22 @@ def run_isolated(code: str, timeout: float = 120, **env: str) -> subprocess.Comp
 def run_cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], input=stdin, capture_output=True, text=True,
                           timeout=timeout, env=python_env(), cwd=ROOT)
+
+
+@contextlib.contextmanager
+def fails_if_blocked(seconds: float, what: str):
+    """Fail the test (not hang the suite) if the body blocks longer than `seconds`: for in-process code that
+    must never wait on a FIFO. SIGALRM interrupts a blocking open() or read() in the main thread."""
+    def blocked(*_):
+        pytest.fail(f"{what} blocked for {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def make_tiny_bundle(root: Path, cell: str, features=("level", "delta"), layers: int = 2,

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 import edge_runtime
-from conftest import IN_PROCESS_BACKEND, ROOT, python_env, run_cli
+from conftest import IN_PROCESS_BACKEND, ROOT, fails_if_blocked, python_env, run_cli
 from convert.signing import SigningError, generate_keypair, load_private_key, sign_bundle
 from deploy.release import (ReleaseError, build_release, choose_bundle, extra_packages, locked_requirements, pins,
                             require_signatures)
@@ -71,6 +71,24 @@ def test_keygen_writes_a_private_key_only_its_owner_can_read_and_never_inside_th
     os.chmod(loose, 0o644)
     with pytest.raises(SigningError, match="readable by others"):
         load_private_key(loose)
+
+
+def test_a_key_path_that_is_a_fifo_or_a_folder_is_one_line_not_a_hang(tmp_path, signed):
+    """--trusted-key, --sign-key and a release's config, each given a FIFO, used to block in open() forever."""
+    from deploy.release import read_config
+
+    fifo, folder = tmp_path / "fifo.pem", tmp_path / "folder.pem"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    for path, kind in ((fifo, "a FIFO"), (folder, "a directory")):
+        with fails_if_blocked(20, f"reading {path.name}"), pytest.raises(BundleError, match=f"{path.name}: trusted key is {kind}, not a regular file"):
+            edge_runtime.load(signed, backend=IN_PROCESS_BACKEND, trusted_key=path)
+        with fails_if_blocked(20, f"reading {path.name}"), pytest.raises(SigningError, match=f"{path.name}: signing key is {kind}, not a regular file"):
+            load_private_key(path)
+        with fails_if_blocked(20, f"reading {path.name}"), pytest.raises(ReleaseError, match=f"{path.name}: config file is {kind}, not a regular file"):
+            read_config(path)
+    done = run_cli("edge_runtime", "run", str(signed), "--input", "-", "--trusted-key", str(fifo), stdin="", timeout=60)
+    assert done.returncode == 2 and f"error: {fifo}: trusted key is a FIFO, not a regular file" in done.stderr
 
 
 def test_keygen_cli(tmp_path):

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import edge_runtime
-from conftest import IN_PROCESS_BACKEND, ROOT, python_env, run_cli, run_isolated
+from conftest import IN_PROCESS_BACKEND, ROOT, fails_if_blocked, python_env, run_cli, run_isolated
 from edge_runtime import BundleError
 from edge_runtime.autocomplete import Autocomplete, read_lexicon
 from edge_runtime.lexicon import Lexicon, LexiconError
@@ -215,16 +215,11 @@ def test_a_user_dictionary_that_is_not_a_small_regular_file_is_refused_at_once(t
     os.mkfifo(fifo)
     folder.mkdir()
     huge.write_text(json.dumps({"format": 1, "words": ["word"] * 700_000}))  # 5.6 MB, over the 4 MiB floor
-    previous = signal.signal(signal.SIGALRM, lambda *_: pytest.fail("reading the user dictionary blocked"))
-    signal.alarm(20)
-    try:
+    with fails_if_blocked(20, "reading the user dictionary"):
         for path, what in ((fifo, "is a FIFO, not a regular file"), (folder, "is a directory, not a regular file"),
                            (huge, "is larger than the 4194304-byte limit")):
             with pytest.raises(UserWordsError, match=f"{path.name}: user dictionary {what}; move it away"):
                 UserWords(path)
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.json", "folder.json", "huge.json"]
 
 

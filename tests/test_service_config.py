@@ -8,6 +8,7 @@ AttributeError (TensorFlow 2.20 has no tf.lite.Interpreter).
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,21 @@ def test_the_service_refuses_a_bad_config_in_one_line(fixture_bundles, tmp_path,
     assert code == 2, stderr
     assert message in stderr and "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith("error: ") and len(stderr.strip().splitlines()) <= 2
+
+
+def test_a_config_that_is_a_fifo_a_folder_or_not_utf8_is_one_line_not_a_hang(tmp_path):
+    """`serve --config` on a FIFO blocked at start forever; bytes that are not UTF-8 were a traceback."""
+    fifo, folder, binary = tmp_path / "fifo.toml", tmp_path / "folder.toml", tmp_path / "binary.toml"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    binary.write_bytes(b'bundle = "b"\n\xff\xfe\n')
+    for path, message in ((fifo, "config file is a FIFO, not a regular file"),
+                          (folder, "config file is a directory, not a regular file"),
+                          (binary, "config file is not UTF-8 text (invalid start byte at byte 13)"),
+                          (tmp_path / "absent.toml", "config file not found")):
+        code, stderr = _serve_exit(path)  # a hang is subprocess's TimeoutExpired: a failure, not a stuck suite
+        assert code == 2 and f"error: {path}: {message}" in stderr, stderr
+        assert "Traceback" not in stderr
 
 
 def test_a_negative_port_is_refused_before_anything_opens(fixture_bundles, tmp_path):

@@ -13,12 +13,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from edge_runtime.backends import BACKENDS
+from edge_runtime.bundle_files import BundleError, read_regular_file
 from edge_runtime.service.wal import FSYNC_POLICIES
 
 # Upper bounds: a typo of a few zeros must be a config error, not a MemoryError or a frozen service.
 MAX_STREAMS = 100_000  # each stream holds a state row (a few KB at most) in arrays preallocated at start
 MAX_QUEUE = 1_000_000
 MAX_LINE_BYTES = 1 << 20
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes
 MQTT_PACKET_IDS = 65535  # a paho client holds at most this many unacknowledged QoS 1/2 messages
 MAX_INTERVAL_S = 86400.0  # snapshot/status intervals; longer would look like a frozen service
 
@@ -340,9 +342,13 @@ def is_loopback(host: str) -> bool:
 
 
 def read_config(path: str | Path) -> ServiceConfig:
+    """The config at `path`: a regular UTF-8 file of at most MAX_CONFIG_BYTES (a FIFO would block the start
+    forever), or ConfigError naming it."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        text = read_regular_file(path, MAX_CONFIG_BYTES, "config file").decode("utf-8")
+    except BundleError as e:
+        raise ConfigError(str(e)) from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: config file is not UTF-8 text ({e.reason} at byte {e.start})") from None
     return parse_config(text, path)
