@@ -77,6 +77,21 @@ def read_regular_file(path: str | Path, max_bytes: int, what: str = "file") -> b
     return _read_regular(fd, path, what, max_bytes)
 
 
+def open_regular_file(path: str | Path, what: str = "file"):
+    """`path` opened for reading in binary, if it is a regular file (never blocks on a FIFO); BundleError
+    naming it otherwise. FileNotFoundError is the caller's (an absent file often means "none yet")."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise BundleError(f"{path}: {what} is {_kind(mode)}, not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_regular(fd: int, shown, what: str, max_bytes: int) -> bytes:
     """Read an open fd (closed here) if fstat says it is a regular file within max_bytes."""
     try:

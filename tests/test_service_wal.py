@@ -7,6 +7,7 @@ the resent samples were forecast a second time (11,982 duplicate (id, step) reco
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import time
@@ -308,6 +309,22 @@ def _refused_start(config, wal, text: bytes) -> str:
     assert str(wal) in errors[0] and "--fresh" in errors[0], errors[0]
     assert "Traceback" not in logs and wal.read_bytes() == text
     return errors[0]
+
+
+@pytest.mark.parametrize("name, what, advice", [
+    ("wal.jsonl", "write-ahead log", "; start with --fresh to drop the state and the log"),
+    ("snapshot.npz", "snapshot", ". Set fresh_start = true in the config or pass --fresh to start over")])
+def test_a_fifo_in_place_of_the_log_or_the_snapshot_stops_the_start_in_one_line(fixture_bundles, tmp_path, name,
+                                                                                  what, advice):
+    """Reading either blocked the start forever (an ordinary open of a FIFO waits for a writer)."""
+    _, bundle = fixture_bundles["lstm"]
+    fifo = tmp_path / "state" / name
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    service = ServiceProcess(_config(tmp_path, bundle, free_port()))
+    wait_for(lambda: service.proc.poll() is not None, 60, what="the start to stop")
+    errors = [line for line in service.logs().splitlines() if line.startswith("error: ")]
+    assert service.proc.returncode == 2 and errors == [f"error: {fifo}: {what} is a FIFO, not a regular file{advice}"]
 
 
 def test_a_log_in_a_format_this_runtime_does_not_read_stops_the_start(fixture_bundles, tmp_path):

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_runtime.bundle_files import BundleError, open_regular_file
 from edge_runtime.service.lines import STREAM_ID
 
 FORMAT = 1
@@ -68,10 +69,12 @@ def fsync_dir(folder: Path) -> None:
 def read_snapshot(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     """(meta, arrays); SnapshotError naming the file for anything unreadable or inconsistent."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open_regular_file(path, "snapshot") as f, np.load(f, allow_pickle=False) as npz:  # a FIFO: no hang
             arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise
+    except BundleError as e:
+        raise SnapshotError(str(e)) from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as e:
         raise SnapshotError(f"{path}: unreadable snapshot ({e})") from None
     try:

@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge_runtime.bundle_files import BundleError, open_regular_file
 from edge_runtime.service.compact import compact_json as _dumps
 from edge_runtime.service.fsyncs import FsyncClock
 from edge_runtime.service.log import log
@@ -122,9 +123,12 @@ class WriteAheadLog:
         """
         contents = WalContents()
         try:
-            data = self.path.read_bytes()
+            with open_regular_file(self.path, "write-ahead log") as f:  # a FIFO here must not hang the start
+                data = f.read()
         except FileNotFoundError:
             return contents
+        except BundleError as e:
+            raise WalError(str(e)) from None
         lines = data.split(b"\n")
         contents.torn = bool(lines[-1])  # after the last newline: a write cut short
         for number, line in enumerate(lines[:-1], 1):
