@@ -105,7 +105,14 @@ def keystroke_savings(predictor, words: list[str], beam_width: int = BEAM_WIDTH,
 
 
 def read_words(path: str | Path) -> list[str]:
-    words = [w.strip() for w in Path(path).read_text().splitlines() if w.strip()]
+    """One word per line (a file, or a pipe such as `<(shuf words)`); ValueError naming the file otherwise."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a folder, not a word list") from None
+    words = [w.strip() for w in text.splitlines() if w.strip()]
     if not words:
         raise ValueError(f"{path}: no words")
     return words

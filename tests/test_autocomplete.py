@@ -233,6 +233,16 @@ def test_forecast_bundles_still_read_and_complete_refuses_them(fixture_bundles, 
     assert done.returncode == 2 and "nowhere.txt" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_word_list_that_is_a_folder_or_not_utf8_is_named(tmp_path):
+    from edge_eval.autocomplete import read_words
+
+    (tmp_path / "words.bin").write_bytes(b"alpha\n\xff\xfe\n")
+    with pytest.raises(ValueError, match=r"words.bin: not UTF-8 text \(invalid start byte at byte 6\)"):
+        read_words(tmp_path / "words.bin")
+    with pytest.raises(ValueError, match="is a folder, not a word list"):
+        read_words(tmp_path)
+
+
 @pytest.mark.slow
 def test_serve_refuses_an_autocomplete_bundle_with_one_line_naming_the_task(toy, tmp_path):
     config = tmp_path / "edge.toml"
