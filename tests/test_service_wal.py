@@ -489,3 +489,17 @@ def test_any_json_in_place_of_a_logged_line_starts_or_stops_with_one_line(real_l
         else:
             service.wal.close()
             event("started")
+
+
+def test_deploy_reads_a_snapshot_it_opened_itself(tmp_path):
+    """deploy's park script opens the snapshot relative to the state folder and hands read_snapshot the open file;
+    session 21's FIFO check first took only paths (found by the slow deploy tests, a TypeError on the Pi)."""
+    from deploy.park_snapshot import snapshot_identity
+    from edge_runtime.service.snapshot import SNAPSHOT_NAME, write_snapshot
+
+    write_snapshot(tmp_path / SNAPSHOT_NAME, {"bundle_sha256": "ab" * 32}, {})
+    state = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert snapshot_identity(state) == "ab" * 32
+    finally:
+        os.close(state)

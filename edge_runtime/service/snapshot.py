@@ -20,6 +20,7 @@ silence.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -66,10 +67,13 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def read_snapshot(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """(meta, arrays); SnapshotError naming the file for anything unreadable or inconsistent."""
+def read_snapshot(path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(meta, arrays) of the snapshot at `path`, or of an open binary file that the caller has checked is a
+    regular one (deploy's park script opens it relative to the state folder); SnapshotError naming the file
+    for anything unreadable or inconsistent."""
     try:
-        with open_regular_file(path, "snapshot") as f, np.load(f, allow_pickle=False) as npz:  # a FIFO: no hang
+        with (contextlib.nullcontext(path) if hasattr(path, "read") else open_regular_file(path, "snapshot")) as f, \
+                np.load(f, allow_pickle=False) as npz:  # opened without blocking: a FIFO here must not hang
             arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError:
         raise
