@@ -28,8 +28,8 @@ from pathlib import Path
 
 from edge_runtime.manifest import (DEFAULT_MAX_MSE_RATIO, BundleError, read_manifest, verified_model_bytes,
                                    why_not_deployable)
-from edge_runtime.bundle_files import read_regular_file
-from edge_runtime.service.config import MAX_CONFIG_BYTES
+from edge_runtime.service.config import ConfigError
+from edge_runtime.service.config import read_config_text as service_config_text
 from edge_runtime.signature import SIGNATURE_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,13 +121,11 @@ def normalize(name: str) -> str:
 
 
 def read_config_text(config: Path) -> str:
-    """The service config's text: a regular UTF-8 file within the service's own cap, as `serve` reads it."""
+    """The service config's text, read as `serve` reads it."""
     try:
-        return read_regular_file(config, MAX_CONFIG_BYTES, "config file").decode("utf-8")
-    except BundleError as e:
+        return service_config_text(config)
+    except ConfigError as e:
         raise ReleaseError(str(e)) from None
-    except UnicodeDecodeError as e:
-        raise ReleaseError(f"{config}: config file is not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def read_config(config: Path) -> dict:

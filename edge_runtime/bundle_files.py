@@ -82,9 +82,7 @@ def open_regular_file(path: str | Path, what: str = "file"):
     naming it otherwise. FileNotFoundError is the caller's (an absent file often means "none yet")."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise BundleError(f"{path}: {what} is {_kind(mode)}, not a regular file")
+        _require_regular(os.fstat(fd), path, what)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -96,8 +94,7 @@ def _read_regular(fd: int, shown, what: str, max_bytes: int) -> bytes:
     """Read an open fd (closed here) if fstat says it is a regular file within max_bytes."""
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise BundleError(f"{shown}: {what} is {_kind(info.st_mode)}, not a regular file")
+        _require_regular(info, shown, what)
         if info.st_size > max_bytes:
             raise BundleError(f"{shown}: {what} is larger than the {max_bytes}-byte limit")
         data = _read_at_most(fd, max_bytes + 1)  # a file that grows after fstat is still cut off
@@ -106,6 +103,11 @@ def _read_regular(fd: int, shown, what: str, max_bytes: int) -> bytes:
     if len(data) > max_bytes:
         raise BundleError(f"{shown}: {what} is larger than the {max_bytes}-byte limit")
     return data
+
+
+def _require_regular(info: os.stat_result, shown, what: str) -> None:
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(f"{shown}: {what} is {_kind(info.st_mode)}, not a regular file")
 
 
 def _read_at_most(fd: int, limit: int) -> bytes:

@@ -341,14 +341,17 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve to any interface
 
 
-def read_config(path: str | Path) -> ServiceConfig:
-    """The config at `path`: a regular UTF-8 file of at most MAX_CONFIG_BYTES (a FIFO would block the start
-    forever), or ConfigError naming it."""
-    path = Path(path)
+def read_config_text(path: str | Path) -> str:
+    """The text of the config at `path`: a regular UTF-8 file of at most MAX_CONFIG_BYTES (a FIFO would block
+    the start forever), or ConfigError naming it. deploy reads a release's config through it too."""
     try:
-        text = read_regular_file(path, MAX_CONFIG_BYTES, "config file").decode("utf-8")
+        return read_regular_file(path, MAX_CONFIG_BYTES, "config file").decode("utf-8")
     except BundleError as e:
         raise ConfigError(str(e)) from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: config file is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return parse_config(text, path)
+
+
+def read_config(path: str | Path) -> ServiceConfig:
+    path = Path(path)
+    return parse_config(read_config_text(path), path)
