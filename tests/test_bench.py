@@ -65,6 +65,32 @@ def test_macs_count_the_gates():
     assert macs("gru", 16, 2) == 3 * 16 * (4 + 16) + 3 * 16 * (16 + 16) + 16
 
 
+def test_a_service_minutes_behind_its_sensors_does_not_keep_up_though_the_broker_drained():
+    """Session 21's bench: 1,000,000 of 1,000,000 forecast and nothing left at the broker, but p50 139 s behind
+    with the publisher at 3,334 of 5,000/s. That claim read PASS; keeping up is a bounded delay at the rate."""
+    from pipeline.loadgen import keeps_up, load_table
+
+    def load(p99_ms, offered, backlog=0):
+        return {"sensors": 100, "rate_hz": 50.0, "duration_s": 200.0, "sent": 1_000_000, "acknowledged": 1_000_000,
+                "forecasts": 1_000_000 - backlog, "taken_in": 1_000_000 - backlog, "lost": 0,
+                "backlog_at_end": backlog, "publish_rate_per_s": offered,
+                "latency_ms": {"p50": p99_ms / 2, "p99": p99_ms, "max": p99_ms}, "service_cpu_s": 306.3,
+                "rss_kb_at_samples": {}, "service": {"latency_us": {"p50": 493.2, "p99": 10976.6}}}
+
+    behind = load(186_565.18, 3334.1)
+    held, figure = keeps_up(behind)
+    assert not held
+    assert figure == ("sample-to-forecast p50 / p99 93.28 / 186.57 s (under 1 s to keep up); 1,000,000 of "
+                      "1,000,000 forecast, 0 left at the broker; the publisher offered 3,334 of 5,000 samples/s; "
+                      "the service's CPU 306 us a sample (one core: 3,265/s)")
+    assert "| keeps up: p99 sample-to-forecast under 1 s, the rate offered, nothing left | FAIL |" in load_table(behind)
+    assert "| service CPU a sample (user + system, every thread) | 306 us |" in load_table(behind)
+    assert keeps_up(load(120.0, 4990.0))[0]
+    assert not keeps_up(load(120.0, 4700.0))[0]  # the rate was not offered: not tested, so not held
+    assert not keeps_up(load(120.0, 4990.0, backlog=1))[0]
+    assert not keeps_up(load(1_000.0, 4990.0))[0]
+
+
 @pytest.mark.slow
 def test_tiny_bench_runs_and_writes_its_report(tmp_path):
     results = run_bench(BENCH_PRESETS["tiny"], tmp_path / "work", progress=False)
