@@ -73,6 +73,43 @@ def test_under_interval_forecasts_wait_for_the_fsync_of_their_log_record(fixture
             sink.close()
 
 
+def test_a_failed_log_fsync_acknowledges_nothing_until_a_snapshot_makes_the_batch_durable(fixture_bundles, tmp_path,
+                                                                                           monkeypatch):
+    """A disk that fails the log's fsync: the record is cut back, the log is broken, no forecast reaches the
+    sink and no sample is acknowledged. The next snapshot holds the batch's state (durable), and then its
+    forecasts go out and its samples are acknowledged, once."""
+    import errno
+
+    out = tmp_path / "out.jsonl"
+    service = _service(tmp_path, fixture_bundles["lstm"][1], "batch", f'[sinks.jsonl]\npath = "{out}"\nrotate_bytes = 0\n')
+    real_fsync, failing = os.fsync, [True]
+
+    def fsync(fd: int) -> None:
+        if failing[0] and fd == service.wal.fd:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    wal = tmp_path / "state" / "wal.jsonl"
+    size = wal.stat().st_size
+    monkeypatch.setattr(os, "fsync", fsync)
+    acked: list = []
+    try:
+        service.process(_samples(service, time.time() - 10.0, acked))
+        assert service.wal.broken and service.wal.failures == 1 and service.wal.durable_seq == 0
+        assert wal.stat().st_size == size, "the record whose fsync failed was not cut back"
+        assert out.read_bytes() == b"" and acked == []
+
+        failing[0] = False  # the disk is back
+        service.write_snapshot()
+        service._settle()
+        assert not service.wal.broken
+        records, _ = read_jsonl(out)
+        assert len(records) == STREAMS and sorted(s for s, _ in acked) == list(range(STREAMS))
+    finally:
+        for sink in service.sinks:
+            sink.close()
+
+
 def _record_fsyncs(monkeypatch) -> dict:
     """os.fsync as it is, recording each file's size at its last fsync: {inode: size} (what a power cut keeps)."""
     fsynced: dict = {}
